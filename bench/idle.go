@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// IdleOptions configures an idle-sessions run: open many sessions, each
+// proven live by one echo, hold them, then close them all.
+type IdleOptions struct {
+	Client
+	// Target is the echo target's host:port.
+	Target string
+	// Sessions is how many to open; 0 means 1000.
+	Sessions int
+	// Hold is how long all sessions stay open; 0 means 2 s. Opening and
+	// holding together stop at MaxDuration.
+	Hold time.Duration
+	// Openers is how many sessions are opened concurrently; 0 means 64.
+	Openers int
+}
+
+func (o *IdleOptions) sessions() int {
+	if o.Sessions > 0 {
+		return o.Sessions
+	}
+	return 1000
+}
+
+func (o *IdleOptions) hold() time.Duration {
+	if o.Hold > 0 {
+		return min(o.Hold, MaxDuration)
+	}
+	return 2 * time.Second
+}
+
+func (o *IdleOptions) openers() int {
+	if o.Openers > 0 {
+		return o.Openers
+	}
+	return 64
+}
+
+// IdleResult is the outcome of an idle-sessions run.
+type IdleResult struct {
+	// Mode is "idle".
+	Mode string `json:"mode"`
+	// Proxy is the relay's address, empty for direct runs.
+	Proxy string `json:"proxy,omitempty"`
+	// Sessions is how many were asked for; Open how many were opened and held.
+	Sessions int `json:"sessions"`
+	Open     int `json:"open"`
+	// OpenSeconds is the time to open them all; HoldSeconds the time held.
+	OpenSeconds float64 `json:"open_seconds"`
+	HoldSeconds float64 `json:"hold_seconds"`
+	// Before and Held are the relay's samples before opening and at the end
+	// of the hold, when a PID was given.
+	Before *ProcSample `json:"before,omitempty"`
+	Held   *ProcSample `json:"held,omitempty"`
+	// RSSPerSession and FDsPerSession are (Held - Before) / Open.
+	RSSPerSession float64 `json:"rss_bytes_per_session,omitempty"`
+	FDsPerSession float64 `json:"fds_per_session,omitempty"`
+	// CPU is the relay's processor time from opening to the end of the hold.
+	CPU *CPU `json:"cpu,omitempty"`
+	// Errors counts the failures.
+	Errors Errors `json:"errors"`
+}
+
+// Idle runs the idle-sessions test. The returned error is for unusable
+// options or a failed process sample.
+func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
+	d, err := NewDialer(o.Proxy, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	smp := sampler{o.PID}
+	before, err := smp.sample()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, start.Add(MaxDuration))
+	defer cancel()
+	conns := make([]*net.TCPConn, o.sessions())
+	errs := make([]Errors, o.openers())
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go o.openLoop(ctx, &wg, d, conns, &next, &errs[i])
+	}
+	wg.Wait()
+	defer closeAll(conns)
+	res := &IdleResult{Mode: "idle", Proxy: o.Proxy.Addr, Sessions: len(conns),
+		OpenSeconds: time.Since(start).Seconds()}
+	for i := range errs {
+		res.Errors.merge(&errs[i])
+	}
+	for _, c := range conns {
+		if c != nil {
+			res.Open++
+		}
+	}
+	held := time.Now()
+	select {
+	case <-ctx.Done():
+	case <-time.After(o.hold()):
+	}
+	res.HoldSeconds = time.Since(held).Seconds()
+	after, err := smp.sample()
+	if err != nil {
+		return nil, err
+	}
+	if o.PID != 0 {
+		res.Before, res.Held = &before, &after
+		res.CPU = cpuBetween(o.PID, before, after, time.Since(start))
+		if res.Open > 0 {
+			res.RSSPerSession = float64(after.RSSBytes-before.RSSBytes) / float64(res.Open)
+			res.FDsPerSession = float64(after.FDs-before.FDs) / float64(res.Open)
+		}
+	}
+	return res, nil
+}
+
+// openLoop opens sessions, taking the next free slot each time, until all
+// slots are taken or ctx ends.
+func (o *IdleOptions) openLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, conns []*net.TCPConn, next *atomic.Int64, errs *Errors) {
+	defer wg.Done()
+	rr := RROptions{}
+	msg, echo := []byte{0x5a}, []byte{0}
+	for ctx.Err() == nil {
+		i := int(next.Add(1) - 1)
+		if i >= len(conns) {
+			return
+		}
+		c, err := openSession(ctx, d, &rr, msg, echo)
+		if err != nil {
+			errs.add(err)
+			continue
+		}
+		conns[i] = c
+	}
+}
+
+// openSession dials and proves the session with one echo; the caller owns
+// the returned conn.
+func openSession(ctx context.Context, d *Dialer, rr *RROptions, msg, echo []byte) (*net.TCPConn, error) {
+	c, err := d.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := rr.echo(c, msg, echo, time.Now()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func closeAll(conns []*net.TCPConn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+}

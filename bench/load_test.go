@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"context"
+		"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+const shortRun = 300 * time.Millisecond
+
+// startTarget serves kind on 127.0.0.1:0 until the test ends and returns
+// its address.
+func startTarget(t *testing.T, kind Target, seed uint64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	s := &Server{Kind: kind, Seed: seed}
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve(%v): %v", kind, err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// checkTput fails the test unless r moved bytes in every stream without errors.
+func checkTput(t *testing.T, r *TputResult, err error, streams int) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors.Total() != 0 {
+		t.Fatalf("errors: %+v", r.Errors)
+	}
+	if len(r.PerStream) != streams || r.Bytes == 0 || r.Gbps <= 0 {
+		t.Fatalf("streams %d bytes %d Gbps %v; want %d streams moving bytes", len(r.PerStream), r.Bytes, r.Gbps, streams)
+	}
+	for i, s := range r.PerStream {
+		if s.Bytes == 0 {
+			t.Errorf("stream %d moved nothing", i)
+		}
+	}
+}
+
+func TestTputDirect(t *testing.T) {
+	t.Parallel()
+	sink, source := startTarget(t, Sink, 0), startTarget(t, Source, 7)
+	for _, tc := range []struct {
+		name    string
+		dir     Direction
+		verify  Verify
+		streams int
+	}{
+		{"up", Up, VerifyFull, 2},
+		{"down", Down, VerifyFull, 2},
+		{"down sample", Down, VerifySample, 1},
+		{"both", Both, VerifyFull, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := TputOptions{Client: Client{Duration: shortRun}, Dir: tc.dir, Sink: sink, Source: source,
+				Streams: tc.streams, Seed: 7, Verify: tc.verify}
+			r, err := Tput(context.Background(), o)
+			want := tc.streams
+			if tc.dir == Both {
+				want *= 2
+			}
+			checkTput(t, r, err, want)
+		})
+	}
+}
+
+func TestTputWrongSeed(t *testing.T) {
+	t.Parallel()
+	source := startTarget(t, Source, 1)
+	r, err := Tput(context.Background(), TputOptions{Client: Client{Duration: shortRun}, Dir: Down, Source: source, Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors.Data != 1 {
+		t.Fatalf("errors %+v; want one data mismatch", r.Errors)
+	}
+}
+
+// corruptSource serves the pattern of seed with the byte at offset flipped.
+func corruptSource(t *testing.T, seed uint64, offset int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	buf := newPattern(seed).fill(make([]byte, 4*patternBytes))
+	bad := append([]byte(nil), buf...)
+	bad[offset] ^= 0x01
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for b := bad; ; b = buf {
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestTputCorruptSource(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		verify Verify
+		offset int
+	}{
+		{"full", VerifyFull, 3*patternBytes + 12345},
+		{"sample first byte", VerifySample, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			source := corruptSource(t, 9, tc.offset)
+			o := TputOptions{Client: Client{Duration: shortRun}, Dir: Down, Source: source, Seed: 9, Verify: tc.verify}
+			r, err := Tput(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Errors.Data != 1 || !strings.Contains(r.PerStream[0].Error, "source pattern") {
+				t.Fatalf("errors %+v; want one data mismatch", r.Errors)
+			}
+		})
+	}
+}
+
+func TestTputCancel(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	started := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// 64 MiB is more than the kernel buffers hold, so once it is
+		// written the client is reading: the transfer has started.
+		buf := newPattern(0).fill(make([]byte, patternBytes))
+		for range 1024 {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+		close(started)
+		serveSource(c, buf)
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	var r *TputResult
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r, err = Tput(ctx, TputOptions{Client: Client{Duration: time.Minute}, Dir: Down, Source: ln.Addr().String()})
+	}()
+	select {
+	case <-started:
+	case <-done:
+		t.Fatalf("Tput ended before the transfer started: %v", err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Tput did not stop when its context ended")
+	}
+	if err != nil || r.Errors.Total() != 0 || r.Seconds > 20 {
+		t.Fatalf("err %v, errors %+v, %v s", err, r.Errors, r.Seconds)
+	}
+}
+
+func TestRRDirect(t *testing.T) {
+	t.Parallel()
+	echo := startTarget(t, Echo, 0)
+	for _, size := range []int{1, 3000} {
+		r, err := RR(context.Background(), RROptions{Client: Client{Duration: shortRun}, Target: echo, Workers: 4, SizeBytes: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Errors.Total() != 0 || r.Conns == 0 || r.ConnsPerSec <= 0 {
+			t.Fatalf("size %d: conns %d, errors %+v", size, r.Conns, r.Errors)
+		}
+		if l := r.Latency; !(l.Min <= l.P50 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max > 0) {
+			t.Errorf("latency out of order: %+v", l)
+		}
+	}
+}
+
+func TestRRConnectRefused(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r, err := RR(context.Background(), RROptions{Client: Client{Duration: 50 * time.Millisecond}, Target: addr, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors.Connect == 0 || r.Conns != 0 {
+		t.Fatalf("conns %d, errors %+v; want only connect errors", r.Conns, r.Errors)
+	}
+}
+
+func TestIdleDirect(t *testing.T) {
+	t.Parallel()
+	echo := startTarget(t, Echo, 0)
+	r, err := Idle(context.Background(), IdleOptions{Client: Client{}, Target: echo, Sessions: 50, Hold: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Open != 50 || r.Errors.Total() != 0 {
+		t.Fatalf("open %d, errors %+v", r.Open, r.Errors)
+	}
+}

@@ -1,0 +1,79 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"time"
+)
+
+// ProcSample is one reading of a process's resource use, summed over the
+// process, its threads and its descendants (relays such as Dante relay in
+// child processes).
+type ProcSample struct {
+	// CPU is user plus system time, including children already reaped.
+	CPU time.Duration `json:"cpu_ns"`
+	// RSSBytes is the sum of VmRSS; pages shared between processes count once per process.
+	RSSBytes int64 `json:"rss_bytes"`
+	// FDs is the number of open file descriptors.
+	FDs int `json:"fds"`
+	// Procs is the number of processes summed.
+	Procs int `json:"procs"`
+}
+
+// clockTicks is USER_HZ, the unit of the times in /proc/PID/stat; it is 100
+// on every Linux architecture Go supports.
+const clockTicks = 100
+
+var errProcFormat = errors.New("bench: proc: unexpected format")
+
+// parseStat returns the parent PID and the CPU time (utime + stime + cutime +
+// cstime) from the contents of /proc/PID/stat.
+func parseStat(b []byte) (ppid int, cpu time.Duration, err error) {
+	// The command name may hold spaces and parentheses: skip to the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, errProcFormat
+	}
+	// Fields from 3 (state) on; utime is field 14, so index 11 here.
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 15 {
+		return 0, 0, errProcFormat
+	}
+	ppid, err = strconv.Atoi(string(f[1]))
+	if err != nil {
+		return 0, 0, errProcFormat
+	}
+	var ticks uint64
+	for _, field := range f[11:15] {
+		v, err := strconv.ParseUint(string(field), 10, 64)
+		if err != nil {
+			return 0, 0, errProcFormat
+		}
+		ticks += v
+	}
+	return ppid, time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// parseRSS returns VmRSS in bytes from the contents of /proc/PID/status;
+// kernel threads and zombies have none, which reads as 0.
+func parseRSS(b []byte) (int64, error) {
+	const key = "\nVmRSS:"
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, nil
+	}
+	rest := b[i+len(key):]
+	if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[:j]
+	}
+	f := bytes.Fields(rest)
+	if len(f) != 2 || string(f[1]) != "kB" {
+		return 0, errProcFormat
+	}
+	kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+	if err != nil {
+		return 0, errProcFormat
+	}
+	return kb << 10, nil
+}

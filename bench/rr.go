@@ -1,0 +1,196 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// RROptions configures a connection-rate run: each worker loops over
+// connect, SOCKS5 handshake (unless direct), one echo, close.
+type RROptions struct {
+	Client
+	// Target is the echo target's host:port.
+	Target string
+	// Workers is the number of concurrent connection loops; 0 means 64.
+	Workers int
+	// SizeBytes is the size of the echoed message; 0 means 1.
+	SizeBytes int
+	// Timeout bounds one connection's echo exchange; 0 means 5 s.
+	Timeout time.Duration
+}
+
+func (o *RROptions) workers() int {
+	if o.Workers > 0 {
+		return o.Workers
+	}
+	return 64
+}
+
+func (o *RROptions) size() int { return max(o.SizeBytes, 1) }
+
+func (o *RROptions) timeout() time.Duration {
+	if o.Timeout > 0 {
+		return o.Timeout
+	}
+	return 5 * time.Second
+}
+
+// Latency summarises a latency histogram, in microseconds.
+type Latency struct {
+	// Min, Mean and Max are exact; the percentiles are within 1.6 %.
+	Min  float64 `json:"min_us"`
+	Mean float64 `json:"mean_us"`
+	P50  float64 `json:"p50_us"`
+	P90  float64 `json:"p90_us"`
+	P99  float64 `json:"p99_us"`
+	P999 float64 `json:"p99_9_us"`
+	Max  float64 `json:"max_us"`
+}
+
+// Summarize returns the latency figures of h.
+func Summarize(h *Histogram) Latency {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return Latency{
+		Min: us(h.Min()), Mean: us(h.Mean()), Max: us(h.Max()),
+		P50: us(h.Percentile(0.50)), P90: us(h.Percentile(0.90)),
+		P99: us(h.Percentile(0.99)), P999: us(h.Percentile(0.999)),
+	}
+}
+
+// RRResult is the outcome of a connection-rate run.
+type RRResult struct {
+	// Mode is "rr".
+	Mode string `json:"mode"`
+	// Proxy is the relay's address, empty for direct runs.
+	Proxy string `json:"proxy,omitempty"`
+	// Workers and SizeBytes repeat the options.
+	Workers   int `json:"workers"`
+	SizeBytes int `json:"size_bytes"`
+	// Seconds is the wall time until the last worker stopped.
+	Seconds float64 `json:"seconds"`
+	// Conns is the number of complete, verified exchanges.
+	Conns uint64 `json:"conns"`
+	// ConnsPerSec is Conns over Seconds.
+	ConnsPerSec float64 `json:"conns_per_sec"`
+	// Latency is from the start of the connect to the echo's last byte.
+	Latency Latency `json:"latency"`
+	// CPU is the relay's processor time, when a PID was given.
+	CPU *CPU `json:"cpu,omitempty"`
+	// Errors counts the failures.
+	Errors Errors `json:"errors"`
+}
+
+// rrWorker is one worker's private state, merged after the run.
+type rrWorker struct {
+	hist  Histogram
+	errs  Errors
+	conns counter
+}
+
+// RR runs the connection-rate test until the duration ends or ctx ends.
+// The returned error is for unusable options or a failed process sample.
+func RR(ctx context.Context, o RROptions) (*RRResult, error) {
+	d, err := NewDialer(o.Proxy, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	smp := sampler{o.PID}
+	before, err := smp.sample()
+	if err != nil {
+		return nil, err
+	}
+	workers := make([]rrWorker, o.workers())
+	start := time.Now()
+	end := start.Add(o.duration())
+	done := make(chan struct{})
+	shown := progress(o.Progress, o.duration(), done, func(el time.Duration) string {
+		var n int64
+		for i := range workers {
+			n += workers[i].conns.n.Load()
+		}
+		return fmt.Sprintf("rr %4.0fs %10.0f conn/s", el.Seconds(), float64(n)/el.Seconds())
+	})
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go o.rrLoop(ctx, &wg, d, &workers[i], uint64(i), end)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(done)
+	<-shown
+	after, err := smp.sample()
+	if err != nil {
+		return nil, err
+	}
+	res := &RRResult{Mode: "rr", Proxy: o.Proxy.Addr, Workers: len(workers), SizeBytes: o.size(),
+		Seconds: elapsed.Seconds()}
+	var h Histogram
+	for i := range workers {
+		h.Merge(&workers[i].hist)
+		res.Errors.merge(&workers[i].errs)
+	}
+	res.Conns = h.Count()
+	res.ConnsPerSec = float64(res.Conns) / elapsed.Seconds()
+	res.Latency = Summarize(&h)
+	if o.PID != 0 {
+		res.CPU = cpuBetween(o.PID, before, after, elapsed)
+		if res.Conns > 0 {
+			res.CPU.Per1kConns = res.CPU.Seconds / (float64(res.Conns) / 1000)
+		}
+	}
+	return res, nil
+}
+
+// rrLoop is one worker: exchanges until end or ctx, each message different
+// so that crossed connections show up as mismatches.
+func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w *rrWorker, id uint64, end time.Time) {
+	defer wg.Done()
+	msg, echo := make([]byte, o.size()), make([]byte, o.size())
+	// Invariant: each pass opens and closes one connection.
+	for seq := id << 32; ctx.Err() == nil && time.Now().Before(end); seq++ {
+		for i := range msg {
+			msg[i] = byte(seq + uint64(i))
+		}
+		t0 := time.Now()
+		if err := o.exchange(ctx, d, msg, echo, t0); err != nil {
+			w.errs.add(err)
+			continue
+		}
+		w.hist.Record(time.Since(t0))
+		w.conns.n.Add(1)
+	}
+}
+
+// exchange opens one connection, echoes msg through it and closes it.
+func (o *RROptions) exchange(ctx context.Context, d *Dialer, msg, echo []byte, t0 time.Time) error {
+	c, err := d.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return o.echo(c, msg, echo, t0)
+}
+
+// echo sends msg on c and checks that it comes back, within the timeout
+// counted from t0.
+func (o *RROptions) echo(c *net.TCPConn, msg, echo []byte, t0 time.Time) error {
+	if err := c.SetDeadline(t0.Add(o.timeout())); err != nil {
+		return err
+	}
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("bench: rr: %w", err)
+	}
+	if _, err := io.ReadFull(c, echo); err != nil {
+		return fmt.Errorf("bench: rr: reading the echo: %w", err)
+	}
+	if !bytes.Equal(msg, echo) {
+		return fmt.Errorf("%w: rr: echo differs from the message", ErrMismatch)
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Wire values of the SOCKS5 exchange the client speaks (RFC 1928, RFC 1929).
+const (
+	socksVersion  = 0x05
+	authVersion   = 0x01
+	methodNone    = 0x00
+	methodUser    = 0x02
+	methodNoMatch = 0xff
+	cmdConnect    = 0x01
+	atypIPv4      = 0x01
+	atypDomain    = 0x03
+	atypIPv6      = 0x04
+)
+
+// Errors the SOCKS client reports; replies other than success come as a
+// *ReplyError.
+var (
+	ErrBadVersion     = errors.New("bench: socks: server answered with a version other than 5")
+	ErrMethodRejected = errors.New("bench: socks: server accepted none of the offered methods")
+	ErrAuthFailed     = errors.New("bench: socks: username/password rejected")
+	ErrBadReply       = errors.New("bench: socks: malformed reply")
+)
+
+// ReplyError is a SOCKS5 reply other than success.
+type ReplyError struct {
+	// Code is the REP field of the reply.
+	Code byte
+}
+
+var replyNames = [...]string{
+	"succeeded", "general failure", "not allowed by ruleset", "network unreachable",
+	"host unreachable", "connection refused", "TTL expired", "command not supported",
+	"address type not supported",
+}
+
+// Error names the reply code.
+func (e *ReplyError) Error() string {
+	name := "unassigned"
+	if int(e.Code) < len(replyNames) {
+		name = replyNames[e.Code]
+	}
+	return fmt.Sprintf("bench: socks: reply 0x%02x (%s)", e.Code, name)
+}
+
+// Dialer opens TCP connections to one target, through a SOCKS5 proxy or
+// directly. The handshake bytes are built once by NewDialer, so a Dialer is
+// cheap to use in a loop and safe for concurrent use.
+type Dialer struct {
+	addr      string // where the TCP connect goes: the proxy, or the target when direct
+	proxied   bool
+	lockstep  bool
+	greeting  []byte // method selection
+	auth      []byte // RFC 1929 request; nil without credentials
+	request   []byte // CONNECT request
+	pipelined []byte // greeting [+ auth] + request, sent in one write
+	timeout   time.Duration
+	net       net.Dialer
+}
+
+// Proxy says how to reach the proxy under test. The zero value means
+// "connect directly".
+type Proxy struct {
+	// Addr is the proxy's host:port; empty means connect to the target directly.
+	Addr string
+	// User and Pass, when User is not empty, are sent with RFC 1929
+	// username/password authentication; otherwise only "no auth" is offered.
+	User, Pass string
+	// Lockstep waits for each answer before sending the next message. By
+	// default the greeting, any authentication and the request go out in one
+	// write, which servers that read each frame exactly handle; servers that
+	// read a whole segment per stage and drop the rest need Lockstep.
+	Lockstep bool
+	// Timeout bounds the TCP connect plus the handshake; 0 means 5 s.
+	Timeout time.Duration
+}
+
+func (p Proxy) timeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return 5 * time.Second
+}
+
+// NewDialer checks the addresses and prepares the handshake for target,
+// a host:port where host is an IP address or a name the proxy resolves.
+func NewDialer(p Proxy, target string) (*Dialer, error) {
+	host, portStr, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, fmt.Errorf("bench: target: %w", err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("bench: target port %q: %w", portStr, err)
+	}
+	d := &Dialer{addr: target, timeout: p.timeout(), lockstep: p.Lockstep}
+	if p.Addr == "" {
+		return d, nil
+	}
+	if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+		return nil, fmt.Errorf("bench: proxy: %w", err)
+	}
+	d.addr, d.proxied = p.Addr, true
+	if p.User != "" {
+		if len(p.User) > 255 || len(p.Pass) > 255 {
+			return nil, errors.New("bench: socks: username and password must be at most 255 bytes")
+		}
+		d.greeting = []byte{socksVersion, 1, methodUser}
+		d.auth = append([]byte{authVersion, byte(len(p.User))}, p.User...)
+		d.auth = append(append(d.auth, byte(len(p.Pass))), p.Pass...)
+	} else {
+		d.greeting = []byte{socksVersion, 1, methodNone}
+	}
+	d.request, err = appendConnect(nil, host, uint16(port))
+	if err != nil {
+		return nil, err
+	}
+	d.pipelined = append(append(append([]byte(nil), d.greeting...), d.auth...), d.request...)
+	return d, nil
+}
+
+// appendConnect appends a CONNECT request for host:port to b.
+func appendConnect(b []byte, host string, port uint16) ([]byte, error) {
+	b = append(b, socksVersion, cmdConnect, 0)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.Unmap()
+		if ip.Is4() {
+			b = append(b, atypIPv4)
+		} else {
+			b = append(b, atypIPv6)
+		}
+		b = append(b, ip.AsSlice()...)
+	} else {
+		if len(host) == 0 || len(host) > 255 {
+			return nil, fmt.Errorf("bench: socks: host name %q must be 1 to 255 bytes", host)
+		}
+		b = append(append(b, atypDomain, byte(len(host))), host...)
+	}
+	return binary.BigEndian.AppendUint16(b, port), nil
+}
+
+// Proxied reports whether connections go through a SOCKS5 proxy.
+func (d *Dialer) Proxied() bool { return d.proxied }
+
+// Dial connects to the target, through the proxy when there is one, and
+// returns the connection ready for data. The caller owns and closes it.
+func (d *Dialer) Dial(ctx context.Context) (*net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	c, err := d.net.DialContext(ctx, "tcp", d.addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	if !d.proxied {
+		return tc, nil
+	}
+	deadline, _ := ctx.Deadline()
+	_ = tc.SetDeadline(deadline)
+	if err := d.handshake(tc); err != nil {
+		tc.Close()
+		return nil, &HandshakeError{Proxy: d.addr, Err: err}
+	}
+	if err := tc.SetDeadline(time.Time{}); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// handshake runs the SOCKS5 exchange on c, reading exactly the reply frames
+// so that no payload byte is consumed.
+func (d *Dialer) handshake(c *net.TCPConn) error {
+	var b [2 + 2 + 5 + 255 + 2]byte
+	if d.lockstep {
+		if err := d.exchange(c, d.greeting, b[:2]); err != nil {
+			return err
+		}
+		if d.auth != nil {
+			if err := d.exchange(c, d.auth, b[:4]); err != nil {
+				return err
+			}
+		}
+		return d.connect(c, b[:], d.request, 0)
+	}
+	pre := 2
+	if d.auth != nil {
+		pre = 4
+	}
+	return d.connect(c, b[:], d.pipelined, pre)
+}
+
+// exchange writes msg and reads the method answer (len(b) == 2) or the
+// auth status (len(b) == 4, the first two bytes already checked).
+func (d *Dialer) exchange(c *net.TCPConn, msg, b []byte) error {
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	n, err := io.ReadFull(c, b[len(b)-2:])
+	if cerr := d.checkAnswers(b[:len(b)-2+n]); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// checkAnswers checks the method answer and, when b is long enough, the
+// RFC 1929 status; b may be cut short by an early close.
+func (d *Dialer) checkAnswers(b []byte) error {
+	if len(b) >= 2 {
+		want := byte(methodNone)
+		if d.auth != nil {
+			want = methodUser
+		}
+		switch {
+		case b[0] != socksVersion:
+			return ErrBadVersion
+		case b[1] == methodNoMatch:
+			return ErrMethodRejected
+		case b[1] != want:
+			return ErrBadReply
+		}
+	}
+	if len(b) >= 4 && (b[2] != authVersion || b[3] != 0) {
+		return ErrAuthFailed
+	}
+	return nil
+}
+
+// connect writes msg, then reads the answers still owed before the CONNECT
+// reply (pre bytes: none in lockstep, all of them after the pipelined
+// write), then the reply itself: its fixed part and first address byte in
+// one read, the rest of the address, whose length that byte decides, in a
+// second.
+func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) error {
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	n, err := io.ReadFull(c, b[:pre+5])
+	if cerr := d.checkAnswers(b[:min(n, pre)]); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return err
+	}
+	r := b[pre : pre+5]
+	if r[0] != socksVersion {
+		return ErrBadVersion
+	}
+	if r[1] != 0 {
+		return &ReplyError{Code: r[1]}
+	}
+	var rest int
+	switch r[3] {
+	case atypIPv4:
+		rest = net.IPv4len - 1 + 2
+	case atypIPv6:
+		rest = net.IPv6len - 1 + 2
+	case atypDomain:
+		rest = int(r[4]) + 2
+	default:
+		return ErrBadReply
+	}
+	_, err = io.ReadFull(c, b[:rest])
+	return err
+}

@@ -1,0 +1,321 @@
+// Command sluice-bench is a load generator and its own target servers for
+// measuring SOCKS5 relays; the logic lives in package bench.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"sluice/bench"
+)
+
+const usage = `usage: sluice-bench MODE [flags]
+
+Targets (serve until killed, or for --duration when given):
+  sink     read and discard; after EOF answer the byte count (uint64, big endian)
+  source   write the seeded 64 KiB pattern endlessly
+  echo     write back what is read
+Clients (through a SOCKS5 proxy with --proxy, or --direct):
+  tput     -P parallel streams, --dir up (to a sink), down (from a source)
+           or both; aggregate and per-stream Gbit/s, byte counts checked
+  rr       -c workers each looping connect + handshake + one --size echo + close;
+           conn/s and latency p50/p90/p99/p99.9/max
+  idle     open -n sessions (handshake + one echo), hold them for --hold,
+           close; with --pid the relay's RSS and fds per session
+  udp      reserved for UDP ASSOCIATE load; not implemented yet
+With --pid, clients report the relay's CPU seconds (its process and
+descendants) per GiB (tput) or per 1,000 connections (rr). A run with any
+error (connect, SOCKS reply, data mismatch) exits 1; bad flags exit 2.
+SIGINT stops a run early and still prints its results.
+
+Flags:
+  --addr HOST:PORT   targets: listen address (default 127.0.0.1:5201)
+  --allow-public     targets: allow a non-loopback --addr
+  --seed N           source, tput: pattern seed (default 1)
+  --buf BYTES        targets, tput: read/write size (default 256 KiB; echo 16 KiB)
+  --proxy HOST:PORT  clients: SOCKS5 proxy under test
+  --user NAME        clients: RFC 1929 username (with --pass)
+  --pass SECRET      clients: RFC 1929 password
+  --direct           clients: connect to the target without a proxy
+  --lockstep         clients: wait for each SOCKS5 answer before the next
+                     message instead of one pipelined write (for servers
+                     that drop pipelined bytes, e.g. microsocks)
+  --target ADDR      clients: target host:port; tput --dir both takes
+                     SINK,SOURCE
+  --dir DIR          tput: up, down or both (default up)
+  -P N               tput: parallel streams per direction (default 1)
+  --verify LEVEL     tput down: full, sample (first 64 bytes of each read)
+                     or none (default full)
+  -c N               rr: concurrent workers (default 64); idle: concurrent
+                     openers (default 64)
+  --size BYTES       rr: echo size (default 1)
+  -n N               idle: sessions (default 1000)
+  --hold DURATION    idle: how long to hold the sessions (default 2s)
+  --duration D       clients: load time (default 5s, at most 10m);
+                     targets: serve time (default: until killed)
+  --timeout D        clients: connect+handshake bound, and rr echo bound (default 5s)
+  --pid PID          clients: the relay's process, sampled from /proc
+  --json             clients: print one JSON object instead of a table
+  --quiet            no progress line on stderr (printed each second for
+                     runs longer than 3s) and no target banner
+  -h                 this help
+`
+
+// flagsFor lists the flags each mode accepts besides -h.
+var flagsFor = map[string]string{
+	"sink":   "addr allow-public buf duration quiet",
+	"source": "addr allow-public buf duration quiet seed",
+	"echo":   "addr allow-public buf duration quiet",
+	"tput":   "proxy user pass direct lockstep timeout duration pid json quiet target dir P seed verify buf",
+	"rr":     "proxy user pass direct lockstep timeout duration pid json quiet target c size",
+	"idle":   "proxy user pass direct lockstep timeout pid json quiet target c n hold",
+}
+
+// options is every flag's value.
+type options struct {
+	addr, proxy, user, pass, target, dir, verify string
+	allowPublic, direct, lockstep, json, quiet   bool
+	seed                                         uint64
+	buf, streams, workers, size, sessions, pid   int
+	hold, duration, timeout                      time.Duration
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run is main with its exit status returned: 0 ok, 1 run errors, 2 usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "sluice-bench: missing mode; try -h")
+		return 2
+	}
+	mode := args[0]
+	switch mode {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "udp":
+		fmt.Fprintln(stderr, "sluice-bench: mode udp is not implemented yet (it needs UDP ASSOCIATE)")
+		return 2
+	}
+	if _, ok := flagsFor[mode]; !ok {
+		fmt.Fprintf(stderr, "sluice-bench: unknown mode %q; try -h\n", mode)
+		return 2
+	}
+	var o options
+	fs := newFlagSet(&o)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 2
+	}
+	if err := o.check(fs, mode); err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop) // a second signal kills at once
+	if t, err := bench.ParseTarget(mode); err == nil {
+		return serve(ctx, t, &o, stderr)
+	}
+	return runClient(ctx, mode, &o, stdout, stderr)
+}
+
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("sluice-bench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:5201", "")
+	fs.BoolVar(&o.allowPublic, "allow-public", false, "")
+	fs.Uint64Var(&o.seed, "seed", 1, "")
+	fs.IntVar(&o.buf, "buf", 0, "")
+	fs.StringVar(&o.proxy, "proxy", "", "")
+	fs.StringVar(&o.user, "user", "", "")
+	fs.StringVar(&o.pass, "pass", "", "")
+	fs.BoolVar(&o.direct, "direct", false, "")
+	fs.BoolVar(&o.lockstep, "lockstep", false, "")
+	fs.StringVar(&o.target, "target", "", "")
+	fs.StringVar(&o.dir, "dir", "up", "")
+	fs.IntVar(&o.streams, "P", 1, "")
+	fs.StringVar(&o.verify, "verify", "full", "")
+	fs.IntVar(&o.workers, "c", 64, "")
+	fs.IntVar(&o.size, "size", 1, "")
+	fs.IntVar(&o.sessions, "n", 1000, "")
+	fs.DurationVar(&o.hold, "hold", 2*time.Second, "")
+	fs.DurationVar(&o.duration, "duration", 0, "")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "")
+	fs.IntVar(&o.pid, "pid", 0, "")
+	fs.BoolVar(&o.json, "json", false, "")
+	fs.BoolVar(&o.quiet, "quiet", false, "")
+	return fs
+}
+
+// check rejects flags the mode does not take and values out of range.
+func (o *options) check(fs *flag.FlagSet, mode string) error {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	allowed := " " + flagsFor[mode] + " "
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		if bad == nil && !strings.Contains(allowed, " "+f.Name+" ") {
+			bad = fmt.Errorf("flag -%s does not apply to mode %s", f.Name, mode)
+		}
+	})
+	if bad != nil {
+		return bad
+	}
+	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "n": o.sessions}
+	for name, v := range positive {
+		if v < 1 {
+			return fmt.Errorf("invalid value for flag -%s: must be positive", name)
+		}
+	}
+	switch {
+	case o.duration < 0:
+		return errors.New("invalid value for flag -duration: negative")
+	case o.hold < 0 || o.hold > bench.MaxDuration:
+		return fmt.Errorf("invalid value for flag -hold: must be within 0..%v", bench.MaxDuration)
+	case o.timeout <= 0:
+		return errors.New("invalid value for flag -timeout: must be positive")
+	case o.pid < 0:
+		return errors.New("invalid value for flag -pid: negative")
+	}
+	if _, err := bench.ParseTarget(mode); err == nil {
+		return checkListen(o.addr, o.allowPublic)
+	}
+	if o.duration > bench.MaxDuration {
+		return fmt.Errorf("invalid value for flag -duration: at most %v", bench.MaxDuration)
+	}
+	if o.direct == (o.proxy != "") {
+		return errors.New("clients need exactly one of -proxy or -direct")
+	}
+	if o.target == "" {
+		return errors.New("clients need -target")
+	}
+	if _, err := bench.ParseDirection(o.dir); err != nil {
+		return fmt.Errorf("invalid value %q for flag -dir", o.dir)
+	}
+	if _, err := bench.ParseVerify(o.verify); err != nil {
+		return fmt.Errorf("invalid value %q for flag -verify", o.verify)
+	}
+	return nil
+}
+
+// checkListen allows only loopback listen addresses unless allowPublic.
+func checkListen(addr string, allowPublic bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid value %q for flag -addr: %v", addr, err)
+	}
+	if allowPublic || host == "localhost" {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("invalid value %q for flag -addr: not loopback (use -allow-public)", addr)
+	}
+	return nil
+}
+
+// serve runs a target until ctx ends or the duration passes.
+func serve(ctx context.Context, t bench.Target, o *options, stderr io.Writer) int {
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	if !o.quiet {
+		fmt.Fprintf(stderr, "sluice-bench: %v serving on %v\n", t, ln.Addr())
+	}
+	s := &bench.Server{Kind: t, Seed: o.seed, BufBytes: o.buf}
+	if err := s.Serve(ctx, ln); err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// result is what every client run returns.
+type result interface{ WriteText(io.Writer) error }
+
+// runClient maps the flags to the mode's options, runs it and prints the result.
+func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.Writer) int {
+	c := bench.Client{
+		Proxy:    bench.Proxy{Addr: o.proxy, User: o.user, Pass: o.pass, Lockstep: o.lockstep, Timeout: o.timeout},
+		Duration: o.duration,
+		PID:      o.pid,
+	}
+	if !o.quiet {
+		c.Progress = stderr
+	}
+	var (
+		res    result
+		errs   *bench.Errors
+		runErr error
+	)
+	switch mode {
+	case "tput":
+		dir, _ := bench.ParseDirection(o.dir)
+		verify, _ := bench.ParseVerify(o.verify)
+		to := bench.TputOptions{Client: c, Dir: dir, Streams: o.streams, Seed: o.seed, Verify: verify, BufBytes: o.buf}
+		to.Sink, to.Source = o.target, o.target
+		if sink, source, ok := strings.Cut(o.target, ","); ok {
+			to.Sink, to.Source = sink, source
+		}
+		r, err := bench.Tput(ctx, to)
+		res, runErr = r, err
+		if err == nil {
+			errs = &r.Errors
+		}
+	case "rr":
+		r, err := bench.RR(ctx, bench.RROptions{Client: c, Target: o.target, Workers: o.workers,
+			SizeBytes: o.size, Timeout: o.timeout})
+		res, runErr = r, err
+		if err == nil {
+			errs = &r.Errors
+		}
+	case "idle":
+		r, err := bench.Idle(ctx, bench.IdleOptions{Client: c, Target: o.target, Sessions: o.sessions,
+			Hold: o.hold, Openers: o.workers})
+		res, runErr = r, err
+		if err == nil {
+			errs = &r.Errors
+		}
+	}
+	if runErr != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", runErr)
+		return 1
+	}
+	var err error
+	if o.json {
+		err = json.NewEncoder(stdout).Encode(res)
+	} else {
+		err = res.WriteText(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	if errs.Total() > 0 {
+		return 1
+	}
+	return 0
+}

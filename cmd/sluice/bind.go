@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"sluice/handshake"
+)
+
+// errPeerNotAllowed is the BIND failure for a peer whose IP is not the one the
+// client named in DST.ADDR.
+var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w", handshake.ErrNotAllowed)
+
+// bind serves a BIND request (RFC 1928 section 4): listen, first reply with
+// the listening address, accept exactly one peer within the bind timeout,
+// second reply with the peer's address, then relay. The listening socket is
+// closed on every path. It returns the peer conn (owned by the caller), or an
+// error after which the caller sends ReplyFor(err).
+func (s *server) bind(ctx context.Context, c *net.TCPConn, want handshake.Addr) (*net.TCPConn, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // splice falls back to copying on MPTCP sockets
+	ip := bindIP(c, want)
+	l, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(ip, 0).String())
+	if err != nil {
+		return nil, err
+	}
+	tl := l.(*net.TCPListener)
+	defer tl.Close()
+	if err := handshake.WriteReply(c, handshake.Succeeded, tl.Addr().(*net.TCPAddr).AddrPort()); err != nil {
+		return nil, errReplied{err}
+	}
+	tl.SetDeadline(time.Now().Add(s.bindTimeout))
+	// Watch the control connection while waiting: if the client goes away, the
+	// listener is closed and AcceptTCP returns.
+	stop := watchClose(c, func() { tl.Close() })
+	peer, err := tl.AcceptTCP()
+	stop()
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, handshake.ErrTTLExpired
+		}
+		return nil, err
+	}
+	pa := peer.RemoteAddr().(*net.TCPAddr).AddrPort()
+	if want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified() &&
+		want.IP.Unmap() != pa.Addr().Unmap() {
+		peer.Close()
+		return nil, errPeerNotAllowed
+	}
+	if err := handshake.WriteReply(c, handshake.Succeeded, pa); err != nil {
+		peer.Close()
+		return nil, errReplied{err}
+	}
+	return peer, nil
+}
+
+// errReplied marks an error that happened while writing a reply: no further
+// reply can be sent.
+type errReplied struct{ error }
+
+func (e errReplied) Unwrap() error { return e.error }
+
+// bindIP picks the address to listen on for BIND: the local address of the
+// route to DST.ADDR (a connected UDP socket tells it; no packet is sent),
+// or the address the client reached sluice on when that cannot be told.
+func bindIP(c *net.TCPConn, want handshake.Addr) netip.Addr {
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
+	if want.Type == handshake.AddrDomain || !want.IP.IsValid() || want.IP.IsUnspecified() {
+		return local
+	}
+	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(want.IP, 9)))
+	if err != nil {
+		return local
+	}
+	defer u.Close()
+	return u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+}
+
+// watchClose calls onClose if the peer of c closes or resets while the watch
+// is on, without consuming any byte c has received. The returned stop ends
+// the watch and waits for it; afterwards c's read deadline is cleared.
+func watchClose(c *net.TCPConn, onClose func()) (stop func()) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go watchPeer(rc, onClose, done)
+	return func() {
+		c.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		c.SetReadDeadline(time.Time{})
+	}
+}
+
+// watchPeer waits until rc is readable and calls onClose if that is because
+// of EOF or an error. It closes done when it returns.
+func watchPeer(rc syscall.RawConn, onClose func(), done chan<- struct{}) {
+	defer close(done)
+	var b [1]byte
+	closed := false
+	err := rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN:
+			return false // wait until readable
+		case err != nil || n == 0:
+			closed = true
+		}
+		return true // data waiting, EOF or error: stop watching
+	})
+	if closed || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) {
+		onClose()
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// bindRequest sends greeting + BIND for DST.ADDR want:0 and returns the
+// address of the first reply (where sluice listens for the peer).
+func bindRequest(t *testing.T, addr string, want netip.Addr) (*net.TCPConn, netip.AddrPort) {
+	t.Helper()
+	c := dialSluice(t, addr)
+	req := append([]byte{5, 1, 0, 5, 2, 0, 1}, want.AsSlice()...)
+	mustWrite(t, c, append(req, 0, 0)) // -> greeting, BIND want:0
+	expect(t, c, []byte{5, 0})         // <- no auth
+	rep, bnd := readReply(t, c)        // <- first reply
+	if rep != 0 || len(bnd) != 6 {
+		t.Fatalf("first BIND reply: REP %#02x BND %x", rep, bnd)
+	}
+	ip, _ := netip.AddrFromSlice(bnd[:4])
+	return c, netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+}
+
+// TestBind runs the whole two-reply BIND exchange with a raw client, then
+// moves data both ways with half-close.
+func TestBind(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t)
+	c, listening := bindRequest(t, addr, netip.MustParseAddr("127.0.0.1"))
+	if !listening.Addr().IsLoopback() || listening.Port() == 0 {
+		t.Fatalf("first reply announces %v, want a loopback address and port", listening)
+	}
+	peer, err := net.Dial("tcp", listening.String())
+	if err != nil {
+		t.Fatalf("peer dial %v: %v", listening, err)
+	}
+	defer peer.Close()
+	rep, bnd := readReply(t, c) // <- second reply: the peer's address
+	pa := peer.LocalAddr().(*net.TCPAddr)
+	if want := append(pa.IP.To4(), byte(pa.Port>>8), byte(pa.Port)); rep != 0 || !bytes.Equal(bnd, want) {
+		t.Fatalf("second reply REP %#02x BND %x, want 0x00 %x", rep, bnd, want)
+	}
+	mustWrite(t, peer, []byte("from peer"))
+	expect(t, c, []byte("from peer"))
+	mustWrite(t, c, []byte("from client"))
+	c.CloseWrite()
+	got, err := io.ReadAll(peer)
+	if err != nil || string(got) != "from client" {
+		t.Fatalf("peer read %q, %v; want %q then EOF", got, err, "from client")
+	}
+	mustWrite(t, peer, []byte("after half-close"))
+	peer.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "after half-close" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+}
+
+// TestBindFailures checks timeout (0x06), a peer from the wrong address
+// (0x02) and a client that leaves: in each case the listening socket closes.
+func TestBindFailures(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t, "--bind-timeout", "300ms")
+	lo := netip.MustParseAddr("127.0.0.1")
+	t.Run("timeout", func(t *testing.T) {
+		t.Parallel()
+		c, listening := bindRequest(t, addr, lo)
+		if rep, _ := readReply(t, c); rep != 0x06 {
+			t.Fatalf("second reply REP %#02x, want 0x06 (TTL expired)", rep)
+		}
+		expectClosed(t, c)
+		expectRefused(t, listening)
+	})
+	t.Run("wrong-peer", func(t *testing.T) {
+		t.Parallel()
+		c, listening := bindRequest(t, addr, lo)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+		peer, err := d.Dial("tcp", listening.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		if rep, _ := readReply(t, c); rep != 0x02 {
+			t.Fatalf("second reply REP %#02x, want 0x02 (not allowed)", rep)
+		}
+		expectClosed(t, c)
+		expectClosed(t, peer)
+		expectRefused(t, listening)
+	})
+	t.Run("client-gone", func(t *testing.T) {
+		t.Parallel()
+		c, listening := bindRequest(t, addr, netip.IPv4Unspecified())
+		c.Close()
+		expectRefused(t, listening)
+	})
+}
+
+// expectRefused waits until nothing listens on a anymore.
+func expectRefused(t *testing.T, a netip.AddrPort) {
+	t.Helper()
+	ok := waitFor(5*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", a.String(), time.Second)
+		if err == nil {
+			c.Close()
+			return false
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("%v still accepts connections", a)
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sluiceCmd runs this test binary as the sluice command with args.
+func sluiceCmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "SLUICE_RUN_MAIN=1")
+	return cmd
+}
+
+// TestStartupErrors checks that bad configuration stops sluice with exit
+// status 2 (flags) or 1 (setup) and one line naming the culprit.
+func TestStartupErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	malformed := filepath.Join(dir, "malformed")
+	os.WriteFile(malformed, []byte("# ok\nalice:pw\nbob-without-password\n"), 0o600)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want []string // substrings of the one line
+	}{
+		{"unknown-flag", []string{"--no-such-flag"}, 2, []string{"no-such-flag"}},
+		{"bad-duration", []string{"--dial-timeout", "soon"}, 2, []string{"dial-timeout"}},
+		{"bad-size", []string{"--rcvbuf", "lots"}, 2, []string{"rcvbuf"}},
+		{"bad-log-format", []string{"--log-format", "xml"}, 2, []string{"--log-format"}},
+		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
+		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
+		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
+		{"users-missing", []string{"--users", filepath.Join(dir, "nope")}, 1, []string{"--users", "nope", "no such file"}},
+		{"users-malformed", []string{"--users", malformed}, 1, []string{malformed + ":3"}},
+		// 192.0.2.0/24 (TEST-NET-1) is on no interface here: bind fails, no packet is sent.
+		{"listen-not-local", []string{"--listen", "192.0.2.1:1080", "--allow-open-relay"}, 1, []string{"--listen 192.0.2.1:1080"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var stderr bytes.Buffer
+			cmd := sluiceCmd(ctx, tc.args...)
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			out := strings.TrimRight(stderr.String(), "\n")
+			if code != tc.code || strings.Count(out, "\n") != 0 {
+				t.Fatalf("sluice %q: exit %d (%v), stderr:\n%s\nwant exit %d and one line", tc.args, code, err, out, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("sluice %q: %q does not name %q", tc.args, out, w)
+				}
+			}
+		})
+	}
+}
+
+// TestRunAndSignal starts the real command on a free loopback port, reads its
+// one "listening" line, proxies a connection, and stops it with SIGTERM.
+func TestRunAndSignal(t *testing.T) {
+	t.Parallel()
+	users := writeUsers(t, "alice:pw\n")
+	os.Chmod(users, 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--users", users, "--listeners", "2")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var addr string
+	var lines []string
+	for addr == "" && sc.Scan() {
+		line := sc.Text()
+		lines = append(lines, line)
+		if strings.Contains(line, "sluice listening") {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "addr="); ok {
+					addr = a
+				}
+			}
+		}
+	}
+	if addr == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("no listening line; stderr:\n%s", strings.Join(lines, "\n"))
+	}
+	if !strings.Contains(strings.Join(lines, "\n"), "accessible by other users") {
+		t.Errorf("no warning for a users file readable by others; stderr:\n%s", strings.Join(lines, "\n"))
+	}
+	c := dialSluice(t, addr)
+	mustWrite(t, c, []byte{5, 1, 2}) // -> user/pass
+	expect(t, c, []byte{5, 2})       // <- user/pass
+	c.Close()
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v, want exit 0", err)
+	}
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"sluice/relay"
+	"sluice/tune"
+)
+
+// config is everything the flags say. Libraries get their part as option
+// structs; nothing below cmd reads flags.
+type config struct {
+	listen           []string
+	usersFile        string
+	allowOpenRelay   bool
+	handshakeTimeout time.Duration
+	drainTimeout     time.Duration
+	bind             bool
+	bindTimeout      time.Duration
+	pin              bool
+	logLevel         slog.Level
+	logFormat        string
+	profile          string
+	profileDir       string
+	debugAddr        string
+	tune             tune.Options
+	relay            relay.Options
+}
+
+const defaultListen = "127.0.0.1:1080"
+
+// parseFlags maps the command line onto a config. Errors are one line naming
+// the flag; --help prints the usage to w and returns flag.ErrHelp.
+func parseFlags(args []string, w io.Writer) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("sluice", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var listen listFlag
+	fs.Var(&listen, "listen", "`address` to serve SOCKS5 on; repeatable (default "+defaultListen+")")
+	fs.StringVar(&cfg.usersFile, "users", "", "`file` of name:password lines; makes RFC 1929 username/password mandatory")
+	fs.BoolVar(&cfg.allowOpenRelay, "allow-open-relay", false, "allow listening on a non-loopback address without --users")
+	fs.DurationVar(&cfg.handshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not completed the SOCKS handshake in this `duration`")
+	fs.DurationVar(&cfg.tune.DialTimeout, "dial-timeout", 10*time.Second, "give up connecting to a target after this `duration` (reply 0x06)")
+	fs.DurationVar(&cfg.relay.IdleTimeout, "idle-timeout", 0, "end sessions that moved no byte for this `duration`; 0 = never")
+	fs.BoolVar(&cfg.bind, "bind", true, "serve the BIND command (false answers it with 0x07)")
+	fs.DurationVar(&cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
+	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
+	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
+	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
+	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
+	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
+	fs.IntVar(&cfg.tune.Backlog, "backlog", 0, "listen backlog; 0 = the kernel's somaxconn")
+	fs.IntVar(&cfg.tune.FastOpenQueue, "fastopen", 0, "TCP_FASTOPEN queue `length` on listeners; 0 = off")
+	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", 0, "TCP_DEFER_ACCEPT: wake accept only when the client has sent data, waiting up to this `duration`; 0 = off")
+	fs.BoolVar(&cfg.tune.FastOpenConnect, "fastopen-connect", false, "TCP_FASTOPEN_CONNECT on upstream connections")
+	fs.Var(addrFlag{&cfg.tune.SourceAddr}, "source-addr", "source `IP` for upstream connections")
+	fs.StringVar(&cfg.tune.Interface, "interface", "", "bind upstream connections to this network `interface` (SO_BINDTODEVICE)")
+	sockFlags := registerSockFlags(fs, &cfg.tune.Client, &cfg.tune.Upstream)
+	level := fs.String("log-level", "info", "log `level`: debug (one line per session), info, warn, error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&cfg.profile, "profile", "", "write a profile of this `kind` while running: cpu, heap, allocs, block, mutex, trace, goroutine")
+	fs.StringVar(&cfg.profileDir, "profile-dir", ".", "`directory` for --profile output")
+	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this loopback `address`; off by default")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, w)
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	sockFlags.apply()
+	cfg.listen = listen
+	if len(cfg.listen) == 0 {
+		cfg.listen = []string{defaultListen}
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	return cfg, cfg.check()
+}
+
+// check validates values that flag types cannot.
+func (cfg *config) check() error {
+	switch {
+	case cfg.logFormat != "text" && cfg.logFormat != "json":
+		return fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
+	case cfg.tune.Listeners < 0:
+		return fmt.Errorf("--listeners %d: must be 0 or more", cfg.tune.Listeners)
+	case cfg.bindTimeout <= 0:
+		return fmt.Errorf("--bind-timeout %v: must be more than 0", cfg.bindTimeout)
+	case cfg.handshakeTimeout < 0:
+		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
+	case cfg.profile != "" && !strings.Contains(" cpu heap allocs block mutex trace goroutine ", " "+cfg.profile+" "):
+		return fmt.Errorf("--profile %q: want cpu, heap, allocs, block, mutex, trace or goroutine", cfg.profile)
+	}
+	if cfg.debugAddr != "" && !isLoopback(cfg.debugAddr) {
+		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process)", cfg.debugAddr)
+	}
+	if cfg.tune.Listeners == 0 {
+		cpus, err := tune.CPUs()
+		cfg.tune.Listeners = max(len(cpus), 1)
+		if err != nil {
+			cfg.tune.Listeners = 1
+		}
+	}
+	for _, a := range cfg.listen {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
+		}
+	}
+	return nil
+}
+
+// checkOpenRelay refuses a listener reachable from other hosts unless clients
+// must authenticate or the operator explicitly allowed it.
+func checkOpenRelay(cfg *config) error {
+	if cfg.usersFile != "" || cfg.allowOpenRelay {
+		return nil
+	}
+	for _, a := range cfg.listen {
+		if !isLoopback(a) {
+			return fmt.Errorf("--listen %s is not a loopback address: refusing to run an open relay; add --users FILE, or --allow-open-relay if you mean it", a)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether every address hostport can bind is a loopback
+// one. Unspecified addresses ("0.0.0.0", "[::]", "") are not.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: sluice [flags]\n\nA zero-copy SOCKS5 relay (RFC 1928 CONNECT, RFC 1929 auth).\nSocket options --X apply to both sides; --client-X and --upstream-X to one.\n\nFlags:\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// byteSize is an int flag that takes a size with an optional K, M or G suffix
+// (powers of 1024).
+type byteSize struct{ p *int }
+
+func (b byteSize) String() string {
+	if b.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*b.p)
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b.p = n
+	return nil
+}
+
+func parseBytes(s string) (int, error) {
+	mult := 1
+	switch {
+	case strings.HasSuffix(s, "K"), strings.HasSuffix(s, "k"):
+		mult = 1 << 10
+	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "m"):
+		mult = 1 << 20
+	case strings.HasSuffix(s, "G"), strings.HasSuffix(s, "g"):
+		mult = 1 << 30
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, errors.New("want a size in bytes, e.g. 262144, 256K or 4M")
+	}
+	return n * mult, nil
+}
+
+// addrFlag is a netip.Addr flag.
+type addrFlag struct{ p *netip.Addr }
+
+func (a addrFlag) String() string {
+	if a.p == nil || !a.p.IsValid() {
+		return ""
+	}
+	return a.p.String()
+}
+
+func (a addrFlag) Set(s string) error {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return errors.New("want an IP address")
+	}
+	*a.p = ip
+	return nil
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"strconv"
+	"time"
+
+	"sluice/tune"
+)
+
+// sockOpt describes one per-socket option flag. It is registered three times:
+// --NAME sets both sides, --client-NAME and --upstream-NAME one side each.
+type sockOpt struct {
+	name, usage string
+	set         func(o *tune.SockOpts, v string) error
+	isBool      bool
+}
+
+var sockOpts = []sockOpt{
+	{name: "rcvbuf", usage: "SO_RCVBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.RecvBufferBytes, v) }},
+	{name: "sndbuf", usage: "SO_SNDBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.SendBufferBytes, v) }},
+	{name: "nodelay", usage: "TCP_NODELAY (Nagle off), as Go sets by default", isBool: true, set: func(o *tune.SockOpts, v string) error {
+		b, err := strconv.ParseBool(v)
+		o.Nagle = !b
+		return err
+	}},
+	{name: "keepalive", usage: "TCP keepalive; false turns it off", isBool: true, set: func(o *tune.SockOpts, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err == nil && !b {
+			o.KeepAliveIdle = -1
+		}
+		return err
+	}},
+	{name: "keepalive-idle", usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) }},
+	{name: "keepalive-interval", usage: "`duration` between keepalive probes; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) }},
+	{name: "keepalive-count", usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9", set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) }},
+	{name: "user-timeout", usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) }},
+	{name: "congestion", usage: "TCP_CONGESTION `algorithm` (e.g. bbr, cubic); empty = system default", set: func(o *tune.SockOpts, v string) error { o.Congestion = v; return nil }},
+	{name: "notsent-lowat", usage: "TCP_NOTSENT_LOWAT `size`; 0 = system default", set: func(o *tune.SockOpts, v string) error { return setSize(&o.NotSentLowatBytes, v) }},
+	{name: "quickack", usage: "TCP_QUICKACK", isBool: true, set: func(o *tune.SockOpts, v string) error {
+		b, err := strconv.ParseBool(v)
+		o.QuickAck = b
+		return err
+	}},
+	{name: "mark", usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none", set: func(o *tune.SockOpts, v string) error {
+		n, err := strconv.ParseUint(v, 0, 32)
+		o.Mark = uint32(n)
+		return err
+	}},
+}
+
+// sideFlag is the flag.Value of one registration. Set only validates and
+// keeps the value; sockFlagSet.apply writes it into each SockOpts in sides.
+type sideFlag struct {
+	opt    *sockOpt
+	sides  []*tune.SockOpts
+	val    string
+	isSet  bool
+	weight int // 0 = both sides, 1 = one side: applied later, so it wins
+}
+
+func (f *sideFlag) String() string   { return f.val }
+func (f *sideFlag) IsBoolFlag() bool { return f.opt != nil && f.opt.isBool }
+func (f *sideFlag) Set(v string) error {
+	var probe tune.SockOpts
+	if err := f.opt.set(&probe, v); err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) {
+			err = ne.Err
+		}
+		return err
+	}
+	f.val, f.isSet = v, true
+	return nil
+}
+
+// sockFlagSet holds every registration so that, after parsing, both-sides
+// values are applied before per-side ones whatever their order on the line.
+type sockFlagSet []*sideFlag
+
+// registerSockFlags registers --NAME, --client-NAME and --upstream-NAME for
+// every socket option and returns the set to apply after fs.Parse.
+func registerSockFlags(fs *flag.FlagSet, client, upstream *tune.SockOpts) sockFlagSet {
+	var set sockFlagSet
+	for i := range sockOpts {
+		o := &sockOpts[i]
+		both := &sideFlag{opt: o, sides: []*tune.SockOpts{client, upstream}}
+		cl := &sideFlag{opt: o, sides: []*tune.SockOpts{client}, weight: 1}
+		up := &sideFlag{opt: o, sides: []*tune.SockOpts{upstream}, weight: 1}
+		fs.Var(both, o.name, o.usage)
+		fs.Var(cl, "client-"+o.name, "like --"+o.name+", for accepted client sockets only")
+		fs.Var(up, "upstream-"+o.name, "like --"+o.name+", for upstream sockets only")
+		set = append(set, both, cl, up)
+	}
+	return set
+}
+
+// apply writes the parsed values into the SockOpts: both-sides first.
+func (set sockFlagSet) apply() {
+	for weight := 0; weight <= 1; weight++ {
+		for _, f := range set {
+			if f.isSet && f.weight == weight {
+				for _, s := range f.sides {
+					f.opt.set(s, f.val) // validated in Set
+				}
+			}
+		}
+	}
+}
+
+func setSize(p *int, v string) error {
+	n, err := parseBytes(v)
+	*p = n
+	return err
+}
+
+func setInt(p *int, v string) error {
+	n, err := strconv.Atoi(v)
+	*p = n
+	return err
+}
+
+func setDuration(p *time.Duration, v string) error {
+	d, err := time.ParseDuration(v)
+	*p = d
+	return err
+}

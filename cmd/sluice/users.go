@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+
+	"sluice/handshake"
+)
+
+// loadUsers reads a users file: one "name:password" per line, '#' comments and
+// blank lines ignored. The password is everything after the first ':'.
+// RFC 1929 limits both fields to 1..255 bytes. Errors name the file and line.
+// warn is non-empty when the file is readable by users other than its owner.
+func loadUsers(path string) (users handshake.Users, warn string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("--users %s: %w", path, unwrapPathError(err))
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		warn = fmt.Sprintf("--users %s is accessible by other users (mode %#o); chmod 600 it", path, fi.Mode().Perm())
+	}
+	users = handshake.Users{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := bytes.TrimRight(sc.Bytes(), "\r")
+		if len(bytes.TrimSpace(text)) == 0 || bytes.HasPrefix(bytes.TrimSpace(text), []byte("#")) {
+			continue
+		}
+		name, pass, ok := bytes.Cut(text, []byte(":"))
+		switch {
+		case !ok:
+			return nil, "", fmt.Errorf("--users %s:%d: want name:password", path, line)
+		case len(name) == 0 || len(name) > 255:
+			return nil, "", fmt.Errorf("--users %s:%d: user name must be 1 to 255 bytes", path, line)
+		case len(pass) == 0 || len(pass) > 255:
+			return nil, "", fmt.Errorf("--users %s:%d: password must be 1 to 255 bytes", path, line)
+		}
+		if _, dup := users[string(name)]; dup {
+			return nil, "", fmt.Errorf("--users %s:%d: user %q listed twice", path, line, name)
+		}
+		users[string(name)] = string(pass)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, "", fmt.Errorf("--users %s: %w", path, err)
+	}
+	if len(users) == 0 {
+		return nil, "", fmt.Errorf("--users %s: no users in file", path)
+	}
+	return users, warn, nil
+}
+
+// unwrapPathError drops the *os.PathError wrapper, whose text repeats the path.
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

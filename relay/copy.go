@@ -1,0 +1,33 @@
+package relay
+
+import (
+	"errors"
+	"io"
+)
+
+// copyHalf moves h.src to h.dst with plain Read and Write calls through a
+// pooled buffer, then half-closes h.dst on EOF. It calls the conns' own Read
+// and Write rather than io.Copy, which would take the ReadFrom/splice path.
+func (r *Relay) copyHalf(h *half) error {
+	bp := r.bufs.Get().(*[]byte)
+	defer r.bufs.Put(bp)
+	buf := *bp
+	// Invariant: at the top of each iteration every byte read so far has been
+	// written to h.dst, so an error loses nothing that was acknowledged.
+	for {
+		n, rerr := h.src.Read(buf)
+		if n > 0 {
+			w, werr := h.dst.Write(buf[:n])
+			h.moved(w)
+			if werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return h.dst.CloseWrite()
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

@@ -1,0 +1,22 @@
+// Package relay moves bytes between two TCP connections, both directions at
+// once, half-close aware. On Linux it moves them with splice(2) through kernel
+// pipes, so payload never enters user space; elsewhere, and when the kernel
+// refuses splice for a socket (an MPTCP socket on older kernels, for one), it
+// copies through a pooled buffer.
+//
+// Pipes are taken on demand, as HAProxy does: a session that has nothing to
+// move holds no pipe, only its two sockets. A pipe is taken from the Relay's
+// bounded pool when data arrives and given back once it is drained and the
+// source would block, so thousands of idle sessions cost no pipe descriptors.
+//
+// The package knows nothing of SOCKS or any other protocol. It leaves to the
+// caller dialling, closing both connections, logging and metrics: Pipe
+// half-closes (CloseWrite) the conns it is given but never closes them, and
+// reports what moved in Stats.
+//
+// Use:
+//
+//	r := relay.New(relay.Options{IdleTimeout: 5 * time.Minute})
+//	defer r.Close()
+//	st, err := r.Pipe(ctx, client, upstream) // the caller then closes client and upstream
+package relay

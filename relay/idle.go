@@ -1,0 +1,50 @@
+package relay
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// watchdog ends a session in which no byte moved for a whole period. It costs
+// one timer per session, re-armed once per period, and no work per read.
+type watchdog struct {
+	s       *session
+	every   time.Duration
+	last    atomic.Int64 // bytes moved both ways at the previous check
+	stopped atomic.Bool
+	timer   atomic.Pointer[time.Timer]
+}
+
+func startWatchdog(s *session, every time.Duration) *watchdog {
+	w := &watchdog{s: s, every: every}
+	s.halves[0].watched = true
+	s.halves[1].watched = true
+	w.timer.Store(time.AfterFunc(every, w.check))
+	return w
+}
+
+// check runs once per period in the timer's goroutine: it aborts the session
+// when the byte count has not moved since the previous check, and re-arms
+// itself otherwise.
+func (w *watchdog) check() {
+	if w.stopped.Load() {
+		return
+	}
+	now := w.s.halves[0].progress.Load() + w.s.halves[1].progress.Load()
+	if now == w.last.Swap(now) {
+		w.s.abort(causeIdle)
+		return
+	}
+	if t := w.timer.Load(); t != nil {
+		t.Reset(w.every)
+	}
+}
+
+// stop ends the watchdog; a check already running finds it stopped and
+// neither re-arms nor aborts.
+func (w *watchdog) stop() {
+	w.stopped.Store(true)
+	if t := w.timer.Load(); t != nil {
+		t.Stop()
+	}
+}

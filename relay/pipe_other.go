@@ -1,0 +1,12 @@
+//go:build !linux
+
+package relay
+
+// pipePool is empty where splice(2) does not exist.
+type pipePool struct{}
+
+func newPipePool(want, max int) *pipePool { return &pipePool{} }
+
+func (pp *pipePool) idle() int { return 0 }
+
+func (pp *pipePool) close() {}

@@ -1,0 +1,284 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrIdleTimeout is returned by Pipe, wrapping the errors of the directions it
+// cut short, when no byte moved either way for Options.IdleTimeout. The
+// returned error also matches os.ErrDeadlineExceeded through those directions.
+var ErrIdleTimeout = errors.New("relay: idle timeout")
+
+const (
+	defaultPipeBytes       = 1 << 20
+	defaultMaxIdlePipes    = 1024
+	defaultCopyBufferBytes = 256 << 10
+)
+
+// Options configures a Relay. The zero value works; each field documents its
+// default (0 means the default, negative means off).
+type Options struct {
+	// IdleTimeout ends a session when no byte moved either way for this long.
+	// The check runs once per IdleTimeout, so a silent session ends between
+	// one and two IdleTimeouts after its last byte. 0 or negative: off.
+	IdleTimeout time.Duration
+
+	// PipeBytes is the splice pipe size asked for with F_SETPIPE_SZ.
+	// 0 means 1 MiB; negative keeps the kernel default (64 KiB). When the
+	// kernel refuses the size (EPERM past fs.pipe-user-pages-soft or above
+	// fs.pipe-max-size), the pipe keeps the size it got.
+	PipeBytes int
+
+	// MaxIdlePipes bounds the pipes kept pooled for reuse. 0 means 1024;
+	// negative pools none (every pipe is closed once drained).
+	MaxIdlePipes int
+
+	// ForceCopy moves bytes with plain read/write calls instead of splice,
+	// for benchmarks and comparison.
+	ForceCopy bool
+
+	// CopyBufferBytes sizes the pooled buffer of the plain path.
+	// 0 or negative means 256 KiB.
+	CopyBufferBytes int
+}
+
+// pipeBytes returns the size to ask for, or 0 to leave the kernel default.
+func (o *Options) pipeBytes() int {
+	switch {
+	case o.PipeBytes < 0:
+		return 0
+	case o.PipeBytes == 0:
+		return defaultPipeBytes
+	}
+	return o.PipeBytes
+}
+
+func (o *Options) maxIdlePipes() int {
+	switch {
+	case o.MaxIdlePipes < 0:
+		return 0
+	case o.MaxIdlePipes == 0:
+		return defaultMaxIdlePipes
+	}
+	return o.MaxIdlePipes
+}
+
+func (o *Options) copyBufferBytes() int {
+	if o.CopyBufferBytes <= 0 {
+		return defaultCopyBufferBytes
+	}
+	return o.CopyBufferBytes
+}
+
+// Stats reports what one Pipe call moved.
+type Stats struct {
+	// ClientToUpstream and UpstreamToClient count the bytes written to the
+	// destination of each direction.
+	ClientToUpstream, UpstreamToClient int64
+
+	// Spliced is true when at least one byte moved through splice(2): the
+	// proof that the fast path ran.
+	Spliced bool
+
+	// SpliceCalls counts the splice(2) calls that moved bytes, both
+	// directions, into and out of the pipes.
+	SpliceCalls int64
+
+	// Fallback is true when splice was refused (the kernel answered EINVAL
+	// or EOPNOTSUPP before any byte moved, as for some MPTCP sockets, or no
+	// pipe could be made) and a direction used the plain path instead.
+	Fallback bool
+}
+
+// Relay moves bytes between pairs of connections and keeps a bounded pool of
+// splice pipes shared by its sessions. A Relay is safe for concurrent use; its
+// zero value is not usable, call New.
+type Relay struct {
+	opts  Options
+	pipes *pipePool
+	bufs  sync.Pool // *[]byte of opts.copyBufferBytes()
+
+	// refuseSplice, when set by tests, stands for the kernel's answer to
+	// every direction's first splice.
+	refuseSplice error
+}
+
+// New returns a Relay configured by o. The caller should call Close when done
+// with it; pooled pipes of a Relay dropped without Close are closed when the
+// garbage collector reclaims it.
+func New(o Options) *Relay {
+	r := &Relay{opts: o, pipes: newPipePool(o.pipeBytes(), o.maxIdlePipes())}
+	size := o.copyBufferBytes()
+	r.bufs.New = func() any { b := make([]byte, size); return &b }
+	runtime.AddCleanup(r, (*pipePool).close, r.pipes)
+	return r
+}
+
+// Close releases the pooled pipes. Sessions still running keep working; the
+// pipes they use are closed when they are given back. Close returns nil.
+func (r *Relay) Close() error {
+	r.pipes.close()
+	return nil
+}
+
+// abort causes, in s.cause: the first to happen wins.
+const (
+	causeNone int32 = iota
+	causeClientToUpstream
+	causeUpstreamToClient
+	causeContext
+	causeIdle
+)
+
+// half is one direction of a session. Its counters are written only by the
+// goroutine running it, except progress, which the idle watchdog reads.
+type half struct {
+	label       string // "client->upstream" or "upstream->client"
+	cause       int32  // abort cause when this half fails
+	src, dst    *net.TCPConn
+	bytes       int64 // written to dst
+	spliceCalls int64
+	spliced     bool
+	fallback    bool
+	err         error
+	watched     bool         // the idle watchdog reads progress
+	progress    atomic.Int64 // bytes, published for the watchdog
+	_           [64]byte     // keep the other half's progress off this cache line
+}
+
+// moved records n more bytes written to dst.
+func (h *half) moved(n int) {
+	h.bytes += int64(n)
+	if h.watched {
+		h.progress.Store(h.bytes)
+	}
+}
+
+// session is the state of one Pipe call.
+type session struct {
+	client, upstream *net.TCPConn
+	halves           [2]half // client->upstream, upstream->client
+	cause            atomic.Int32
+}
+
+// aLongTimeAgo is a deadline in the past, set to unblock both directions.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// abort records why the session ends early, if nothing did before, and
+// unblocks both directions by setting past deadlines on both conns.
+func (s *session) abort(cause int32) {
+	if !s.cause.CompareAndSwap(causeNone, cause) {
+		return
+	}
+	s.client.SetDeadline(aLongTimeAgo)
+	s.upstream.SetDeadline(aLongTimeAgo)
+}
+
+func (s *session) abortContext() { s.abort(causeContext) }
+
+// Pipe relays client<->upstream until both directions end, ctx ends, or the
+// idle timeout fires. EOF from one side half-closes (CloseWrite) the other
+// while the reverse direction keeps flowing. Pipe half-closes but never
+// closes the conns it is given: the caller owns and closes them, and may find
+// their deadlines set in the past when Pipe returns early.
+//
+// Pipe starts exactly one goroutine, for the upstream->client direction, and
+// joins it before returning.
+//
+// A clean EOF on both sides gives a nil error. Otherwise the error joins one
+// error per failed direction with errors.Join, labelled "relay:
+// client->upstream: ..." or "relay: upstream->client: ..."; the timeout that
+// a failure inflicts on the other direction to unblock it is left out. When
+// ctx ends first Pipe returns ctx.Err(); when the idle timeout fires first it
+// returns an error wrapping ErrIdleTimeout.
+func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
+	s := &session{client: client, upstream: upstream}
+	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, src: client, dst: upstream}
+	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, src: upstream, dst: client}
+
+	stop := context.AfterFunc(ctx, s.abortContext)
+	defer stop()
+	if d := r.opts.IdleTimeout; d > 0 {
+		w := startWatchdog(s, d)
+		defer w.stop()
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go r.reverseHalf(s, &wg)
+	r.runHalf(s, &s.halves[0])
+	wg.Wait()
+
+	return s.stats(), s.result(ctx)
+}
+
+// reverseHalf runs the upstream->client direction: the one goroutine Pipe starts.
+func (r *Relay) reverseHalf(s *session, wg *sync.WaitGroup) {
+	defer wg.Done()
+	r.runHalf(s, &s.halves[1])
+}
+
+// runHalf moves h.src to h.dst until EOF or an error, by splice where it can.
+func (r *Relay) runHalf(s *session, h *half) {
+	var err error
+	done := false
+	if !r.opts.ForceCopy {
+		done, err = r.spliceHalf(h)
+		if errors.Is(err, errors.ErrUnsupported) {
+			done, err = false, nil
+		}
+	}
+	if !done {
+		err = r.copyHalf(h)
+	}
+	if err != nil {
+		h.err = fmt.Errorf("relay: %s: %w", h.label, err)
+		s.abort(h.cause)
+	}
+}
+
+func (s *session) stats() Stats {
+	a, b := &s.halves[0], &s.halves[1]
+	return Stats{
+		ClientToUpstream: a.bytes,
+		UpstreamToClient: b.bytes,
+		Spliced:          a.spliced || b.spliced,
+		SpliceCalls:      a.spliceCalls + b.spliceCalls,
+		Fallback:         a.fallback || b.fallback,
+	}
+}
+
+// result builds Pipe's error from the halves' errors and the abort cause.
+func (s *session) result(ctx context.Context) error {
+	e0, e1 := s.halves[0].err, s.halves[1].err
+	if e0 == nil && e1 == nil {
+		return nil
+	}
+	switch s.cause.Load() {
+	case causeContext:
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	case causeIdle:
+		return fmt.Errorf("%w: %w", ErrIdleTimeout, errors.Join(e0, e1))
+	case causeClientToUpstream:
+		if isDeadline(e1) {
+			e1 = nil
+		}
+	case causeUpstreamToClient:
+		if isDeadline(e0) {
+			e0 = nil
+		}
+	}
+	return errors.Join(e0, e1)
+}
+
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

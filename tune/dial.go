@@ -1,0 +1,45 @@
+package tune
+
+import (
+	"context"
+	"net"
+	"strings"
+	"syscall"
+)
+
+// Dialer returns a *net.Dialer for upstream connections: o.Upstream's options
+// are set on each socket before connect, along with o.SourceAddr,
+// o.Interface and o.FastOpenConnect; o.DialTimeout bounds each dial, and MPTCP
+// is off. Go sets TCP_NODELAY after connect, so o.Upstream.Nagle and QuickAck
+// need ApplyUpstream on each dialled conn. The Dialer keeps a copy of o; it
+// may be shared by many goroutines. It is meant for TCP: a "udp" dial gets only
+// the socket-level options (buffers, mark, interface) and fails when
+// SourceAddr, a *net.TCPAddr to the Dialer, is set.
+func (o *Options) Dialer() *net.Dialer {
+	cfg := *o
+	d := &net.Dialer{Timeout: cfg.dialTimeout(), ControlContext: cfg.controlDial}
+	d.KeepAlive, d.KeepAliveConfig = cfg.Upstream.goKeepAlive()
+	if a := cfg.SourceAddr; a.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: a.AsSlice(), Zone: a.Zone()}
+	}
+	d.SetMultipathTCP(false)
+	return d
+}
+
+// ApplyUpstream sets on a dialled upstream socket what Dialer could not set
+// before connect: TCP_NODELAY cleared for o.Upstream.Nagle, and TCP_QUICKACK.
+// It makes no system call when neither is configured. The caller keeps
+// ownership of c.
+func (o *Options) ApplyUpstream(c *net.TCPConn) error {
+	return o.applyConn(c, &o.Upstream, true)
+}
+
+func (o *Options) controlDial(_ context.Context, network, _ string, c syscall.RawConn) error {
+	udp := strings.HasPrefix(network, "udp")
+	return rawControl(c, func(fd int) error {
+		if err := o.apply(fd, dialSockOpts, &o.Upstream, true, udp); err != nil {
+			return err
+		}
+		return o.apply(fd, dialOpts, &o.Upstream, true, udp)
+	})
+}

@@ -1,0 +1,126 @@
+package tune
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// dial connects d to a plain loopback listener, checks one byte each way and
+// returns the dialled end, closed at cleanup.
+func dial(t *testing.T, d *net.Dialer) *net.TCPConn {
+	t.Helper()
+	l := listen(t, &Options{})[0]
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	nc, err := d.DialContext(ctx, "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c := nc.(*net.TCPConn)
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(deadline())
+	if _, err := c.Write([]byte{7}); err != nil { // with fast open, the SYN leaves now
+		t.Fatalf("write: %v", err)
+	}
+	a, err := l.AcceptTCP()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	defer a.Close()
+	a.SetDeadline(deadline())
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(a, b); err != nil || b[0] != 7 {
+		t.Fatalf("upstream read %v, %v; want [7]", b, err)
+	}
+	if _, err := a.Write(b); err != nil {
+		t.Fatalf("upstream write: %v", err)
+	}
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return c
+}
+
+func TestDialerUpstreamOptions(t *testing.T) {
+	t.Parallel()
+	markPermitted(t)
+	s, cases := allSockOpts(t)
+	o := &Options{
+		Upstream:        s,
+		SourceAddr:      netip.MustParseAddr("127.0.0.2"),
+		Interface:       "lo",
+		FastOpenConnect: true,
+	}
+	c := dial(t, o.Dialer())
+	if got := getString(t, c, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); got != "lo" {
+		t.Errorf("SO_BINDTODEVICE = %q, want lo", got)
+	}
+	if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != o.SourceAddr {
+		t.Errorf("source address %v, want %v", got, o.SourceAddr)
+	}
+	if got := getInt(t, c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT); got != 1 {
+		t.Errorf("TCP_FASTOPEN_CONNECT = %d, want 1", got)
+	}
+	if got := getInt(t, c, unix.IPPROTO_TCP, unix.TCP_NODELAY); got != 1 {
+		t.Errorf("TCP_NODELAY before ApplyUpstream = %d, want 1 (set by package net)", got)
+	}
+	enterPingpong(t, c)
+	if err := o.ApplyUpstream(c); err != nil {
+		t.Fatalf("ApplyUpstream: %v", err)
+	}
+	checkSockOpts(t, c, s, cases)
+}
+
+func TestDialerDefaults(t *testing.T) {
+	t.Parallel()
+	o := &Options{}
+	d := o.Dialer()
+	if d.Timeout != defaultDialTimeout {
+		t.Errorf("Timeout = %v, want %v", d.Timeout, defaultDialTimeout)
+	}
+	c := dial(t, d)
+	for _, tc := range []sockCase{
+		{"SO_PROTOCOL", unix.SOL_SOCKET, unix.SO_PROTOCOL, unix.IPPROTO_TCP},
+		{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+	} {
+		if got := getInt(t, c, tc.level, tc.opt); got != tc.want {
+			t.Errorf("%s = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if (&Options{DialTimeout: -1}).Dialer().Timeout != 0 {
+		t.Error("negative DialTimeout: want no timeout")
+	}
+}
+
+func TestDialerUDPSkipsTCPOptions(t *testing.T) {
+	t.Parallel()
+	o := &Options{Upstream: SockOpts{RecvBufferBytes: 96 << 10, Congestion: congestion(t), UserTimeout: 1000}}
+	c, err := o.Dialer().Dial("udp4", "127.0.0.1:9") // connect only: nothing is sent
+	if err != nil {
+		t.Fatalf("udp dial: %v", err)
+	}
+	defer c.Close()
+	if got := getInt(t, c.(*net.UDPConn), unix.SOL_SOCKET, unix.SO_RCVBUF); got != 2*(96<<10) {
+		t.Errorf("SO_RCVBUF = %d, want %d", got, 2*(96<<10))
+	}
+}
+
+func TestDialerRefusedOption(t *testing.T) {
+	t.Parallel()
+	o := &Options{Interface: "nosuchif0"}
+	_, err := o.Dialer().Dial("tcp4", "127.0.0.1:9")
+	var oe *OptionError
+	if !errors.As(err, &oe) || oe.Flag != "--interface" || !errors.Is(err, unix.ENODEV) {
+		t.Fatalf("Dial = %v; want an OptionError for --interface wrapping ENODEV", err)
+	}
+}

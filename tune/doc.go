@@ -1,0 +1,22 @@
+// Package tune builds TCP listeners and dialers with the socket options a
+// bare-metal operator reaches for: socket buffers, Nagle, keepalive,
+// TCP_USER_TIMEOUT, congestion control, TCP_NOTSENT_LOWAT, SO_MARK, fast open,
+// TCP_DEFER_ACCEPT, a source address or interface for dials, several
+// SO_REUSEPORT listeners per address, and optional CPU steering among them.
+// It also pins threads to CPUs and raises RLIMIT_NOFILE.
+//
+// Options set on a listening socket are inherited by the sockets it accepts,
+// so they cost one setsockopt per listener rather than one per connection;
+// ApplyClient sets only the rest. MPTCP is turned off on every socket, since
+// splice on an MPTCP socket falls back to copying.
+//
+// The package reads no flags and no environment and never logs: the caller
+// maps its flags onto Options, calls Probe once to learn which options the
+// kernel or its privileges refuse, and reports those. It runs no accept loops,
+// speaks no SOCKS and moves no bytes. Outside Linux every option is refused
+// with errors.ErrUnsupported and the socket helpers return it.
+//
+//	o := tune.Options{Listeners: 4, Client: tune.SockOpts{RecvBufferBytes: 1 << 20}}
+//	ls, err := o.Listen(ctx, "127.0.0.1:1080") // one accept loop per listener, ApplyClient per conn
+//	up, err := o.Dialer().DialContext(ctx, "tcp", target) // then ApplyUpstream
+package tune

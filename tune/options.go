@@ -1,0 +1,386 @@
+package tune
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// SockOpts are per-socket TCP options. The zero value keeps the kernel's and
+// Go's defaults: 0 means the default and, where it makes sense, a negative
+// value turns the option off. Each field names the command-line flag that sets
+// it for Options.Client; the flag for Options.Upstream carries the prefix
+// "upstream-" (--rcvbuf, --upstream-rcvbuf).
+type SockOpts struct {
+	// RecvBufferBytes sets SO_RCVBUF; the kernel doubles it and clamps it to
+	// net.core.rmem_max. 0 keeps receive-buffer autotuning, which a fixed size
+	// turns off. Flag: --rcvbuf.
+	RecvBufferBytes int
+
+	// SendBufferBytes sets SO_SNDBUF, doubled by the kernel and clamped to
+	// net.core.wmem_max. 0 keeps autotuning. Flag: --sndbuf.
+	SendBufferBytes int
+
+	// Nagle clears TCP_NODELAY. False, the default, keeps TCP_NODELAY set, as
+	// Go does on every TCP socket. Flag: --nagle.
+	Nagle bool
+
+	// KeepAliveIdle sets SO_KEEPALIVE and TCP_KEEPIDLE, rounded up to whole
+	// seconds. 0 means Go's default, 15 s; negative turns keepalive off.
+	// Flag: --keepalive-idle.
+	KeepAliveIdle time.Duration
+
+	// KeepAliveInterval sets TCP_KEEPINTVL, rounded up to whole seconds.
+	// 0 means Go's default, 15 s; negative leaves the kernel's value
+	// (net.ipv4.tcp_keepalive_intvl). Flag: --keepalive-interval.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveCount sets TCP_KEEPCNT. 0 means Go's default, 9; negative
+	// leaves the kernel's value (net.ipv4.tcp_keepalive_probes).
+	// Flag: --keepalive-count.
+	KeepAliveCount int
+
+	// UserTimeout sets TCP_USER_TIMEOUT in milliseconds: how long sent data
+	// may stay unacknowledged before the kernel drops the connection.
+	// 0 or negative leaves it off. Flag: --user-timeout.
+	UserTimeout time.Duration
+
+	// Congestion sets TCP_CONGESTION, e.g. "bbr" or "cubic"; it must be
+	// listed in net.ipv4.tcp_available_congestion_control, and without
+	// CAP_NET_ADMIN in net.ipv4.tcp_allowed_congestion_control.
+	// "" keeps the system default. Flag: --congestion.
+	Congestion string
+
+	// NotSentLowatBytes sets TCP_NOTSENT_LOWAT: the socket reports writable
+	// only while fewer unsent bytes than this are queued. 0 or negative keeps
+	// the system default (net.ipv4.tcp_notsent_lowat). Flag: --notsent-lowat.
+	NotSentLowatBytes int
+
+	// QuickAck sets TCP_QUICKACK once per connection, after accept or dial.
+	// The kernel leaves quickack mode on its own later, so this shapes only
+	// the first exchanges (the SOCKS handshake). Flag: --quickack.
+	QuickAck bool
+
+	// Mark sets SO_MARK for policy routing and firewall rules; it needs
+	// CAP_NET_ADMIN. 0 sets no mark. Flag: --mark.
+	Mark uint32
+}
+
+// Options configure the listeners and the upstream dialer. The zero value
+// gives one SO_REUSEPORT listener and a dialer with Go's defaults and a 10 s
+// timeout, both without MPTCP. Methods never modify the Options they are
+// called on, and the listeners and dialers they return keep a copy.
+type Options struct {
+	// Client holds the options for accepted client sockets. Those Linux
+	// copies from a listening socket to the sockets it accepts are set once
+	// per listener; ApplyClient sets the rest (Nagle, QuickAck).
+	Client SockOpts
+
+	// Upstream holds the options for dialled upstream sockets. Dialer sets
+	// them before connect; ApplyUpstream sets Nagle and QuickAck after it.
+	Upstream SockOpts
+
+	// Listeners is the number of SO_REUSEPORT sockets Listen opens per
+	// address, for one accept loop each; 0 or negative means 1.
+	// Flag: --listeners.
+	Listeners int
+
+	// Backlog is the listen backlog; the kernel clamps it to
+	// net.core.somaxconn. 0 or negative means net.core.somaxconn.
+	// Flag: --backlog.
+	Backlog int
+
+	// FastOpenQueue sets TCP_FASTOPEN on listeners: the number of pending
+	// fast-open connections, whose SYN carried data. 0 or negative leaves
+	// fast open off. Flag: --fastopen.
+	FastOpenQueue int
+
+	// DeferAccept sets TCP_DEFER_ACCEPT on listeners: accept returns a
+	// connection only once its first data arrived, or the timeout, rounded
+	// up by the kernel to its SYN-ACK retransmit schedule, ran out.
+	// 0 or negative leaves it off. Flag: --defer-accept.
+	DeferAccept time.Duration
+
+	// FastOpenConnect sets TCP_FASTOPEN_CONNECT on dials. A dial then returns
+	// before the three-way handshake ends, and its SYN leaves with the first
+	// write; so refusal or unreachability shows up on that write or the next
+	// read, not as a dial error. Flag: --fastopen-connect.
+	FastOpenConnect bool
+
+	// SourceAddr is the local address dials bind to; it also restricts dials
+	// to targets of its family. The zero Addr lets the kernel choose.
+	// Flag: --source.
+	SourceAddr netip.Addr
+
+	// Interface binds dialled sockets to this network device with
+	// SO_BINDTODEVICE, which needs CAP_NET_RAW. "" binds none.
+	// Flag: --interface.
+	Interface string
+
+	// DialTimeout bounds each upstream dial, name resolution included.
+	// 0 means 10 s; negative means no timeout beyond the context's.
+	// Flag: --dial-timeout.
+	DialTimeout time.Duration
+}
+
+// Defaults resolved at the point of use.
+const (
+	defaultDialTimeout       = 10 * time.Second
+	defaultKeepAliveIdle     = 15 * time.Second // as net.Dialer and net.ListenConfig
+	defaultKeepAliveInterval = 15 * time.Second
+	defaultKeepAliveCount    = 9
+)
+
+func (o *Options) listeners() int { return max(o.Listeners, 1) }
+
+func (o *Options) dialTimeout() time.Duration {
+	if o.DialTimeout == 0 {
+		return defaultDialTimeout
+	}
+	return max(o.DialTimeout, 0)
+}
+
+func (s *SockOpts) keepAliveIdle() time.Duration {
+	if s.KeepAliveIdle == 0 {
+		return defaultKeepAliveIdle
+	}
+	return s.KeepAliveIdle
+}
+
+func (s *SockOpts) keepAliveInterval() time.Duration {
+	if s.KeepAliveInterval == 0 {
+		return defaultKeepAliveInterval
+	}
+	return s.KeepAliveInterval
+}
+
+func (s *SockOpts) keepAliveCount() int {
+	if s.KeepAliveCount == 0 {
+		return defaultKeepAliveCount
+	}
+	return s.KeepAliveCount
+}
+
+// seconds rounds d up to whole seconds, as the kernel counts keepalive and
+// defer-accept times.
+func seconds(d time.Duration) int {
+	return int((d + time.Second - 1) / time.Second)
+}
+
+// ErrClamped is wrapped by the OptionError that Probe returns for a value the
+// kernel accepted but lowered, such as a socket buffer above
+// net.core.rmem_max. The option stays set: the kernel applies its maximum.
+var ErrClamped = errors.New("clamped by the kernel")
+
+// OptionError reports an option that the kernel, the process's privileges or
+// the operating system refused. Flag is the command-line flag that sets it,
+// Option the socket option or call, and Err the cause, usually a
+// syscall.Errno or errors.ErrUnsupported.
+type OptionError struct {
+	Flag   string
+	Option string
+	Err    error
+}
+
+// Error returns e.g. "tune: --mark (SO_MARK): operation not permitted".
+func (e *OptionError) Error() string {
+	return "tune: " + e.Flag + " (" + e.Option + "): " + e.Err.Error()
+}
+
+// Unwrap returns the cause, so errors.Is(err, syscall.EPERM) works.
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// opt names one option that tune can set. Options from optRecvBuf to
+// optQuickAck live in SockOpts and exist once per side; the rest belong to
+// Options.
+type opt uint8
+
+const (
+	optRecvBuf opt = iota
+	optSendBuf
+	optKeepAliveIdle
+	optKeepAliveInterval
+	optKeepAliveCount
+	optUserTimeout
+	optCongestion
+	optNotSentLowat
+	optMark
+	optNagle
+	optQuickAck
+	optReusePort
+	optFastOpen
+	optDeferAccept
+	optBacklog
+	optFastOpenConnect
+	optInterface
+	optSourceAddr
+	optCount
+)
+
+// optNames gives each option's flag and the socket option it sets.
+var optNames = [optCount]struct{ flag, option string }{
+	optRecvBuf:           {"--rcvbuf", "SO_RCVBUF"},
+	optSendBuf:           {"--sndbuf", "SO_SNDBUF"},
+	optKeepAliveIdle:     {"--keepalive-idle", "TCP_KEEPIDLE"},
+	optKeepAliveInterval: {"--keepalive-interval", "TCP_KEEPINTVL"},
+	optKeepAliveCount:    {"--keepalive-count", "TCP_KEEPCNT"},
+	optUserTimeout:       {"--user-timeout", "TCP_USER_TIMEOUT"},
+	optCongestion:        {"--congestion", "TCP_CONGESTION"},
+	optNotSentLowat:      {"--notsent-lowat", "TCP_NOTSENT_LOWAT"},
+	optMark:              {"--mark", "SO_MARK"},
+	optNagle:             {"--nagle", "TCP_NODELAY"},
+	optQuickAck:          {"--quickack", "TCP_QUICKACK"},
+	optReusePort:         {"--listeners", "SO_REUSEPORT"},
+	optFastOpen:          {"--fastopen", "TCP_FASTOPEN"},
+	optDeferAccept:       {"--defer-accept", "TCP_DEFER_ACCEPT"},
+	optBacklog:           {"--backlog", "listen"},
+	optFastOpenConnect:   {"--fastopen-connect", "TCP_FASTOPEN_CONNECT"},
+	optInterface:         {"--interface", "SO_BINDTODEVICE"},
+	optSourceAddr:        {"--source", "bind"},
+}
+
+// Which options go where. Linux copies every option in listenerSockOpts from
+// a listening socket to the sockets it accepts; the tests read each back on
+// an accepted socket to keep that true.
+var (
+	listenerSockOpts = []opt{optRecvBuf, optSendBuf, optKeepAliveIdle, optKeepAliveInterval,
+		optKeepAliveCount, optUserTimeout, optCongestion, optNotSentLowat, optMark}
+	listenerOpts = []opt{optFastOpen, optDeferAccept} // before listen
+	afterListen  = []opt{optBacklog}
+	dialSockOpts = listenerSockOpts
+	dialOpts     = []opt{optFastOpenConnect, optInterface} // optSourceAddr goes through net.Dialer.LocalAddr
+	connOpts     = []opt{optNagle, optQuickAck}            // after accept or connect
+)
+
+func (id opt) perSide() bool { return id <= optQuickAck }
+
+// tcpLevel reports whether id is an IPPROTO_TCP option, meaningless on UDP.
+func (id opt) tcpLevel() bool {
+	switch id {
+	case optRecvBuf, optSendBuf, optMark, optInterface, optSourceAddr:
+		return false
+	}
+	return true
+}
+
+// set reports whether id is configured, in s for a per-side option or in o.
+// Keepalive counts as configured unless turned off, since its defaults are
+// set like explicit values.
+func (o *Options) set(id opt, s *SockOpts) bool {
+	switch id {
+	case optRecvBuf:
+		return s.RecvBufferBytes > 0
+	case optSendBuf:
+		return s.SendBufferBytes > 0
+	case optKeepAliveIdle:
+		return keepAliveBySockopt && s.KeepAliveIdle >= 0
+	case optKeepAliveInterval:
+		return keepAliveBySockopt && s.KeepAliveIdle >= 0 && s.KeepAliveInterval >= 0
+	case optKeepAliveCount:
+		return keepAliveBySockopt && s.KeepAliveIdle >= 0 && s.KeepAliveCount >= 0
+	case optUserTimeout:
+		return s.UserTimeout > 0
+	case optCongestion:
+		return s.Congestion != ""
+	case optNotSentLowat:
+		return s.NotSentLowatBytes > 0
+	case optMark:
+		return s.Mark != 0
+	case optNagle:
+		return s.Nagle
+	case optQuickAck:
+		return s.QuickAck
+	case optReusePort:
+		return o.Listeners > 1
+	case optFastOpen:
+		return o.FastOpenQueue > 0
+	case optDeferAccept:
+		return o.DeferAccept > 0
+	case optBacklog:
+		return o.Backlog > 0
+	case optFastOpenConnect:
+		return o.FastOpenConnect
+	case optInterface:
+		return o.Interface != ""
+	case optSourceAddr:
+		return o.SourceAddr.IsValid()
+	}
+	return false
+}
+
+// clear turns id off, or back to its default, in s or o.
+func (o *Options) clear(id opt, s *SockOpts) {
+	switch id {
+	case optRecvBuf:
+		s.RecvBufferBytes = 0
+	case optSendBuf:
+		s.SendBufferBytes = 0
+	case optKeepAliveIdle:
+		s.KeepAliveIdle = 0
+	case optKeepAliveInterval:
+		s.KeepAliveInterval = 0
+	case optKeepAliveCount:
+		s.KeepAliveCount = 0
+	case optUserTimeout:
+		s.UserTimeout = 0
+	case optCongestion:
+		s.Congestion = ""
+	case optNotSentLowat:
+		s.NotSentLowatBytes = 0
+	case optMark:
+		s.Mark = 0
+	case optNagle:
+		s.Nagle = false
+	case optQuickAck:
+		s.QuickAck = false
+	case optReusePort:
+		o.Listeners = 1
+	case optFastOpen:
+		o.FastOpenQueue = 0
+	case optDeferAccept:
+		o.DeferAccept = 0
+	case optBacklog:
+		o.Backlog = 0
+	case optFastOpenConnect:
+		o.FastOpenConnect = false
+	case optInterface:
+		o.Interface = ""
+	case optSourceAddr:
+		o.SourceAddr = netip.Addr{}
+	}
+}
+
+// sameValue reports whether a and b configure the per-side option id alike.
+func sameValue(id opt, a, b *SockOpts) bool {
+	switch id {
+	case optRecvBuf:
+		return a.RecvBufferBytes == b.RecvBufferBytes
+	case optSendBuf:
+		return a.SendBufferBytes == b.SendBufferBytes
+	case optKeepAliveIdle:
+		return a.keepAliveIdle() == b.keepAliveIdle()
+	case optKeepAliveInterval:
+		return a.keepAliveInterval() == b.keepAliveInterval()
+	case optKeepAliveCount:
+		return a.keepAliveCount() == b.keepAliveCount()
+	case optUserTimeout:
+		return a.UserTimeout == b.UserTimeout
+	case optCongestion:
+		return a.Congestion == b.Congestion
+	case optNotSentLowat:
+		return a.NotSentLowatBytes == b.NotSentLowatBytes
+	case optMark:
+		return a.Mark == b.Mark
+	}
+	return true // Nagle, QuickAck: booleans, both set
+}
+
+// optError wraps err as the OptionError of id on the given side.
+func optError(id opt, upstream bool, err error) error {
+	flag := optNames[id].flag
+	if upstream && id.perSide() {
+		flag = "--upstream-" + strings.TrimPrefix(flag, "--")
+	}
+	return &OptionError{Flag: flag, Option: optNames[id].option, Err: err}
+}

@@ -1,0 +1,182 @@
+package tune
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	cc := congestion(t)
+	valid := Options{
+		Client: SockOpts{RecvBufferBytes: 1 << 16, SendBufferBytes: 1 << 16, Nagle: true,
+			KeepAliveIdle: time.Minute, KeepAliveInterval: 5 * time.Second, KeepAliveCount: 3,
+			UserTimeout: time.Second, Congestion: cc, NotSentLowatBytes: 1 << 14, QuickAck: true},
+		Upstream:    SockOpts{Congestion: cc, KeepAliveIdle: -1, UserTimeout: 2 * time.Second},
+		Listeners:   4,
+		Backlog:     64,
+		DeferAccept: time.Second,
+		Interface:   "lo",
+		SourceAddr:  netip.MustParseAddr("127.0.0.1"),
+	}
+	if os.Geteuid() == 0 {
+		valid.Client.Mark, valid.Upstream.Mark = 1, 2
+	}
+	with := func(f func(o *Options)) Options { o := valid; f(&o); return o }
+	tests := []struct {
+		name  string
+		in    Options
+		flags []string // the flags named by the errors, in order
+		errno syscall.Errno
+		want  Options // the Options Probe returns
+	}{
+		{name: "valid", in: valid, want: valid},
+		{name: "zero", in: Options{}, want: Options{}},
+		{
+			name:  "unknown congestion",
+			in:    with(func(o *Options) { o.Client.Congestion = "nosuchcc" }),
+			flags: []string{"--congestion"}, errno: unix.ENOENT,
+			want: with(func(o *Options) { o.Client.Congestion = "" }),
+		},
+		{
+			name:  "unknown congestion on both sides",
+			in:    with(func(o *Options) { o.Client.Congestion, o.Upstream.Congestion = "nosuchcc", "nosuchcc" }),
+			flags: []string{"--congestion"}, errno: unix.ENOENT,
+			want: with(func(o *Options) { o.Client.Congestion, o.Upstream.Congestion = "", "" }),
+		},
+		{
+			name:  "unknown congestion upstream",
+			in:    with(func(o *Options) { o.Upstream.Congestion = "nosuchcc" }),
+			flags: []string{"--upstream-congestion"}, errno: unix.ENOENT,
+			want: with(func(o *Options) { o.Upstream.Congestion = "" }),
+		},
+		{
+			name:  "keepalive count too high",
+			in:    with(func(o *Options) { o.Client.KeepAliveCount = 1000 }),
+			flags: []string{"--keepalive-count"}, errno: unix.EINVAL,
+			want: with(func(o *Options) { o.Client.KeepAliveCount = 0 }),
+		},
+		{
+			name:  "unknown interface",
+			in:    with(func(o *Options) { o.Interface = "nosuchif0" }),
+			flags: []string{"--interface"}, errno: unix.ENODEV,
+			want: with(func(o *Options) { o.Interface = "" }),
+		},
+		{
+			name:  "foreign source address",
+			in:    with(func(o *Options) { o.SourceAddr = netip.MustParseAddr("192.0.2.1") }),
+			flags: []string{"--source"}, errno: unix.EADDRNOTAVAIL,
+			want: with(func(o *Options) { o.SourceAddr = netip.Addr{} }),
+		},
+		{
+			name:  "two refusals",
+			in:    with(func(o *Options) { o.Client.Congestion, o.Interface = "nosuchcc", "nosuchif0" }),
+			flags: []string{"--congestion", "--interface"},
+			want:  with(func(o *Options) { o.Client.Congestion, o.Interface = "", "" }),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, errs := tc.in.Probe()
+			if flags := errorFlags(t, errs); !slices.Equal(flags, tc.flags) {
+				t.Errorf("errors %v name %v, want %v", errs, flags, tc.flags)
+			}
+			if tc.errno != 0 && len(errs) > 0 && !errors.Is(errs[0], tc.errno) {
+				t.Errorf("error %v, want %v", errs[0], tc.errno)
+			}
+			if got != tc.want {
+				t.Errorf("Probe returned\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestProbeClamped(t *testing.T) {
+	t.Parallel()
+	in := Options{Client: SockOpts{RecvBufferBytes: 1 << 30}, Backlog: 1 << 30}
+	got, errs := in.Probe()
+	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--rcvbuf", "--backlog"}) {
+		t.Fatalf("errors %v, want --rcvbuf and --backlog clamped", errs)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, ErrClamped) {
+			t.Errorf("%v: want ErrClamped", err)
+		}
+	}
+	if got != in {
+		t.Errorf("Probe changed clamped options: %+v", got)
+	}
+}
+
+func TestProbeFastOpen(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_fastopen")
+	if err != nil {
+		t.Skip(err)
+	}
+	sysctl, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	if sysctl&2 == 0 {
+		want = append(want, "--fastopen")
+	}
+	if sysctl&1 == 0 {
+		want = append(want, "--fastopen-connect")
+	}
+	got, errs := Options{FastOpenQueue: 8, FastOpenConnect: true}.Probe()
+	if flags := errorFlags(t, errs); !slices.Equal(flags, want) {
+		t.Errorf("with net.ipv4.tcp_fastopen=%d: errors %v, want flags %v", sysctl, errs, want)
+	}
+	if (got.FastOpenQueue == 0) != (sysctl&2 == 0) || got.FastOpenConnect != (sysctl&1 != 0) {
+		t.Errorf("with net.ipv4.tcp_fastopen=%d Probe returned %+v", sysctl, got)
+	}
+}
+
+func TestProbeMark(t *testing.T) {
+	t.Parallel()
+	_, errs := Options{Client: SockOpts{Mark: 7}}.Probe()
+	if os.Geteuid() == 0 {
+		if len(errs) != 0 {
+			t.Errorf("as root: %v", errs)
+		}
+		return
+	}
+	if len(errs) != 1 || errs[0].Error() != "tune: --mark (SO_MARK): operation not permitted" {
+		t.Errorf("unprivileged: %v", errs)
+	}
+}
+
+func TestOptionErrorMessage(t *testing.T) {
+	t.Parallel()
+	err := error(&OptionError{Flag: "--mark", Option: "SO_MARK", Err: unix.EPERM})
+	if got, want := err.Error(), "tune: --mark (SO_MARK): operation not permitted"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if !errors.Is(err, unix.EPERM) {
+		t.Error("errors.Is(err, EPERM) = false")
+	}
+}
+
+func errorFlags(t *testing.T, errs []error) []string {
+	t.Helper()
+	var flags []string
+	for _, err := range errs {
+		var oe *OptionError
+		if !errors.As(err, &oe) {
+			t.Fatalf("%v is not an *OptionError", err)
+		}
+		flags = append(flags, oe.Flag)
+	}
+	return flags
+}

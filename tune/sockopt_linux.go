@@ -1,0 +1,171 @@
+package tune
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// keepAliveBySockopt: on Linux tune sets keepalive itself, on the listener
+// (accepted sockets inherit it) and before connect, instead of letting
+// package net set it again on every new connection.
+const keepAliveBySockopt = true
+
+// setOpt sets option id, configured in o or s, on the socket fd.
+func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
+	switch id {
+	case optRecvBuf:
+		return setInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, s.RecvBufferBytes)
+	case optSendBuf:
+		return setInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.SendBufferBytes)
+	case optKeepAliveIdle:
+		if err := setInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+			return err
+		}
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, seconds(s.keepAliveIdle()))
+	case optKeepAliveInterval:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, seconds(s.keepAliveInterval()))
+	case optKeepAliveCount:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, s.keepAliveCount())
+	case optUserTimeout:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.UserTimeout.Milliseconds()))
+	case optCongestion:
+		return unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, s.Congestion)
+	case optNotSentLowat:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, s.NotSentLowatBytes)
+	case optMark:
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(int32(s.Mark)))
+	case optNagle:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 0)
+	case optQuickAck:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	case optReusePort:
+		return setInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	case optFastOpen:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, o.FastOpenQueue)
+	case optDeferAccept:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, seconds(o.DeferAccept))
+	case optBacklog:
+		// listen on a listening socket only updates its backlog.
+		return unix.Listen(fd, min(o.Backlog, math.MaxInt32))
+	case optFastOpenConnect:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)
+	case optInterface:
+		return unix.BindToDevice(fd, o.Interface)
+	case optSourceAddr:
+		return bindAddr(fd, o.SourceAddr)
+	}
+	return errors.ErrUnsupported
+}
+
+// setInt sets an int option, refusing what a C int cannot hold rather than
+// letting it wrap.
+func setInt(fd, level, name, v int) error {
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		return unix.EINVAL
+	}
+	return unix.SetsockoptInt(fd, level, name, v)
+}
+
+func bindAddr(fd int, a netip.Addr) error {
+	if a.Is4() || a.Is4In6() {
+		return unix.Bind(fd, &unix.SockaddrInet4{Addr: a.Unmap().As4()})
+	}
+	sa := &unix.SockaddrInet6{Addr: a.As16()}
+	if z := a.Zone(); z != "" {
+		ifi, err := net.InterfaceByName(z)
+		if err != nil {
+			return err
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return unix.Bind(fd, sa)
+}
+
+// probeOpt tries id alone on a fresh socket: unbound, or bound to loopback
+// and listening where the option needs it.
+func probeOpt(id opt, o *Options, s *SockOpts) error {
+	family := unix.AF_INET
+	if id == optSourceAddr && !o.SourceAddr.Unmap().Is4() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	switch id {
+	case optFastOpen, optFastOpenConnect:
+		if err := fastOpenEnabled(id); err != nil {
+			return err
+		}
+	case optBacklog:
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			return err
+		}
+	}
+	if err := setOpt(fd, id, o, s); err != nil {
+		return err
+	}
+	return clamped(fd, id, o, s)
+}
+
+// clamped reads back the options the kernel lowers without an error.
+func clamped(fd int, id opt, o *Options, s *SockOpts) error {
+	switch id {
+	case optRecvBuf, optSendBuf:
+		name, want, limit := unix.SO_RCVBUF, s.RecvBufferBytes, "net.core.rmem_max"
+		if id == optSendBuf {
+			name, want, limit = unix.SO_SNDBUF, s.SendBufferBytes, "net.core.wmem_max"
+		}
+		got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, name)
+		if err != nil {
+			return err
+		}
+		if got/2 < want { // the kernel doubles the value it keeps
+			return fmt.Errorf("%w to %d bytes (%s)", ErrClamped, got/2, limit)
+		}
+	case optBacklog:
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return err
+		}
+		if int(info.Sacked) < o.Backlog { // a listener's tcpi_sacked is its backlog
+			return fmt.Errorf("%w to %d (net.core.somaxconn)", ErrClamped, info.Sacked)
+		}
+	}
+	return nil
+}
+
+// fastOpenEnabled checks net.ipv4.tcp_fastopen, without which TCP_FASTOPEN
+// and TCP_FASTOPEN_CONNECT are accepted but do nothing: bit 1 enables the
+// client side, bit 2 the server side.
+func fastOpenEnabled(id opt) error {
+	const sysctl = "/proc/sys/net/ipv4/tcp_fastopen"
+	b, err := os.ReadFile(sysctl)
+	if err != nil {
+		return err
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("%s: %w", sysctl, err)
+	}
+	bit := 1
+	if id == optFastOpen {
+		bit = 2
+	}
+	if v&bit == 0 {
+		return fmt.Errorf("disabled by net.ipv4.tcp_fastopen=%d (needs bit %d)", v, bit)
+	}
+	return nil
+}
