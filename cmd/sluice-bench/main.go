@@ -55,8 +55,9 @@ Flags:
                      SINK,SOURCE
   --dir DIR          tput: up, down or both (default up)
   -P N               tput: parallel streams per direction (default 1)
-  --verify LEVEL     tput down: full, sample (first 64 bytes of each read)
-                     or none (default full)
+  --verify LEVEL     tput: full (default), sample (down: only the first 64
+                     bytes of each read) or none (down: count only; up: skip
+                     the sink's count, for relays that drop half-close)
   -c N               rr: concurrent workers (default 64); idle: concurrent
                      openers (default 64)
   --size BYTES       rr: echo size (default 1)

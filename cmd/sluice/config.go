@@ -27,6 +27,7 @@ type config struct {
 	bind             bool
 	bindTimeout      time.Duration
 	pin              bool
+	workers          int
 	logLevel         slog.Level
 	logFormat        string
 	profile          string
@@ -58,6 +59,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
 	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
+	fs.IntVar(&cfg.workers, "workers", 0, "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners; 0 = one process")
 	fs.IntVar(&cfg.tune.Backlog, "backlog", 0, "listen backlog; 0 = the kernel's somaxconn")
 	fs.IntVar(&cfg.tune.FastOpenQueue, "fastopen", 0, "TCP_FASTOPEN queue `length` on listeners; 0 = off")
 	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", 0, "TCP_DEFER_ACCEPT: wake accept only when the client has sent data, waiting up to this `duration`; 0 = off")
@@ -95,6 +97,8 @@ func (cfg *config) check() error {
 	switch {
 	case cfg.logFormat != "text" && cfg.logFormat != "json":
 		return fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
+	case cfg.workers < 0:
+		return fmt.Errorf("--workers %d: must be 0 or more", cfg.workers)
 	case cfg.tune.Listeners < 0:
 		return fmt.Errorf("--listeners %d: must be 0 or more", cfg.tune.Listeners)
 	case cfg.bindTimeout <= 0:

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,6 +51,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.workers > 0 {
+		return runWorkers(ctx, cfg, args, log)
+	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
@@ -72,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 type instance struct {
 	srv       *server
 	listeners []*net.TCPListener
+	accepted  []atomic.Int64 // per listener
 	cancel    context.CancelFunc // ends live sessions
 	accepting sync.WaitGroup
 }
@@ -125,6 +130,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", creds != nil)
 	}
 	cpus, _ := tune.CPUs()
+	inst.accepted = make([]atomic.Int64, len(inst.listeners))
 	for i, l := range inst.listeners {
 		cpu := -1
 		if cfg.pin && len(cpus) > 0 {
@@ -133,7 +139,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		inst.accepting.Add(1)
 		go func() {
 			defer inst.accepting.Done()
-			inst.srv.acceptLoop(sctx, l, cpu)
+			inst.srv.acceptLoop(sctx, l, cpu, &inst.accepted[i])
 		}()
 	}
 	return inst, nil
@@ -174,10 +180,11 @@ func (inst *instance) shutdown(drain time.Duration) {
 // newLogger builds the process logger from --log-level and --log-format.
 func newLogger(cfg *config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(h).With(workerAttr()...)
 }
 
 // startProfile starts the pkg/profile run asked for by --profile. Its own

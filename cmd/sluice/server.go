@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/handshake"
@@ -32,7 +33,8 @@ type server struct {
 // acceptLoop accepts connections on l until l is closed. Accept errors such
 // as EMFILE never end it: it backs off (5 ms doubling to 1 s) and logs at most
 // once a second, so a full fd table neither kills the server nor spins a CPU.
-func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int) {
+// Each accepted connection adds one to accepted.
+func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, accepted *atomic.Int64) {
 	if cpu >= 0 {
 		if err := tune.PinThread(cpu); err != nil {
 			s.log.Warn("cannot pin accept loop", "listener", l.Addr().String(), "cpu", cpu, "err", err)
@@ -61,6 +63,7 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int) {
 			continue
 		}
 		delay = 0
+		accepted.Add(1)
 		s.sessions.Add(1)
 		go s.serveConn(ctx, c)
 	}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestRunUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "missing mode"},
+		{[]string{"-h"}, 0, ""},
+		{[]string{"tput", "-h"}, 0, ""},
+		{[]string{"nope"}, 2, `unknown mode "nope"`},
+		{[]string{"udp"}, 2, "not implemented"},
+		{[]string{"tput", "--bogus"}, 2, "-bogus"},
+		{[]string{"tput", "-P", "x", "--direct", "--target", "127.0.0.1:1"}, 2, "-P"},
+		{[]string{"tput", "-P", "0", "--direct", "--target", "127.0.0.1:1"}, 2, "-P"},
+		{[]string{"tput", "--dir", "sideways", "--direct", "--target", "127.0.0.1:1"}, 2, "-dir"},
+		{[]string{"rr", "--dir", "up", "--direct", "--target", "127.0.0.1:1"}, 2, "-dir does not apply"},
+		{[]string{"rr", "--target", "127.0.0.1:1"}, 2, "-proxy or -direct"},
+		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--duration", "11m"}, 2, "-duration"},
+		{[]string{"sink", "--addr", "0.0.0.0:5201"}, 2, "not loopback"},
+		{[]string{"echo", "--addr", ":5201"}, 2, "not loopback"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("run(%q) = %d, stderr %q; want %d containing %q", tc.args, code, errOut.String(), tc.code, tc.want)
+		}
+		if tc.code == 2 && strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("run(%q): stderr %q; want one line", tc.args, errOut.String())
+		}
+		if tc.code == 0 && !strings.Contains(out.String(), "idle") {
+			t.Errorf("run(%q): help lacks the modes", tc.args)
+		}
+	}
+}
+
+func TestHelpNamesEveryFlag(t *testing.T) {
+	t.Parallel()
+	var o options
+	fs := newFlagSet(&o)
+	for mode, flags := range flagsFor {
+		for _, name := range strings.Fields(flags) {
+			if fs.Lookup(name) == nil {
+				t.Errorf("mode %s allows undefined flag %s", mode, name)
+			}
+			if !strings.Contains(usage, "-"+name+" ") && !strings.Contains(usage, "-"+name+"\n") {
+				t.Errorf("usage does not document -%s", name)
+			}
+		}
+	}
+}
+
+func TestRunRefusedIsError(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	// Port 1 on loopback: nothing listens there in a test environment.
+	code := run([]string{"rr", "--direct", "--target", "127.0.0.1:1", "--duration", "50ms", "-c", "1", "--json"}, &out, &errOut)
+	var res struct {
+		Errors struct{ Connect int } `json:"errors"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if code != 1 || res.Errors.Connect == 0 {
+		t.Fatalf("code %d, connect errors %d; want 1 and some", code, res.Errors.Connect)
+	}
+}
