@@ -78,4 +78,3 @@ func (e *Errors) merge(o *Errors) {
 		}
 	}
 }
-

@@ -2,7 +2,7 @@ package bench
 
 import (
 	"context"
-		"net"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +62,7 @@ func TestTputDirect(t *testing.T) {
 		{"up", Up, VerifyFull, 2},
 		{"down", Down, VerifyFull, 2},
 		{"down sample", Down, VerifySample, 1},
+		{"up without count", Up, VerifyNone, 1},
 		{"both", Both, VerifyFull, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,7 +52,8 @@ func (p *pattern) fill(buf []byte) []byte {
 type Verify int
 
 // The verification levels. VerifyFull compares every byte; VerifySample
-// compares the first 64 bytes of each read; VerifyNone only counts.
+// compares the first 64 bytes of each read; VerifyNone only counts, and
+// for uploads skips the sink's count.
 const (
 	VerifyFull Verify = iota
 	VerifySample

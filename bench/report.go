@@ -10,11 +10,15 @@ import (
 func (r *TputResult) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "tput %s via %s, %d stream(s), verify %s, %.2f s\n", r.Dir, via(r.Proxy), r.Streams, r.Verify, r.Seconds)
-	fmt.Fprintln(tw, "stream\tdir\tbytes\tGbit/s\t")
+	fmt.Fprintln(tw, "stream\tdir\tbytes\tGbit/s\tstatus\t")
 	for i, s := range r.PerStream {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%.2f\t%s\n", i, s.Dir, s.Bytes, s.Gbps, s.Error)
+		status := "ok"
+		if s.Error != "" {
+			status = "failed"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%.2f\t%s\t\n", i, s.Dir, s.Bytes, s.Gbps, status)
 	}
-	fmt.Fprintf(tw, "total\t%s\t%d\t%.2f\t\n", r.Dir, r.Bytes, r.Gbps)
+	fmt.Fprintf(tw, "total\t%s\t%d\t%.2f\t\t\n", r.Dir, r.Bytes, r.Gbps)
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "relay cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", r.CPU.Seconds, r.CPU.Cores, r.CPU.PerGiB)
 	}

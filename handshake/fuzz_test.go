@@ -133,10 +133,11 @@ func FuzzNegotiate(f *testing.F) {
 		var out bytes.Buffer
 		b := GetBuffer()
 		defer b.Release()
-		req, err := Negotiate(rw{&chunkReader{in, int(chunk)}, &out}, b, cfg)
+		src := &chunkReader{in, int(chunk)}
+		req, err := Negotiate(rw{src, &out}, b, cfg)
 		checkAnswers(t, out.Bytes(), creds, err)
 		if err == nil || errors.Is(err, ErrCommandNotSupported) {
-			checkRequest(t, in, req, creds)
+			checkRequest(t, in, src.b, req, creds)
 		}
 		var reply bytes.Buffer
 		if werr := WriteError(&reply, err); werr != nil || (reply.Len() > 0 && reply.Bytes()[1] == byte(Succeeded)) {
@@ -169,19 +170,20 @@ func checkAnswers(t *testing.T, out []byte, creds bool, err error) {
 	}
 }
 
-// checkRequest checks that the request and Rest re-encode to the end of in.
-func checkRequest(t *testing.T, in []byte, req Request, creds bool) {
+// checkRequest checks that the request, Rest and the bytes left unread
+// re-encode to the end of in.
+func checkRequest(t *testing.T, in, unread []byte, req Request, creds bool) {
 	t.Helper()
 	if creds != (string(req.User) == "alice") {
 		t.Fatalf("User = %q with credentials %v", req.User, creds)
 	}
-	if !bytes.HasSuffix(in, req.Rest) {
-		t.Fatalf("Rest % x is not the end of the input", req.Rest)
+	if !bytes.HasSuffix(in, cat(req.Rest, unread)) {
+		t.Fatalf("Rest % x + unread % x is not the end of the input", req.Rest, unread)
 	}
 	if req.Addr.Type == 0 {
 		return // unknown command with an unparsable address
 	}
-	tail := cat(AppendRequest(nil, req.Cmd, req.Addr), req.Rest)
+	tail := cat(AppendRequest(nil, req.Cmd, req.Addr), req.Rest, unread)
 	if !bytes.HasSuffix(in, tail) {
 		t.Fatalf("request+Rest % x is not the end of the input % x", tail, in)
 	}

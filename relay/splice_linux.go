@@ -69,7 +69,7 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 		case s.err != nil:
 			return true, os.NewSyscallError("splice", s.err)
 		case s.n == 0:
-			return true, nil
+			return true, h.dst.CloseWrite()
 		}
 		s.p.data = s.n
 		s.calls++

@@ -13,10 +13,12 @@
 // The package reads no flags and no environment and never logs: the caller
 // maps its flags onto Options, calls Probe once to learn which options the
 // kernel or its privileges refuse, and reports those. It runs no accept loops,
-// speaks no SOCKS and moves no bytes. Outside Linux every option is refused
-// with errors.ErrUnsupported and the socket helpers return it.
+// speaks no SOCKS and moves no bytes. Outside Linux, listeners and dialers
+// keep package net's keepalive and Nagle handling, every other option is
+// refused with errors.ErrUnsupported, and CPUs, PinThread, RaiseNoFile and
+// AttachCPUSteering return it.
 //
-//	o := tune.Options{Listeners: 4, Client: tune.SockOpts{RecvBufferBytes: 1 << 20}}
-//	ls, err := o.Listen(ctx, "127.0.0.1:1080") // one accept loop per listener, ApplyClient per conn
+//	o, refused := tune.Options{Listeners: 4, Client: tune.SockOpts{Congestion: "bbr"}}.Probe()
+//	ls, err := o.Listen(ctx, "0.0.0.0:1080") // one accept loop per listener, ApplyClient per conn
 //	up, err := o.Dialer().DialContext(ctx, "tcp", target) // then ApplyUpstream
 package tune

@@ -56,6 +56,10 @@ func TestListenClientOptions(t *testing.T) {
 func TestListenDefaults(t *testing.T) {
 	t.Parallel()
 	l := listen(t, &Options{})[0]
+	// Package net would make this an MPTCP socket where the kernel allows it.
+	if got := getInt(t, l, unix.SOL_SOCKET, unix.SO_PROTOCOL); got != unix.IPPROTO_TCP {
+		t.Errorf("listener SO_PROTOCOL = %d, want IPPROTO_TCP", got)
+	}
 	_, a := connect(t, l)
 	for _, c := range []struct {
 		name  string

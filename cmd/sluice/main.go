@@ -76,7 +76,7 @@ func run(args []string, stderr io.Writer) int {
 type instance struct {
 	srv       *server
 	listeners []*net.TCPListener
-	accepted  []atomic.Int64 // per listener
+	accepted  []atomic.Int64     // per listener
 	cancel    context.CancelFunc // ends live sessions
 	accepting sync.WaitGroup
 }
