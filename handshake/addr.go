@@ -125,7 +125,7 @@ func parseAddr(b []byte) (Addr, int, error) {
 		if n = 2 + int(b[1]) + 2; len(b) < n {
 			return Addr{}, 0, ErrShort
 		}
-		a.Name = b[2 : n-2]
+		a.Name = b[2 : n-2 : n-2]
 	default:
 		return Addr{}, 0, ErrAddrTypeNotSupported
 	}

@@ -73,7 +73,7 @@ func ParseUserPass(b []byte) (user, pass []byte, n int, err error) {
 	if len(b) < n {
 		return nil, nil, 0, ErrShort
 	}
-	return b[2 : 2+ulen], b[3+ulen : n], n, nil
+	return b[2 : 2+ulen : 2+ulen], b[3+ulen : n : n], n, nil
 }
 
 // AppendUserPass appends an RFC 1929 username/password request to b. Names

@@ -53,7 +53,7 @@ func ParseGreeting(b []byte) (methods []byte, n int, err error) {
 	if len(b) < 2+nm {
 		return nil, 0, ErrShort
 	}
-	return b[2 : 2+nm], 2 + nm, nil
+	return b[2 : 2+nm : 2+nm], 2 + nm, nil
 }
 
 // AppendGreeting appends a client greeting offering methods to b. At most 255
@@ -70,9 +70,9 @@ func AppendGreeting(b []byte, methods ...Method) []byte {
 // selectMethod picks the method the server uses among those offered:
 // username/password when credentials are configured, else no authentication.
 // It returns MethodNoAcceptable when the one it wants is not offered.
-func selectMethod(offered []byte, cfg *Config) Method {
+func selectMethod(offered []byte, creds Credentials) Method {
 	want := MethodNoAuth
-	if cfg.Credentials != nil {
+	if creds != nil {
 		want = MethodUserPass
 	}
 	if bytes.IndexByte(offered, byte(want)) < 0 {

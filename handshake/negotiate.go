@@ -14,8 +14,6 @@ type Config struct {
 	Credentials Credentials
 }
 
-var defaultConfig Config
-
 // Negotiate runs the server side of a SOCKS5 handshake on rw, using b as
 // scratch: the greeting, the RFC 1929 sub-negotiation when credentials are
 // configured (cfg may be nil for the zero Config), and the request. It
@@ -31,16 +29,17 @@ var defaultConfig Config
 // in and ErrCommandNotSupported. End of stream inside a frame is reported as
 // io.ErrUnexpectedEOF. On success Negotiate does not allocate.
 func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
-	if cfg == nil {
-		cfg = &defaultConfig
+	var creds Credentials
+	if cfg != nil {
+		creds = cfg.Credentials
 	}
-	m, err := negotiateMethod(rw, b, cfg)
+	m, err := negotiateMethod(rw, b, creds)
 	if err != nil {
 		return Request{}, err
 	}
 	var user []byte
 	if m == MethodUserPass {
-		if user, err = authenticate(rw, b, cfg.Credentials); err != nil {
+		if user, err = authenticate(rw, b, creds); err != nil {
 			return Request{}, err
 		}
 	}
@@ -50,12 +49,12 @@ func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
 }
 
 // negotiateMethod reads the greeting and answers it with the chosen method.
-func negotiateMethod(rw io.ReadWriter, b *Buffer, cfg *Config) (Method, error) {
+func negotiateMethod(rw io.ReadWriter, b *Buffer, creds Credentials) (Method, error) {
 	methods, err := readFrame(rw, b, "greeting", ParseGreeting)
 	if err != nil {
 		return 0, err
 	}
-	m := selectMethod(methods, cfg)
+	m := selectMethod(methods, creds)
 	if err := b.answer(rw, "greeting", Version, byte(m)); err != nil {
 		return 0, err
 	}
@@ -119,7 +118,8 @@ func readFrame[T any](r io.Reader, b *Buffer, stage string, parse func([]byte) (
 			return v, err
 		}
 		if err := b.fill(r); err != nil {
-			return v, readError(stage, err)
+			var zero T
+			return zero, readError(stage, err)
 		}
 	}
 }

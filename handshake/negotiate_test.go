@@ -75,100 +75,106 @@ func converse(t *testing.T, cfg *Config, steps []step) result {
 	return <-done
 }
 
+// authCfg requires username/password authentication.
+var authCfg = &Config{Credentials: alice}
+
+// transcripts are byte-exact conversations; "->" is what the client sends,
+// "<-" what it receives. After the last step the server closes.
+var transcripts = []struct {
+	name  string
+	cfg   *Config
+	steps []step
+	want  result
+}{
+	{"noauth-connect", nil, []step{
+		{"->", greetNoAuth},  // VER 5, 1 method: no auth
+		{"<-", []byte{5, 0}}, // method: no auth
+		{"->", reqIPv4},      // CONNECT 192.0.2.1:80
+		{"<-", replyOK},      // succeeded, BND 192.0.2.9:4321
+	}, result{cmd: CmdConnect, addr: "192.0.2.1:80"}},
+	{"noauth-offered-with-userpass", &Config{}, []step{
+		{"->", greetBoth},    // methods: no auth, username/password
+		{"<-", []byte{5, 0}}, // no auth preferred without credentials
+		{"->", reqIPv6},      // CONNECT [2001:db8::1]:443
+		{"<-", replyOK},
+	}, result{cmd: CmdConnect, addr: "[2001:db8::1]:443"}},
+	{"no-acceptable-method", nil, []step{
+		{"->", greetUserPass},   // only username/password offered
+		{"<-", []byte{5, 0xff}}, // no acceptable methods, then close
+	}, result{err: ErrNoAcceptableMethod}},
+	{"auth-required-noauth-offered", authCfg, []step{
+		{"->", greetNoAuth},     // only no auth offered
+		{"<-", []byte{5, 0xff}}, // credentials are mandatory: 0xFF, close
+	}, result{err: ErrNoAcceptableMethod}},
+	{"userpass-connect", authCfg, []step{
+		{"->", greetBoth},    // no auth, username/password
+		{"<-", []byte{5, 2}}, // username/password chosen
+		{"->", authAlice},    // alice / secret
+		{"<-", []byte{1, 0}}, // status: success
+		{"->", reqDomain},    // CONNECT example.com:80
+		{"<-", replyOK},
+	}, result{cmd: CmdConnect, addr: "example.com:80", user: "alice"}},
+	{"userpass-wrong-password", authCfg, []step{
+		{"->", greetUserPass},
+		{"<-", []byte{5, 2}},
+		{"->", authWrongPass}, // alice / guess
+		{"<-", []byte{1, 1}},  // status: failure, then close
+	}, result{err: ErrAuthFailed}},
+	{"userpass-unknown-user", authCfg, []step{
+		{"->", greetUserPass},
+		{"<-", []byte{5, 2}},
+		{"->", AppendUserPass(nil, []byte("mallory"), []byte("secret"))},
+		{"<-", []byte{1, 1}},
+	}, result{err: ErrAuthFailed}},
+	{"userpass-empty", authCfg, []step{
+		{"->", greetUserPass},
+		{"<-", []byte{5, 2}},
+		{"->", []byte{1, 0, 0}}, // ULEN 0, PLEN 0: forbidden by RFC 1929
+		{"<-", []byte{1, 1}},
+	}, result{err: ErrAuthFailed}},
+	{"userpass-bad-subversion", authCfg, []step{
+		{"->", greetUserPass},
+		{"<-", []byte{5, 2}},
+		{"->", cat([]byte{5}, authAlice[1:])}, // sub-negotiation VER 5: close silently
+	}, result{err: ErrMalformed}},
+	{"bad-version", nil, []step{
+		{"->", []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}}, // SOCKS4: close silently
+	}, result{err: ErrVersion}},
+	{"nmethods-zero", nil, []step{
+		{"->", []byte{5, 0}}, // close silently
+	}, result{err: ErrMalformed}},
+	{"request-rsv-nonzero", nil, []step{
+		{"->", greetNoAuth},
+		{"<-", []byte{5, 0}},
+		{"->", []byte{5, 1, 1, 1, 192, 0, 2, 1, 0, 80}}, // RSV 1: close silently
+	}, result{err: ErrMalformed}},
+	{"request-unknown-command", nil, []step{
+		{"->", greetNoAuth},
+		{"<-", []byte{5, 0}},
+		{"->", []byte{5, 9, 0, 1, 192, 0, 2, 1, 0, 80}}, // CMD 9
+		{"<-", []byte{5, 7, 0, 1, 0, 0, 0, 0, 0, 0}},    // command not supported
+	}, result{cmd: 9, addr: "192.0.2.1:80", err: ErrCommandNotSupported}},
+	{"request-unknown-atyp", nil, []step{
+		{"->", greetNoAuth},
+		{"<-", []byte{5, 0}},
+		{"->", []byte{5, 1, 0, 2, 192, 0, 2, 1, 0, 80}}, // ATYP 2
+		{"<-", []byte{5, 8, 0, 1, 0, 0, 0, 0, 0, 0}},    // address type not supported
+	}, result{cmd: CmdConnect, addr: ":0", err: ErrAddrTypeNotSupported}},
+	{"pipelined", nil, []step{
+		{"->", cat(greetNoAuth, reqIPv4, []byte("hello"))}, // all in one write
+		{"<-", []byte{5, 0}},
+		{"<-", replyOK},
+	}, result{cmd: CmdConnect, addr: "192.0.2.1:80", rest: "hello"}},
+	{"pipelined-userpass", authCfg, []step{
+		{"->", cat(greetUserPass, authAlice, reqIPv4, []byte("hello"))},
+		{"<-", []byte{5, 2}},
+		{"<-", []byte{1, 0}},
+		{"<-", replyOK},
+	}, result{cmd: CmdConnect, addr: "192.0.2.1:80", user: "alice", rest: "hello"}},
+}
+
 func TestNegotiateTranscripts(t *testing.T) {
-	auth := &Config{Credentials: alice}
-	for _, tt := range []struct {
-		name  string
-		cfg   *Config
-		steps []step
-		want  result
-	}{
-		{"noauth-connect", nil, []step{
-			{"->", greetNoAuth},  // VER 5, 1 method: no auth
-			{"<-", []byte{5, 0}}, // method: no auth
-			{"->", reqIPv4},      // CONNECT 192.0.2.1:80
-			{"<-", replyOK},      // succeeded, BND 192.0.2.9:4321
-		}, result{cmd: CmdConnect, addr: "192.0.2.1:80"}},
-		{"noauth-offered-with-userpass", &Config{}, []step{
-			{"->", greetBoth},    // methods: no auth, username/password
-			{"<-", []byte{5, 0}}, // no auth preferred without credentials
-			{"->", reqIPv6},      // CONNECT [2001:db8::1]:443
-			{"<-", replyOK},
-		}, result{cmd: CmdConnect, addr: "[2001:db8::1]:443"}},
-		{"no-acceptable-method", nil, []step{
-			{"->", greetUserPass},   // only username/password offered
-			{"<-", []byte{5, 0xff}}, // no acceptable methods, then close
-		}, result{err: ErrNoAcceptableMethod}},
-		{"auth-required-noauth-offered", auth, []step{
-			{"->", greetNoAuth},     // only no auth offered
-			{"<-", []byte{5, 0xff}}, // credentials are mandatory: 0xFF, close
-		}, result{err: ErrNoAcceptableMethod}},
-		{"userpass-connect", auth, []step{
-			{"->", greetBoth},    // no auth, username/password
-			{"<-", []byte{5, 2}}, // username/password chosen
-			{"->", authAlice},    // alice / secret
-			{"<-", []byte{1, 0}}, // status: success
-			{"->", reqDomain},    // CONNECT example.com:80
-			{"<-", replyOK},
-		}, result{cmd: CmdConnect, addr: "example.com:80", user: "alice"}},
-		{"userpass-wrong-password", auth, []step{
-			{"->", greetUserPass},
-			{"<-", []byte{5, 2}},
-			{"->", authWrongPass}, // alice / guess
-			{"<-", []byte{1, 1}},  // status: failure, then close
-		}, result{err: ErrAuthFailed}},
-		{"userpass-unknown-user", auth, []step{
-			{"->", greetUserPass},
-			{"<-", []byte{5, 2}},
-			{"->", AppendUserPass(nil, []byte("mallory"), []byte("secret"))},
-			{"<-", []byte{1, 1}},
-		}, result{err: ErrAuthFailed}},
-		{"userpass-empty", auth, []step{
-			{"->", greetUserPass},
-			{"<-", []byte{5, 2}},
-			{"->", []byte{1, 0, 0}}, // ULEN 0, PLEN 0: forbidden by RFC 1929
-			{"<-", []byte{1, 1}},
-		}, result{err: ErrAuthFailed}},
-		{"userpass-bad-subversion", auth, []step{
-			{"->", greetUserPass},
-			{"<-", []byte{5, 2}},
-			{"->", cat([]byte{5}, authAlice[1:])}, // sub-negotiation VER 5: close silently
-		}, result{err: ErrMalformed}},
-		{"bad-version", nil, []step{
-			{"->", []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}}, // SOCKS4: close silently
-		}, result{err: ErrVersion}},
-		{"nmethods-zero", nil, []step{
-			{"->", []byte{5, 0}}, // close silently
-		}, result{err: ErrMalformed}},
-		{"request-rsv-nonzero", nil, []step{
-			{"->", greetNoAuth},
-			{"<-", []byte{5, 0}},
-			{"->", []byte{5, 1, 1, 1, 192, 0, 2, 1, 0, 80}}, // RSV 1: close silently
-		}, result{err: ErrMalformed}},
-		{"request-unknown-command", nil, []step{
-			{"->", greetNoAuth},
-			{"<-", []byte{5, 0}},
-			{"->", []byte{5, 9, 0, 1, 192, 0, 2, 1, 0, 80}}, // CMD 9
-			{"<-", []byte{5, 7, 0, 1, 0, 0, 0, 0, 0, 0}},    // command not supported
-		}, result{cmd: 9, addr: "192.0.2.1:80", err: ErrCommandNotSupported}},
-		{"request-unknown-atyp", nil, []step{
-			{"->", greetNoAuth},
-			{"<-", []byte{5, 0}},
-			{"->", []byte{5, 1, 0, 2, 192, 0, 2, 1, 0, 80}}, // ATYP 2
-			{"<-", []byte{5, 8, 0, 1, 0, 0, 0, 0, 0, 0}},    // address type not supported
-		}, result{cmd: CmdConnect, addr: ":0", err: ErrAddrTypeNotSupported}},
-		{"pipelined", nil, []step{
-			{"->", cat(greetNoAuth, reqIPv4, []byte("hello"))}, // all in one write
-			{"<-", []byte{5, 0}},
-			{"<-", replyOK},
-		}, result{cmd: CmdConnect, addr: "192.0.2.1:80", rest: "hello"}},
-		{"pipelined-userpass", auth, []step{
-			{"->", cat(greetUserPass, authAlice, reqIPv4, []byte("hello"))},
-			{"<-", []byte{5, 2}},
-			{"<-", []byte{1, 0}},
-			{"<-", replyOK},
-		}, result{cmd: CmdConnect, addr: "192.0.2.1:80", user: "alice", rest: "hello"}},
-	} {
+	for _, tt := range transcripts {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := converse(t, tt.cfg, tt.steps)
@@ -321,103 +327,4 @@ func TestNegotiateTransportErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestNegotiateTCP runs the exchange over loopback TCP with a client that
-// writes one byte per segment (TCP_NODELAY) and waits for each answer, with
-// the server reading the socket directly or one byte per Read; and with a
-// client that pipelines everything in one write.
-func TestNegotiateTCP(t *testing.T) {
-	payload := []byte("pipelined payload")
-	frames := [][]byte{greetBoth, authAlice, reqDomain}
-	answers := [][]byte{{5, 2}, {1, 0}, replyOK}
-	for _, tt := range []struct {
-		name      string
-		bytewise  bool
-		oneByteRd bool
-	}{
-		{"bytewise", true, false},
-		{"bytewise-one-byte-reads", true, true},
-		{"pipelined", false, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			client, server := tcpPair(t)
-			done := make(chan error, 1)
-			go tcpClient(client, frames, answers, payload, tt.bytewise, done)
-			var r io.Reader = server
-			if tt.oneByteRd {
-				r = iotest.OneByteReader(server)
-			}
-			b := GetBuffer()
-			defer b.Release()
-			req, err := Negotiate(rw{r, server}, b, &Config{Credentials: alice})
-			if err != nil || req.Addr.String() != "example.com:80" || string(req.User) != "alice" {
-				t.Fatalf("Negotiate = %v user %q, %v; want example.com:80 user alice", req.Addr, req.User, err)
-			}
-			if err := WriteReply(server, Succeeded, netip.MustParseAddrPort("192.0.2.9:4321")); err != nil {
-				t.Fatal(err)
-			}
-			left, err := io.ReadAll(server)
-			if got := cat(req.Rest, left); err != nil || !bytes.Equal(got, payload) {
-				t.Fatalf("Rest %q + read %q, %v; want %q", req.Rest, left, err, payload)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// tcpClient speaks the client side for TestNegotiateTCP: frames, each
-// followed by its answer, then the payload and a half-close. Byte-wise, it
-// writes every byte on its own and waits for each answer before going on;
-// otherwise it writes everything at once and reads all answers after.
-func tcpClient(c *net.TCPConn, frames, answers [][]byte, payload []byte, bytewise bool, done chan<- error) {
-	done <- func() error {
-		if err := c.SetNoDelay(true); err != nil {
-			return err
-		}
-		if !bytewise {
-			if _, err := c.Write(cat(cat(frames...), payload)); err != nil {
-				return err
-			}
-			return readAnswers(c, cat(answers...), c.CloseWrite())
-		}
-		for i, f := range frames {
-			if err := writeBytewise(c, f); err != nil {
-				return err
-			}
-			if err := readAnswers(c, answers[i], nil); err != nil {
-				return err
-			}
-		}
-		if err := writeBytewise(c, payload); err != nil {
-			return err
-		}
-		return c.CloseWrite()
-	}()
-}
-
-func writeBytewise(c *net.TCPConn, b []byte) error {
-	for i := range b {
-		if _, err := c.Write(b[i : i+1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func readAnswers(c *net.TCPConn, want []byte, err error) error {
-	if err != nil {
-		return err
-	}
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, want) {
-		return errors.New("client got " + string(got) + "; want " + string(want))
-	}
-	return nil
 }

@@ -40,7 +40,7 @@ func (b *Buffer) Release() {
 func (b *Buffer) reset() { b.r, b.w = 0, 0 }
 
 // pending returns the bytes read but not yet consumed.
-func (b *Buffer) pending() []byte { return b.data[b.r:b.w] }
+func (b *Buffer) pending() []byte { return b.data[b.r:b.w:b.w] }
 
 // consume marks n pending bytes as parsed.
 func (b *Buffer) consume(n int) { b.r += n }

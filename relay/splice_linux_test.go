@@ -74,6 +74,17 @@ func TestPipeFds(t *testing.T) {
 		if n := pipeFds(t); n != before || r.pipes.idle() != 0 {
 			t.Errorf("after Close: %d pipe fds, %d pooled; want %d, 0", n, r.pipes.idle(), before)
 		}
+		// A closed Relay still relays; its pipes are closed once given back.
+		g := newRig(t).start(context.Background(), r)
+		roundTrip(t, g)
+		g.client.CloseWrite()
+		g.upstream.CloseWrite()
+		if res := g.wait(t); res.err != nil || !res.st.Spliced {
+			t.Fatalf("Pipe after Close: %v, %+v; want nil, Spliced", res.err, res.st)
+		}
+		if n := pipeFds(t); n != before || r.pipes.idle() != 0 {
+			t.Errorf("session after Close: %d pipe fds, %d pooled; want %d, 0", n, r.pipes.idle(), before)
+		}
 	})
 
 	t.Run("idle session holds no pipe", func(t *testing.T) {

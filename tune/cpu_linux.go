@@ -7,27 +7,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CPUs returns, in ascending order, the CPUs this process may run on: the
-// affinity mask of its main thread (sched_getaffinity), as set by taskset or
-// a cgroup cpuset.
+// CPUs returns, in ascending order, the CPUs this process may run on, as
+// set by taskset or a cgroup cpuset: the affinity (sched_getaffinity) of a
+// thread that PinThread did not pin, so it may be called from a pinned one.
 func CPUs() ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(unix.Getpid(), &set); err != nil {
-		return nil, fmt.Errorf("tune: sched_getaffinity: %w", err)
+	// A new goroutine never runs on a thread locked by PinThread, and the
+	// runtime never clones a new thread from a locked one.
+	res := make(chan affinity, 1)
+	go getAffinity(res)
+	a := <-res
+	if a.err != nil {
+		return nil, fmt.Errorf("tune: sched_getaffinity: %w", a.err)
 	}
-	cpus := make([]int, 0, set.Count())
+	cpus := make([]int, 0, a.set.Count())
 	for cpu := 0; len(cpus) < cap(cpus); cpu++ {
-		if set.IsSet(cpu) {
+		if a.set.IsSet(cpu) {
 			cpus = append(cpus, cpu)
 		}
 	}
 	return cpus, nil
 }
 
+type affinity struct {
+	set unix.CPUSet
+	err error
+}
+
+func getAffinity(res chan<- affinity) {
+	var a affinity
+	a.err = unix.SchedGetaffinity(0, &a.set)
+	res <- a
+}
+
 // PinThread locks the calling goroutine to its OS thread and pins that
 // thread to cpu (sched_setaffinity). Goroutines it starts later are not
 // pinned. The lock is kept: when the goroutine returns, the runtime ends the
-// thread rather than reuse a pinned one. On error the goroutine is unlocked.
+// thread rather than reuse a pinned one, so do not call
+// runtime.UnlockOSThread after PinThread. On error the goroutine is unlocked.
 func PinThread(cpu int) error {
 	var set unix.CPUSet
 	if cpu < 0 || cpu >= len(set)*64 {

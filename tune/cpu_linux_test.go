@@ -26,17 +26,21 @@ func TestPinThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpu := cpus[0] // CPU 0 unless the process may not run there
-	got := make(chan []int, 1)
+	got := make(chan []int, 2)
 	go pinAndReport(t, cpu, got)
 	if set := <-got; !slices.Equal(set, []int{cpu}) {
 		t.Errorf("thread affinity after PinThread(%d) = %v", cpu, set)
+	}
+	if all := <-got; !slices.Equal(all, cpus) {
+		t.Errorf("CPUs() on the pinned thread = %v, want %v", all, cpus)
 	}
 	if err := PinThread(-1); err == nil {
 		t.Error("PinThread(-1) succeeded")
 	}
 }
 
-// pinAndReport pins its own thread to cpu and sends the thread's affinity.
+// pinAndReport pins its own thread to cpu, then sends the thread's affinity
+// and what CPUs returns there.
 // Returning while locked ends the thread, so no pinned thread is reused.
 func pinAndReport(t *testing.T, cpu int, got chan<- []int) {
 	defer close(got)
@@ -56,4 +60,9 @@ func pinAndReport(t *testing.T, cpu int, got chan<- []int) {
 		}
 	}
 	got <- cpus
+	all, err := CPUs()
+	if err != nil {
+		t.Errorf("CPUs: %v", err)
+	}
+	got <- all
 }

@@ -23,7 +23,7 @@ type SockOpts struct {
 	SendBufferBytes int
 
 	// Nagle clears TCP_NODELAY. False, the default, keeps TCP_NODELAY set, as
-	// Go does on every TCP socket. Flag: --nagle.
+	// Go does on every TCP socket. Flag: --nodelay=false.
 	Nagle bool
 
 	// KeepAliveIdle sets SO_KEEPALIVE and TCP_KEEPIDLE, rounded up to whole
@@ -110,7 +110,7 @@ type Options struct {
 
 	// SourceAddr is the local address dials bind to; it also restricts dials
 	// to targets of its family. The zero Addr lets the kernel choose.
-	// Flag: --source.
+	// Flag: --source-addr.
 	SourceAddr netip.Addr
 
 	// Interface binds dialled sockets to this network device with
@@ -229,7 +229,7 @@ var optNames = [optCount]struct{ flag, option string }{
 	optCongestion:        {"--congestion", "TCP_CONGESTION"},
 	optNotSentLowat:      {"--notsent-lowat", "TCP_NOTSENT_LOWAT"},
 	optMark:              {"--mark", "SO_MARK"},
-	optNagle:             {"--nagle", "TCP_NODELAY"},
+	optNagle:             {"--nodelay", "TCP_NODELAY"},
 	optQuickAck:          {"--quickack", "TCP_QUICKACK"},
 	optReusePort:         {"--listeners", "SO_REUSEPORT"},
 	optFastOpen:          {"--fastopen", "TCP_FASTOPEN"},
@@ -237,7 +237,7 @@ var optNames = [optCount]struct{ flag, option string }{
 	optBacklog:           {"--backlog", "listen"},
 	optFastOpenConnect:   {"--fastopen-connect", "TCP_FASTOPEN_CONNECT"},
 	optInterface:         {"--interface", "SO_BINDTODEVICE"},
-	optSourceAddr:        {"--source", "bind"},
+	optSourceAddr:        {"--source-addr", "bind"},
 }
 
 // Which options go where. Linux copies every option in listenerSockOpts from

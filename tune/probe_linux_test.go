@@ -74,7 +74,7 @@ func TestProbe(t *testing.T) {
 		{
 			name:  "foreign source address",
 			in:    with(func(o *Options) { o.SourceAddr = netip.MustParseAddr("192.0.2.1") }),
-			flags: []string{"--source"}, errno: unix.EADDRNOTAVAIL,
+			flags: []string{"--source-addr"}, errno: unix.EADDRNOTAVAIL,
 			want: with(func(o *Options) { o.SourceAddr = netip.Addr{} }),
 		},
 		{

@@ -170,7 +170,11 @@ func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, erro
 	if err != nil {
 		return nil, err
 	}
-	return c.(*net.TCPConn), nil
+	tc := c.(*net.TCPConn)
+	if err := s.tune.ApplyUpstream(tc); err != nil {
+		s.log.Debug("upstream socket options", "target", addr, "err", err)
+	}
+	return tc, nil
 }
 
 // localAddrPort is the upstream socket's own address, sent as BND in the

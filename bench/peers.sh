@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# peers.sh: run the same sluice-bench workloads through direct loopback,
+# HAProxy (TCP mode, with and without splice), Dante, microsocks and sluice,
+# side by side, and write bench/RESULTS.md and bench/results.json.
+#
+# usage: bench/peers.sh [path/to/sluice]     (builds ./cmd/sluice when omitted)
+# env:   RUNS=3        runs per workload; the median is reported
+#        DURATION=4    seconds per timed run
+#        PEERS="direct haproxy-splice haproxy-nosplice dante microsocks sluice"
+#        IDLE_N=1000   sessions of the idle workload
+#        PORT_BASE=17200  first of the loopback ports used
+#        OUT=bench     where RESULTS.md and results.json go
+#
+# Peers come from Debian's packages and are installed with apt-get when
+# missing; no service is left running. Everything listens on 127.0.0.1 only
+# and every process this script starts is stopped by PID on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-4}
+PEERS=${PEERS:-"direct haproxy-splice haproxy-nosplice dante microsocks sluice"}
+IDLE_N=${IDLE_N:-1000}
+PORT_BASE=${PORT_BASE:-17200}
+OUT=${OUT:-bench}
+SLUICE=${1:-}
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+tmp=$(mktemp -d)
+pids=()
+policy_created=""
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill_tree "$pid"
+	done
+	if [ -n "$policy_created" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "peers.sh: interrupted" >&2; exit 130' INT TERM
+
+log() { echo "peers.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# kill_tree PID: stop a process and its descendants (Dante forks), by PID.
+kill_tree() {
+	local pid=$1 child
+	for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+		kill_tree "$child"
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# forget PID: drop a stopped process from the cleanup list.
+forget() {
+	local keep=() p
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]+"${keep[@]}"}")
+}
+
+# need COMMAND PACKAGE: install PACKAGE when COMMAND is missing, without
+# letting its maintainer scripts start a service.
+need() {
+	command -v "$1" >/dev/null 2>&1 && return 0
+	log "installing $2"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod +x /usr/sbin/policy-rc.d
+		policy_created=1
+	fi
+	if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q >"$tmp/apt.log" 2>&1
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
+			{ cat "$tmp/apt.log" >&2; die "apt-get install $2 failed"; }
+	fi
+	# Belt and braces: stop the packaged service should anything have started it.
+	case $2 in
+	haproxy) $SUDO service haproxy stop >/dev/null 2>&1 || true ;;
+	dante-server) $SUDO service danted stop >/dev/null 2>&1 || true ;;
+	esac
+	command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 not found"
+}
+
+# wait_port PORT [NAME]: wait up to 10 s for something to listen on
+# 127.0.0.1:PORT; on failure show the log of process NAME.
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	if [ -n "${2:-}" ] && [ -f "$tmp/$2.log" ]; then tail -5 "$tmp/$2.log" >&2; fi
+	die "nothing listens on 127.0.0.1:$1"
+}
+
+# port_free PORT: fail when something already listens there.
+port_free() {
+	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+		die "127.0.0.1:$1 is in use; set PORT_BASE"
+	fi
+}
+
+# start NAME CMD...: start a process in the background, remembering its PID in started_pid.
+start() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 &
+	started_pid=$!
+	pids+=("$started_pid")
+}
+
+need jq jq
+command -v go >/dev/null 2>&1 || die "go is needed to build sluice-bench"
+
+SINK_PORT=$((PORT_BASE + 1)) SOURCE_PORT=$((PORT_BASE + 2)) ECHO_PORT=$((PORT_BASE + 3))
+PROXY_PORT=$((PORT_BASE + 10))
+FWD_SINK=$((PORT_BASE + 11)) FWD_SOURCE=$((PORT_BASE + 12)) FWD_ECHO=$((PORT_BASE + 13))
+for p in $SINK_PORT $SOURCE_PORT $ECHO_PORT $PROXY_PORT $FWD_SINK $FWD_SOURCE $FWD_ECHO; do port_free "$p"; done
+
+log "building sluice-bench"
+CGO_ENABLED=0 go build -o "$tmp/sluice-bench" ./cmd/sluice-bench
+BENCH=$tmp/sluice-bench
+
+sluice_note=""
+if [[ " $PEERS " == *" sluice "* ]]; then
+	if [ -z "$SLUICE" ]; then
+		log "building sluice"
+		if CGO_ENABLED=0 go build -o "$tmp/sluice" ./cmd/sluice 2>"$tmp/build.log"; then
+			SLUICE=$tmp/sluice
+		else
+			cat "$tmp/build.log" >&2
+			sluice_note="sluice was not measured: ./cmd/sluice did not build."
+			log "$sluice_note"
+			PEERS=$(echo " $PEERS " | sed 's/ sluice / /')
+		fi
+	fi
+fi
+for peer in $PEERS; do
+	case $peer in
+	haproxy-*) need haproxy haproxy ;;
+	dante) need danted dante-server ;;
+	microsocks) need microsocks microsocks ;;
+	direct | sluice) ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks sluice)" ;;
+	esac
+done
+
+# The targets run for the whole script; the safety duration outlives any run.
+safety=$(((DURATION * 5 + 30) * RUNS * 8 + 300))
+start sink "$BENCH" sink --addr "127.0.0.1:$SINK_PORT" --duration "${safety}s"
+start source "$BENCH" source --addr "127.0.0.1:$SOURCE_PORT" --duration "${safety}s"
+start echo "$BENCH" echo --addr "127.0.0.1:$ECHO_PORT" --duration "${safety}s"
+for p in $SINK_PORT $SOURCE_PORT $ECHO_PORT; do wait_port "$p"; done
+
+# start_peer NAME: start the relay and set PEER_PID, VIA (client flags) and
+# the sink, source and echo addresses the client uses.
+start_peer() {
+	PEER_PID="" SINK=127.0.0.1:$SINK_PORT SOURCE=127.0.0.1:$SOURCE_PORT ECHO=127.0.0.1:$ECHO_PORT
+	VIA=(--proxy "127.0.0.1:$PROXY_PORT")
+	case $1 in
+	direct)
+		VIA=(--direct)
+		return
+		;;
+	haproxy-splice | haproxy-nosplice)
+		local splice="option splice-request
+	option splice-response" global=""
+		if [ "$1" = haproxy-nosplice ]; then splice="" global="nosplice"; fi
+		cat >"$tmp/haproxy.cfg" <<-EOF
+			global
+				maxconn 8000
+				$global
+			defaults
+				mode tcp
+				timeout connect 5s
+				timeout client 1m
+				timeout server 1m
+				$splice
+			listen sink
+				bind 127.0.0.1:$FWD_SINK
+				server s 127.0.0.1:$SINK_PORT
+			listen source
+				bind 127.0.0.1:$FWD_SOURCE
+				server s 127.0.0.1:$SOURCE_PORT
+			listen echo
+				bind 127.0.0.1:$FWD_ECHO
+				server s 127.0.0.1:$ECHO_PORT
+		EOF
+		start "$1" haproxy -db -f "$tmp/haproxy.cfg"
+		VIA=(--direct) SINK=127.0.0.1:$FWD_SINK SOURCE=127.0.0.1:$FWD_SOURCE ECHO=127.0.0.1:$FWD_ECHO
+		wait_port "$FWD_ECHO" "$1"
+		;;
+	dante)
+		cat >"$tmp/danted.conf" <<-EOF
+			logoutput: $tmp/danted.out
+			internal: 127.0.0.1 port = $PROXY_PORT
+			external: 127.0.0.1
+			clientmethod: none
+			socksmethod: none
+			user.privileged: root
+			user.unprivileged: nobody
+			client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+			socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }
+		EOF
+		start dante danted -f "$tmp/danted.conf" -p "$tmp/danted.pid"
+		wait_port "$PROXY_PORT" dante
+		;;
+	microsocks)
+		start microsocks microsocks -i 127.0.0.1 -p "$PROXY_PORT"
+		wait_port "$PROXY_PORT" microsocks
+		# microsocks reads each stage with one recv and drops pipelined
+		# bytes, and closes both sides on the first EOF.
+		VIA+=(--lockstep)
+		;;
+	sluice)
+		start sluice "$SLUICE" --listen "127.0.0.1:$PROXY_PORT"
+		wait_port "$PROXY_PORT" sluice
+		;;
+	esac
+	PEER_PID=$started_pid
+}
+
+stop_peer() {
+	if [ -n "$PEER_PID" ]; then
+		kill_tree "$PEER_PID"
+		forget "$PEER_PID"
+	fi
+}
+
+# workload NAME: print the sluice-bench arguments of a workload.
+workload() {
+	local up_verify=()
+	if [ "$peer" = microsocks ]; then up_verify=(--verify none); fi
+	case $1 in
+	tput1-up) echo tput -P 1 --dir up --target "$SINK" "${up_verify[@]+"${up_verify[@]}"}" --duration "${DURATION}s" ;;
+	tput1-down) echo tput -P 1 --dir down --target "$SOURCE" --duration "${DURATION}s" ;;
+	tput8-up) echo tput -P 8 --dir up --target "$SINK" "${up_verify[@]+"${up_verify[@]}"}" --duration "${DURATION}s" ;;
+	rr64) echo rr -c 64 --target "$ECHO" --duration "${DURATION}s" ;;
+	idle) echo idle -n "$IDLE_N" --hold 1s --target "$ECHO" ;;
+	esac
+}
+WORKLOADS="tput1-up tput1-down tput8-up rr64 idle"
+
+: >"$tmp/runs.jsonl"
+: >"$tmp/commands.txt"
+for peer in $PEERS; do
+	log "peer $peer"
+	start_peer "$peer"
+	for run in $(seq "$RUNS"); do
+		for w in $WORKLOADS; do
+			# shellcheck disable=SC2207
+			args=($(workload "$w") "${VIA[@]}" --json --quiet)
+			if [ -n "$PEER_PID" ]; then args+=(--pid "$PEER_PID"); fi
+			if [ "$run" = 1 ]; then echo "$peer/$w: sluice-bench ${args[*]}" >>"$tmp/commands.txt"; fi
+			rc=0
+			timeout -k 5 $((DURATION + 120)) "$BENCH" "${args[@]}" >"$tmp/out.json" 2>"$tmp/err.txt" || rc=$?
+			if ! jq -e . "$tmp/out.json" >/dev/null 2>&1; then echo null >"$tmp/out.json"; fi
+			jq -c --arg peer "$peer" --arg w "$w" --argjson run "$run" --argjson rc "$rc" \
+				--arg stderr "$(head -c 500 "$tmp/err.txt")" \
+				'{peer: $peer, workload: $w, run: $run, exit: $rc, stderr: $stderr, result: .}' \
+				"$tmp/out.json" >>"$tmp/runs.jsonl"
+			jq -r --arg peer "$peer" --arg w "$w" --argjson rc "$rc" \
+				'"  \($peer) \($w): exit \($rc) " + (if . == null then "no result" else
+				 (if .mode == "tput" then "\(.gbps * 100 | round / 100) Gbit/s"
+				  elif .mode == "rr" then "\(.conns_per_sec | round) conn/s"
+				  else "\(.open) open" end) + ", errors \(.errors | .connect + .socks + .data + .io)" end)' \
+				"$tmp/out.json" >&2
+		done
+	done
+	stop_peer
+done
+
+# Machine facts.
+machine=$(jq -n \
+	--arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+	--arg cores "$(nproc)" \
+	--arg kernel "$(uname -r)" \
+	--arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
+	--arg go "$(go version)" \
+	--arg haproxy "$(haproxy -v 2>/dev/null | head -1 || true)" \
+	--arg dante "$(dpkg-query -W -f '${Version}' dante-server 2>/dev/null || true)" \
+	--arg microsocks "$(dpkg-query -W -f '${Version}' microsocks 2>/dev/null || true)" \
+	'{date: $date, cores: ($cores | tonumber), kernel: $kernel, cpu: $cpu, go: $go,
+	  haproxy: $haproxy, dante_server: $dante, microsocks: $microsocks}')
+settings=$(jq -n --argjson runs "$RUNS" --argjson dur "$DURATION" --argjson idle "$IDLE_N" --arg peers "$PEERS" \
+	'{runs: $runs, duration_s: $dur, idle_sessions: $idle, peers: ($peers | split(" ") | map(select(. != "")))}')
+
+# The figures: workload, path into the result, label, and whether lower is better.
+figures='[
+ ["tput1-up",   ["gbps"],                      "tput 1 stream up, Gbit/s", false],
+ ["tput1-down", ["gbps"],                      "tput 1 stream down, Gbit/s", false],
+ ["tput8-up",   ["gbps"],                      "tput 8 streams up, Gbit/s", false],
+ ["rr64",       ["conns_per_sec"],             "rr 64 workers, conn/s", false],
+ ["rr64",       ["latency", "p99_us"],         "rr 64 workers, p99 µs", true],
+ ["idle",       ["rss_bytes_per_session"],     "idle, RSS bytes per session", true],
+ ["idle",       ["fds_per_session"],           "idle, fds per session", true],
+ ["tput1-up",   ["cpu", "per_gib"],            "CPU s per GiB, 1 stream up", true],
+ ["tput1-down", ["cpu", "per_gib"],            "CPU s per GiB, 1 stream down", true],
+ ["tput8-up",   ["cpu", "per_gib"],            "CPU s per GiB, 8 streams up", true],
+ ["rr64",       ["cpu", "per_1k_conns"],       "CPU s per 1,000 connections", true]
+]'
+
+jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figures "$figures" '
+	def median: sort | if length == 0 then null
+		elif length % 2 == 1 then .[length / 2 | floor]
+		else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+	. as $runs
+	| {machine: $machine, settings: $settings, runs: $runs,
+	   medians: [$figures[] as $f | {workload: $f[0], path: $f[1], label: $f[2], lower_is_better: $f[3],
+		values: ([$settings.peers[] as $p | {($p): ([$runs[]
+			| select(.peer == $p and .workload == $f[0] and .result != null)
+			| .result | getpath($f[1]) | select(. != null)] | median)}] | add)}],
+	   errors: ([$settings.peers[] as $p | {($p): ([$runs[] | select(.peer == $p)
+		| if .result == null then 1 else (.result.errors | .connect + .socks + .data + .io) end] | add)}] | add)}
+' "$tmp/runs.jsonl" >"$tmp/results.json"
+
+# Markdown: medians, then sluice/peer ratios.
+jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
+	def num: if . == null then "–" elif . >= 100 then (round | tostring)
+		elif . >= 1 then (. * 100 | round / 100 | tostring) else (. * 1000 | round / 1000 | tostring) end;
+	def row: "| " + join(" | ") + " |";
+	.settings.peers as $peers
+	| ($peers | map(select(. != "sluice"))) as $others
+	| "# sluice beside its peers\n",
+	  "Generated by `bench/peers.sh` on \(.machine.date): median of \(.settings.runs) runs of \(.settings.duration_s) s each.\n",
+	  "## Machine\n",
+	  "- CPU: \(.machine.cpu), \(.machine.cores) cores",
+	  "- kernel \(.machine.kernel); \(.machine.go)",
+	  "- \(.machine.haproxy); dante-server \(.machine.dante_server); microsocks \(.machine.microsocks)",
+	  "- load generator, targets and relay share these cores; all traffic is on loopback\n",
+	  (if $note != "" then "**\($note)**\n" else empty end),
+	  "## Medians\n",
+	  (["figure"] + $peers | row), (["---"] + ($peers | map("---:")) | row),
+	  (.medians[] as $m | [$m.label] + [$peers[] | $m.values[.] | num] | row),
+	  (["errors, all runs"] + [$peers[] as $p | .errors[$p] | tostring] | row),
+	  "",
+	  (if ($peers | index("sluice")) then
+		"## Ratio sluice / peer\n",
+		"Above 1 means sluice has more of the figure: better for rates, worse where lower is better.\n",
+		(["figure"] + ($others | map("sluice / " + .)) | row), (["---"] + ($others | map("---:")) | row),
+		(.medians[] as $m | [$m.label + (if $m.lower_is_better then " (lower is better)" else "" end)]
+			+ [$others[] as $p | if ($m.values.sluice == null or $m.values[$p] == null or $m.values[$p] == 0)
+				then "–" else ($m.values.sluice / $m.values[$p] | . * 100 | round / 100 | tostring) end] | row),
+		""
+	  else empty end),
+	  "## Notes\n",
+	  "- HAProxy is a plain TCP forwarder: the load generator runs `--direct` against its frontends, which forward to the targets; it does no SOCKS5 handshake.",
+	  "- CPU, RSS and descriptors are summed over the relay process and its descendants (Dante relays in child processes); RSS counts shared pages once per process.",
+	  "- microsocks drops bytes pipelined behind the greeting and closes both sides on the first EOF, so it runs with `--lockstep`, and uploads with `--verify none` (no sink count).",
+	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.\n",
+	  "## Commands\n",
+	  "Ports and PIDs are those of this run.\n",
+	  "```", ($commands | rtrimstr("\n")), "```"
+' "$tmp/results.json" >"$tmp/RESULTS.md"
+
+mkdir -p "$OUT"
+cp "$tmp/results.json" "$OUT/results.json"
+cp "$tmp/RESULTS.md" "$OUT/RESULTS.md"
+cat "$OUT/RESULTS.md"
+log "wrote $OUT/RESULTS.md and $OUT/results.json"
