@@ -173,7 +173,7 @@ start_peer() {
 		if [ "$1" = haproxy-nosplice ]; then splice="" global="nosplice"; fi
 		cat >"$tmp/haproxy.cfg" <<-EOF
 			global
-				maxconn 8000
+				maxconn 4000
 				$global
 			defaults
 				mode tcp

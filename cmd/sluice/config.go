@@ -26,6 +26,8 @@ type config struct {
 	drainTimeout     time.Duration
 	bind             bool
 	bindTimeout      time.Duration
+	udp              bool
+	udpIdleTimeout   time.Duration
 	pin              bool
 	workers          int
 	logLevel         slog.Level
@@ -54,6 +56,8 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.relay.IdleTimeout, "idle-timeout", 0, "end sessions that moved no byte for this `duration`; 0 = never")
 	fs.BoolVar(&cfg.bind, "bind", true, "serve the BIND command (false answers it with 0x07)")
 	fs.DurationVar(&cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
+	fs.BoolVar(&cfg.udp, "udp", true, "serve the UDP ASSOCIATE command (false answers it with 0x07)")
+	fs.DurationVar(&cfg.udpIdleTimeout, "udp-idle-timeout", 60*time.Second, "end a UDP association that relayed no datagram for this `duration`; 0 = only when its control connection closes")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
@@ -103,6 +107,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--listeners %d: must be 0 or more", cfg.tune.Listeners)
 	case cfg.bindTimeout <= 0:
 		return fmt.Errorf("--bind-timeout %v: must be more than 0", cfg.bindTimeout)
+	case cfg.udpIdleTimeout < 0:
+		return fmt.Errorf("--udp-idle-timeout %v: must be 0 (off) or more", cfg.udpIdleTimeout)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
 	case cfg.profile != "" && !strings.Contains(" cpu heap allocs block mutex trace goroutine ", " "+cfg.profile+" "):

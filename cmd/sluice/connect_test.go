@@ -108,7 +108,7 @@ func TestReplyCodes(t *testing.T) {
 	t.Parallel()
 	addr, _ := startSluice(t)
 	timeoutAddr, _ := startSluice(t, "--dial-timeout", "1ns")
-	noBind, _ := startSluice(t, "--bind=false")
+	noBind, _ := startSluice(t, "--bind=false", "--udp=false")
 	closedPort := closedPort(t)
 	cases := []struct {
 		name  string
@@ -121,7 +121,7 @@ func TestReplyCodes(t *testing.T) {
 		{"dns-not-found", addr, []byte{5, 1, 0, 3, 14, 'n', 'o', 's', 'u', 'c', 'h', '.', 'i', 'n', 'v', 'a', 'l', 'i', 'd', 0, 80}, 0x04, false},
 		{"dial-timeout", timeoutAddr, append([]byte{5, 1, 0, 1, 127, 0, 0, 1}, closedPort...), 0x06, false},
 		{"bind-off", noBind, []byte{5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, 0x07, false},
-		{"udp-not-supported", addr, []byte{5, 3, 0, 1, 127, 0, 0, 1, 0, 80}, 0x07, false},
+		{"udp-off", noBind, []byte{5, 3, 0, 1, 127, 0, 0, 1, 0, 80}, 0x07, false},
 		{"unknown-command", addr, []byte{5, 9, 0, 1, 127, 0, 0, 1, 0, 80}, 0x07, false},
 		{"bad-atyp", addr, []byte{5, 1, 0, 7, 127, 0, 0, 1, 0, 80}, 0x08, false},
 		{"request-version", addr, []byte{4, 1, 0, 1, 127, 0, 0, 1, 0, 80}, 0, true},

@@ -116,7 +116,11 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		log:              log,
 		handshakeTimeout: cfg.handshakeTimeout,
 		bindTimeout:      cfg.bindTimeout,
+		udpIdleTimeout:   cfg.udpIdleTimeout,
 	}}
+	if !cfg.udp {
+		inst.srv.udpIdleTimeout = -1
+	}
 	if !cfg.bind {
 		inst.srv.bindTimeout = -1
 	}

@@ -27,6 +27,7 @@ type server struct {
 	log              *slog.Logger
 	handshakeTimeout time.Duration
 	bindTimeout      time.Duration // negative: BIND off
+	udpIdleTimeout   time.Duration // negative: UDP ASSOCIATE off; 0: no idle timeout
 	sessions         sync.WaitGroup
 }
 
@@ -106,6 +107,22 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
 		}
 		c.SetDeadline(time.Time{}) // bind has its own timeout
 		up, err = s.bind(ctx, c, req.Addr)
+	case handshake.CmdUDPAssociate:
+		if s.udpIdleTimeout < 0 {
+			err = handshake.ErrCommandNotSupported
+			break
+		}
+		addr := req.Addr // copied: b is released before the association ends
+		if addr.Type == handshake.AddrDomain {
+			addr.Name = nil
+		}
+		b.Release()
+		st, err := s.associate(ctx, c, addr)
+		s.logAssociation(ctx, c, user, target, st, err, start)
+		if err != nil && !errors.As(err, new(errReplied)) {
+			s.reject(c, err, "user", user, "cmd", "udp", "target", target)
+		}
+		return
 	default:
 		err = handshake.ErrCommandNotSupported
 	}
@@ -135,6 +152,19 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
 			"target", target, "up_bytes", st.ClientToUpstream, "down_bytes", st.UpstreamToClient,
 			"spliced", st.Spliced, "duration", time.Since(start), "err", err)
 	}
+}
+
+// logAssociation logs the end of a UDP association at debug level.
+func (s *server) logAssociation(ctx context.Context, c *net.TCPConn, user, target string, st relay.DatagramStats, err error, start time.Time) {
+	if !s.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	s.log.Debug("session", "client", c.RemoteAddr().String(), "user", user, "cmd", "udp", "target", target,
+		"datagrams_up", st.FromClient, "datagrams_down", st.ToClient, "up_bytes", st.FromClientBytes,
+		"down_bytes", st.ToClientBytes, "dropped_stranger", st.Dropped[relay.DropStranger],
+		"dropped_fragment", st.Dropped[relay.DropFragment], "dropped_other", st.Dropped[relay.DropMalformed]+
+			st.Dropped[relay.DropUnresolved]+st.Dropped[relay.DropNoClient]+st.Dropped[relay.DropSendFailed],
+		"duration", time.Since(start), "err", err)
 }
 
 // reject answers a failed handshake or dial with the reply the RFC asks for

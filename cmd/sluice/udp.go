@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"sluice/handshake"
+	"sluice/relay"
+)
+
+// associate serves a UDP ASSOCIATE request (RFC 1928 sections 4 and 7): it
+// opens a relay socket on the IP the client reached sluice on (never on every
+// interface), announces it in the success reply and relays datagrams until
+// the control connection closes or the association is idle for the UDP idle
+// timeout. Every socket it opens is closed before it returns. An error
+// before the reply gets a reply from the caller; later ones are errReplied.
+func (s *server) associate(ctx context.Context, c *net.TCPConn, req handshake.Addr) (relay.DatagramStats, error) {
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
+	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	// Datagrams are taken from the control connection's IP only; a non-zero
+	// DST.PORT also fixes the client's port. DST.ADDR is not trusted: behind
+	// a NAT it is often the client's private address.
+	var port uint16
+	if req.Type != handshake.AddrDomain {
+		port = req.Port
+	}
+	clientSide, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil {
+		return relay.DatagramStats{}, err
+	}
+	defer clientSide.Close()
+	src := s.tune.SourceAddr
+	upstream, err := net.ListenUDP(udpNetwork(src), net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+	if err != nil {
+		return relay.DatagramStats{}, err
+	}
+	defer upstream.Close()
+	if err := handshake.WriteReply(c, handshake.Succeeded, clientSide.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		return relay.DatagramStats{}, errReplied{err}
+	}
+	c.SetDeadline(time.Time{})
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go drainControl(c, cancel, done)
+	st, err := s.relay.Datagrams(actx, &relay.Association{
+		Client:      clientSide,
+		Upstream:    upstream,
+		From:        netip.AddrPortFrom(peer, port),
+		Codec:       &socksCodec{ctx: actx, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout},
+		IdleTimeout: s.udpIdleTimeout,
+	})
+	c.SetReadDeadline(time.Unix(1, 0)) // ends drainControl if the client is still there
+	<-done
+	if err != nil {
+		err = errReplied{err}
+	}
+	return st, err
+}
+
+// udpNetwork is the network for the upstream UDP socket: dual-stack unless a
+// source address fixes the family.
+func udpNetwork(src netip.Addr) string {
+	switch {
+	case !src.IsValid():
+		return "udp"
+	case src.Is4():
+		return "udp4"
+	}
+	return "udp6"
+}
+
+// drainControl reads and discards what the client sends on the control
+// connection of an association until it closes, then calls cancel: RFC 1928
+// ties the association's life to that connection. It closes done on return.
+func drainControl(c *net.TCPConn, cancel context.CancelFunc, done chan<- struct{}) {
+	defer close(done)
+	var b [64]byte
+	for {
+		if _, err := c.Read(b[:]); err != nil {
+			cancel()
+			return
+		}
+	}
+}
+
+// maxCachedNames bounds the per-association cache of resolved names.
+const maxCachedNames = 256
+
+// socksCodec is the RFC 1928 section 7 datagram header, for relay.Datagrams.
+// Decode runs in one goroutine only, so its cache needs no lock. Domain
+// destinations are resolved once and cached for the association's life.
+type socksCodec struct {
+	ctx      context.Context
+	resolver *net.Resolver
+	timeout  time.Duration
+	names    map[string]netip.Addr // an invalid Addr: the name did not resolve
+}
+
+// Decode parses the header of a client datagram.
+func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
+	h, n, err := handshake.ParseUDPHeader(b)
+	switch {
+	case err != nil:
+		return netip.AddrPort{}, nil, relay.DropMalformed
+	case h.Frag != 0:
+		return netip.AddrPort{}, nil, relay.DropFragment
+	case h.Addr.Type != handshake.AddrDomain:
+		return netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port), b[n:], relay.Relayed
+	}
+	ip, ok := k.names[string(h.Addr.Name)]
+	if !ok {
+		ip = k.resolve(string(h.Addr.Name))
+	}
+	if !ip.IsValid() {
+		return netip.AddrPort{}, nil, relay.DropUnresolved
+	}
+	return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed
+}
+
+// resolve looks name up, preferring IPv4, and caches the answer (a failure
+// too) while the cache has room.
+func (k *socksCodec) resolve(name string) netip.Addr {
+	timeout := k.timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(k.ctx, timeout)
+	defer cancel()
+	r := k.resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	var ip netip.Addr
+	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil && len(ips) > 0 {
+		ip = ips[0].Unmap()
+		for _, a := range ips {
+			if a.Unmap().Is4() {
+				ip = a.Unmap()
+				break
+			}
+		}
+	}
+	if k.names == nil {
+		k.names = make(map[string]netip.Addr)
+	}
+	if len(k.names) < maxCachedNames {
+		k.names[name] = ip
+	}
+	return ip
+}
+
+// Headroom is the longest header Encode writes (IPv6).
+func (k *socksCodec) Headroom() int { return 3 + 1 + 16 + 2 }
+
+// Encode puts the header naming src right before b[off].
+func (k *socksCodec) Encode(b []byte, off int, src netip.AddrPort) int {
+	start := off - handshake.UDPHeaderLen(src)
+	handshake.PutUDPHeader(b[start:], src)
+	return start
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/handshake"
+)
+
+// udpEcho starts a UDP echo server on addr and counts what it receives.
+func udpEcho(t *testing.T, network, addr string) (*net.UDPConn, *atomic.Int64) {
+	t.Helper()
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	var got atomic.Int64
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got.Add(1)
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.(*net.UDPConn), &got
+}
+
+// associateUDP opens a control connection, asks for UDP ASSOCIATE with
+// DST 0.0.0.0:0 and returns it with the relay address of the reply.
+func associateUDP(t *testing.T, addr string) (*net.TCPConn, netip.AddrPort) {
+	t.Helper()
+	c := dialSluice(t, addr)
+	mustWrite(t, c, []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}) // -> greeting, UDP ASSOCIATE 0.0.0.0:0
+	expect(t, c, []byte{5, 0})
+	rep, bnd := readReply(t, c)
+	if rep != 0 || len(bnd) != 6 {
+		t.Fatalf("UDP ASSOCIATE reply REP %#02x BND %x", rep, bnd)
+	}
+	ip, _ := netip.AddrFromSlice(bnd[:4])
+	relayAddr := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+	if relayAddr.Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("relay socket on %v, want the IP the client reached sluice on (127.0.0.1)", relayAddr)
+	}
+	return c, relayAddr
+}
+
+// udpClient returns a UDP socket on localIP connected to the relay.
+func udpClient(t *testing.T, localIP string, relay netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	u, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(localIP)}, net.UDPAddrFromAddrPort(relay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	u.SetDeadline(time.Now().Add(10 * time.Second))
+	return u
+}
+
+// roundTrip sends payload to dst through the association and checks that
+// the echo comes back wrapped with the destination's address.
+func roundTrip(t *testing.T, u *net.UDPConn, dst handshake.Addr, payload []byte, wantFrom netip.AddrPort) {
+	t.Helper()
+	if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: dst}), payload...)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65536)
+	n, err := u.Read(buf)
+	if err != nil {
+		t.Fatalf("reading the echo from %v: %v", dst, err)
+	}
+	h, hl, err := handshake.ParseUDPHeader(buf[:n])
+	if err != nil || h.Frag != 0 || h.Addr.AddrPort() != wantFrom {
+		t.Fatalf("reply header %+v (%v), want from %v", h, err, wantFrom)
+	}
+	if !bytes.Equal(buf[hl:n], payload) {
+		t.Fatalf("echo payload %d bytes, want %d", n-hl, len(payload))
+	}
+}
+
+// TestUDPAssociate relays datagrams to IPv4, IPv6 and domain destinations,
+// drops fragments and strangers, and ends with the control connection.
+func TestUDPAssociate(t *testing.T) {
+	t.Parallel()
+	echo4, got4 := udpEcho(t, "udp4", "127.0.0.1:0")
+	echo6, _ := udpEcho(t, "udp6", "[::1]:0")
+	e4 := echo4.LocalAddr().(*net.UDPAddr).AddrPort()
+	e6 := echo6.LocalAddr().(*net.UDPAddr).AddrPort()
+	addr, _ := startSluice(t)
+	c, relay := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relay)
+
+	big := bytes.Repeat([]byte{0xa5}, 1400)
+	roundTrip(t, u, handshake.AddrFromAddrPort(e4), []byte("ipv4"), e4)
+	roundTrip(t, u, handshake.AddrFromAddrPort(e6), []byte("ipv6"), e6)
+	roundTrip(t, u, handshake.Addr{Type: handshake.AddrDomain, Name: []byte("localhost"), Port: e4.Port()}, []byte("domain"), e4)
+	roundTrip(t, u, handshake.AddrFromAddrPort(e4), big, e4)
+
+	// A fragment is dropped: the next whole datagram's echo is the next read.
+	before := got4.Load()
+	frag := append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Frag: 1, Addr: handshake.AddrFromAddrPort(e4)}), "fragment"...)
+	if _, err := u.Write(frag); err != nil {
+		t.Fatal(err)
+	}
+	// A stranger (another source IP) is dropped too.
+	stranger := udpClient(t, "127.0.0.2", relay)
+	if _, err := stranger.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: handshake.AddrFromAddrPort(e4)}), "stranger"...)); err != nil {
+		t.Fatal(err)
+	}
+	// So is a datagram from the client's IP but another port than its first.
+	otherPort := udpClient(t, "127.0.0.1", relay)
+	if _, err := otherPort.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: handshake.AddrFromAddrPort(e4)}), "other port"...)); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, u, handshake.AddrFromAddrPort(e4), []byte("after"), e4)
+	if n := got4.Load() - before; n != 1 {
+		t.Fatalf("the echo server got %d datagrams, want 1: fragment, stranger and other port must be dropped", n)
+	}
+
+	// Closing the control connection ends the association: the relay socket
+	// closes, and a datagram to it draws an ICMP port unreachable.
+	c.Close()
+	closed := waitFor(5*time.Second, func() bool {
+		u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: handshake.AddrFromAddrPort(e4)}), "late"...))
+		u.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := u.Read(make([]byte, 100))
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	if !closed {
+		t.Fatal("relay socket still open after the control connection closed")
+	}
+}
+
+// TestUDPIdleTimeout checks that an association with no traffic ends after
+// the UDP idle timeout, closing its control connection.
+func TestUDPIdleTimeout(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t, "--udp-idle-timeout", "300ms")
+	c, _ := associateUDP(t, addr)
+	start := time.Now()
+	expectClosed(t, c)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("association ended after %v, before the 300ms idle timeout", d)
+	}
+}

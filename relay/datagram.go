@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Drop is why a datagram was not relayed.
+type Drop int
+
+// Reasons for dropping a datagram, counted in DatagramStats.Dropped.
+const (
+	Relayed        Drop = iota // not dropped
+	DropStranger               // from an address other than the associated client
+	DropFragment               // a fragment; fragments are not reassembled
+	DropMalformed              // a header the codec cannot parse
+	DropUnresolved             // a destination name that does not resolve
+	DropNoClient               // from upstream before the client sent anything
+	DropSendFailed             // the kernel refused to send it
+	NumDrops
+)
+
+var dropNames = [NumDrops]string{"relayed", "stranger", "fragment", "malformed", "unresolved", "no_client", "send_failed"}
+
+// String returns a short snake_case name for d, fit for a metric label.
+func (d Drop) String() string {
+	if d < 0 || d >= NumDrops {
+		return "unknown"
+	}
+	return dropNames[d]
+}
+
+// Codec translates between the client's datagrams, which carry a header
+// naming the far end, and bare payloads. It keeps relay ignorant of the
+// header's format. Decode runs in one goroutine and Encode in another.
+type Codec interface {
+	// Decode parses a datagram from the client and returns its destination
+	// and payload (a subslice of b), or the reason to drop it.
+	Decode(b []byte) (dst netip.AddrPort, payload []byte, drop Drop)
+	// Headroom is the most bytes Encode writes in front of a payload.
+	Headroom() int
+	// Encode writes the header for a payload from src so that it ends right
+	// before b[off], and returns the offset where the datagram starts.
+	Encode(b []byte, off int, src netip.AddrPort) int
+}
+
+// Association is one UDP ASSOCIATE's sockets and rules.
+type Association struct {
+	// Client is the relay socket the client sends to; Upstream sends to and
+	// receives from destinations. Datagrams closes neither.
+	Client, Upstream *net.UDPConn
+	// From is the client: only datagrams from its IP are relayed and, when
+	// its port is not 0, from that port. With port 0 the first datagram's
+	// port is taken for the rest of the association.
+	From netip.AddrPort
+	// Codec decodes client datagrams and encodes replies.
+	Codec Codec
+	// IdleTimeout ends the association when no datagram moved either way
+	// for this long; 0 means never.
+	IdleTimeout time.Duration
+}
+
+// DatagramStats counts one association's traffic.
+type DatagramStats struct {
+	FromClient, ToClient           int64 // datagrams relayed each way
+	FromClientBytes, ToClientBytes int64 // payload bytes relayed each way
+	Dropped                        [NumDrops]int64
+}
+
+// errDatagramIdle ends an association that moved nothing for the idle
+// timeout; IsIdle tells it.
+var errDatagramIdle = errors.New("relay: udp association idle")
+
+// maxDatagram is the largest UDP payload.
+const maxDatagram = 65535
+
+var datagramBufs = sync.Pool{New: func() any { return new([maxDatagram + 64]byte) }}
+
+// association is the state both directions share. client is the learned
+// client address, written once by the client-side loop.
+type association struct {
+	a        *Association
+	client   atomic.Pointer[netip.AddrPort]
+	progress atomic.Int64
+	stopped  atomic.Bool
+	idle     atomic.Bool
+	timer    atomic.Pointer[time.Timer] // idle watchdog, when on
+	last     int64                      // progress at the previous check; the watchdog's own
+	stats    [2]DatagramStats           // one per direction, summed at the end
+}
+
+// Datagrams relays between an association's client and upstream sockets
+// until ctx ends, the idle timeout fires, or a socket fails. It starts one
+// goroutine, for upstream-to-client, and joins it before returning. A ctx
+// that ends is a normal end: the error is nil, as it is for the idle
+// timeout, which the caller tells by IdleTimedOut. Steady-state relaying
+// allocates nothing.
+func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, error) {
+	as := &association{a: a}
+	if a.From.Port() != 0 {
+		from := netip.AddrPortFrom(a.From.Addr().Unmap(), a.From.Port())
+		as.client.Store(&from)
+	}
+	stop := context.AfterFunc(ctx, as.abort)
+	defer stop()
+	if a.IdleTimeout > 0 {
+		as.last = -1
+		as.timer.Store(time.AfterFunc(a.IdleTimeout, as.checkIdle))
+		defer func() {
+			as.stopped.Store(true)
+			as.timer.Load().Stop()
+		}()
+	}
+	var wg sync.WaitGroup
+	var downErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		downErr = as.upstreamToClient()
+	}()
+	upErr := as.clientToUpstream()
+	as.abort()
+	wg.Wait()
+	st := as.stats[0]
+	st.ToClient, st.ToClientBytes = as.stats[1].ToClient, as.stats[1].ToClientBytes
+	for i, n := range as.stats[1].Dropped {
+		st.Dropped[i] += n
+	}
+	if as.stopped.Load() {
+		if as.idle.Load() {
+			return st, errDatagramIdle
+		}
+		return st, nil
+	}
+	return st, errors.Join(upErr, downErr)
+}
+
+// IsIdle reports whether err is the idle-timeout end of Datagrams.
+func IsIdle(err error) bool { return errors.Is(err, errDatagramIdle) }
+
+// checkIdle runs once per idle period in a timer goroutine: it aborts the
+// association when no datagram moved since the previous check and re-arms
+// itself otherwise (one timer per period, no work per datagram).
+func (as *association) checkIdle() {
+	if as.stopped.Load() {
+		return
+	}
+	now := as.progress.Load()
+	if now == as.last {
+		as.idle.Store(true)
+		as.abort()
+		return
+	}
+	as.last = now
+	as.timer.Load().Reset(as.a.IdleTimeout)
+}
+
+// abort unblocks both loops by pushing the sockets' deadlines into the past.
+func (as *association) abort() {
+	as.stopped.Store(true)
+	past := time.Unix(1, 0)
+	as.a.Client.SetReadDeadline(past)
+	as.a.Upstream.SetReadDeadline(past)
+}
+
+// clientToUpstream relays datagrams from the client. Invariant: buf holds
+// one datagram at a time, and only datagrams from the client's address get
+// past the source check.
+func (as *association) clientToUpstream() error {
+	buf := datagramBufs.Get().(*[maxDatagram + 64]byte)
+	defer datagramBufs.Put(buf)
+	st := &as.stats[0]
+	wantIP := as.a.From.Addr().Unmap()
+	for {
+		n, from, err := as.a.Client.ReadFromUDPAddrPort(buf[:])
+		if err != nil {
+			return readErr("udp client->upstream", err)
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if from.Addr() != wantIP {
+			st.Dropped[DropStranger]++
+			continue
+		}
+		if c := as.client.Load(); c == nil {
+			as.client.Store(&from) // first datagram: its port is the client's
+		} else if *c != from {
+			st.Dropped[DropStranger]++
+			continue
+		}
+		dst, payload, drop := as.a.Codec.Decode(buf[:n])
+		if drop != Relayed {
+			st.Dropped[drop]++
+			continue
+		}
+		if _, err := as.a.Upstream.WriteToUDPAddrPort(payload, dst); err != nil {
+			st.Dropped[DropSendFailed]++
+			continue
+		}
+		as.progress.Add(1)
+		st.FromClient++
+		st.FromClientBytes += int64(len(payload))
+	}
+}
+
+// upstreamToClient relays datagrams from destinations to the client, each
+// read behind enough headroom for the codec to put its header in front.
+func (as *association) upstreamToClient() error {
+	buf := datagramBufs.Get().(*[maxDatagram + 64]byte)
+	defer datagramBufs.Put(buf)
+	st := &as.stats[1]
+	off := as.a.Codec.Headroom()
+	for {
+		n, from, err := as.a.Upstream.ReadFromUDPAddrPort(buf[off:])
+		if err != nil {
+			return readErr("udp upstream->client", err)
+		}
+		client := as.client.Load()
+		if client == nil {
+			st.Dropped[DropNoClient]++
+			continue
+		}
+		start := as.a.Codec.Encode(buf[:], off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		if _, err := as.a.Client.WriteToUDPAddrPort(buf[start:off+n], *client); err != nil {
+			st.Dropped[DropSendFailed]++
+			continue
+		}
+		as.progress.Add(1)
+		st.ToClient++
+		st.ToClientBytes += int64(n)
+	}
+}
+
+// readErr labels a read error; a deadline is the abort signal and is
+// reported by Datagrams itself.
+func readErr(dir string, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return errors.New("relay: " + dir + ": " + err.Error())
+}
