@@ -73,9 +73,9 @@ need() {
 		$SUDO chmod +x /usr/sbin/policy-rc.d
 		policy_created=1
 	fi
-	if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
-		DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q >"$tmp/apt.log" 2>&1
-		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
+	if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 update -q >"$tmp/apt.log" 2>&1
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
 			{ cat "$tmp/apt.log" >&2; die "apt-get install $2 failed"; }
 	fi
 	# Belt and braces: stop the packaged service should anything have started it.

@@ -188,7 +188,8 @@ func (as *association) clientToUpstream() error {
 			continue
 		}
 		if c := as.client.Load(); c == nil {
-			as.client.Store(&from) // first datagram: its port is the client's
+			first := from // its own variable: only the first datagram's escapes
+			as.client.Store(&first)
 		} else if *c != from {
 			st.Dropped[DropStranger]++
 			continue

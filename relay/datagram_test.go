@@ -1,0 +1,192 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// addrCodec is a test codec: a 6-byte header of IPv4 address and port,
+// followed by the payload. A header starting with 0xff is a "fragment".
+type addrCodec struct{}
+
+func (addrCodec) Decode(b []byte) (netip.AddrPort, []byte, Drop) {
+	switch {
+	case len(b) < 6:
+		return netip.AddrPort{}, nil, DropMalformed
+	case b[0] == 0xff:
+		return netip.AddrPort{}, nil, DropFragment
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[:4])), uint16(b[4])<<8|uint16(b[5])), b[6:], Relayed
+}
+
+func (addrCodec) Headroom() int { return 6 }
+
+func (addrCodec) Encode(b []byte, off int, src netip.AddrPort) int {
+	a := src.Addr().As4()
+	copy(b[off-6:], a[:])
+	b[off-2], b[off-1] = byte(src.Port()>>8), byte(src.Port())
+	return off - 6
+}
+
+func header(ap netip.AddrPort) []byte {
+	a := ap.Addr().As4()
+	return append(a[:], byte(ap.Port()>>8), byte(ap.Port()))
+}
+
+func udpSocket(t testing.TB, addr string) *net.UDPConn {
+	t.Helper()
+	u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	u.SetDeadline(time.Now().Add(20 * time.Second)) // safety net only
+	return u
+}
+
+func localAP(u *net.UDPConn) netip.AddrPort { return u.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// udpRig is an association between a client socket and a target socket.
+type udpRig struct {
+	client, target, relayClient, relayUp *net.UDPConn
+	done                                 chan struct{}
+	stats                                DatagramStats
+	err                                  error
+	cancel                               context.CancelFunc
+}
+
+func startAssociation(t testing.TB, idle time.Duration) *udpRig {
+	g := &udpRig{
+		client:      udpSocket(t, "127.0.0.1:0"),
+		target:      udpSocket(t, "127.0.0.1:0"),
+		relayClient: udpSocket(t, "127.0.0.1:0"),
+		relayUp:     udpSocket(t, "127.0.0.1:0"),
+		done:        make(chan struct{}),
+	}
+	g.relayClient.SetDeadline(time.Time{})
+	g.relayUp.SetDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	r := New(Options{})
+	a := &Association{Client: g.relayClient, Upstream: g.relayUp, From: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0), Codec: addrCodec{}, IdleTimeout: idle}
+	go func() {
+		defer close(g.done)
+		g.stats, g.err = r.Datagrams(ctx, a)
+	}()
+	t.Cleanup(func() { cancel(); <-g.done })
+	return g
+}
+
+// send sends payload from the client to the target through the relay and
+// checks it arrives intact; then the target answers and the client checks
+// the reply's header names the target.
+func (g *udpRig) exchange(t testing.TB, payload []byte, buf []byte) {
+	msg := append(header(localAP(g.target)), payload...)
+	if _, err := g.client.WriteToUDPAddrPort(msg, localAP(g.relayClient)); err != nil {
+		t.Fatal(err)
+	}
+	n, from, err := g.target.ReadFromUDPAddrPort(buf)
+	if err != nil || !bytes.Equal(buf[:n], payload) || from != localAP(g.relayUp) {
+		t.Fatalf("target got %q from %v (%v), want %q from the relay's upstream socket", buf[:n], from, err, payload)
+	}
+	if _, err := g.target.WriteToUDPAddrPort(buf[:n], from); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err = g.client.ReadFromUDPAddrPort(buf)
+	if err != nil || !bytes.Equal(buf[:n], append(header(localAP(g.target)), payload...)) {
+		t.Fatalf("client got %x (%v), want header+payload", buf[:n], err)
+	}
+}
+
+func TestDatagrams(t *testing.T) {
+	t.Parallel()
+	g := startAssociation(t, 0)
+	buf := make([]byte, 70000)
+	g.exchange(t, []byte("hello"), buf)
+	g.exchange(t, bytes.Repeat([]byte{7}, 1400), buf)
+
+	// Dropped: a fragment, a short header, a stranger, and another port of
+	// the client's IP once its first port is known.
+	g.client.WriteToUDPAddrPort([]byte{0xff, 0, 0, 0, 0, 0, 'x'}, localAP(g.relayClient))
+	g.client.WriteToUDPAddrPort([]byte{1, 2}, localAP(g.relayClient))
+	stranger := udpSocket(t, "127.0.0.2:0")
+	stranger.WriteToUDPAddrPort(append(header(localAP(g.target)), "stranger"...), localAP(g.relayClient))
+	otherPort := udpSocket(t, "127.0.0.1:0")
+	otherPort.WriteToUDPAddrPort(append(header(localAP(g.target)), "other"...), localAP(g.relayClient))
+	g.exchange(t, []byte("still relayed"), buf)
+
+	g.cancel()
+	<-g.done
+	if g.err != nil {
+		t.Fatalf("Datagrams after cancel: %v, want nil", g.err)
+	}
+	st := g.stats
+	if st.FromClient != 3 || st.ToClient != 3 || st.FromClientBytes != int64(5+1400+13) || st.ToClientBytes != st.FromClientBytes {
+		t.Errorf("stats %+v: want 3 datagrams and %d bytes each way", st, 5+1400+13)
+	}
+	want := [NumDrops]int64{DropStranger: 2, DropFragment: 1, DropMalformed: 1}
+	if st.Dropped != want {
+		t.Errorf("dropped %v, want %v", st.Dropped, want)
+	}
+}
+
+func TestDatagramsIdle(t *testing.T) {
+	t.Parallel()
+	g := startAssociation(t, 200*time.Millisecond)
+	buf := make([]byte, 2048)
+	g.exchange(t, []byte("one"), buf)
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("idle association still running after 10s")
+	}
+	if !IsIdle(g.err) {
+		t.Fatalf("err = %v, want the idle timeout", g.err)
+	}
+}
+
+// TestDatagramsNoAlloc checks the steady path allocates nothing per
+// datagram: a round trip through the relay, measured over the whole process.
+func TestDatagramsNoAlloc(t *testing.T) {
+	// Not parallel: AllocsPerRun counts every goroutine's allocations.
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts need a quiet process without the race detector")
+	}
+	g := startAssociation(t, time.Minute)
+	buf := make([]byte, 2048)
+	msg := append(header(localAP(g.target)), make([]byte, 512)...)
+	relayAddr, up := localAP(g.relayClient), localAP(g.relayUp)
+	round := func() {
+		g.client.WriteToUDPAddrPort(msg, relayAddr)
+		n, _, _ := g.target.ReadFromUDPAddrPort(buf)
+		g.target.WriteToUDPAddrPort(buf[:n], up)
+		g.client.ReadFromUDPAddrPort(buf)
+	}
+	round() // the first datagram stores the client's address
+	runtime.GC()
+	if allocs := testing.AllocsPerRun(500, round); allocs != 0 {
+		t.Fatalf("%v allocs per round trip, want 0", allocs)
+	}
+}
+
+// BenchmarkDatagrams measures round trips of 512-byte datagrams through an
+// association.
+func BenchmarkDatagrams(b *testing.B) {
+	g := startAssociation(b, time.Minute)
+	buf := make([]byte, 2048)
+	msg := append(header(localAP(g.target)), make([]byte, 512)...)
+	relayAddr, up := localAP(g.relayClient), localAP(g.relayUp)
+	b.ReportAllocs()
+	b.SetBytes(2 * 512)
+	for b.Loop() {
+		g.client.WriteToUDPAddrPort(msg, relayAddr)
+		n, _, _ := g.target.ReadFromUDPAddrPort(buf)
+		g.target.WriteToUDPAddrPort(buf[:n], up)
+		g.client.ReadFromUDPAddrPort(buf)
+	}
+}
