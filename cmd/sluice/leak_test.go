@@ -2,13 +2,17 @@ package main
 
 import (
 	"net"
+	"net/netip"
 	"runtime"
 	"testing"
 	"time"
+
+	"sluice/handshake"
 )
 
 // TestNoLeaks runs 1,000 sessions through one sluice (successful relays,
-// failed dials, clients that vanish mid-handshake or mid-relay, garbage) and
+// failed dials, clients that vanish mid-handshake or mid-relay, UDP
+// associations, abandoned BINDs, garbage) and
 // checks that goroutines and open fds return to their baseline.
 func TestNoLeaks(t *testing.T) {
 	// Not parallel: it counts the whole process's goroutines and fds.
@@ -16,6 +20,8 @@ func TestNoLeaks(t *testing.T) {
 	addr, _ := startSluice(t, "--handshake-timeout", "2s")
 	target := echo.Addr().(*net.TCPAddr)
 	refused := closedPort(t)
+	uecho, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	utarget := handshake.AddrFromAddrPort(uecho.LocalAddr().(*net.UDPAddr).AddrPort())
 	baseG, baseSockets := runtime.NumGoroutine(), countSockets(t)
 
 	kinds := []func(t *testing.T){
@@ -44,6 +50,17 @@ func TestNoLeaks(t *testing.T) {
 			c := connectRaw(t, addr, target)
 			mustWrite(t, c, []byte("x"))
 			c.SetLinger(0)
+			c.Close()
+		},
+		func(t *testing.T) { // a UDP association with one datagram each way
+			c, relay := associateUDP(t, addr)
+			u := udpClient(t, "127.0.0.1", relay)
+			roundTrip(t, u, utarget, []byte("datagram"), utarget.AddrPort())
+			u.Close()
+			c.Close()
+		},
+		func(t *testing.T) { // a BIND whose client leaves before any peer comes
+			c, _ := bindRequest(t, addr, netip.MustParseAddr("127.0.0.1"))
 			c.Close()
 		},
 		func(t *testing.T) { // garbage
