@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,18 +182,7 @@ func (s *server) reject(c *net.TCPConn, err error, attrs ...any) {
 // are resolved by the dialer.
 func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, error) {
 	var buf [300]byte
-	var addr string
-	if a.Type == handshake.AddrDomain {
-		b := buf[:0]
-		if bytes.IndexByte(a.Name, ':') >= 0 { // an IPv6 literal sent as a name
-			b = append(append(append(b, '['), a.Name...), ']')
-		} else {
-			b = append(b, a.Name...)
-		}
-		addr = string(strconv.AppendUint(append(b, ':'), uint64(a.Port), 10))
-	} else {
-		addr = string(netip.AddrPortFrom(a.IP, a.Port).AppendTo(buf[:0]))
-	}
+	addr := string(a.AppendTo(buf[:0]))
 	c, err := s.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
