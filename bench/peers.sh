@@ -73,9 +73,9 @@ need() {
 		$SUDO chmod +x /usr/sbin/policy-rc.d
 		policy_created=1
 	fi
-	if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
-		DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 update -q >"$tmp/apt.log" 2>&1
-		DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
+	if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
+		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 update -q >"$tmp/apt.log" 2>&1
+		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
 			{ cat "$tmp/apt.log" >&2; die "apt-get install $2 failed"; }
 	fi
 	# Belt and braces: stop the packaged service should anything have started it.
@@ -89,8 +89,8 @@ need() {
 # wait_port PORT [NAME]: wait up to 10 s for something to listen on
 # 127.0.0.1:PORT; on failure show the log of process NAME.
 wait_port() {
-	local i
-	for i in $(seq 100); do
+
+	for _ in $(seq 100); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done

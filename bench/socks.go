@@ -67,7 +67,7 @@ type Dialer struct {
 	request   []byte // CONNECT request
 	pipelined []byte // greeting [+ auth] + request, sent in one write
 	timeout   time.Duration
-	net       net.Dialer
+	dialer    net.Dialer
 }
 
 // Proxy says how to reach the proxy under test. The zero value means
@@ -159,7 +159,7 @@ func (d *Dialer) Proxied() bool { return d.proxied }
 func (d *Dialer) Dial(ctx context.Context) (*net.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	c, err := d.net.DialContext(ctx, "tcp", d.addr)
+	c, err := d.dialer.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
 		return nil, err
 	}
