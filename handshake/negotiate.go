@@ -12,6 +12,15 @@ type Config struct {
 	// authentication mandatory: a client offering only method 0x00 is
 	// answered with 0xFF.
 	Credentials Credentials
+
+	// Coalesce lets Negotiate hold back a successful method or auth answer
+	// when the client has already sent its next frame (it pipelined), so
+	// that the answers go out together with the request's reply in one
+	// write: one write and one client wake-up instead of two or three.
+	// A client that waits for each answer still gets it at once. The caller
+	// must then answer the request with Request.WriteReply or
+	// Request.WriteError, which send the held answers first.
+	Coalesce bool
 }
 
 // Negotiate runs the server side of a SOCKS5 handshake on rw, using b as
@@ -29,33 +38,52 @@ type Config struct {
 // in and ErrCommandNotSupported. End of stream inside a frame is reported as
 // io.ErrUnexpectedEOF. On success Negotiate does not allocate.
 func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
-	var creds Credentials
-	if cfg != nil {
-		creds = cfg.Credentials
+	var zero Config
+	if cfg == nil {
+		cfg = &zero
 	}
-	m, err := negotiateMethod(rw, b, creds)
+	m, err := negotiateMethod(rw, b, cfg)
 	if err != nil {
 		return Request{}, err
 	}
 	var user []byte
 	if m == MethodUserPass {
-		if user, err = authenticate(rw, b, creds); err != nil {
+		if user, err = authenticate(rw, b, cfg); err != nil {
 			return Request{}, err
 		}
 	}
 	req, err := readRequest(rw, b)
 	req.User = user
+	if b.nheld > 0 {
+		req.held = b.held[:b.nheld:b.nheld]
+	}
 	return req, err
 }
 
+// nextFrameReady reports whether the frame parse reads is already complete
+// in b: the client sent it without waiting for the answer in hand.
+func nextFrameReady[T any](b *Buffer, parse func([]byte) (T, int, error)) bool {
+	_, _, err := parse(b.pending())
+	return err != ErrShort
+}
+
 // negotiateMethod reads the greeting and answers it with the chosen method.
-func negotiateMethod(rw io.ReadWriter, b *Buffer, creds Credentials) (Method, error) {
+func negotiateMethod(rw io.ReadWriter, b *Buffer, cfg *Config) (Method, error) {
 	methods, err := readFrame(rw, b, "greeting", ParseGreeting)
 	if err != nil {
 		return 0, err
 	}
-	m := selectMethod(methods, creds)
-	if err := b.answer(rw, "greeting", Version, byte(m)); err != nil {
+	m := selectMethod(methods, cfg.Credentials)
+	hold := false
+	if cfg.Coalesce {
+		switch m {
+		case MethodNoAuth:
+			hold = nextFrameReady(b, ParseRequest)
+		case MethodUserPass:
+			hold = nextFrameReady(b, parseUserPass)
+		}
+	}
+	if err := b.answer(rw, "greeting", Version, byte(m), hold); err != nil {
 		return 0, err
 	}
 	if m == MethodNoAcceptable {
@@ -74,18 +102,19 @@ func parseUserPass(b []byte) (userPass, int, error) {
 
 // authenticate reads the RFC 1929 request, checks it and answers with the
 // status. The password is wiped from the buffer once checked.
-func authenticate(rw io.ReadWriter, b *Buffer, creds Credentials) ([]byte, error) {
+func authenticate(rw io.ReadWriter, b *Buffer, cfg *Config) ([]byte, error) {
 	up, err := readFrame(rw, b, "auth", parseUserPass)
 	if err != nil {
 		return nil, err
 	}
-	ok := len(up.user) > 0 && len(up.pass) > 0 && creds.Valid(up.user, up.pass)
+	ok := len(up.user) > 0 && len(up.pass) > 0 && cfg.Credentials.Valid(up.user, up.pass)
 	clear(up.pass)
 	status := byte(authSucceeded)
 	if !ok {
 		status = authFailed
 	}
-	if err := b.answer(rw, "auth", userPassVersion, status); err != nil {
+	hold := ok && cfg.Coalesce && nextFrameReady(b, ParseRequest)
+	if err := b.answer(rw, "auth", userPassVersion, status, hold); err != nil {
 		return nil, err
 	}
 	if !ok {
@@ -124,8 +153,22 @@ func readFrame[T any](r io.Reader, b *Buffer, stage string, parse func([]byte) (
 	}
 }
 
-// answer writes the two-byte method or status reply in one Write.
-func (b *Buffer) answer(w io.Writer, stage string, v0, v1 byte) error {
+// answer sends the two-byte method or status reply, after any answers held
+// before it, in one Write; with hold it holds it back too.
+func (b *Buffer) answer(w io.Writer, stage string, v0, v1 byte, hold bool) error {
+	if hold || b.nheld > 0 {
+		b.held[b.nheld], b.held[b.nheld+1] = v0, v1
+		b.nheld += 2
+		if hold {
+			return nil
+		}
+		_, err := w.Write(b.held[:b.nheld])
+		b.nheld = 0
+		if err != nil {
+			return transportError(stage, err)
+		}
+		return nil
+	}
 	b.out = [2]byte{v0, v1}
 	if _, err := w.Write(b.out[:]); err != nil {
 		return transportError(stage, err)

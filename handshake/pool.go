@@ -19,6 +19,10 @@ type Buffer struct {
 	// data[r:w] has been read from the client but not yet parsed.
 	r, w int
 	out  [2]byte // method and auth status replies
+	// held[:nheld] are method and auth answers held back to go out with the
+	// next answer or the request's reply (Config.Coalesce).
+	held  [4]byte
+	nheld int
 }
 
 var bufferPool = sync.Pool{New: func() any { return new(Buffer) }}
@@ -37,7 +41,7 @@ func (b *Buffer) Release() {
 	bufferPool.Put(b)
 }
 
-func (b *Buffer) reset() { b.r, b.w = 0, 0 }
+func (b *Buffer) reset() { b.r, b.w, b.nheld = 0, 0, 0 }
 
 // pending returns the bytes read but not yet consumed.
 func (b *Buffer) pending() []byte { return b.data[b.r:b.w:b.w] }

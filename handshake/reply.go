@@ -46,8 +46,9 @@ func (r Reply) String() string {
 	return "reply(" + hexByte(byte(r)) + ")"
 }
 
-// maxReplyLen is the longest reply: VER, REP, RSV, ATYP, 16 bytes, port.
-const maxReplyLen = 4 + 16 + 2
+// maxReplyLen is the longest reply, VER, REP, RSV, ATYP, 16 bytes and port,
+// after up to two held answers.
+const maxReplyLen = 4 + 4 + 16 + 2
 
 // AppendReply appends a reply (VER, REP, RSV, ATYP, BND.ADDR, BND.PORT) to b.
 // An IPv4-mapped IPv6 address is written as IPv4, and an invalid AddrPort as
@@ -71,6 +72,33 @@ func WriteReply(w io.Writer, r Reply, bnd netip.AddrPort) error {
 		return &stageError{stage: "reply", err: err, transport: true}
 	}
 	return nil
+}
+
+// WriteReply writes the reply to req like the package function WriteReply,
+// preceded in the same Write by the method and auth answers that Negotiate
+// held back under Config.Coalesce. Call it before releasing the Buffer.
+func (req *Request) WriteReply(w io.Writer, r Reply, bnd netip.AddrPort) error {
+	if len(req.held) == 0 {
+		return WriteReply(w, r, bnd)
+	}
+	p := getReplyScratch()
+	_, err := w.Write(AppendReply(append(p[:0], req.held...), r, bnd))
+	putReplyScratch(p)
+	req.held = nil
+	if err != nil {
+		return &stageError{stage: "reply", err: err, transport: true}
+	}
+	return nil
+}
+
+// WriteError answers req's failure like the package function WriteError,
+// preceded by the answers Negotiate held back; where the RFC says close it
+// writes nothing at all.
+func (req *Request) WriteError(w io.Writer, err error) error {
+	if closeOnly(err) {
+		return nil
+	}
+	return req.WriteReply(w, ReplyFor(err), netip.AddrPort{})
 }
 
 // WriteError answers a failed handshake or dial: it sends ReplyFor(err) with

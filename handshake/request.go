@@ -34,6 +34,8 @@ type Request struct {
 	// reads (pipelined payload), or nil. The caller must forward them to the
 	// upstream, in order, before relaying anything else.
 	Rest []byte
+
+	held []byte // answers held back by Config.Coalesce; aliases the Buffer
 }
 
 // requestHeaderLen is VER, CMD, RSV: the bytes before the address.
