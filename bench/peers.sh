@@ -7,6 +7,9 @@
 # env:   RUNS=3        runs per workload; the median is reported
 #        DURATION=4    seconds per timed run
 #        PEERS="direct haproxy-splice haproxy-nosplice dante microsocks sluice"
+#              sluice variants for the tuning comparison may be added:
+#              sluice-l1 (--listeners 1), sluice-pin (--pin),
+#              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice)
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -127,7 +130,7 @@ CGO_ENABLED=0 go build -o "$tmp/sluice-bench" ./cmd/sluice-bench
 BENCH=$tmp/sluice-bench
 
 sluice_note=""
-if [[ " $PEERS " == *" sluice "* ]]; then
+if [[ " $PEERS " == *" sluice"* ]]; then
 	if [ -z "$SLUICE" ]; then
 		log "building sluice"
 		if CGO_ENABLED=0 go build -o "$tmp/sluice" ./cmd/sluice 2>"$tmp/build.log"; then
@@ -136,7 +139,7 @@ if [[ " $PEERS " == *" sluice "* ]]; then
 			cat "$tmp/build.log" >&2
 			sluice_note="sluice was not measured: ./cmd/sluice did not build."
 			log "$sluice_note"
-			PEERS=$(echo " $PEERS " | sed 's/ sluice / /')
+			PEERS=$(echo " $PEERS " | sed -E 's/ sluice(-[a-z0-9]+)?( |$)/ /g')
 		fi
 	fi
 fi
@@ -145,8 +148,8 @@ for peer in $PEERS; do
 	haproxy-*) need haproxy haproxy ;;
 	dante) need danted dante-server ;;
 	microsocks) need microsocks microsocks ;;
-	direct | sluice) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks sluice)" ;;
+	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice) ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice)" ;;
 	esac
 done
 
@@ -217,9 +220,16 @@ start_peer() {
 		# bytes, and closes both sides on the first EOF.
 		VIA+=(--lockstep)
 		;;
-	sluice)
-		start sluice "$SLUICE" --listen "127.0.0.1:$PROXY_PORT"
-		wait_port "$PROXY_PORT" sluice
+	sluice | sluice-*)
+		local extra=()
+		case $1 in
+		sluice-l1) extra=(--listeners 1) ;;
+		sluice-pin) extra=(--pin) ;;
+		sluice-workers) extra=(--workers "$(nproc)") ;;
+		sluice-nosplice) extra=(--no-splice) ;;
+		esac
+		start "$1" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" "${extra[@]+"${extra[@]}"}"
+		wait_port "$PROXY_PORT" "$1"
 		;;
 	esac
 	PEER_PID=$started_pid
@@ -334,6 +344,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  "- \(.machine.haproxy); dante-server \(.machine.dante_server); microsocks \(.machine.microsocks)",
 	  "- load generator, targets and relay share these cores; all traffic is on loopback\n",
 	  (if $note != "" then "**\($note)**\n" else empty end),
+	  "![throughput and conn/s per peer](chart.svg)\n",
 	  "## Medians\n",
 	  (["figure"] + $peers | row), (["---"] + ($peers | map("---:")) | row),
 	  (.medians[] as $m | [$m.label] + [$peers[] | $m.values[.] | num] | row),
@@ -360,6 +371,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 
 mkdir -p "$OUT"
 cp "$tmp/results.json" "$OUT/results.json"
+"$BENCH" chart <"$tmp/results.json" >"$OUT/chart.svg"
 cp "$tmp/RESULTS.md" "$OUT/RESULTS.md"
 cat "$OUT/RESULTS.md"
-log "wrote $OUT/RESULTS.md and $OUT/results.json"
+log "wrote $OUT/RESULTS.md, $OUT/results.json and $OUT/chart.svg"

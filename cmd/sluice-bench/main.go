@@ -34,6 +34,9 @@ Clients (through a SOCKS5 proxy with --proxy, or --direct):
   idle     open -n sessions (handshake + one echo), hold them for --hold,
            close; with --pid the relay's RSS and fds per session
   udp      reserved for UDP ASSOCIATE load; not implemented yet
+Reports:
+  chart    read bench/peers.sh's results.json on stdin, write an SVG bar
+           chart of throughput and conn/s per peer to stdout
 With --pid, clients report the relay's CPU seconds (its process and
 descendants) per GiB (tput) or per 1,000 connections (rr). A run with any
 error (connect, SOCKS reply, data mismatch) exits 1; bad flags exit 2.
@@ -108,6 +111,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "udp":
 		fmt.Fprintln(stderr, "sluice-bench: mode udp is not implemented yet (it needs UDP ASSOCIATE)")
 		return 2
+	case "chart":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "sluice-bench: chart takes no flags or arguments (got %q); it reads stdin\n", args[1])
+			return 2
+		}
+		if err := bench.Chart(stdout, os.Stdin); err != nil {
+			fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if _, ok := flagsFor[mode]; !ok {
 		fmt.Fprintf(stderr, "sluice-bench: unknown mode %q; try -h\n", mode)
