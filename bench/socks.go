@@ -183,23 +183,31 @@ func (d *Dialer) Dial(ctx context.Context) (*net.TCPConn, error) {
 // handshake runs the SOCKS5 exchange on c, reading exactly the reply frames
 // so that no payload byte is consumed.
 func (d *Dialer) handshake(c *net.TCPConn) error {
+	_, err := d.negotiate(c, d.request, d.pipelined)
+	return err
+}
+
+// negotiate runs greeting, any authentication and request on c, pipelined
+// (greeting, auth and request in one write) unless in lockstep, and returns
+// the reply's BND address.
+func (d *Dialer) negotiate(c *net.TCPConn, request, pipelined []byte) (netip.AddrPort, error) {
 	var b [2 + 2 + 5 + 255 + 2]byte
 	if d.lockstep {
 		if err := d.exchange(c, d.greeting, b[:2]); err != nil {
-			return err
+			return netip.AddrPort{}, err
 		}
 		if d.auth != nil {
 			if err := d.exchange(c, d.auth, b[:4]); err != nil {
-				return err
+				return netip.AddrPort{}, err
 			}
 		}
-		return d.connect(c, b[:], d.request, 0)
+		return d.connect(c, b[:], request, 0)
 	}
 	pre := 2
 	if d.auth != nil {
 		pre = 4
 	}
-	return d.connect(c, b[:], d.pipelined, pre)
+	return d.connect(c, b[:], pipelined, pre)
 }
 
 // exchange writes msg and reads the method answer (len(b) == 2) or the
@@ -238,28 +246,28 @@ func (d *Dialer) checkAnswers(b []byte) error {
 	return nil
 }
 
-// connect writes msg, then reads the answers still owed before the CONNECT
+// connect writes msg, then reads the answers still owed before the request's
 // reply (pre bytes: none in lockstep, all of them after the pipelined
 // write), then the reply itself: its fixed part and first address byte in
 // one read, the rest of the address, whose length that byte decides, in a
-// second.
-func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) error {
+// second. It returns the reply's BND address (invalid for a domain name).
+func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) (netip.AddrPort, error) {
 	if _, err := c.Write(msg); err != nil {
-		return err
+		return netip.AddrPort{}, err
 	}
 	n, err := io.ReadFull(c, b[:pre+5])
 	if cerr := d.checkAnswers(b[:min(n, pre)]); cerr != nil {
-		return cerr
+		return netip.AddrPort{}, cerr
 	}
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
 	}
 	r := b[pre : pre+5]
 	if r[0] != socksVersion {
-		return ErrBadVersion
+		return netip.AddrPort{}, ErrBadVersion
 	}
 	if r[1] != 0 {
-		return &ReplyError{Code: r[1]}
+		return netip.AddrPort{}, &ReplyError{Code: r[1]}
 	}
 	var rest int
 	switch r[3] {
@@ -270,8 +278,12 @@ func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) error {
 	case atypDomain:
 		rest = int(r[4]) + 2
 	default:
-		return ErrBadReply
+		return netip.AddrPort{}, ErrBadReply
 	}
-	_, err = io.ReadFull(c, b[:rest])
-	return err
+	addr := b[pre+4 : pre+5+rest] // the address from its first byte, and the port
+	if _, err = io.ReadFull(c, addr[1:]); err != nil || r[3] == atypDomain {
+		return netip.AddrPort{}, err
+	}
+	ip, _ := netip.AddrFromSlice(addr[:len(addr)-2])
+	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(addr[len(addr)-2:])), nil
 }

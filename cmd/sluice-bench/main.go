@@ -26,6 +26,7 @@ Targets (serve until killed, or for --duration when given):
   sink     read and discard; after EOF answer the byte count (uint64, big endian)
   source   write the seeded 64 KiB pattern endlessly
   echo     write back what is read
+  udp-echo write back every UDP datagram to its sender
 Clients (through a SOCKS5 proxy with --proxy, or --direct):
   tput     -P parallel streams, --dir up (to a sink), down (from a source)
            or both; aggregate and per-stream Gbit/s, byte counts checked
@@ -33,7 +34,8 @@ Clients (through a SOCKS5 proxy with --proxy, or --direct):
            conn/s and latency p50/p90/p99/p99.9/max
   idle     open -n sessions (handshake + one echo), hold them for --hold,
            close; with --pid the relay's RSS and fds per session
-  udp      reserved for UDP ASSOCIATE load; not implemented yet
+  udp      datagrams through a UDP ASSOCIATE (or --direct) to a udp-echo
+           target, --window in flight; datagrams/s, Mbit/s, loss
 Reports:
   chart    read bench/peers.sh's results.json on stdin, write an SVG bar
            chart of throughput and conn/s per peer to stdout
@@ -63,7 +65,8 @@ Flags:
                      the sink's count, for relays that drop half-close)
   -c N               rr: concurrent workers (default 64); idle: concurrent
                      openers (default 64)
-  --size BYTES       rr: echo size (default 1)
+  --size BYTES       rr: echo size (default 1); udp: payload (default 512)
+  --window N         udp: datagrams awaiting their echo (default 32)
   -n N               idle: sessions (default 1000)
   --hold DURATION    idle: how long to hold the sessions (default 2s)
   --duration D       clients: load time (default 5s, at most 10m);
@@ -84,6 +87,9 @@ var flagsFor = map[string]string{
 	"tput":   "proxy user pass direct lockstep timeout duration pid json quiet target dir P seed verify buf",
 	"rr":     "proxy user pass direct lockstep timeout duration pid json quiet target c size",
 	"idle":   "proxy user pass direct lockstep timeout pid json quiet target c n hold",
+	"udp":    "proxy user pass direct lockstep timeout duration pid json quiet target size window",
+	// udp-echo is a target too, served by serveUDP.
+	"udp-echo": "addr allow-public duration quiet",
 }
 
 // options is every flag's value.
@@ -92,6 +98,7 @@ type options struct {
 	allowPublic, direct, lockstep, json, quiet   bool
 	seed                                         uint64
 	buf, streams, workers, size, sessions, pid   int
+	window                                       int
 	hold, duration, timeout                      time.Duration
 }
 
@@ -108,9 +115,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "udp":
-		fmt.Fprintln(stderr, "sluice-bench: mode udp is not implemented yet (it needs UDP ASSOCIATE)")
-		return 2
 	case "chart":
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "sluice-bench: chart takes no flags or arguments (got %q); it reads stdin\n", args[1])
@@ -146,6 +150,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if t, err := bench.ParseTarget(mode); err == nil {
 		return serve(ctx, t, &o, stderr)
 	}
+	if mode == "udp-echo" {
+		return serveUDP(ctx, &o, stderr)
+	}
+	if mode == "udp" && !isSet(fs, "size") {
+		o.size = 0 // the mode's own default
+	}
 	return runClient(ctx, mode, &o, stdout, stderr)
 }
 
@@ -167,6 +177,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.verify, "verify", "full", "")
 	fs.IntVar(&o.workers, "c", 64, "")
 	fs.IntVar(&o.size, "size", 1, "")
+	fs.IntVar(&o.window, "window", 32, "")
 	fs.IntVar(&o.sessions, "n", 1000, "")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "")
 	fs.DurationVar(&o.duration, "duration", 0, "")
@@ -192,7 +203,7 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	if bad != nil {
 		return bad
 	}
-	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "n": o.sessions}
+	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "n": o.sessions, "window": o.window}
 	for name, v := range positive {
 		if v < 1 {
 			return fmt.Errorf("invalid value for flag -%s: must be positive", name)
@@ -208,7 +219,7 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	case o.pid < 0:
 		return errors.New("invalid value for flag -pid: negative")
 	}
-	if _, err := bench.ParseTarget(mode); err == nil {
+	if _, err := bench.ParseTarget(mode); err == nil || mode == "udp-echo" {
 		return checkListen(o.addr, o.allowPublic)
 	}
 	if o.duration > bench.MaxDuration {
@@ -267,6 +278,35 @@ func serve(ctx context.Context, t bench.Target, o *options, stderr io.Writer) in
 	return 0
 }
 
+// serveUDP runs the udp-echo target until ctx ends or the duration passes.
+func serveUDP(ctx context.Context, o *options, stderr io.Writer) int {
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	pc, err := net.ListenPacket("udp", o.addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	if !o.quiet {
+		fmt.Fprintf(stderr, "sluice-bench: udp-echo serving on %v\n", pc.LocalAddr())
+	}
+	if err := bench.ServeUDPEcho(ctx, pc); err != nil {
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // result is what every client run returns.
 type result interface{ WriteText(io.Writer) error }
 
@@ -302,6 +342,12 @@ func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.W
 	case "rr":
 		r, err := bench.RR(ctx, bench.RROptions{Client: c, Target: o.target, Workers: o.workers,
 			SizeBytes: o.size, Timeout: o.timeout})
+		res, runErr = r, err
+		if err == nil {
+			errs = &r.Errors
+		}
+	case "udp":
+		r, err := bench.UDP(ctx, bench.UDPOptions{Client: c, Target: o.target, SizeBytes: o.size, Window: o.window})
 		res, runErr = r, err
 		if err == nil {
 			errs = &r.Errors
