@@ -4,7 +4,10 @@
 #
 # usage: bench/iperf.sh [path/to/sluice]     (builds ./cmd/sluice when omitted)
 # env:   DURATION=5       seconds per iperf3 run
+#        RUNS=3           runs of each; the median is reported
 #        PORT_BASE=17300  first of the loopback ports used
+#        OUT=             when set, also write the table to $OUT/iperf.md
+#                         (bench/peers.sh includes it in RESULTS.md)
 #
 # iperf3, proxychains4 and jq are installed with apt-get when missing; no
 # service is left running. Everything listens on 127.0.0.1 only and every
@@ -13,6 +16,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
+RUNS=${RUNS:-3}
+OUT=${OUT:-}
 PORT_BASE=${PORT_BASE:-17300}
 SLUICE=${1:-}
 IPERF_PORT=$((PORT_BASE + 1))
@@ -116,14 +121,33 @@ gbps() {
 	jq -r '.end.sum_received.bits_per_second / 1e9 * 100 | round / 100' "$tmp/iperf.json"
 }
 
-printf '%-16s %14s %14s %8s\n' "iperf3" "direct Gbit/s" "sluice Gbit/s" "ratio"
-for args in "" "-P 4" "-R" "-P 4 -R"; do
-	# shellcheck disable=SC2086
-	direct=$(gbps -- $args)
-	# shellcheck disable=SC2086
-	proxied=$(gbps proxychains4 -q -f "$tmp/proxychains.conf" -- $args)
-	ratio=$(awk -v a="$proxied" -v b="$direct" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else print "-" }')
-	printf '%-16s %14s %14s %8s\n' "${args:-1 stream}" "$direct" "$proxied" "$ratio"
-done
-echo
-echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), $DURATION s per run"
+# median V...: the median of numeric values, "failed" when none.
+median() {
+	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+{
+	echo "| iperf3 | direct Gbit/s | through sluice Gbit/s | sluice / direct |"
+	echo "| --- | ---: | ---: | ---: |"
+	for args in "" "-P 4" "-R" "-P 4 -R"; do
+		d=() p=()
+		for _ in $(seq "$RUNS"); do
+			# shellcheck disable=SC2086
+			d+=("$(gbps -- $args)")
+			# shellcheck disable=SC2086
+			p+=("$(gbps proxychains4 -q -f "$tmp/proxychains.conf" -- $args)")
+		done
+		direct=$(median "${d[@]}") proxied=$(median "${p[@]}")
+		ratio=$(awk -v a="$proxied" -v b="$direct" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else print "-" }')
+		echo "| ${args:-1 stream} | $direct | $proxied | $ratio |"
+	done
+	echo
+	echo "Median of $RUNS runs of $DURATION s each; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); iperf3, proxychains4 and sluice share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION bench/iperf.sh\`."
+} >"$tmp/iperf.md"
+cat "$tmp/iperf.md"
+if [ -n "$OUT" ]; then
+	mkdir -p "$OUT"
+	cp "$tmp/iperf.md" "$OUT/iperf.md"
+	log "wrote $OUT/iperf.md"
+fi

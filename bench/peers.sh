@@ -372,6 +372,14 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 mkdir -p "$OUT"
 cp "$tmp/results.json" "$OUT/results.json"
 "$BENCH" chart <"$tmp/results.json" >"$OUT/chart.svg"
+if [ -f "$OUT/iperf.md" ]; then
+	{
+		echo
+		echo "## iperf3 through sluice (bench/iperf.sh)"
+		echo
+		cat "$OUT/iperf.md"
+	} >>"$tmp/RESULTS.md"
+fi
 cp "$tmp/RESULTS.md" "$OUT/RESULTS.md"
 cat "$OUT/RESULTS.md"
 log "wrote $OUT/RESULTS.md, $OUT/results.json and $OUT/chart.svg"
