@@ -80,7 +80,9 @@ var errDatagramIdle = errors.New("relay: udp association idle")
 // maxDatagram is the largest UDP payload.
 const maxDatagram = 65535
 
-var datagramBufs = sync.Pool{New: func() any { return new([maxDatagram + 64]byte) }}
+// handleFunc processes one datagram: its payload is buf[off:off+n], and
+// buf[:off] is free headroom for a header.
+type handleFunc func(buf []byte, off, n int, from netip.AddrPort)
 
 // association is the state both directions share. client is the learned
 // client address, written once by the client-side loop.
@@ -169,78 +171,66 @@ func (as *association) abort() {
 	as.a.Upstream.SetReadDeadline(past)
 }
 
-// clientToUpstream relays datagrams from the client. Invariant: buf holds
-// one datagram at a time, and only datagrams from the client's address get
-// past the source check.
+// clientToUpstream relays datagrams from the client. Only datagrams from
+// the client's address get past the source check.
 func (as *association) clientToUpstream() error {
-	buf := datagramBufs.Get().(*[maxDatagram + 64]byte)
-	defer datagramBufs.Put(buf)
 	st := &as.stats[0]
 	wantIP := as.a.From.Addr().Unmap()
-	for {
-		n, from, err := as.a.Client.ReadFromUDPAddrPort(buf[:])
-		if err != nil {
-			return readErr("udp client->upstream", err)
-		}
+	err := readDatagrams(as.a.Client, 0, func(buf []byte, _, n int, from netip.AddrPort) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if from.Addr() != wantIP {
 			st.Dropped[DropStranger]++
-			continue
+			return
 		}
 		if c := as.client.Load(); c == nil {
 			first := from // its own variable: only the first datagram's escapes
 			as.client.Store(&first)
 		} else if *c != from {
 			st.Dropped[DropStranger]++
-			continue
+			return
 		}
 		dst, payload, drop := as.a.Codec.Decode(buf[:n])
 		if drop != Relayed {
 			st.Dropped[drop]++
-			continue
+			return
 		}
 		if _, err := as.a.Upstream.WriteToUDPAddrPort(payload, dst); err != nil {
 			st.Dropped[DropSendFailed]++
-			continue
+			return
 		}
 		as.progress.Add(1)
 		st.FromClient++
 		st.FromClientBytes += int64(len(payload))
-	}
+	})
+	return readErr("udp client->upstream", err)
 }
 
 // upstreamToClient relays datagrams from destinations to the client, each
 // read behind enough headroom for the codec to put its header in front.
 func (as *association) upstreamToClient() error {
-	buf := datagramBufs.Get().(*[maxDatagram + 64]byte)
-	defer datagramBufs.Put(buf)
 	st := &as.stats[1]
-	off := as.a.Codec.Headroom()
-	for {
-		n, from, err := as.a.Upstream.ReadFromUDPAddrPort(buf[off:])
-		if err != nil {
-			return readErr("udp upstream->client", err)
-		}
+	err := readDatagrams(as.a.Upstream, as.a.Codec.Headroom(), func(buf []byte, off, n int, from netip.AddrPort) {
 		client := as.client.Load()
 		if client == nil {
 			st.Dropped[DropNoClient]++
-			continue
+			return
 		}
-		start := as.a.Codec.Encode(buf[:], off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		start := as.a.Codec.Encode(buf, off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 		if _, err := as.a.Client.WriteToUDPAddrPort(buf[start:off+n], *client); err != nil {
 			st.Dropped[DropSendFailed]++
-			continue
+			return
 		}
 		as.progress.Add(1)
 		st.ToClient++
 		st.ToClientBytes += int64(n)
-	}
+	})
+	return readErr("udp upstream->client", err)
 }
 
 // readErr labels a read error; a deadline is the abort signal and is
 // reported by Datagrams itself.
 func readErr(dir string, err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil
 	}
 	return errors.New("relay: " + dir + ": " + err.Error())
