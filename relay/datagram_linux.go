@@ -136,4 +136,3 @@ func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
 		}
 	}
 }
-
