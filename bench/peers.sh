@@ -6,7 +6,8 @@
 # usage: bench/peers.sh [path/to/sluice]     (builds ./cmd/sluice when omitted)
 # env:   RUNS=3        runs per workload; the median is reported
 #        DURATION=4    seconds per timed run
-#        PEERS="direct haproxy-splice haproxy-nosplice dante microsocks sluice"
+#        PEERS="direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice"
+#              (go-socks5 is github.com/armon/go-socks5, built from bench/gopeer)
 #              sluice variants for the tuning comparison may be added:
 #              sluice-l1 (--listeners 1), sluice-pin (--pin),
 #              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice)
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-4}
-PEERS=${PEERS:-"direct haproxy-splice haproxy-nosplice dante microsocks sluice"}
+PEERS=${PEERS:-"direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice"}
 IDLE_N=${IDLE_N:-1000}
 PORT_BASE=${PORT_BASE:-17200}
 OUT=${OUT:-bench}
@@ -148,8 +149,12 @@ for peer in $PEERS; do
 	haproxy-*) need haproxy haproxy ;;
 	dante) need danted dante-server ;;
 	microsocks) need microsocks microsocks ;;
+	go-socks5)
+		log "building go-socks5 (bench/gopeer)"
+		(cd bench/gopeer && CGO_ENABLED=0 go build -o "$tmp/go-socks5" .) || die "bench/gopeer did not build"
+		;;
 	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice)" ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice)" ;;
 	esac
 done
 
@@ -219,6 +224,10 @@ start_peer() {
 		# microsocks reads each stage with one recv and drops pipelined
 		# bytes, and closes both sides on the first EOF.
 		VIA+=(--lockstep)
+		;;
+	go-socks5)
+		start go-socks5 "$tmp/go-socks5" --listen "127.0.0.1:$PROXY_PORT"
+		wait_port "$PROXY_PORT" go-socks5
 		;;
 	sluice | sluice-*)
 		local extra=()
