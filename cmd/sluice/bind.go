@@ -22,7 +22,23 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // second reply with the peer's address, then relay. The listening socket is
 // closed on every path. It returns the peer conn (owned by the caller), or an
 // error after which the caller sends ReplyFor(err).
-func (s *server) bind(ctx context.Context, c *net.TCPConn, want handshake.Addr) (*net.TCPConn, error) {
+//
+// The destination rules are applied to a DST.ADDR that is an IP (or, for a
+// name, to the name when no rule looks at addresses) before listening, and
+// to the peer that connects, with the name DST.ADDR gave, if any.
+func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, want handshake.Addr) (*net.TCPConn, error) {
+	p := lv.rules
+	switch {
+	case p == nil:
+	case want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified():
+		if !p.allowed(cmdBind, nil, want.IP, want.Port) {
+			return nil, errDenied{want.IP.Unmap()}
+		}
+	case want.Type == handshake.AddrDomain && !p.needsIP:
+		if !p.allowed(cmdBind, want.Name, netip.Addr{}, want.Port) {
+			return nil, errDenied{}
+		}
+	}
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false) // splice falls back to copying on MPTCP sockets
 	ip := bindIP(c, want)
@@ -35,7 +51,7 @@ func (s *server) bind(ctx context.Context, c *net.TCPConn, want handshake.Addr) 
 	if err := handshake.WriteReply(c, handshake.Succeeded, tl.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		return nil, errReplied{err}
 	}
-	tl.SetDeadline(time.Now().Add(s.bindTimeout))
+	tl.SetDeadline(time.Now().Add(lv.bindTimeout))
 	// Watch the control connection while waiting: if the client goes away, the
 	// listener is closed and AcceptTCP returns.
 	stop := watchClose(c, func() { tl.Close() })
@@ -52,6 +68,14 @@ func (s *server) bind(ctx context.Context, c *net.TCPConn, want handshake.Addr) 
 		want.IP.Unmap() != pa.Addr().Unmap() {
 		peer.Close()
 		return nil, errPeerNotAllowed
+	}
+	var name []byte
+	if want.Type == handshake.AddrDomain {
+		name = want.Name
+	}
+	if !p.allowed(cmdBind, name, pa.Addr(), pa.Port()) {
+		peer.Close()
+		return nil, errDenied{pa.Addr().Unmap()}
 	}
 	if err := handshake.WriteReply(c, handshake.Succeeded, pa); err != nil {
 		peer.Close()

@@ -37,6 +37,28 @@ type config struct {
 	debugAddr        string
 	tune             tune.Options
 	relay            relay.Options
+
+	configFile         string
+	printConfig        bool
+	accessLog          bool
+	metricsAddr        string
+	maxSessions        int
+	maxSessionsPerIP   int
+	maxSessionsPerUser int
+	denyPrivate        bool
+	defaultPolicy      string
+	clientPolicy       string
+	clientRules        []ruleSpec
+	rules              []ruleSpec
+	// values is every flag's effective value, as --print-config shows it
+	// and as a reload compares it.
+	values map[string]flagValue
+}
+
+// flagValue is one key's effective value and the TOML type it takes.
+type flagValue struct {
+	val  string
+	kind string // kindBool, kindInt, kindSize, kindDuration, kindString, kindList
 }
 
 const defaultListen = "127.0.0.1:1080"
@@ -48,6 +70,8 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("sluice", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var listen listFlag
+	fs.StringVar(&cfg.configFile, "config", "", "read settings from this TOML `file` first; flags given too override it")
+	fs.BoolVar(&cfg.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
 	fs.Var(&listen, "listen", "`address` to serve SOCKS5 on; repeatable (default "+defaultListen+")")
 	fs.StringVar(&cfg.usersFile, "users", "", "`file` of name:password lines; makes RFC 1929 username/password mandatory")
 	fs.BoolVar(&cfg.allowOpenRelay, "allow-open-relay", false, "allow listening on a non-loopback address without --users")
@@ -76,6 +100,20 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.StringVar(&cfg.profile, "profile", "", "write a profile of this `kind` while running: cpu, heap, allocs, block, mutex, trace, goroutine")
 	fs.StringVar(&cfg.profileDir, "profile-dir", ".", "`directory` for --profile output")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this loopback `address`; off by default")
+	fs.BoolVar(&cfg.accessLog, "access-log", true, "log one info line per session (client, user, command, target, reply, bytes, duration) and per refused client")
+	fs.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`address`/metrics; off by default")
+	fs.IntVar(&cfg.maxSessions, "max-sessions", 0, "most concurrent sessions; clients past it are closed at accept; 0 = no limit")
+	fs.IntVar(&cfg.maxSessionsPerIP, "max-sessions-per-ip", 0, "most concurrent sessions per client IP; clients past it are closed at accept; 0 = no limit")
+	fs.IntVar(&cfg.maxSessionsPerUser, "max-sessions-per-user", 0, "most concurrent sessions per --users user; past it the request gets reply 0x01; 0 = no limit")
+	fs.BoolVar(&cfg.denyPrivate, "deny-private", false, "deny destinations on loopback, RFC 1918, link-local (169.254.169.254), CGNAT, unique-local IPv6 and other non-public networks")
+	fs.StringVar(&cfg.defaultPolicy, "default-policy", "allow", "destinations no rule matches: `allow` or deny")
+	fs.StringVar(&cfg.clientPolicy, "client-default-policy", "allow", "clients no client rule matches: `allow` or deny")
+	if cfg.configFile = configArg(args); cfg.configFile != "" {
+		if err := loadConfigFile(fs, cfg); err != nil {
+			return nil, err
+		}
+		listen.fromFile = true
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, w)
@@ -86,14 +124,18 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	sockFlags.apply()
-	cfg.listen = listen
+	cfg.listen = listen.vals
 	if len(cfg.listen) == 0 {
 		cfg.listen = []string{defaultListen}
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
-	return cfg, cfg.check()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	cfg.values = flagValues(fs)
+	return cfg, nil
 }
 
 // check validates values that flag types cannot.
@@ -111,6 +153,16 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--udp-idle-timeout %v: must be 0 (off) or more", cfg.udpIdleTimeout)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
+	case cfg.maxSessions < 0:
+		return fmt.Errorf("--max-sessions %d: must be 0 (no limit) or more", cfg.maxSessions)
+	case cfg.maxSessionsPerIP < 0:
+		return fmt.Errorf("--max-sessions-per-ip %d: must be 0 (no limit) or more", cfg.maxSessionsPerIP)
+	case cfg.maxSessionsPerUser < 0:
+		return fmt.Errorf("--max-sessions-per-user %d: must be 0 (no limit) or more", cfg.maxSessionsPerUser)
+	case cfg.defaultPolicy != "allow" && cfg.defaultPolicy != "deny":
+		return fmt.Errorf("--default-policy %q: want allow or deny", cfg.defaultPolicy)
+	case cfg.clientPolicy != "allow" && cfg.clientPolicy != "deny":
+		return fmt.Errorf("--client-default-policy %q: want allow or deny", cfg.clientPolicy)
 	case cfg.profile != "" && !strings.Contains(" cpu heap allocs block mutex trace goroutine ", " "+cfg.profile+" "):
 		return fmt.Errorf("--profile %q: want cpu, heap, allocs, block, mutex, trace or goroutine", cfg.profile)
 	}
@@ -175,11 +227,22 @@ func printUsage(fs *flag.FlagSet, w io.Writer) {
 	fs.SetOutput(io.Discard)
 }
 
-// listFlag is a repeatable string flag.
-type listFlag []string
+// listFlag is a repeatable string flag. Values from the configuration file
+// are replaced, not extended, by those on the command line.
+type listFlag struct {
+	vals     []string
+	fromFile bool
+}
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+func (l *listFlag) Set(s string) error {
+	if l.fromFile {
+		l.vals, l.fromFile = nil, false
+	}
+	l.vals = append(l.vals, s)
+	return nil
+}
+func (l *listFlag) kind() string { return kindList }
 
 // byteSize is an int flag that takes a size with an optional K, M or G suffix
 // (powers of 1024).
@@ -191,6 +254,8 @@ func (b byteSize) String() string {
 	}
 	return strconv.Itoa(*b.p)
 }
+
+func (b byteSize) kind() string { return kindSize }
 
 func (b byteSize) Set(s string) error {
 	n, err := parseBytes(s)
@@ -231,7 +296,13 @@ func (a addrFlag) String() string {
 	return a.p.String()
 }
 
+func (a addrFlag) kind() string { return kindString }
+
 func (a addrFlag) Set(s string) error {
+	if s == "" {
+		*a.p = netip.Addr{} // the default: the kernel chooses
+		return nil
+	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
 		return errors.New("want an IP address")

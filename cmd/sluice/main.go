@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +27,6 @@ import (
 
 	"github.com/pkg/profile"
 
-	"sluice/handshake"
 	"sluice/relay"
 	"sluice/tune"
 )
@@ -37,6 +37,10 @@ func main() {
 
 // run is main without os.Exit: it returns the process exit status.
 func run(args []string, stderr io.Writer) int {
+	// SIGHUP reloads; caught before anything else so that it never kills.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -45,14 +49,23 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	if cfg.printConfig {
+		if err := printConfig(os.Stdout, cfg); err != nil {
+			fmt.Fprintf(stderr, "sluice: --print-config: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	level := new(slog.LevelVar)
+	level.Set(cfg.logLevel)
+	log := newLogger(cfg, level, stderr)
 	if cfg.profile != "" {
 		defer startProfile(cfg).Stop()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.workers > 0 {
-		return runWorkers(ctx, cfg, args, log)
+		return runWorkers(ctx, cfg, args, log, hup)
 	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
@@ -66,10 +79,37 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	<-ctx.Done()
+	if cfg.metricsAddr != "" {
+		if _, err := serveMetrics(ctx, workerMetricsAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
+			inst.shutdown(0)
+			fmt.Fprintf(stderr, "sluice: --metrics %s: %v\n", cfg.metricsAddr, err)
+			return 1
+		}
+	}
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			cfg = inst.reload(args, cfg, level)
+		}
+	}
 	log.Info("shutting down", "drain_timeout", cfg.drainTimeout)
+	if migrateReq() == "0" {
+		log.Info("net.ipv4.tcp_migrate_req is 0: connections still queued on the closing listeners are reset; set it to 1 for zero-downtime restarts")
+	}
 	inst.shutdown(cfg.drainTimeout)
 	return 0
+}
+
+// migrateReq reads net.ipv4.tcp_migrate_req: "1" when the kernel moves the
+// connections queued on a closing SO_REUSEPORT listener to another one of
+// its group; "" when it cannot be read (not Linux, or before 5.14).
+func migrateReq() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // instance is a started server: its listeners and the sessions they feed.
@@ -87,16 +127,12 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	if err := checkOpenRelay(cfg); err != nil {
 		return nil, err
 	}
-	var creds handshake.Credentials
-	if cfg.usersFile != "" {
-		users, warn, err := loadUsers(cfg.usersFile)
-		if err != nil {
-			return nil, err
-		}
-		if warn != "" {
-			log.Warn(warn)
-		}
-		creds = users
+	lv, warn, err := buildLive(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if warn != "" {
+		log.Warn(warn)
 	}
 	if n, err := tune.RaiseNoFile(); err != nil {
 		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
@@ -109,21 +145,19 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inst := &instance{cancel: cancel, srv: &server{
-		hs:               handshake.Config{Credentials: creds},
-		tune:             &topts,
-		dialer:           topts.Dialer(),
-		relay:            relay.New(cfg.relay),
-		log:              log,
-		handshakeTimeout: cfg.handshakeTimeout,
-		bindTimeout:      cfg.bindTimeout,
-		udpIdleTimeout:   cfg.udpIdleTimeout,
+		tune:        &topts,
+		dialer:      topts.Dialer(),
+		relay:       relay.New(cfg.relay),
+		log:         log,
+		limits:      newLimiter(),
+		forceCopy:   cfg.relay.ForceCopy,
+		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
 	}}
-	if !cfg.udp {
-		inst.srv.udpIdleTimeout = -1
+	if cfg.metricsAddr != "" {
+		inst.srv.metrics = newMetrics()
 	}
-	if !cfg.bind {
-		inst.srv.bindTimeout = -1
-	}
+	inst.srv.live.Store(lv)
+	creds := lv.hs.Credentials
 	for _, addr := range cfg.listen {
 		ls, err := topts.Listen(ctx, addr)
 		if err != nil {
@@ -181,9 +215,22 @@ func (inst *instance) shutdown(drain time.Duration) {
 	inst.srv.relay.Close()
 }
 
-// newLogger builds the process logger from --log-level and --log-format.
-func newLogger(cfg *config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+// dialTimeout resolves --dial-timeout as tune does: 0 means 10 s, negative
+// means none (0 returned).
+func dialTimeout(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return 10 * time.Second
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// newLogger builds the process logger from --log-format; level is
+// --log-level, which a reload may change.
+func newLogger(cfg *config, level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.logFormat == "json" {
 		h = slog.NewJSONHandler(w, opts)

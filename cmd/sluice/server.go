@@ -15,24 +15,27 @@ import (
 	"sluice/tune"
 )
 
-// server holds what every session needs. It is built once by run and never
-// changed afterwards, so sessions read it without locks.
+// server holds what every session needs. Its fields are set once by start;
+// what a reload may change lives in live, loaded once per session.
 type server struct {
-	hs               handshake.Config
-	tune             *tune.Options
-	dialer           *net.Dialer
-	relay            *relay.Relay
-	log              *slog.Logger
-	handshakeTimeout time.Duration
-	bindTimeout      time.Duration // negative: BIND off
-	udpIdleTimeout   time.Duration // negative: UDP ASSOCIATE off; 0: no idle timeout
-	sessions         sync.WaitGroup
+	tune        *tune.Options
+	dialer      *net.Dialer
+	relay       *relay.Relay
+	log         *slog.Logger
+	live        atomic.Pointer[live]
+	limits      *limiter
+	metrics     *metrics // nil: no --metrics
+	forceCopy   bool     // --no-splice, so a copy is not a fallback
+	dialTimeout time.Duration
+	sessions    sync.WaitGroup
 }
 
 // acceptLoop accepts connections on l until l is closed. Accept errors such
 // as EMFILE never end it: it backs off (5 ms doubling to 1 s) and logs at most
 // once a second, so a full fd table neither kills the server nor spins a CPU.
-// Each accepted connection adds one to accepted.
+// Each accepted connection adds one to accepted. Client rules and session
+// limits are applied here, before any byte is read; a refused client is
+// closed at once.
 func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, accepted *atomic.Int64) {
 	if cpu >= 0 {
 		if err := tune.PinThread(cpu); err != nil {
@@ -47,6 +50,7 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			s.metrics.acceptError()
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if now := time.Now(); now.Sub(lastLog) >= time.Second {
 				lastLog = now
@@ -63,35 +67,85 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 		}
 		delay = 0
 		accepted.Add(1)
+		s.metrics.accepted()
+		lv := s.live.Load()
+		var ip netip.Addr
+		if lv.clients != nil || lv.maxPerIP > 0 {
+			ip = c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		}
+		if !lv.clients.allowed(0, nil, ip, 0) {
+			s.refuse(c, lv, refClientRule)
+			continue
+		}
+		r, perIP := s.limits.admit(ip, lv.maxSessions, lv.maxPerIP)
+		if r != admitted {
+			s.refuse(c, lv, r)
+			continue
+		}
 		s.sessions.Add(1)
-		go s.serveConn(ctx, c)
+		go s.serveConn(ctx, c, lv, ip, perIP)
 	}
 }
 
-// serveConn runs one session: handshake, dial, reply, relay. It owns c and,
-// once dialled, the upstream conn, and closes both.
-func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
+// refuse closes a client refused at accept, counts and logs it.
+func (s *server) refuse(c *net.TCPConn, lv *live, r refusal) {
+	s.metrics.refuse(r)
+	if lv.accessLog {
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", c.RemoteAddr().String()),
+			slog.String("reason", r.String()))
+	}
+	c.Close()
+}
+
+// errUserLimit refuses a request of a user already at --max-sessions-per-user;
+// it maps to reply 0x01.
+var errUserLimit = errors.New("limits: too many sessions for this user")
+
+// serveConn runs one session: handshake, policy, dial, reply, relay. It owns
+// c and, once dialled, the upstream conn, and closes both. lv is the live
+// configuration at accept, used to the session's end; ip and perIP are what
+// the limiter needs back.
+func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip netip.Addr, perIP bool) {
 	defer s.sessions.Done()
+	defer s.limits.release(ip, perIP)
 	defer c.Close()
 	start := time.Now()
 	if err := s.tune.ApplyClient(c); err != nil {
 		s.log.Debug("client socket options", "client", c.RemoteAddr().String(), "err", err)
 	}
-	if s.handshakeTimeout > 0 {
-		c.SetDeadline(start.Add(s.handshakeTimeout))
+	if lv.handshakeTimeout > 0 {
+		c.SetDeadline(start.Add(lv.handshakeTimeout))
 	}
 	b := handshake.GetBuffer()
-	req, err := handshake.Negotiate(c, b, &s.hs)
+	req, err := handshake.Negotiate(c, b, &lv.hs)
 	if err != nil {
 		b.Release()
+		rep := replyNone
+		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) {
+			rep = int(handshake.ReplyFor(err))
+		}
 		s.reject(c, err)
+		s.metrics.end(cmdLabelHandshake, rep)
+		s.accessLog(lv, c, "", "", "", rep, 0, 0, start, err)
 		return
 	}
+	s.metrics.handshakeDone(time.Since(start))
 	user, target := string(req.User), req.Addr.String()
+	cmd := cmdLabelOf(req.Cmd)
+	s.metrics.begin(cmd)
+	if lv.maxPerUser > 0 && req.User != nil {
+		if !s.limits.admitUser(user, lv.maxPerUser) {
+			b.Release()
+			s.metrics.refuse(refMaxPerUser)
+			s.fail(lv, c, user, cmd, target, errUserLimit, start)
+			return
+		}
+		defer s.limits.releaseUser(user)
+	}
 	var up *net.TCPConn
 	switch req.Cmd {
 	case handshake.CmdConnect:
-		up, err = s.dial(ctx, req.Addr)
+		up, err = s.connect(ctx, lv, req.Addr)
 		if err == nil {
 			err = handshake.WriteReply(c, handshake.Succeeded, localAddrPort(up))
 			if err != nil {
@@ -99,14 +153,14 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
 			}
 		}
 	case handshake.CmdBind:
-		if s.bindTimeout < 0 {
+		if lv.bindTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
 			break
 		}
 		c.SetDeadline(time.Time{}) // bind has its own timeout
-		up, err = s.bind(ctx, c, req.Addr)
+		up, err = s.bind(ctx, lv, c, req.Addr)
 	case handshake.CmdUDPAssociate:
-		if s.udpIdleTimeout < 0 {
+		if lv.udpIdleTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
 			break
 		}
@@ -115,11 +169,7 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
 			addr.Name = nil
 		}
 		b.Release()
-		st, err := s.associate(ctx, c, addr)
-		s.logAssociation(ctx, c, user, target, st, err, start)
-		if err != nil && !errors.As(err, new(errReplied)) {
-			s.reject(c, err, "user", user, "cmd", "udp", "target", target)
-		}
+		s.udpSession(ctx, lv, c, addr, user, target, start)
 		return
 	default:
 		err = handshake.ErrCommandNotSupported
@@ -135,51 +185,174 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn) {
 		if up != nil {
 			up.Close()
 		}
-		if errors.As(err, new(errReplied)) {
-			s.log.Debug("session failed after reply", "client", c.RemoteAddr().String(), "cmd", req.Cmd.String(), "target", target, "err", err)
-			return
-		}
-		s.reject(c, err, "user", user, "cmd", req.Cmd.String(), "target", target)
+		s.fail(lv, c, user, cmd, target, err, start)
 		return
 	}
 	defer up.Close()
 	c.SetDeadline(time.Time{})
 	st, err := s.relay.Pipe(ctx, c, up)
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("session", "client", c.RemoteAddr().String(), "user", user, "cmd", req.Cmd.String(),
-			"target", target, "up_bytes", st.ClientToUpstream, "down_bytes", st.UpstreamToClient,
-			"spliced", st.Spliced, "duration", time.Since(start), "err", err)
+	s.metrics.relayed(st, s.forceCopy)
+	s.metrics.end(cmd, int(handshake.Succeeded))
+	s.accessLog(lv, c, user, cmdLabels[cmd], target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, start, err)
+}
+
+// udpSession runs a UDP association and accounts for it.
+func (s *server) udpSession(ctx context.Context, lv *live, c *net.TCPConn, addr handshake.Addr, user, target string, start time.Time) {
+	st, denied, err := s.associate(ctx, lv, c, addr)
+	s.metrics.datagramsRelayed(st, denied)
+	if err != nil && !errors.As(err, new(errReplied)) {
+		s.fail(lv, c, user, cmdLabelUDP, target, err, start)
+		return
+	}
+	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
+	if lv.accessLog {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "session", slog.String("client", c.RemoteAddr().String()),
+			slog.String("user", user), slog.String("cmd", "udp_associate"), slog.String("target", target),
+			slog.String("reply", "succeeded"), slog.Int64("up_bytes", st.FromClientBytes), slog.Int64("down_bytes", st.ToClientBytes),
+			slog.Int64("datagrams_up", st.FromClient), slog.Int64("datagrams_down", st.ToClient),
+			slog.Int64("dropped", sumDrops(st)), slog.Int64("denied", denied),
+			slog.Duration("duration", time.Since(start)), errAttr(err))
 	}
 }
 
-// logAssociation logs the end of a UDP association at debug level.
-func (s *server) logAssociation(ctx context.Context, c *net.TCPConn, user, target string, st relay.DatagramStats, err error, start time.Time) {
-	if !s.log.Enabled(ctx, slog.LevelDebug) {
+func sumDrops(st relay.DatagramStats) int64 {
+	var n int64
+	for _, d := range st.Dropped {
+		n += d
+	}
+	return n
+}
+
+// fail ends a session that got no success reply, or failed after it
+// (errReplied): it replies where still possible, counts and logs.
+func (s *server) fail(lv *live, c *net.TCPConn, user string, cmd int, target string, err error, start time.Time) {
+	rep := replyNone
+	if !errors.As(err, new(errReplied)) {
+		s.reject(c, err)
+		rep = int(handshake.ReplyFor(err))
+		if rep == int(handshake.NotAllowed) {
+			s.metrics.refuse(refDestRule)
+			if !lv.accessLog {
+				s.log.Info("denied", "client", c.RemoteAddr().String(), "user", user, "cmd", cmdLabels[cmd], "target", target, "err", err)
+			}
+		}
+	}
+	s.metrics.end(cmd, rep)
+	s.accessLog(lv, c, user, cmdLabels[cmd], target, rep, 0, 0, start, err)
+}
+
+// accessLog writes the one line of a session, when the access log is on.
+func (s *server) accessLog(lv *live, c *net.TCPConn, user, cmd, target string, rep int, up, down int64, start time.Time, err error) {
+	if !lv.accessLog {
 		return
 	}
-	s.log.Debug("session", "client", c.RemoteAddr().String(), "user", user, "cmd", "udp", "target", target,
-		"datagrams_up", st.FromClient, "datagrams_down", st.ToClient, "up_bytes", st.FromClientBytes,
-		"down_bytes", st.ToClientBytes, "dropped_stranger", st.Dropped[relay.DropStranger],
-		"dropped_fragment", st.Dropped[relay.DropFragment], "dropped_other", st.Dropped[relay.DropMalformed]+
-			st.Dropped[relay.DropUnresolved]+st.Dropped[relay.DropNoClient]+st.Dropped[relay.DropSendFailed],
-		"duration", time.Since(start), "err", err)
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.RemoteAddr().String()),
+		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target),
+		slog.String("reply", replyLabels[rep]), slog.Int64("up_bytes", up), slog.Int64("down_bytes", down),
+		slog.Duration("duration", time.Since(start)), errAttr(err))
+}
+
+func errAttr(err error) slog.Attr {
+	if err == nil {
+		return slog.Attr{}
+	}
+	return slog.Any("err", err)
+}
+
+// cmdLabelOf maps a request command to its metric label.
+func cmdLabelOf(c handshake.Command) int {
+	switch c {
+	case handshake.CmdConnect:
+		return cmdLabelConnect
+	case handshake.CmdBind:
+		return cmdLabelBind
+	case handshake.CmdUDPAssociate:
+		return cmdLabelUDP
+	}
+	return cmdLabelHandshake
 }
 
 // reject answers a failed handshake or dial with the reply the RFC asks for
-// (or none, where it says close) and logs it.
-func (s *server) reject(c *net.TCPConn, err error, attrs ...any) {
+// (or none, where it says close) and logs it at debug level.
+func (s *server) reject(c *net.TCPConn, err error) {
 	werr := handshake.WriteError(c, err)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		attrs = append(attrs, "client", c.RemoteAddr().String(), "reply", handshake.ReplyFor(err).String(), "err", err)
-		if werr != nil {
-			attrs = append(attrs, "reply_err", werr)
-		}
-		s.log.Debug("rejected", attrs...)
+		s.log.Debug("rejected", "client", c.RemoteAddr().String(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
 	}
 }
 
-// dial connects to the request's target with the tuned dialer. Domain names
-// are resolved by the dialer.
+// connect dials a CONNECT target, applying the destination rules to the
+// address actually dialled: a domain target is resolved here when a rule
+// looks at addresses, every address it resolves to must be allowed, and
+// those addresses are dialled, never the name again (no DNS rebinding).
+func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (*net.TCPConn, error) {
+	p := lv.rules
+	switch {
+	case p == nil:
+	case a.Type != handshake.AddrDomain:
+		if !p.allowed(cmdConnect, nil, a.IP, a.Port) {
+			return nil, errDenied{a.IP.Unmap()}
+		}
+	case !p.needsIP:
+		if !p.allowed(cmdConnect, a.Name, netip.Addr{}, a.Port) {
+			return nil, errDenied{}
+		}
+	default:
+		return s.dialResolved(ctx, p, a)
+	}
+	start := time.Now()
+	c, err := s.dial(ctx, a)
+	if err == nil {
+		s.metrics.dialDone(time.Since(start))
+	}
+	return c, err
+}
+
+// dialResolved resolves a domain target with the dialer's resolver, checks
+// every address against p and dials them in the resolver's order until one
+// answers, within the dial timeout.
+func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) (*net.TCPConn, error) {
+	start := time.Now()
+	if s.dialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.dialTimeout)
+		defer cancel()
+	}
+	r := s.dialer.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", string(a.Name))
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if !p.allowed(cmdConnect, a.Name, ip, a.Port) {
+			return nil, errDenied{ip.Unmap()}
+		}
+	}
+	var first error
+	for _, ip := range ips {
+		c, err := s.dial(ctx, handshake.AddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), a.Port)))
+		if err == nil {
+			s.metrics.dialDone(time.Since(start))
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = &net.DNSError{Err: "no such host", Name: string(a.Name), IsNotFound: true}
+	}
+	return nil, first
+}
+
+// dial connects to a with the tuned dialer. Domain names are resolved by the
+// dialer.
 func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, error) {
 	var buf [300]byte
 	addr := string(a.AppendTo(buf[:0]))

@@ -13,37 +13,38 @@ import (
 // --NAME sets both sides, --client-NAME and --upstream-NAME one side each.
 type sockOpt struct {
 	name, usage string
+	kind        string // its TOML type in a configuration file
 	set         func(o *tune.SockOpts, v string) error
 	isBool      bool
 }
 
 var sockOpts = []sockOpt{
-	{name: "rcvbuf", usage: "SO_RCVBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.RecvBufferBytes, v) }},
-	{name: "sndbuf", usage: "SO_SNDBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.SendBufferBytes, v) }},
-	{name: "nodelay", usage: "TCP_NODELAY (Nagle off), as Go sets by default", isBool: true, set: func(o *tune.SockOpts, v string) error {
+	{name: "rcvbuf", kind: kindSize, usage: "SO_RCVBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.RecvBufferBytes, v) }},
+	{name: "sndbuf", kind: kindSize, usage: "SO_SNDBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.SendBufferBytes, v) }},
+	{name: "nodelay", kind: kindBool, usage: "TCP_NODELAY (Nagle off), as Go sets by default", isBool: true, set: func(o *tune.SockOpts, v string) error {
 		b, err := strconv.ParseBool(v)
 		o.Nagle = !b
 		return err
 	}},
-	{name: "keepalive", usage: "TCP keepalive; false turns it off", isBool: true, set: func(o *tune.SockOpts, v string) error {
+	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off", isBool: true, set: func(o *tune.SockOpts, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err == nil && !b {
 			o.KeepAliveIdle = -1
 		}
 		return err
 	}},
-	{name: "keepalive-idle", usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) }},
-	{name: "keepalive-interval", usage: "`duration` between keepalive probes; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) }},
-	{name: "keepalive-count", usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9", set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) }},
-	{name: "user-timeout", usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) }},
-	{name: "congestion", usage: "TCP_CONGESTION `algorithm` (e.g. bbr, cubic); empty = system default", set: func(o *tune.SockOpts, v string) error { o.Congestion = v; return nil }},
-	{name: "notsent-lowat", usage: "TCP_NOTSENT_LOWAT `size`; 0 = system default", set: func(o *tune.SockOpts, v string) error { return setSize(&o.NotSentLowatBytes, v) }},
-	{name: "quickack", usage: "TCP_QUICKACK", isBool: true, set: func(o *tune.SockOpts, v string) error {
+	{name: "keepalive-idle", kind: kindDuration, usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) }},
+	{name: "keepalive-interval", kind: kindDuration, usage: "`duration` between keepalive probes; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) }},
+	{name: "keepalive-count", kind: kindInt, usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9", set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) }},
+	{name: "user-timeout", kind: kindDuration, usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) }},
+	{name: "congestion", kind: kindString, usage: "TCP_CONGESTION `algorithm` (e.g. bbr, cubic); empty = system default", set: func(o *tune.SockOpts, v string) error { o.Congestion = v; return nil }},
+	{name: "notsent-lowat", kind: kindSize, usage: "TCP_NOTSENT_LOWAT `size`; 0 = system default", set: func(o *tune.SockOpts, v string) error { return setSize(&o.NotSentLowatBytes, v) }},
+	{name: "quickack", kind: kindBool, usage: "TCP_QUICKACK", isBool: true, set: func(o *tune.SockOpts, v string) error {
 		b, err := strconv.ParseBool(v)
 		o.QuickAck = b
 		return err
 	}},
-	{name: "mark", usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none", set: func(o *tune.SockOpts, v string) error {
+	{name: "mark", kind: kindInt, usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none", set: func(o *tune.SockOpts, v string) error {
 		n, err := strconv.ParseUint(v, 0, 32)
 		o.Mark = uint32(n)
 		return err
@@ -62,6 +63,7 @@ type sideFlag struct {
 
 func (f *sideFlag) String() string   { return f.val }
 func (f *sideFlag) IsBoolFlag() bool { return f.opt != nil && f.opt.isBool }
+func (f *sideFlag) kind() string     { return f.opt.kind }
 func (f *sideFlag) Set(v string) error {
 	var probe tune.SockOpts
 	if err := f.opt.set(&probe, v); err != nil {

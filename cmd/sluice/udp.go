@@ -16,7 +16,12 @@ import (
 // the control connection closes or the association is idle for the UDP idle
 // timeout. Every socket it opens is closed before it returns. An error
 // before the reply gets a reply from the caller; later ones are errReplied.
-func (s *server) associate(ctx context.Context, c *net.TCPConn, req handshake.Addr) (relay.DatagramStats, error) {
+//
+// Every datagram's destination is checked against the destination rules
+// (for a name, each time it is resolved); denied is how many were dropped
+// for that, reported to relay as DropUnresolved since relay has no reason
+// for policy.
+func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, req handshake.Addr) (st relay.DatagramStats, denied int64, err error) {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	// Datagrams are taken from the control connection's IP only; a non-zero
@@ -28,36 +33,37 @@ func (s *server) associate(ctx context.Context, c *net.TCPConn, req handshake.Ad
 	}
 	clientSide, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
 	if err != nil {
-		return relay.DatagramStats{}, err
+		return st, 0, err
 	}
 	defer clientSide.Close()
 	src := s.tune.SourceAddr
 	upstream, err := net.ListenUDP(udpNetwork(src), net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
 	if err != nil {
-		return relay.DatagramStats{}, err
+		return st, 0, err
 	}
 	defer upstream.Close()
 	if err := handshake.WriteReply(c, handshake.Succeeded, clientSide.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
-		return relay.DatagramStats{}, errReplied{err}
+		return st, 0, errReplied{err}
 	}
 	c.SetDeadline(time.Time{})
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
 	go drainControl(c, cancel, done)
-	st, err := s.relay.Datagrams(actx, &relay.Association{
+	codec := &socksCodec{ctx: actx, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
+	st, err = s.relay.Datagrams(actx, &relay.Association{
 		Client:      clientSide,
 		Upstream:    upstream,
 		From:        netip.AddrPortFrom(peer, port),
-		Codec:       &socksCodec{ctx: actx, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout},
-		IdleTimeout: s.udpIdleTimeout,
+		Codec:       codec,
+		IdleTimeout: lv.udpIdleTimeout,
 	})
 	c.SetReadDeadline(time.Unix(1, 0)) // ends drainControl if the client is still there
 	<-done
 	if err != nil {
 		err = errReplied{err}
 	}
-	return st, err
+	return st, codec.denied, err // Datagrams has joined the goroutine of Decode
 }
 
 // udpNetwork is the network for the upstream UDP socket: dual-stack unless a
@@ -97,6 +103,8 @@ type socksCodec struct {
 	resolver *net.Resolver
 	timeout  time.Duration
 	names    map[string]netip.Addr // an invalid Addr: the name did not resolve
+	rules    *policy               // nil: every destination
+	denied   int64                 // datagrams the rules refused
 }
 
 // Decode parses the header of a client datagram.
@@ -108,6 +116,10 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 	case h.Frag != 0:
 		return netip.AddrPort{}, nil, relay.DropFragment
 	case h.Addr.Type != handshake.AddrDomain:
+		if !k.rules.allowed(cmdUDP, nil, h.Addr.IP, h.Addr.Port) {
+			k.denied++
+			return netip.AddrPort{}, nil, relay.DropUnresolved
+		}
 		return netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port), b[n:], relay.Relayed
 	}
 	ip, ok := k.names[string(h.Addr.Name)]
@@ -115,6 +127,10 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 		ip = k.resolve(string(h.Addr.Name))
 	}
 	if !ip.IsValid() {
+		return netip.AddrPort{}, nil, relay.DropUnresolved
+	}
+	if !k.rules.allowed(cmdUDP, h.Addr.Name, ip, h.Addr.Port) {
+		k.denied++
 		return netip.AddrPort{}, nil, relay.DropUnresolved
 	}
 	return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed

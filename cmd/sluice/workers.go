@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,10 +25,11 @@ type workerExit struct {
 
 // runWorkers is the parent of --workers N: it starts N copies of this
 // program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
-// SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them and
-// restarts a worker that dies. It returns the exit status once every worker
-// has ended after a signal.
-func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger) int {
+// SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them, and
+// SIGHUP (each worker then reloads on its own), and restarts a worker that
+// dies. It returns the exit status once every worker has ended after a
+// signal.
+func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, hup <-chan os.Signal) int {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Error("--workers: cannot find own executable", "err", err)
@@ -82,6 +84,9 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				signalAll(procs, syscall.SIGKILL)
 			}
 			return 0
+		case <-hup:
+			log.Info("forwarding SIGHUP to workers", "workers", live)
+			signalAll(procs, syscall.SIGHUP)
 		case e := <-exited:
 			live--
 			procs[e.i] = nil
@@ -143,4 +148,20 @@ func workerAttr() []any {
 		return []any{"worker", w}
 	}
 	return nil
+}
+
+// workerMetricsAddr is the --metrics address of this process: worker i of
+// --workers serves on the given port plus i, so that each can be scraped.
+func workerMetricsAddr(addr string) string {
+	w := os.Getenv(workerEnv)
+	host, port, err := net.SplitHostPort(addr)
+	if w == "" || err != nil {
+		return addr
+	}
+	i, err1 := strconv.Atoi(w)
+	p, err2 := strconv.Atoi(port)
+	if err1 != nil || err2 != nil || p == 0 {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+i))
 }

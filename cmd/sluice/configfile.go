@@ -1,0 +1,318 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// TOML types a key takes, by the flag it sets.
+const (
+	kindBool     = "bool"     // true or false
+	kindInt      = "int"      // an integer (a string of digits too)
+	kindSize     = "size"     // an integer of bytes or a string such as "4M"
+	kindDuration = "duration" // a string such as "10s" (or the integer 0)
+	kindString   = "string"
+	kindList     = "list" // a string or an array of strings (repeatable flag)
+)
+
+// fileOnly are keys that only a flag can set.
+var fileOnly = map[string]bool{"config": true, "print-config": true}
+
+// configArg returns the value of --config in args, or "". It stops at "--",
+// as flag parsing does.
+func configArg(args []string) string {
+	path := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			i++
+			val = args[i]
+		}
+		path = val
+	}
+	return path
+}
+
+// fileRules holds the keys of a configuration file that are tables.
+type fileRules struct {
+	ClientRule []ruleSpec `toml:"client-rule"`
+	Rule       []ruleSpec `toml:"rule"`
+}
+
+// loadConfigFile reads cfg.configFile and sets, for each top-level key, the
+// flag of that name, so that a key and its flag share one parser and one
+// check. Errors are one line: "--config FILE:LINE: what".
+func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
+	path := cfg.configFile
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config %s: %w", path, unwrapPathError(err))
+	}
+	text := string(data)
+	var generic map[string]any
+	md, err := toml.Decode(text, &generic)
+	if err != nil {
+		return fileError(path, text, err)
+	}
+	var tables fileRules
+	if md, err = toml.Decode(text, &tables); err != nil {
+		return fileError(path, text, err)
+	}
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && (k[0] == "rule" || k[0] == "client-rule") {
+			return fmt.Errorf("--config %s:%d: unknown key %q in [[%s]]", path, keyLine(text, k), k[len(k)-1], k[0])
+		}
+	}
+	for _, k := range md.Keys() {
+		if len(k) != 1 || k[0] == "rule" || k[0] == "client-rule" {
+			continue // the tables are decoded above; their keys are checked there
+		}
+		if err := setKey(fs, k[0], generic[k[0]]); err != nil {
+			return fmt.Errorf("--config %s:%d: %w", path, keyLine(text, k), err)
+		}
+	}
+	for _, set := range []struct {
+		name  string
+		specs []ruleSpec
+	}{{"client-rule", tables.ClientRule}, {"rule", tables.Rule}} {
+		for i, s := range set.specs {
+			if _, err := compileRule(s, set.name == "client-rule"); err != nil {
+				return fmt.Errorf("--config %s:%d: [[%s]] #%d: %w", path, tableLine(text, set.name, i), set.name, i+1, err)
+			}
+		}
+	}
+	cfg.clientRules, cfg.rules = tables.ClientRule, tables.Rule
+	return nil
+}
+
+// fileError formats a TOML error with its line when the library gives one.
+func fileError(path, text string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" && !strings.Contains(msg, pe.LastKey) {
+			msg = pe.LastKey + ": " + msg
+		}
+		return fmt.Errorf("--config %s:%d: %s", path, pe.Position.Line, msg)
+	}
+	// Type errors carry their position in the text only.
+	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("--config %s:%s: %s: %s", path, m[1], m[2], m[3])
+	}
+	return fmt.Errorf("--config %s: %v", path, err)
+}
+
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// setKey sets the flag called name from a decoded TOML value, after checking
+// the value's TOML type against the flag's kind.
+func setKey(fs *flag.FlagSet, name string, v any) error {
+	f := fs.Lookup(name)
+	if f == nil || fileOnly[name] {
+		return fmt.Errorf("unknown key %q", name)
+	}
+	kind := flagKind(f)
+	if arr, ok := v.([]any); ok {
+		if kind != kindList {
+			return fmt.Errorf("%s: wrong type: want a single %s, not an array", name, kind)
+		}
+		for _, e := range arr {
+			if err := setScalar(f, kind, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return setScalar(f, kind, v)
+}
+
+func setScalar(f *flag.Flag, kind string, v any) error {
+	var s string
+	ok := false
+	switch x := v.(type) {
+	case bool:
+		s, ok = strconv.FormatBool(x), kind == kindBool
+	case int64:
+		s, ok = strconv.FormatInt(x, 10), kind == kindInt || kind == kindSize || (kind == kindDuration && x == 0)
+	case string:
+		s, ok = x, kind != kindBool
+	}
+	if !ok {
+		return fmt.Errorf("%s: wrong type %s: want %s", f.Name, tomlTypeName(v), kindWant[kind])
+	}
+	if err := f.Value.Set(s); err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) {
+			err = ne.Err
+		}
+		return fmt.Errorf("%s: invalid value %q: %v", f.Name, s, err)
+	}
+	return nil
+}
+
+var kindWant = map[string]string{
+	kindBool: "true or false", kindInt: "an integer", kindSize: `a size such as 262144 or "4M"`,
+	kindDuration: `a duration string such as "10s"`, kindString: "a string", kindList: "a string or an array of strings",
+}
+
+func tomlTypeName(v any) string {
+	switch v.(type) {
+	case bool:
+		return "boolean"
+	case int64:
+		return "integer"
+	case float64:
+		return "float"
+	case string:
+		return "string"
+	case time.Time:
+		return "datetime"
+	case map[string]any, []map[string]any:
+		return "table"
+	case []any:
+		return "array"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// flagKind tells which TOML type a flag takes.
+func flagKind(f *flag.Flag) string {
+	if k, ok := f.Value.(interface{ kind() string }); ok {
+		return k.kind()
+	}
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return kindBool
+	}
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case int, int64, uint, uint64:
+			return kindInt
+		case time.Duration:
+			return kindDuration
+		}
+	}
+	return kindString
+}
+
+// keyLine finds the line that sets key k (a top-level key, or one inside
+// the last table named k[:len(k)-1]); 0 when not found. The TOML library
+// gives positions for syntax and type errors only.
+func keyLine(text string, k toml.Key) int {
+	table, want := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+	cur := ""
+	found := 0
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			cur = strings.Trim(line, "[] \t")
+			if j := strings.Index(cur, "]"); j >= 0 {
+				cur = cur[:j]
+			}
+			if found == 0 && cur == strings.Join(k, ".") {
+				found = i + 1 // the key is a table: its header
+			}
+			continue
+		}
+		name, _, ok := strings.Cut(line, "=")
+		if ok && cur == table && strings.Trim(strings.TrimSpace(name), `"'`) == want {
+			found = i + 1
+			if table == "" {
+				return found
+			}
+		}
+	}
+	return found
+}
+
+// tableLine finds the line of the n-th (from 0) [[name]] header; 0 when not
+// found.
+func tableLine(text, name string, n int) int {
+	for i, line := range strings.Split(text, "\n") {
+		if strings.ReplaceAll(strings.TrimSpace(line), " ", "") == "[["+name+"]]" {
+			if n == 0 {
+				return i + 1
+			}
+			n--
+		}
+	}
+	return 0
+}
+
+// flagValues records every flag's effective value and kind.
+func flagValues(fs *flag.FlagSet) map[string]flagValue {
+	vals := make(map[string]flagValue)
+	fs.VisitAll(func(f *flag.Flag) {
+		if !fileOnly[f.Name] {
+			vals[f.Name] = flagValue{f.Value.String(), flagKind(f)}
+		}
+	})
+	return vals
+}
+
+// printConfig writes the effective configuration as a TOML file that
+// --config reads back to the same configuration. Keys without a value (a
+// socket option left to the kernel) are written as comments.
+func printConfig(w io.Writer, cfg *config) error {
+	names := make([]string, 0, len(cfg.values))
+	for n := range cfg.values {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	if cfg.configFile != "" {
+		fmt.Fprintf(&b, "# effective configuration: %s and the command line\n", cfg.configFile)
+	} else {
+		b.WriteString("# effective configuration: the command line and defaults\n")
+	}
+	for _, n := range names {
+		v := cfg.values[n]
+		switch {
+		case n == "listen":
+			b.WriteString("listen = [")
+			for i, a := range cfg.listen {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(strconv.Quote(a))
+			}
+			b.WriteString("]\n")
+		case v.val == "" && v.kind != kindString:
+			fmt.Fprintf(&b, "# %s = (not set)\n", n)
+		case v.kind == kindBool:
+			fmt.Fprintf(&b, "%s = %s\n", n, v.val)
+		case v.kind == kindInt || v.kind == kindSize:
+			if _, err := strconv.ParseInt(v.val, 0, 64); err == nil {
+				fmt.Fprintf(&b, "%s = %s\n", n, v.val)
+				break
+			}
+			fmt.Fprintf(&b, "%s = %s\n", n, strconv.Quote(v.val))
+		default:
+			fmt.Fprintf(&b, "%s = %s\n", n, strconv.Quote(v.val))
+		}
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	if len(cfg.clientRules)+len(cfg.rules) == 0 {
+		return nil
+	}
+	io.WriteString(w, "\n")
+	return toml.NewEncoder(w).Encode(fileRules{ClientRule: cfg.clientRules, Rule: cfg.rules})
+}

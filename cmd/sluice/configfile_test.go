@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// TestConfigFileErrors checks that a bad file is one error line naming the
+// file, the line and the key.
+func TestConfigFileErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, file string
+		want       []string
+	}{
+		{"unknown-key", "bind = true\nlisten-on = \"x\"\n", []string{":2:", `unknown key "listen-on"`}},
+		{"unknown-table", "[limits]\nmax = 1\n", []string{":1:", `unknown key "limits"`}},
+		{"duration-as-int", "\n\ndial-timeout = 10\n", []string{":3:", "dial-timeout", "wrong type integer"}},
+		{"bool-as-string", "udp = \"no\"\n", []string{":1:", "udp", "true or false"}},
+		{"int-as-string", "max-sessions = \"many\"\n", []string{":1:", "max-sessions", `"many"`}},
+		{"bad-duration", "handshake-timeout = \"soon\"\n", []string{":1:", "handshake-timeout", `"soon"`}},
+		{"bad-size", "rcvbuf = \"lots\"\n", []string{":1:", "rcvbuf", "size"}},
+		{"array-for-scalar", "users = [\"a\", \"b\"]\n", []string{":1:", "users", "not an array"}},
+		{"syntax", "bind = \n", []string{":1:"}},
+		{"config-key", "config = \"other.toml\"\n", []string{":1:", `unknown key "config"`}},
+		{"rule-bad-cidr", "bind = true\n[[rule]]\naction = \"deny\"\n[[rule]]\naction = \"deny\"\ncidr = [\"10.0.0.0/33\"]\n", []string{":4:", "[[rule]] #2", "10.0.0.0/33"}},
+		{"rule-bad-action", "[[rule]]\naction = \"maybe\"\n", []string{":1:", "maybe"}},
+		{"rule-unknown-key", "[[rule]]\naction = \"deny\"\nport = [\"25\"]\n", []string{":3:", `unknown key "port"`}},
+		{"rule-cidr-not-array", "[[rule]]\naction = \"deny\"\ncidr = \"10.0.0.0/8\"\n", []string{":3:", "cidr"}},
+		{"client-rule-ports", "[[client-rule]]\naction = \"deny\"\nports = [\"25\"]\n", []string{":1:", "client rule"}},
+		{"bad-policy", "default-policy = \"maybe\"\n", []string{"default-policy", "maybe"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeConfig(t, tc.file)
+			_, err := parseFlags([]string{"--config", path}, io.Discard)
+			if err == nil {
+				t.Fatalf("file %q: no error", tc.file)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.Contains(msg, path) && !strings.Contains(msg, "--") {
+				t.Errorf("error %q: want one line naming the file or flag", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+// TestConfigFileAndFlags checks that every kind of key sets its flag and
+// that the command line overrides the file, replacing (not extending) a
+// repeatable key.
+func TestConfigFileAndFlags(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, `
+listen = ["127.0.0.1:1081", "[::1]:1081"]
+dial-timeout = "3s"
+udp-idle-timeout = 0
+max-sessions = 100
+pipe-size = "256K"
+rcvbuf = 65536
+mark = 0x10
+bind = false
+deny-private = true
+log-level = "debug"
+
+[[rule]]
+action = "allow"
+cidr = ["10.1.2.3"]
+ports = ["22"]
+`)
+	cfg, err := parseFlags([]string{"--config", path, "--max-sessions", "7", "--listen", "127.0.0.1:2000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", strings.Join(cfg.listen, ","), "127.0.0.1:2000"},
+		{"dial-timeout", cfg.tune.DialTimeout, 3 * time.Second},
+		{"udp-idle-timeout", cfg.udpIdleTimeout, time.Duration(0)},
+		{"max-sessions", cfg.maxSessions, 7},
+		{"pipe-size", cfg.relay.PipeBytes, 256 << 10},
+		{"rcvbuf", cfg.tune.Client.RecvBufferBytes, 65536},
+		{"mark", cfg.tune.Upstream.Mark, uint32(16)},
+		{"bind", cfg.bind, false},
+		{"deny-private", cfg.denyPrivate, true},
+		{"log-level", cfg.logLevel.String(), "DEBUG"},
+		{"rules", len(cfg.rules), 1},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	cfg, err = parseFlags([]string{"--config", path}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.listen, ","); got != "127.0.0.1:1081,[::1]:1081" {
+		t.Errorf("listen from the file = %s", got)
+	}
+}
+
+// TestExampleConfig loads the commented example shipped in contrib/, and
+// checks that --print-config gives a file that reads back to itself.
+func TestExampleConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"--config", "../../contrib/sluice.toml"}, io.Discard)
+	if err != nil {
+		t.Fatalf("contrib/sluice.toml: %v", err)
+	}
+	if len(cfg.rules) == 0 || len(cfg.clientRules) == 0 {
+		t.Errorf("example has %d rules and %d client rules; want some of each", len(cfg.rules), len(cfg.clientRules))
+	}
+	if _, _, err := buildLive(cfg); err != nil {
+		t.Fatalf("example does not compile: %v", err)
+	}
+	var first bytes.Buffer
+	if err := printConfig(&first, cfg); err != nil {
+		t.Fatal(err)
+	}
+	printed := writeConfig(t, first.String())
+	cfg2, err := parseFlags([]string{"--config", printed}, io.Discard)
+	if err != nil {
+		t.Fatalf("--print-config output does not load: %v\n%s", err, first.String())
+	}
+	var second bytes.Buffer
+	printConfig(&second, cfg2)
+	strip := func(s string) string { _, rest, _ := strings.Cut(s, "\n"); return rest } // the header names the file
+	if strip(first.String()) != strip(second.String()) {
+		t.Errorf("print-config is not a fixpoint:\n%s\n---\n%s", first.String(), second.String())
+	}
+}
+
+// TestPrintConfig runs "sluice --print-config": exit 0, TOML on stdout with
+// the flags given.
+func TestPrintConfig(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := sluiceCmd(ctx, "--print-config", "--max-sessions-per-ip", "9", "--listen", "[::1]:1")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("--print-config: %v; stderr: %s", err, stderr.String())
+	}
+	var got map[string]any
+	if _, err := toml.Decode(stdout.String(), &got); err != nil {
+		t.Fatalf("output is not TOML: %v\n%s", err, stdout.String())
+	}
+	if got["max-sessions-per-ip"] != int64(9) || got["handshake-timeout"] != "10s" {
+		t.Errorf("max-sessions-per-ip = %v, handshake-timeout = %v; want 9, 10s", got["max-sessions-per-ip"], got["handshake-timeout"])
+	}
+	if l, _ := got["listen"].([]any); len(l) != 1 || l[0] != "[::1]:1" {
+		t.Errorf("listen = %v", got["listen"])
+	}
+}

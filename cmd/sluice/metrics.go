@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-reuseport"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"sluice/handshake"
+	"sluice/relay"
+)
+
+// Command labels of the session metrics; cmdLabelHandshake is a session that
+// ended before its request was read.
+const (
+	cmdLabelConnect = iota
+	cmdLabelBind
+	cmdLabelUDP
+	cmdLabelHandshake
+	numCmdLabels
+)
+
+var cmdLabels = [numCmdLabels]string{"connect", "bind", "udp_associate", "none"}
+
+// replyLabels names each reply code; the last is "none", for a session closed
+// without a reply.
+var replyLabels = [...]string{
+	handshake.Succeeded:            "succeeded",
+	handshake.GeneralFailure:       "general_failure",
+	handshake.NotAllowed:           "not_allowed",
+	handshake.NetworkUnreachable:   "network_unreachable",
+	handshake.HostUnreachable:      "host_unreachable",
+	handshake.ConnectionRefused:    "connection_refused",
+	handshake.TTLExpired:           "ttl_expired",
+	handshake.CommandNotSupported:  "command_not_supported",
+	handshake.AddrTypeNotSupported: "address_type_not_supported",
+	9:                              "none",
+}
+
+const replyNone = 9
+
+// Relay path labels.
+const (
+	pathSplice   = iota // at least one byte moved through splice
+	pathFallback        // splice refused by the kernel; read/write instead
+	pathCopy            // read/write by choice (--no-splice), or nothing moved
+	numPaths
+)
+
+// dropNotAllowed extends relay's drop reasons with datagrams refused by the
+// destination rules, which cmd counts itself.
+const dropNotAllowed = relay.NumDrops
+
+// metrics are the Prometheus collectors, resolved to their label values once
+// so that updating them takes no map lookup and no lock. They are updated
+// when a session or association ends, never per read. A nil *metrics
+// ignores every update.
+type metrics struct {
+	reg         *prometheus.Registry
+	active      [numCmdLabels]prometheus.Gauge
+	sessions    [numCmdLabels][len(replyLabels)]prometheus.Counter
+	bytes       [2]prometheus.Counter // up (client to target), down
+	paths       [numPaths]prometheus.Counter
+	handshake   prometheus.Observer
+	dial        prometheus.Observer
+	acceptErrs  prometheus.Counter
+	refused     [numRefusals]prometheus.Counter
+	datagrams   [2]prometheus.Counter
+	udpBytes    [2]prometheus.Counter
+	dropped     [relay.NumDrops + 1]prometheus.Counter
+	reloads     [2]prometheus.Counter // ok, failed
+	connections prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_sessions_active", Help: "Sessions past their request, by command."}, []string{"command"})
+	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request)."}, []string{"command", "reply"})
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: "TCP payload bytes relayed, counted when a session ends; up is client to target."}, []string{"direction"})
+	paths := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relay_sessions_total", Help: "Relayed TCP sessions by data path: splice, fallback (splice refused by the kernel) or copy."}, []string{"path"})
+	hs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_handshake_duration_seconds", Help: "Time from accept to a parsed request.", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
+	dial := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_dial_duration_seconds", Help: "Time to connect to the target, name resolution included (successful dials).", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
+	acceptErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_accept_errors_total", Help: "Failed accept calls (EMFILE and the like)."})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_refused_total", Help: "Clients or requests refused by rules or limits, by reason."}, []string{"reason"})
+	dgrams := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_total", Help: "UDP datagrams relayed, counted when an association ends; up is client to destination."}, []string{"direction"})
+	udpBytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_relayed_bytes_total", Help: "UDP payload bytes relayed, counted when an association ends."}, []string{"direction"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason, counted when an association ends."}, []string{"reason"})
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_config_reloads_total", Help: "SIGHUP reloads, by result."}, []string{"result"})
+	conns := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_connections_accepted_total", Help: "TCP connections accepted, refused ones included."})
+	m.reg.MustRegister(active, sessions, bytes, paths, hs, dial, acceptErrs, refused, dgrams, udpBytes, dropped, reloads, conns)
+	for c := range numCmdLabels {
+		m.active[c] = active.WithLabelValues(cmdLabels[c])
+		for r := range replyLabels {
+			if replyLabels[r] != "" {
+				m.sessions[c][r] = sessions.WithLabelValues(cmdLabels[c], replyLabels[r])
+			}
+		}
+	}
+	for i, d := range [2]string{"up", "down"} {
+		m.bytes[i] = bytes.WithLabelValues(d)
+		m.datagrams[i] = dgrams.WithLabelValues(d)
+		m.udpBytes[i] = udpBytes.WithLabelValues(d)
+	}
+	for i, p := range [numPaths]string{"splice", "fallback", "copy"} {
+		m.paths[i] = paths.WithLabelValues(p)
+	}
+	for r := refClientRule; r < numRefusals; r++ {
+		m.refused[r] = refused.WithLabelValues(r.String())
+	}
+	for d := relay.DropStranger; d < relay.NumDrops; d++ {
+		m.dropped[d] = dropped.WithLabelValues(d.String())
+	}
+	m.dropped[dropNotAllowed] = dropped.WithLabelValues("not_allowed")
+	m.reloads[0], m.reloads[1] = reloads.WithLabelValues("ok"), reloads.WithLabelValues("failed")
+	m.handshake, m.dial, m.acceptErrs, m.connections = hs, dial, acceptErrs, conns
+	return m
+}
+
+func (m *metrics) accepted() {
+	if m != nil {
+		m.connections.Inc()
+	}
+}
+
+func (m *metrics) acceptError() {
+	if m != nil {
+		m.acceptErrs.Inc()
+	}
+}
+
+func (m *metrics) refuse(r refusal) {
+	if m != nil {
+		m.refused[r].Inc()
+	}
+}
+
+func (m *metrics) reload(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.reloads[0].Inc()
+	} else {
+		m.reloads[1].Inc()
+	}
+}
+
+func (m *metrics) handshakeDone(d time.Duration) {
+	if m != nil {
+		m.handshake.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) dialDone(d time.Duration) {
+	if m != nil {
+		m.dial.Observe(d.Seconds())
+	}
+}
+
+// begin counts a session that has read its request.
+func (m *metrics) begin(cmd int) {
+	if m != nil && cmd != cmdLabelHandshake { // an unknown command is not active
+		m.active[cmd].Inc()
+	}
+}
+
+// end counts a session that ended with reply rep (replyNone: closed without
+// one); cmd began it unless it is cmdLabelHandshake.
+func (m *metrics) end(cmd int, rep int) {
+	if m == nil {
+		return
+	}
+	if cmd != cmdLabelHandshake {
+		m.active[cmd].Dec()
+	}
+	m.sessions[cmd][rep].Inc()
+}
+
+// relayed counts what one TCP relay moved.
+func (m *metrics) relayed(st relay.Stats, forceCopy bool) {
+	if m == nil {
+		return
+	}
+	m.bytes[0].Add(float64(st.ClientToUpstream))
+	m.bytes[1].Add(float64(st.UpstreamToClient))
+	switch {
+	case st.Fallback && !forceCopy:
+		m.paths[pathFallback].Inc()
+	case st.Spliced:
+		m.paths[pathSplice].Inc()
+	default:
+		m.paths[pathCopy].Inc()
+	}
+}
+
+// datagramsRelayed counts what one association moved and dropped; denied is
+// the part of DropUnresolved that the rules refused.
+func (m *metrics) datagramsRelayed(st relay.DatagramStats, denied int64) {
+	if m == nil {
+		return
+	}
+	m.datagrams[0].Add(float64(st.FromClient))
+	m.datagrams[1].Add(float64(st.ToClient))
+	m.udpBytes[0].Add(float64(st.FromClientBytes))
+	m.udpBytes[1].Add(float64(st.ToClientBytes))
+	st.Dropped[relay.DropUnresolved] -= denied
+	for d := relay.DropStranger; d < relay.NumDrops; d++ {
+		if st.Dropped[d] > 0 {
+			m.dropped[d].Add(float64(st.Dropped[d]))
+		}
+	}
+	if denied > 0 {
+		m.dropped[dropNotAllowed].Add(float64(denied))
+	}
+}
+
+// serveMetrics serves m at http://addr/metrics until ctx ends. The listener
+// sets SO_REUSEPORT, so that a second sluice started for a restart can open
+// the same address. It returns the bound address.
+func serveMetrics(ctx context.Context, addr string, m *metrics, log *slog.Logger) (string, error) {
+	lc := net.ListenConfig{Control: reuseport.Control}
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"sluice/handshake"
+)
+
+// scrape fetches /metrics and parses it as Prometheus text.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	return mfs
+}
+
+// value returns the value of the sample of family name whose labels are
+// the given name=value pairs (a histogram gives its count); -1 if none.
+func value(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	mf := mfs[name]
+	if mf == nil {
+		return -1
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+// TestMetrics runs sessions of each kind and checks the scraped values,
+// and the naming conventions of every family.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	target := echo.Addr().(*net.TCPAddr)
+	uecho, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	udenied, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	deniedPort := closedPort(t)
+	cfg := writeConfig(t, fmt.Sprintf("[[rule]]\naction = \"deny\"\nports = [\"%d\", \"%d\"]\n",
+		int(deniedPort[0])<<8|int(deniedPort[1]), udenied.LocalAddr().(*net.UDPAddr).Port))
+	addr, inst := startSluice(t, "--config", cfg, "--metrics", "127.0.0.1:0", "--max-sessions", "3")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	maddr, err := serveMetrics(ctx, "127.0.0.1:0", inst.srv.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for range 2 { // two sessions, 5 bytes each way
+		c := connectRaw(t, addr, target)
+		mustWrite(t, c, []byte("12345"))
+		expect(t, c, []byte("12345"))
+		c.Close()
+	}
+	_, rep := request(t, addr, handshake.CmdConnect, handshake.AddrFromAddrPort(
+		netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(deniedPort[0])<<8|uint16(deniedPort[1]))))
+	if rep != 0x02 {
+		t.Fatalf("denied CONNECT: REP %#02x", rep)
+	}
+	c, relayAddr := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relayAddr)
+	denied := handshake.AddrFromAddrPort(udenied.LocalAddr().(*net.UDPAddr).AddrPort())
+	u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: denied}), "no"...))
+	allowed := handshake.AddrFromAddrPort(uecho.LocalAddr().(*net.UDPAddr).AddrPort())
+	roundTrip(t, u, allowed, []byte("yes"), allowed.AddrPort())
+	c.Close()
+	if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 0 }) {
+		t.Fatal("sessions did not end")
+	}
+	held := []*net.TCPConn{dialSluice(t, addr), dialSluice(t, addr), dialSluice(t, addr)}
+	if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 3 }) {
+		t.Fatal("held sessions not admitted")
+	}
+	over := dialSluice(t, addr)
+	expectClosed(t, over)
+	for _, h := range held {
+		h.Close()
+	}
+
+	var mfs map[string]*dto.MetricFamily
+	waitFor(10*time.Second, func() bool {
+		mfs = scrape(t, maddr)
+		return value(mfs, "sluice_sessions_total", "command", "none", "reply", "none") == 3
+	})
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"sluice_sessions_total", []string{"command", "connect", "reply", "succeeded"}, 2},
+		{"sluice_sessions_total", []string{"command", "connect", "reply", "not_allowed"}, 1},
+		{"sluice_sessions_total", []string{"command", "udp_associate", "reply", "succeeded"}, 1},
+		{"sluice_sessions_total", []string{"command", "none", "reply", "none"}, 3},
+		{"sluice_sessions_active", []string{"command", "connect"}, 0},
+		{"sluice_relayed_bytes_total", []string{"direction", "up"}, 10},
+		{"sluice_relayed_bytes_total", []string{"direction", "down"}, 10},
+		{"sluice_refused_total", []string{"reason", "destination_rule"}, 1},
+		{"sluice_refused_total", []string{"reason", "max_sessions"}, 1},
+		{"sluice_connections_accepted_total", nil, 8},
+		{"sluice_udp_datagrams_total", []string{"direction", "up"}, 1},
+		{"sluice_udp_datagrams_total", []string{"direction", "down"}, 1},
+		{"sluice_udp_datagrams_dropped_total", []string{"reason", "not_allowed"}, 1},
+		{"sluice_udp_datagrams_dropped_total", []string{"reason", "unresolved"}, 0},
+		{"sluice_dial_duration_seconds", nil, 2},
+		{"sluice_handshake_duration_seconds", nil, 4},
+		{"sluice_accept_errors_total", nil, 0},
+	}
+	for _, ch := range checks {
+		if got := value(mfs, ch.name, ch.labels...); got != ch.want {
+			t.Errorf("%s%v = %v, want %v", ch.name, ch.labels, got, ch.want)
+		}
+	}
+	paths := value(mfs, "sluice_relay_sessions_total", "path", "splice") + value(mfs, "sluice_relay_sessions_total", "path", "copy") +
+		value(mfs, "sluice_relay_sessions_total", "path", "fallback")
+	if paths != 2 {
+		t.Errorf("sluice_relay_sessions_total over paths = %v, want 2", paths)
+	}
+	for name, mf := range mfs {
+		ok := strings.HasPrefix(name, "sluice_")
+		switch mf.GetType() {
+		case dto.MetricType_COUNTER:
+			ok = ok && strings.HasSuffix(name, "_total")
+		case dto.MetricType_HISTOGRAM:
+			ok = ok && strings.HasSuffix(name, "_seconds")
+		}
+		if !ok {
+			t.Errorf("metric %s (%v) breaks the naming conventions", name, mf.GetType())
+		}
+	}
+}
+
+// TestAccessLog checks the one line per session, and that --access-log=false
+// turns it off.
+func TestAccessLog(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	target := echo.Addr().(*net.TCPAddr)
+	var on, off syncBuffer
+	addr, _ := startSluiceLog(t, &on)
+	quiet, quietInst := startSluiceLog(t, &off, "--access-log=false")
+	for _, a := range []string{addr, quiet} {
+		c := connectRaw(t, a, target)
+		mustWrite(t, c, []byte("12345"))
+		expect(t, c, []byte("12345"))
+		c.Close()
+	}
+	want := []string{"msg=session", "client=127.0.0.1:", "user=\"\"", "cmd=connect", "target=" + target.String(),
+		"reply=succeeded", "up_bytes=5", "down_bytes=5", "duration="}
+	var line string
+	waitFor(10*time.Second, func() bool {
+		for _, l := range strings.Split(on.String(), "\n") {
+			if strings.Contains(l, "msg=session") {
+				line = l
+			}
+		}
+		return line != ""
+	})
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("access line %q lacks %q", line, w)
+		}
+	}
+	waitFor(10*time.Second, func() bool { return quietInst.srv.limits.active.Load() == 0 }) // its session ended
+	if strings.Contains(off.String(), "msg=session") {
+		t.Errorf("--access-log=false logged a session: %s", off.String())
+	}
+}

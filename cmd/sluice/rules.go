@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"sluice/handshake"
+)
+
+// ruleSpec is one [[rule]] or [[client-rule]] table of the configuration
+// file. A rule matches when every field it sets matches (any one value of a
+// list is enough); a rule that sets no field matches everything.
+type ruleSpec struct {
+	Action   string   `toml:"action"`             // "allow" or "deny"
+	Commands []string `toml:"commands,omitempty"` // connect, bind, udp; empty: all
+	CIDR     []string `toml:"cidr,omitempty"`     // 10.0.0.0/8, ::1/128, or a bare IP
+	Ports    []string `toml:"ports,omitempty"`    // "443" or "6000-6063"
+	Domains  []string `toml:"domains,omitempty"`  // "example.com" exact, ".example.com" it and below
+}
+
+// cmdMask is a set of SOCKS commands a rule applies to; 0 means all.
+type cmdMask uint8
+
+const (
+	cmdConnect cmdMask = 1 << iota
+	cmdBind
+	cmdUDP
+)
+
+// portRange is an inclusive range of ports.
+type portRange struct{ lo, hi uint16 }
+
+// rule is a compiled ruleSpec.
+type rule struct {
+	allow   bool
+	cmds    cmdMask
+	nets    []netip.Prefix
+	ports   []portRange
+	domains [][]byte // lower case, no trailing dot; a leading '.' matches the name and below
+}
+
+// policy is an ordered rule list: the first rule that matches decides, and
+// the default decides when none does. A nil *policy allows everything.
+// It is immutable once built, so sessions read it without locks.
+type policy struct {
+	rules []rule
+	deny  bool // the default: deny when no rule matches
+	// needsIP is true when some rule looks at addresses: a domain target is
+	// then resolved and every address it resolves to is checked.
+	needsIP bool
+}
+
+// privateNets are the destinations the deny-private preset refuses:
+// addresses that reach the relay host itself or networks behind it.
+var privateNets = []string{
+	"0.0.0.0/8",       // "this" network; 0.0.0.0 reaches the host itself
+	"127.0.0.0/8",     // loopback
+	"10.0.0.0/8",      // RFC 1918
+	"172.16.0.0/12",   // RFC 1918
+	"192.168.0.0/16",  // RFC 1918
+	"100.64.0.0/10",   // CGNAT (RFC 6598)
+	"169.254.0.0/16",  // link-local, cloud metadata (169.254.169.254)
+	"224.0.0.0/4",     // multicast
+	"240.0.0.0/4",     // reserved, broadcast
+	"::/128",          // unspecified
+	"::1/128",         // loopback
+	"fe80::/10",       // link-local
+	"fc00::/7",        // unique local (fd00:ec2::254 is a metadata address)
+	"ff00::/8",        // multicast
+	"64:ff9b:1::/48",  // local-use NAT64 (RFC 8215)
+	"2001:db8::/32",   // documentation
+	"100::/64",        // discard-only
+	"198.18.0.0/15",   // benchmarking
+	"192.0.0.0/24",    // IETF protocol assignments
+	"192.0.2.0/24",    // TEST-NET-1
+	"198.51.100.0/24", // TEST-NET-2
+	"203.0.113.0/24",  // TEST-NET-3
+}
+
+// compilePolicy builds a destination (client == false) or client policy from
+// the configured rules. The deny-private preset comes after the rules, so an
+// explicit allow can make an exception to it. It returns nil, meaning allow
+// all, when there is nothing to check.
+func compilePolicy(specs []ruleSpec, defaultPolicy string, denyPrivate, client bool) (*policy, error) {
+	p := &policy{}
+	switch defaultPolicy {
+	case "", "allow":
+	case "deny":
+		p.deny = true
+	default:
+		return nil, fmt.Errorf("default policy %q: want allow or deny", defaultPolicy)
+	}
+	for i, s := range specs {
+		r, err := compileRule(s, client)
+		if err != nil {
+			return nil, &ruleError{index: i, err: err}
+		}
+		p.rules = append(p.rules, r)
+	}
+	if denyPrivate {
+		r := rule{}
+		for _, n := range privateNets {
+			r.nets = append(r.nets, netip.MustParsePrefix(n))
+		}
+		p.rules = append(p.rules, r)
+	}
+	if len(p.rules) == 0 && !p.deny {
+		return nil, nil
+	}
+	for _, r := range p.rules {
+		p.needsIP = p.needsIP || len(r.nets) > 0
+	}
+	return p, nil
+}
+
+// ruleError is an invalid rule; index counts from 0 in the order of the file.
+type ruleError struct {
+	index int
+	err   error
+}
+
+func (e *ruleError) Error() string { return fmt.Sprintf("rule #%d: %v", e.index+1, e.err) }
+func (e *ruleError) Unwrap() error { return e.err }
+
+func compileRule(s ruleSpec, client bool) (rule, error) {
+	var r rule
+	switch s.Action {
+	case "allow":
+		r.allow = true
+	case "deny":
+	default:
+		return r, fmt.Errorf("action %q: want allow or deny", s.Action)
+	}
+	if client && (len(s.Commands) > 0 || len(s.Ports) > 0 || len(s.Domains) > 0) {
+		return r, errors.New("a client rule takes action and cidr only")
+	}
+	for _, c := range s.Commands {
+		switch strings.ToLower(c) {
+		case "connect":
+			r.cmds |= cmdConnect
+		case "bind":
+			r.cmds |= cmdBind
+		case "udp", "udp-associate", "udp_associate":
+			r.cmds |= cmdUDP
+		default:
+			return r, fmt.Errorf("command %q: want connect, bind or udp", c)
+		}
+	}
+	for _, c := range s.CIDR {
+		p, err := parsePrefix(c)
+		if err != nil {
+			return r, err
+		}
+		r.nets = append(r.nets, p)
+	}
+	for _, ps := range s.Ports {
+		pr, err := parsePortRange(ps)
+		if err != nil {
+			return r, err
+		}
+		r.ports = append(r.ports, pr)
+	}
+	for _, d := range s.Domains {
+		d = strings.TrimSuffix(strings.ToLower(d), ".")
+		if strings.TrimPrefix(d, ".") == "" || len(d) > 255 {
+			return r, fmt.Errorf("domain %q: want a name such as example.com or .example.com", d)
+		}
+		r.domains = append(r.domains, []byte(d))
+	}
+	return r, nil
+}
+
+// parsePrefix parses a CIDR or a bare IP (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		ip = ip.Unmap()
+		return netip.PrefixFrom(ip, ip.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, fmt.Errorf("cidr %q: want an address or prefix such as 10.0.0.0/8 or fd00::/8", s)
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+	}
+	return p.Masked(), nil
+}
+
+// parsePortRange parses "443" or "6000-6063".
+func parsePortRange(s string) (portRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	if !isRange {
+		hi = lo
+	}
+	a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil || a > b {
+		return portRange{}, fmt.Errorf("port %q: want a port such as 443 or a range such as 6000-6063", s)
+	}
+	return portRange{uint16(a), uint16(b)}, nil
+}
+
+// allowed reports whether the policy lets cmd reach ip:port, where name is
+// the domain name the client asked for (nil for an IP target). ip may be
+// invalid only when the policy does not need addresses. It does not
+// allocate.
+func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) bool {
+	if p == nil {
+		return true
+	}
+	ip = ip.Unmap()
+	for i := range p.rules {
+		if p.rules[i].matches(cmd, name, ip, port) {
+			return p.rules[i].allow
+		}
+	}
+	return !p.deny
+}
+
+func (r *rule) matches(cmd cmdMask, name []byte, ip netip.Addr, port uint16) bool {
+	if r.cmds != 0 && r.cmds&cmd == 0 {
+		return false
+	}
+	if len(r.ports) > 0 && !matchPort(r.ports, port) {
+		return false
+	}
+	if len(r.nets) > 0 && !matchNet(r.nets, ip) {
+		return false
+	}
+	return len(r.domains) == 0 || matchDomain(r.domains, name)
+}
+
+func matchPort(ranges []portRange, port uint16) bool {
+	for _, pr := range ranges {
+		if port >= pr.lo && port <= pr.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func matchNet(nets []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchDomain compares case-insensitively; a trailing dot on name is ignored.
+func matchDomain(pats [][]byte, name []byte) bool {
+	if len(name) == 0 {
+		return false
+	}
+	name = bytes.TrimSuffix(name, []byte("."))
+	for _, d := range pats {
+		if d[0] != '.' {
+			if bytes.EqualFold(name, d) {
+				return true
+			}
+			continue
+		}
+		if bytes.EqualFold(name, d[1:]) ||
+			(len(name) > len(d) && bytes.EqualFold(name[len(name)-len(d):], d)) {
+			return true
+		}
+	}
+	return false
+}
+
+// errDenied is the error of a request the destination rules refuse; it maps
+// to reply 0x02.
+type errDenied struct {
+	ip netip.Addr // the refused address; invalid when the name was refused
+}
+
+func (e errDenied) Error() string {
+	if e.ip.IsValid() {
+		return "rules: destination " + e.ip.String() + " denied: connection not allowed by ruleset"
+	}
+	return "rules: destination denied: connection not allowed by ruleset"
+}
+
+func (e errDenied) Unwrap() error { return handshake.ErrNotAllowed }

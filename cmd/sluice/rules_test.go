@@ -1,0 +1,193 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sluice/handshake"
+)
+
+// TestPolicy checks rule matching: commands, ports, CIDRs, domains and
+// suffixes, first match wins, the default, and the deny-private preset.
+func TestPolicy(t *testing.T) {
+	t.Parallel()
+	specs := []ruleSpec{
+		{Action: "allow", CIDR: []string{"10.1.2.3"}, Ports: []string{"22"}},
+		{Action: "deny", Commands: []string{"connect"}, Ports: []string{"25", "6000-6063"}},
+		{Action: "deny", Domains: []string{"blocked.example", ".internal.example"}},
+		{Action: "deny", Commands: []string{"udp"}, CIDR: []string{"192.0.2.0/24", "2001:db8::/32"}},
+	}
+	p, err := compilePolicy(specs, "allow", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr
+	cases := []struct {
+		name string
+		cmd  cmdMask
+		host string // a name, or "" for an IP target
+		ip   string
+		port uint16
+		want bool
+	}{
+		{"public", cmdConnect, "", "8.8.8.8", 443, true},
+		{"smtp", cmdConnect, "", "8.8.8.8", 25, false},
+		{"smtp-udp", cmdUDP, "", "8.8.8.8", 25, true},
+		{"x11-range", cmdConnect, "", "8.8.8.8", 6010, false},
+		{"past-range", cmdConnect, "", "8.8.8.8", 6064, true},
+		{"exact-domain", cmdConnect, "Blocked.Example.", "8.8.8.8", 80, false},
+		{"not-a-suffix", cmdConnect, "notblocked.example", "8.8.8.8", 80, true},
+		{"suffix-apex", cmdConnect, "internal.example", "8.8.8.8", 80, false},
+		{"suffix-below", cmdConnect, "a.b.internal.example", "8.8.8.8", 80, false},
+		{"suffix-lookalike", cmdConnect, "evilinternal.example", "8.8.8.8", 80, true},
+		{"udp-cidr", cmdUDP, "", "192.0.2.7", 53, false},
+		{"udp-cidr-v6", cmdUDP, "", "2001:db8::1", 53, false},
+		{"private-exception", cmdConnect, "", "10.1.2.3", 22, true},
+		{"private-exception-port", cmdConnect, "", "10.1.2.3", 23, false},
+		{"loopback", cmdConnect, "", "127.0.0.1", 80, false},
+		{"loopback-v6", cmdBind, "", "::1", 80, false},
+		{"mapped-loopback", cmdConnect, "", "::ffff:127.0.0.1", 80, false},
+		{"metadata", cmdConnect, "", "169.254.169.254", 80, false},
+		{"cgnat", cmdUDP, "", "100.64.1.1", 53, false},
+		{"rfc1918", cmdConnect, "", "192.168.1.1", 80, false},
+		{"ula", cmdConnect, "", "fd00::1", 80, false},
+		{"link-local-v6", cmdConnect, "", "fe80::1", 80, false},
+		{"unspecified", cmdConnect, "", "0.0.0.0", 80, false},
+		{"public-v6", cmdConnect, "", "2606:4700::1111", 443, true},
+		{"name-to-private", cmdConnect, "rebind.example", "127.0.0.1", 80, false},
+	}
+	for _, c := range cases {
+		var name []byte
+		if c.host != "" {
+			name = []byte(c.host)
+		}
+		if got := p.allowed(c.cmd, name, ip(c.ip), c.port); got != c.want {
+			t.Errorf("%s: allowed = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if !p.needsIP {
+		t.Error("needsIP = false with CIDR rules")
+	}
+	deny, _ := compilePolicy([]ruleSpec{{Action: "allow", Ports: []string{"443"}}}, "deny", false, false)
+	if deny.allowed(cmdConnect, nil, ip("8.8.8.8"), 80) || !deny.allowed(cmdConnect, nil, ip("8.8.8.8"), 443) {
+		t.Error("default deny: want 443 allowed and 80 denied")
+	}
+	if none, _ := compilePolicy(nil, "allow", false, false); none != nil {
+		t.Error("no rules and default allow: want a nil policy (nothing to check)")
+	}
+}
+
+// TestPolicyNoAlloc checks that a rule check on the session path does not
+// allocate.
+func TestPolicyNoAlloc(t *testing.T) {
+	p, err := compilePolicy([]ruleSpec{{Action: "deny", Domains: []string{".example"}, Ports: []string{"1-100"}}}, "allow", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, ip := []byte("a.example.org"), netip.MustParseAddr("8.8.4.4")
+	allocs := testing.AllocsPerRun(200, func() { p.allowed(cmdUDP, name, ip, 443) })
+	if allocs != 0 {
+		t.Fatalf("allowed: %v allocs/op, want 0", allocs)
+	}
+}
+
+// TestDestinationRules checks rules on real sockets: an IP target, a name
+// that resolves to a denied address (no DNS-rebinding bypass), an
+// exception, BIND, and UDP datagrams.
+func TestDestinationRules(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	port := echo.Addr().(*net.TCPAddr).Port
+	other := echoServer(t, "tcp", "127.0.0.1:0")
+	otherPort := other.Addr().(*net.TCPAddr).Port
+	uecho, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	udenied, udeniedGot := udpEcho(t, "udp4", "127.0.0.1:0")
+	cfgFile := writeConfig(t, `
+deny-private = true
+[[rule]]
+action = "allow"
+commands = ["connect", "udp"]
+cidr = ["127.0.0.1/32"]
+ports = ["`+strconv.Itoa(port)+`", "`+strconv.Itoa(uecho.LocalAddr().(*net.UDPAddr).Port)+`"]
+`)
+	var logBuf syncBuffer
+	addr, inst := startSluiceLog(t, &logBuf, "--config", cfgFile)
+	inst.srv.dialer.Resolver = fixedResolver(t, netip.MustParseAddr("127.0.0.1"))
+	lo := netip.MustParseAddr("127.0.0.1")
+
+	t.Run("ip-allowed", func(t *testing.T) {
+		c, rep := request(t, addr, handshake.CmdConnect, handshake.AddrFromAddrPort(netip.AddrPortFrom(lo, uint16(port))))
+		if rep != 0 {
+			t.Fatalf("REP = %#02x, want 0", rep)
+		}
+		mustWrite(t, c, []byte("ok"))
+		expect(t, c, []byte("ok"))
+	})
+	t.Run("ip-denied", func(t *testing.T) {
+		c, rep := request(t, addr, handshake.CmdConnect, handshake.AddrFromAddrPort(netip.AddrPortFrom(lo, uint16(otherPort))))
+		if rep != 0x02 {
+			t.Fatalf("REP = %#02x, want 0x02", rep)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("name-allowed-dials-resolved-ip", func(t *testing.T) {
+		c, rep := request(t, addr, handshake.CmdConnect, domainAddr("allowed.test", port))
+		if rep != 0 {
+			t.Fatalf("REP = %#02x, want 0", rep)
+		}
+		mustWrite(t, c, []byte("by name"))
+		expect(t, c, []byte("by name"))
+	})
+	t.Run("name-resolving-to-denied", func(t *testing.T) {
+		c, rep := request(t, addr, handshake.CmdConnect, domainAddr("rebind.test", otherPort))
+		if rep != 0x02 {
+			t.Fatalf("REP = %#02x, want 0x02", rep)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("bind-denied", func(t *testing.T) {
+		c, rep := request(t, addr, handshake.CmdBind, handshake.AddrFromAddrPort(netip.AddrPortFrom(lo, 0)))
+		if rep != 0x02 {
+			t.Fatalf("REP = %#02x, want 0x02", rep)
+		}
+		expectClosed(t, c)
+	})
+	t.Run("udp-datagram-denied", func(t *testing.T) {
+		c, relayAddr := associateUDP(t, addr)
+		defer c.Close()
+		u := udpClient(t, "127.0.0.1", relayAddr)
+		denied := handshake.AddrFromAddrPort(udenied.LocalAddr().(*net.UDPAddr).AddrPort())
+		if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: denied}), "no"...)); err != nil {
+			t.Fatal(err)
+		}
+		allowed := handshake.AddrFromAddrPort(uecho.LocalAddr().(*net.UDPAddr).AddrPort())
+		roundTrip(t, u, allowed, []byte("yes"), allowed.AddrPort()) // sent after the denied one
+		if n := udeniedGot.Load(); n != 0 {
+			t.Fatalf("denied destination got %d datagrams", n)
+		}
+	})
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(logBuf.String(), "reply=not_allowed") }) {
+		t.Errorf("no access-log line with reply=not_allowed; log:\n%s", logBuf.String())
+	}
+}
+
+// TestClientRules checks that a denied client is closed before it is read
+// and an allowed one is served.
+func TestClientRules(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	denyLo := writeConfig(t, "[[client-rule]]\naction = \"deny\"\ncidr = [\"127.0.0.0/8\"]\n")
+	allowLo := writeConfig(t, "client-default-policy = \"deny\"\n[[client-rule]]\naction = \"allow\"\ncidr = [\"127.0.0.1\"]\n")
+	denied, _ := startSluice(t, "--config", denyLo)
+	allowed, _ := startSluice(t, "--config", allowLo)
+	c := dialSluice(t, denied)
+	mustWrite(t, c, []byte{5, 1, 0})
+	expectClosed(t, c)
+	c = connectRaw(t, allowed, echo.Addr().(*net.TCPAddr))
+	mustWrite(t, c, []byte("in"))
+	expect(t, c, []byte("in"))
+}
