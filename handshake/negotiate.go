@@ -54,17 +54,17 @@ func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
 	}
 	req, err := readRequest(rw, b)
 	req.User = user
-	if b.nheld > 0 {
-		req.held = b.held[:b.nheld:b.nheld]
-	}
+	req.held, req.nheld = b.held, uint8(b.nheld)
 	return req, err
 }
 
 // nextFrameReady reports whether the frame parse reads is already complete
-// in b: the client sent it without waiting for the answer in hand.
+// in b and will be answered: the client sent it without waiting for the
+// answer in hand. A broken frame is not: the connection will close, and the
+// client gets the answers it is owed first.
 func nextFrameReady[T any](b *Buffer, parse func([]byte) (T, int, error)) bool {
 	_, _, err := parse(b.pending())
-	return err != ErrShort
+	return err == nil || errors.Is(err, ErrCommandNotSupported) || errors.Is(err, ErrAddrTypeNotSupported)
 }
 
 // negotiateMethod reads the greeting and answers it with the chosen method.

@@ -76,15 +76,16 @@ func WriteReply(w io.Writer, r Reply, bnd netip.AddrPort) error {
 
 // WriteReply writes the reply to req like the package function WriteReply,
 // preceded in the same Write by the method and auth answers that Negotiate
-// held back under Config.Coalesce. Call it before releasing the Buffer.
+// held back under Config.Coalesce (only the first call sends them). It may
+// be called after the Buffer was released.
 func (req *Request) WriteReply(w io.Writer, r Reply, bnd netip.AddrPort) error {
-	if len(req.held) == 0 {
+	if req.nheld == 0 {
 		return WriteReply(w, r, bnd)
 	}
 	p := getReplyScratch()
-	_, err := w.Write(AppendReply(append(p[:0], req.held...), r, bnd))
+	_, err := w.Write(AppendReply(append(p[:0], req.held[:req.nheld]...), r, bnd))
 	putReplyScratch(p)
-	req.held = nil
+	req.nheld = 0
 	if err != nil {
 		return &stageError{stage: "reply", err: err, transport: true}
 	}

@@ -35,7 +35,10 @@ type Request struct {
 	// upstream, in order, before relaying anything else.
 	Rest []byte
 
-	held []byte // answers held back by Config.Coalesce; aliases the Buffer
+	// held[:nheld] are answers held back by Config.Coalesce; a copy, so they
+	// outlive the Buffer.
+	held  [4]byte
+	nheld uint8
 }
 
 // requestHeaderLen is VER, CMD, RSV: the bytes before the address.

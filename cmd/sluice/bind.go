@@ -26,7 +26,8 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
 // name, to the name when no rule looks at addresses) before listening, and
 // to the peer that connects, with the name DST.ADDR gave, if any.
-func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, want handshake.Addr) (*net.TCPConn, error) {
+func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
+	want := req.Addr
 	p := lv.rules
 	switch {
 	case p == nil:
@@ -48,7 +49,7 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, want handsh
 	}
 	tl := l.(*net.TCPListener)
 	defer tl.Close()
-	if err := handshake.WriteReply(c, handshake.Succeeded, tl.Addr().(*net.TCPAddr).AddrPort()); err != nil {
+	if err := req.WriteReply(c, handshake.Succeeded, tl.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		return nil, errReplied{err}
 	}
 	tl.SetDeadline(time.Now().Add(lv.bindTimeout))

@@ -19,6 +19,9 @@ import (
 // config is everything the flags say. Libraries get their part as option
 // structs; nothing below cmd reads flags.
 type config struct {
+	// resolver, when set (tests only), resolves upstream names instead of
+	// the system's resolver.
+	resolver         *net.Resolver
 	listen           []string
 	usersFile        string
 	allowOpenRelay   bool

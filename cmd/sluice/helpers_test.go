@@ -38,12 +38,12 @@ func startSluice(t *testing.T, args ...string) (string, *instance) {
 	if err != nil {
 		t.Fatalf("parseFlags(%q): %v", args, err)
 	}
+	cfg.resolver = nxdomainResolver(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	inst, err := start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("start(%q): %v", args, err)
 	}
-	inst.srv.dialer.Resolver = nxdomainResolver(t)
 	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	return inst.addrs()[0], inst
 }

@@ -89,21 +89,6 @@ func runClient(t *testing.T, client string, timeout time.Duration, cmd *exec.Cmd
 	return r
 }
 
-// startSluiceForClient is startSluice for a test whose client is another
-// process. startSluice sets the server's resolver after its accept loops
-// have started. An in-process client orders that write before its sessions
-// for the race detector by writing to its socket (a write and a later read
-// are synchronised), but another process's writes are invisible to it.
-// Writing one byte to os.DevNull here gives the sessions the same order.
-func startSluiceForClient(t *testing.T, args ...string) (string, *instance) {
-	t.Helper()
-	addr, inst := startSluice(t, args...)
-	if err := os.WriteFile(os.DevNull, []byte{0}, 0); err != nil {
-		t.Fatal(err)
-	}
-	return addr, inst
-}
-
 // bulkBytes is the size of each curl transfer.
 const bulkBytes = 64 << 20
 
@@ -178,7 +163,7 @@ func TestCurlBulk(t *testing.T) {
 			t.Parallel()
 			web, results := bulkServer(t, data)
 			_, port, _ := net.SplitHostPort(web)
-			addr, _ := startSluiceForClient(t)
+			addr, _ := startSluice(t)
 			args := append([]string{"-sS", "--fail", "--noproxy", "", "--max-time", "40"}, tc.args(addr, web, port)...)
 			cmd := exec.Command(curl, args...)
 			h := sha256.New() // what curl received
@@ -307,7 +292,7 @@ func TestIperf3Proxychains(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr, inst := startSluiceForClient(t)
+			addr, inst := startSluice(t)
 			port := startIperf3Server(t, iperf3)
 			args := append([]string{"-q", "-f", writeProxychainsConf(t, addr), iperf3, "-c", "127.0.0.1", "-p", port, "-t", "2", "--json"}, tc.extra...)
 			r := runClient(t, "proxychains4 + iperf3", 30*time.Second, exec.Command(proxychains, args...))
@@ -379,7 +364,7 @@ func TestPySocks(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr, _ := startSluiceForClient(t)
+			addr, _ := startSluice(t)
 			host, port, _ := net.SplitHostPort(addr)
 			payload := "pysocks " + tc.name + " through sluice"
 			cmd := exec.Command(py, script, tc.mode, host, port, tc.host, strconv.Itoa(int(tc.port)), payload)
@@ -443,7 +428,7 @@ func TestChromium(t *testing.T) {
 		fmt.Fprintf(w, "<!DOCTYPE html><html><body><p id=\"status\">not rewritten</p>"+
 			"<script src=\"http://localhost:%s/x.js\"></script></body></html>", scriptPort)
 	})
-	addr, _ := startSluiceForClient(t, "--source-addr", chromiumSourceIP)
+	addr, _ := startSluice(t, "--source-addr", chromiumSourceIP)
 	dir := t.TempDir()
 	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
@@ -488,7 +473,7 @@ func TestNcatHalfClose(t *testing.T) {
 	t.Cleanup(func() { l.Close() })
 	received := make(chan targetRead, 1)
 	go serveReadThenReply(l.(*net.TCPListener), received)
-	addr, _ := startSluiceForClient(t)
+	addr, _ := startSluice(t)
 	_, targetPort, _ := net.SplitHostPort(l.Addr().String())
 	cmd := exec.Command(ncat, "--proxy", addr, "--proxy-type", "socks5", "127.0.0.1", targetPort)
 	cmd.Stdin = bytes.NewReader(payload)

@@ -153,6 +153,9 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
 	}}
+	if cfg.resolver != nil {
+		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs
+	}
 	if cfg.metricsAddr != "" {
 		inst.srv.metrics = newMetrics()
 	}

@@ -84,17 +84,23 @@ func serveFixedA(pc net.PacketConn, ip [4]byte) {
 // startSluiceLog is startSluice with the log at info level written to buf.
 func startSluiceLog(t *testing.T, buf *syncBuffer, args ...string) (string, *instance) {
 	t.Helper()
+	return startSluiceResolver(t, nxdomainResolver(t), buf, args...)
+}
+
+// startSluiceResolver is startSluiceLog with r as the upstream resolver.
+func startSluiceResolver(t *testing.T, r *net.Resolver, buf *syncBuffer, args ...string) (string, *instance) {
+	t.Helper()
 	args = append([]string{"--listeners", "1", "--listen", "127.0.0.1:0"}, args...)
 	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatalf("parseFlags(%q): %v", args, err)
 	}
+	cfg.resolver = r
 	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	inst, err := start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("start(%q): %v", args, err)
 	}
-	inst.srv.dialer.Resolver = nxdomainResolver(t)
 	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	return inst.addrs()[0], inst
 }

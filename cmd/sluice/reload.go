@@ -48,6 +48,9 @@ func buildLive(cfg *config) (lv *live, warn string, err error) {
 		udpIdleTimeout:   cfg.udpIdleTimeout,
 		accessLog:        cfg.accessLog,
 	}
+	// Pipelining clients get their method (and auth) answers together with
+	// the reply: one write and one wake-up instead of two or three.
+	lv.hs.Coalesce = true
 	if !cfg.udp {
 		lv.udpIdleTimeout = -1
 	}

@@ -115,8 +115,7 @@ cidr = ["127.0.0.1/32"]
 ports = ["`+strconv.Itoa(port)+`", "`+strconv.Itoa(uecho.LocalAddr().(*net.UDPAddr).Port)+`"]
 `)
 	var logBuf syncBuffer
-	addr, inst := startSluiceLog(t, &logBuf, "--config", cfgFile)
-	inst.srv.dialer.Resolver = fixedResolver(t, netip.MustParseAddr("127.0.0.1"))
+	addr, _ := startSluiceResolver(t, fixedResolver(t, netip.MustParseAddr("127.0.0.1")), &logBuf, "--config", cfgFile)
 	lo := netip.MustParseAddr("127.0.0.1")
 
 	t.Run("ip-allowed", func(t *testing.T) {

@@ -118,13 +118,16 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	}
 	b := handshake.GetBuffer()
 	req, err := handshake.Negotiate(c, b, &lv.hs)
+	if lv.handshakeTimeout > 0 {
+		c.SetDeadline(time.Time{}) // the dial has its own timeout
+	}
 	if err != nil {
 		b.Release()
 		rep := replyNone
 		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) {
 			rep = int(handshake.ReplyFor(err))
 		}
-		s.reject(c, err)
+		s.reject(c, &req, err)
 		s.metrics.end(cmdLabelHandshake, rep)
 		s.accessLog(lv, c, "", "", "", rep, 0, 0, start, err)
 		return
@@ -137,7 +140,7 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		if !s.limits.admitUser(user, lv.maxPerUser) {
 			b.Release()
 			s.metrics.refuse(refMaxPerUser)
-			s.fail(lv, c, user, cmd, target, errUserLimit, start)
+			s.fail(lv, c, &req, user, cmd, target, errUserLimit, start)
 			return
 		}
 		defer s.limits.releaseUser(user)
@@ -147,7 +150,7 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	case handshake.CmdConnect:
 		up, err = s.connect(ctx, lv, req.Addr)
 		if err == nil {
-			err = handshake.WriteReply(c, handshake.Succeeded, localAddrPort(up))
+			err = req.WriteReply(c, handshake.Succeeded, localAddrPort(up))
 			if err != nil {
 				err = errReplied{err}
 			}
@@ -157,19 +160,17 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 			err = handshake.ErrCommandNotSupported
 			break
 		}
-		c.SetDeadline(time.Time{}) // bind has its own timeout
-		up, err = s.bind(ctx, lv, c, req.Addr)
+		up, err = s.bind(ctx, lv, c, &req)
 	case handshake.CmdUDPAssociate:
 		if lv.udpIdleTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
 			break
 		}
-		addr := req.Addr // copied: b is released before the association ends
-		if addr.Type == handshake.AddrDomain {
-			addr.Name = nil
+		if req.Addr.Type == handshake.AddrDomain {
+			req.Addr.Name = nil // aliases b, released before the association ends
 		}
 		b.Release()
-		s.udpSession(ctx, lv, c, addr, user, target, start)
+		s.udpSession(ctx, lv, c, &req, user, target, start)
 		return
 	default:
 		err = handshake.ErrCommandNotSupported
@@ -185,7 +186,7 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		if up != nil {
 			up.Close()
 		}
-		s.fail(lv, c, user, cmd, target, err, start)
+		s.fail(lv, c, &req, user, cmd, target, err, start)
 		return
 	}
 	defer up.Close()
@@ -197,11 +198,11 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 }
 
 // udpSession runs a UDP association and accounts for it.
-func (s *server) udpSession(ctx context.Context, lv *live, c *net.TCPConn, addr handshake.Addr, user, target string, start time.Time) {
-	st, denied, err := s.associate(ctx, lv, c, addr)
+func (s *server) udpSession(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request, user, target string, start time.Time) {
+	st, denied, err := s.associate(ctx, lv, c, req)
 	s.metrics.datagramsRelayed(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
-		s.fail(lv, c, user, cmdLabelUDP, target, err, start)
+		s.fail(lv, c, req, user, cmdLabelUDP, target, err, start)
 		return
 	}
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
@@ -224,11 +225,11 @@ func sumDrops(st relay.DatagramStats) int64 {
 }
 
 // fail ends a session that got no success reply, or failed after it
-// (errReplied): it replies where still possible, counts and logs.
-func (s *server) fail(lv *live, c *net.TCPConn, user string, cmd int, target string, err error, start time.Time) {
+// (errReplied): it replies to req where still possible, counts and logs.
+func (s *server) fail(lv *live, c *net.TCPConn, req *handshake.Request, user string, cmd int, target string, err error, start time.Time) {
 	rep := replyNone
 	if !errors.As(err, new(errReplied)) {
-		s.reject(c, err)
+		s.reject(c, req, err)
 		rep = int(handshake.ReplyFor(err))
 		if rep == int(handshake.NotAllowed) {
 			s.metrics.refuse(refDestRule)
@@ -273,9 +274,10 @@ func cmdLabelOf(c handshake.Command) int {
 }
 
 // reject answers a failed handshake or dial with the reply the RFC asks for
-// (or none, where it says close) and logs it at debug level.
-func (s *server) reject(c *net.TCPConn, err error) {
-	werr := handshake.WriteError(c, err)
+// (or none, where it says close), after any answers Negotiate held back, and
+// logs it at debug level.
+func (s *server) reject(c *net.TCPConn, req *handshake.Request, err error) {
+	werr := req.WriteError(c, err)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("rejected", "client", c.RemoteAddr().String(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
 	}

@@ -21,7 +21,8 @@ import (
 // (for a name, each time it is resolved); denied is how many were dropped
 // for that, reported to relay as DropUnresolved since relay has no reason
 // for policy.
-func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, req handshake.Addr) (st relay.DatagramStats, denied int64, err error) {
+func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, r *handshake.Request) (st relay.DatagramStats, denied int64, err error) {
+	req := r.Addr
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	// Datagrams are taken from the control connection's IP only; a non-zero
@@ -42,7 +43,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, req ha
 		return st, 0, err
 	}
 	defer upstream.Close()
-	if err := handshake.WriteReply(c, handshake.Succeeded, clientSide.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+	if err := r.WriteReply(c, handshake.Succeeded, clientSide.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
 		return st, 0, errReplied{err}
 	}
 	c.SetDeadline(time.Time{})
