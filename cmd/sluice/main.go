@@ -116,8 +116,9 @@ func migrateReq() string {
 type instance struct {
 	srv       *server
 	listeners []*net.TCPListener
-	accepted  []atomic.Int64     // per listener
-	cancel    context.CancelFunc // ends live sessions
+	accepted  []atomic.Int64       // per listener
+	cancel    context.CancelFunc   // ends live sessions
+	cancels   []context.CancelFunc // of each listener's context, below cancel's
 	accepting sync.WaitGroup
 }
 
@@ -177,10 +178,15 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		if cfg.pin && len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
 		}
+		// Each listener's sessions hang their cancellation (relay, dial) on
+		// a context of its own, so that listeners share no context's lock;
+		// canceling sctx still reaches them all.
+		lctx, lcancel := context.WithCancel(sctx)
+		inst.cancels = append(inst.cancels, lcancel)
 		inst.accepting.Add(1)
 		go func() {
 			defer inst.accepting.Done()
-			inst.srv.acceptLoop(sctx, l, cpu, &inst.accepted[i])
+			inst.srv.acceptLoop(lctx, l, cpu, &inst.accepted[i])
 		}()
 	}
 	return inst, nil
@@ -214,6 +220,9 @@ func (inst *instance) shutdown(drain time.Duration) {
 		t.Stop()
 	}
 	inst.cancel()
+	for _, cancel := range inst.cancels {
+		cancel()
+	}
 	<-done
 	inst.srv.relay.Close()
 }
