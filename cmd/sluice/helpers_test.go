@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 // that answers NXDOMAIN, so no test ever asks the machine's resolver.
 func startSluice(t *testing.T, args ...string) (string, *instance) {
 	t.Helper()
-	if !strings.Contains(strings.Join(args, " "), "--listen") {
+	if !slices.ContainsFunc(args, func(a string) bool { return a == "--listen" || strings.HasPrefix(a, "--listen=") }) {
 		args = append(args, "--listen", "127.0.0.1:0")
 	}
 	args = append([]string{"--listeners", "1"}, args...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,12 +14,17 @@ import (
 	"time"
 )
 
-// listenSockets counts the TCP sockets in LISTEN state on port, from
-// /proc/net/tcp and /proc/net/tcp6 (what `ss -ltn` reads).
+// listenSockets counts the TCP sockets in LISTEN state on port, from the
+// tcp and tcp6 tables of /proc (what `ss -ltn` reads). It reads them through
+// /proc/thread-self on a locked thread: /proc/net shows the network namespace
+// of the process's main thread, which a test that enters a namespace on a
+// locked thread (TestHalfOpenTarget) may have moved.
 func listenSockets(t *testing.T, port int) int {
 	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	n := 0
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue

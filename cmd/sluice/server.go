@@ -28,6 +28,8 @@ type server struct {
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
+
+	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
 }
 
 // acceptLoop accepts connections on l until l is closed. Accept errors such
@@ -43,7 +45,6 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 		}
 	}
 	var delay time.Duration
-	var lastLog time.Time
 	for {
 		c, err := l.AcceptTCP()
 		if err != nil {
@@ -52,8 +53,7 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 			}
 			s.metrics.acceptError()
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			if now := time.Now(); now.Sub(lastLog) >= time.Second {
-				lastLog = now
+			if s.acceptLogDue() {
 				s.log.Error("accept failed; backing off", "listener", l.Addr().String(), "err", err, "backoff", delay)
 			}
 			t := time.NewTimer(delay)
@@ -85,6 +85,14 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 		s.sessions.Add(1)
 		go s.serveConn(ctx, c, lv, ip, perIP)
 	}
+}
+
+// acceptLogDue reports whether an accept failure may be logged now: at most
+// once a second over all accept loops.
+func (s *server) acceptLogDue() bool {
+	now := time.Now().UnixNano()
+	last := s.lastAcceptLog.Load()
+	return now-last >= int64(time.Second) && s.lastAcceptLog.CompareAndSwap(last, now)
 }
 
 // refuse closes a client refused at accept, counts and logs it.
