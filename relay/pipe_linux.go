@@ -99,6 +99,18 @@ func (pp *pipePool) idle() int {
 	return len(pp.free)
 }
 
+// trim closes the pooled pipes; the pool keeps working.
+func (pp *pipePool) trim() int {
+	pp.mu.Lock()
+	free := pp.free
+	pp.free = nil
+	pp.mu.Unlock()
+	for _, p := range free {
+		p.close()
+	}
+	return len(free)
+}
+
 // close closes the pooled pipes; pipes given back later are closed too.
 func (pp *pipePool) close() {
 	pp.mu.Lock()

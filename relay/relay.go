@@ -129,6 +129,14 @@ func (r *Relay) Close() error {
 	return nil
 }
 
+// Trim closes the idle pooled pipes and returns how many it closed, giving
+// their descriptors back; the Relay keeps working and pools pipes again.
+// Call it when the process runs out of file descriptors (EMFILE), so that
+// idle pipes do not keep new connections out.
+func (r *Relay) Trim() int {
+	return r.pipes.trim()
+}
+
 // abort causes, in s.cause: the first to happen wins.
 const (
 	causeNone int32 = iota

@@ -45,7 +45,7 @@ func waitPipeFds(t testing.TB, want int) int {
 
 // TestPipeFds is not parallel: it counts the whole process's descriptors.
 func TestPipeFds(t *testing.T) {
-	t.Run("pooled pipes released by Close", func(t *testing.T) {
+	t.Run("pooled pipes released by Trim and Close", func(t *testing.T) {
 		before := pipeFds(t)
 		r := New(Options{})
 		const sessions = 4
@@ -69,6 +69,20 @@ func TestPipeFds(t *testing.T) {
 		}
 		if n := pipeFds(t); n != before+2*idle {
 			t.Errorf("pipe fds = %d with %d pooled; want %d", n, idle, before+2*idle)
+		}
+		if n := r.Trim(); n != idle {
+			t.Errorf("Trim closed %d pipes; want the %d pooled", n, idle)
+		}
+		if n := pipeFds(t); n != before || r.pipes.idle() != 0 {
+			t.Errorf("after Trim: %d pipe fds, %d pooled; want %d, 0", n, r.pipes.idle(), before)
+		}
+		// A trimmed Relay pools again.
+		g0 := newRig(t).start(context.Background(), r)
+		roundTrip(t, g0)
+		g0.client.CloseWrite()
+		g0.upstream.CloseWrite()
+		if res := g0.wait(t); res.err != nil || r.pipes.idle() == 0 {
+			t.Fatalf("Pipe after Trim: %v, %d pooled; want nil and pooled pipes", res.err, r.pipes.idle())
 		}
 		r.Close()
 		if n := pipeFds(t); n != before || r.pipes.idle() != 0 {

@@ -135,10 +135,16 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	if warn != "" {
 		log.Warn(warn)
 	}
+	ropts := cfg.relay
 	if n, err := tune.RaiseNoFile(); err != nil {
 		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
 	} else {
 		log.Debug("RLIMIT_NOFILE raised", "soft", n)
+		if ropts.MaxIdlePipes == 0 {
+			// Pooled pipes hold two fds each: keep them to 1/16 of the
+			// descriptors (and at most relay's default of 1024).
+			ropts.MaxIdlePipes = int(min(max(n/16, 8), 1024))
+		}
 	}
 	topts, warnings := cfg.tune.Probe()
 	for _, w := range warnings {
@@ -148,7 +154,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	inst := &instance{cancel: cancel, srv: &server{
 		tune:        &topts,
 		dialer:      topts.Dialer(),
-		relay:       relay.New(cfg.relay),
+		relay:       relay.New(ropts),
 		log:         log,
 		limits:      newLimiter(),
 		forceCopy:   cfg.relay.ForceCopy,

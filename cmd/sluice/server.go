@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"sluice/handshake"
@@ -52,6 +53,7 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 				return
 			}
 			s.metrics.acceptError()
+			s.fdPressure(err)
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if s.acceptLogDue() {
 				s.log.Error("accept failed; backing off", "listener", l.Addr().String(), "err", err, "backoff", delay)
@@ -87,6 +89,15 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 	}
 }
 
+// fdPressure gives back the relay's idle pooled pipes when err says the
+// process is out of file descriptors, so that they do not keep new
+// connections out.
+func (s *server) fdPressure(err error) {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		s.relay.Trim()
+	}
+}
+
 // acceptLogDue reports whether an accept failure may be logged now: at most
 // once a second over all accept loops.
 func (s *server) acceptLogDue() bool {
@@ -114,10 +125,14 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 // configuration at accept, used to the session's end; ip and perIP are what
 // the limiter needs back.
 func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip netip.Addr, perIP bool) {
-	defer s.sessions.Done()
-	defer s.limits.release(ip, perIP)
-	defer c.Close()
+	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
+	defer func() {
+		if rs.up == nil { // not handed to relayLoop: end here
+			s.endSession(rs)
+		}
+	}()
 	start := time.Now()
+	rs.start = start
 	if err := s.tune.ApplyClient(c); err != nil {
 		s.log.Debug("client socket options", "client", c.RemoteAddr().String(), "err", err)
 	}
@@ -151,7 +166,7 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 			s.fail(lv, c, &req, user, cmd, target, errUserLimit, start)
 			return
 		}
-		defer s.limits.releaseUser(user)
+		rs.userHeld, rs.user = true, user
 	}
 	var up *net.TCPConn
 	switch req.Cmd {
@@ -197,12 +212,50 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		s.fail(lv, c, &req, user, cmd, target, err, start)
 		return
 	}
-	defer up.Close()
-	c.SetDeadline(time.Time{})
-	st, err := s.relay.Pipe(ctx, c, up)
+	rs.user, rs.cmd, rs.target = user, cmd, target
+	rs.up = up // from here relayLoop owns the session
+	// The relay runs on a goroutine of its own, so that the stack this one
+	// grew through the handshake and the dial is freed for the session's
+	// life: an idle session then costs two small stacks.
+	go s.relayLoop(ctx, rs)
+}
+
+// relaySession is an established session as serveConn hands it to
+// relayLoop, which owns it from then on.
+type relaySession struct {
+	c, up    *net.TCPConn
+	lv       *live
+	ip       netip.Addr
+	perIP    bool
+	userHeld bool // a --max-sessions-per-user slot of user is held
+	user     string
+	cmd      int
+	target   string
+	start    time.Time
+}
+
+// relayLoop relays an established session, then accounts for it and
+// releases what it holds.
+func (s *server) relayLoop(ctx context.Context, rs *relaySession) {
+	defer s.endSession(rs)
+	rs.c.SetDeadline(time.Time{})
+	st, err := s.relay.Pipe(ctx, rs.c, rs.up)
 	s.metrics.relayed(st, s.forceCopy)
-	s.metrics.end(cmd, int(handshake.Succeeded))
-	s.accessLog(lv, c, user, cmdLabels[cmd], target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, start, err)
+	s.metrics.end(rs.cmd, int(handshake.Succeeded))
+	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, rs.start, err)
+}
+
+// endSession closes a session's sockets and gives back its limit slots.
+func (s *server) endSession(rs *relaySession) {
+	if rs.up != nil {
+		rs.up.Close()
+	}
+	rs.c.Close()
+	if rs.userHeld {
+		s.limits.releaseUser(rs.user)
+	}
+	s.limits.release(rs.ip, rs.perIP)
+	s.sessions.Done()
 }
 
 // udpSession runs a UDP association and accounts for it.
@@ -368,6 +421,7 @@ func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, erro
 	addr := string(a.AppendTo(buf[:0]))
 	c, err := s.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		s.fdPressure(err)
 		return nil, err
 	}
 	tc := c.(*net.TCPConn)
