@@ -383,14 +383,17 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 mkdir -p "$OUT"
 cp "$tmp/results.json" "$OUT/results.json"
 "$BENCH" chart <"$tmp/results.json" >"$OUT/chart.svg"
-if [ -f "$OUT/iperf.md" ]; then
-	{
-		echo
-		echo "## iperf3 through sluice (bench/iperf.sh)"
-		echo
-		cat "$OUT/iperf.md"
-	} >>"$tmp/RESULTS.md"
-fi
+# Sections measured by other commands, kept beside RESULTS.md: iperf.md is
+# written by bench/iperf.sh; udp.md, idle.md and tuning.md by hand, commands
+# included.
+for extra in "iperf.md:iperf3 through sluice (bench/iperf.sh)" "udp.md:UDP ASSOCIATE" "idle.md:Idle sessions at scale" \
+	"tuning.md:sluice's own settings"; do
+	file=${extra%%:*} title=${extra#*:}
+	if [ -f "$OUT/$file" ]; then
+		printf '\n## %s\n\n' "$title" >>"$tmp/RESULTS.md"
+		cat "$OUT/$file" >>"$tmp/RESULTS.md"
+	fi
+done
 cp "$tmp/RESULTS.md" "$OUT/RESULTS.md"
 cat "$OUT/RESULTS.md"
 log "wrote $OUT/RESULTS.md, $OUT/results.json and $OUT/chart.svg"
