@@ -293,25 +293,7 @@ func serveOneEcho(addr string, target netip.AddrPort, user, pass string, timeout
 // startEcho starts a loopback TCP echo server that lives until tb ends.
 func startEcho(tb testing.TB) netip.AddrPort {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort()
+	return echoServer(tb, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr).AddrPort()
 }
 
 // errNotLoopback refuses a fuzzed dial to anything but loopback.

@@ -61,12 +61,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 // UDP socket answering every query with NXDOMAIN.
 func nxdomainResolver(t *testing.T) *net.Resolver {
 	t.Helper()
+	return loopbackResolver(t, serveNXDOMAIN)
+}
+
+// loopbackResolver returns a pure-Go resolver whose DNS server is a loopback
+// UDP socket served by serve until the test ends.
+func loopbackResolver(t *testing.T, serve func(net.PacketConn)) *net.Resolver {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go serveNXDOMAIN(pc)
+	go serve(pc)
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
@@ -95,7 +102,7 @@ func serveNXDOMAIN(pc net.PacketConn) {
 
 // echoServer starts a TCP echo server on network/addr (e.g. "tcp",
 // "127.0.0.1:0") that echoes until EOF, then closes its write side.
-func echoServer(t *testing.T, network, addr string) *net.TCPListener {
+func echoServer(t testing.TB, network, addr string) *net.TCPListener {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {

@@ -34,16 +34,7 @@ func writeConfig(t *testing.T, content string) string {
 // every A query with ip (IPv4) and every other query with no answer.
 func fixedResolver(t *testing.T, ip netip.Addr) *net.Resolver {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go serveFixedA(pc, ip.As4())
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
-	}}
+	return loopbackResolver(t, func(pc net.PacketConn) { serveFixedA(pc, ip.As4()) })
 }
 
 // serveFixedA answers DNS queries on pc: one A record for type A questions,
