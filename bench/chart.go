@@ -101,7 +101,11 @@ func chartPanel(b *strings.Builder, label string, peers []string, values map[str
 	}
 }
 
-// chartNumber prints v with three significant digits.
+// chartNumber prints v with three significant digits, whole numbers from
+// 100 up.
 func chartNumber(v float64) string {
+	if v >= 100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }
