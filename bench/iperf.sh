@@ -23,69 +23,10 @@ SLUICE=${1:-}
 IPERF_PORT=$((PORT_BASE + 1))
 PROXY_PORT=$((PORT_BASE + 2))
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-tmp=$(mktemp -d)
-pids=()
-policy_created=""
-
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ -n "$policy_created" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "iperf.sh: interrupted" >&2; exit 130' INT TERM
-
-log() { echo "iperf.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-# need COMMAND PACKAGE: install PACKAGE when COMMAND is missing, without
-# letting its maintainer scripts start a service.
-need() {
-	command -v "$1" >/dev/null 2>&1 && return 0
-	log "installing $2"
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-		$SUDO chmod +x /usr/sbin/policy-rc.d
-		policy_created=1
-	fi
-	if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
-		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 update -q >"$tmp/apt.log" 2>&1
-		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
-			{ cat "$tmp/apt.log" >&2; die "apt-get install $2 failed"; }
-	fi
-	if [ "$2" = iperf3 ]; then $SUDO service iperf3 stop >/dev/null 2>&1 || true; fi
-	command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 not found"
-}
-
-# wait_port PORT NAME: wait up to 10 s for something to listen on 127.0.0.1:PORT.
-wait_port() {
-
-	for _ in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	tail -5 "$tmp/$2.log" >&2 || true
-	die "nothing listens on 127.0.0.1:$1"
-}
-
-# start NAME CMD...: start a process in the background, stopped on exit.
-start() {
-	local name=$1
-	shift
-	"$@" >"$tmp/$name.log" 2>&1 &
-	pids+=("$!")
-}
-
-for p in $IPERF_PORT $PROXY_PORT; do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "127.0.0.1:$p is in use; set PORT_BASE"; fi
-done
+for p in $IPERF_PORT $PROXY_PORT; do port_free "$p"; done
 need iperf3 iperf3
 need proxychains4 proxychains4
 need jq jq

@@ -34,31 +34,8 @@ source_port=$((PORT_BASE + 2))
 echo_port=$((PORT_BASE + 3))
 debug_port=$((PORT_BASE + 4))
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	local pid
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "soak.sh: interrupted" >&2; exit 130' INT TERM
-
-log() { echo "soak.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-# wait_port PORT: wait (up to 30 s) until something listens on 127.0.0.1:PORT.
-wait_port() {
-	local i
-	for i in $(seq 300); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	die "nothing listens on 127.0.0.1:$1"
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # goroutines: sluice's goroutine count, from its pprof index.
 goroutines() {
@@ -70,7 +47,7 @@ goroutines() {
 	[ -n "$line" ] || die "no goroutine profile from 127.0.0.1:$debug_port"
 	echo "${line##* }" | tr -d '\r'
 }
-fds() { ls "/proc/$sluice_pid/fd" | wc -l; }
+fds() { find "/proc/$sluice_pid/fd" -mindepth 1 2>/dev/null | wc -l; }
 # sockets, pipes: sluice's open socket and pipe fds.
 sockets() { find "/proc/$sluice_pid/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
 pipes() { find "/proc/$sluice_pid/fd" -lname 'pipe:*' 2>/dev/null | wc -l; }
@@ -155,7 +132,7 @@ malformed_n=$(cat "$tmp/malformed.out")
 # connection), RSS within RSS_SLACK_MIB. Silent clients need the 2 s
 # handshake timeout; the loop allows 30 s.
 after_g=0 after_fds=0 after_sockets=0 after_pipes=0 after_rss=0
-for i in $(seq 60); do
+for _ in $(seq 60); do
 	after_g=$(goroutines) after_fds=$(fds) after_sockets=$(sockets) after_pipes=$(pipes) after_rss=$(rss_kib)
 	if [ "$after_g" -le $((base_g + 2)) ] && [ "$after_sockets" -le $((base_sockets + 1)) ]; then break; fi
 	sleep 0.5

@@ -1,0 +1,97 @@
+# lib.sh: what the bench scripts share, sourced right after `cd` to the
+# repository root: a temporary directory ($tmp), processes started with
+# `start` and stopped by PID (with their descendants) on exit or interrupt,
+# logging, and installing Debian packages without starting their services.
+# shellcheck shell=bash
+
+SCRIPT=$(basename "$0")
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+tmp=$(mktemp -d)
+pids=()
+policy_created=""
+
+log() { echo "$SCRIPT: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# kill_tree PID: stop a process and its descendants (Dante forks), by PID.
+kill_tree() {
+	local pid=$1 child
+	for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+		kill_tree "$child"
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]+"${pids[@]}"}"; do
+		kill_tree "$pid"
+	done
+	if [ -n "$policy_created" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# forget PID: drop a stopped process from the cleanup list.
+forget() {
+	local keep=() p
+	for p in "${pids[@]+"${pids[@]}"}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]+"${keep[@]}"}")
+}
+
+# start NAME CMD...: start a process in the background with its output in
+# $tmp/NAME.log, remembering its PID in started_pid (and for cleanup).
+start() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" 2>&1 &
+	started_pid=$!
+	pids+=("$started_pid")
+}
+
+# wait_port PORT [NAME]: wait up to 30 s for something to listen on
+# 127.0.0.1:PORT; on failure show the log of process NAME.
+wait_port() {
+	for _ in $(seq 300); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	if [ -n "${2:-}" ] && [ -f "$tmp/$2.log" ]; then tail -5 "$tmp/$2.log" >&2; fi
+	die "nothing listens on 127.0.0.1:$1"
+}
+
+# port_free PORT: fail when something already listens there.
+port_free() {
+	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+		die "127.0.0.1:$1 is in use; set PORT_BASE"
+	fi
+}
+
+# need COMMAND PACKAGE: install PACKAGE when COMMAND is missing, without
+# letting its maintainer scripts start a service.
+need() {
+	command -v "$1" >/dev/null 2>&1 && return 0
+	log "installing $2"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+		$SUDO chmod +x /usr/sbin/policy-rc.d
+		policy_created=1
+	fi
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120)
+	if [ -n "$SUDO" ]; then apt=("$SUDO" "${apt[@]}"); fi
+	if ! "${apt[@]}" install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1; then
+		"${apt[@]}" update -q >"$tmp/apt.log" 2>&1
+		"${apt[@]}" install -y -q --no-install-recommends "$2" >"$tmp/apt.log" 2>&1 ||
+			{ cat "$tmp/apt.log" >&2; die "apt-get install $2 failed"; }
+	fi
+	# Belt and braces: stop the packaged service should anything have started it.
+	case $2 in
+	haproxy) $SUDO service haproxy stop >/dev/null 2>&1 || true ;;
+	dante-server) $SUDO service danted stop >/dev/null 2>&1 || true ;;
+	iperf3) $SUDO service iperf3 stop >/dev/null 2>&1 || true ;;
+	esac
+	command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 not found"
+}
