@@ -120,8 +120,11 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, w)
+			return nil, err
 		}
-		return nil, err
+		// The flag package names flags -name; sluice writes --name.
+		msg := strings.Replace(err.Error(), "flag -", "flag --", 1)
+		return nil, errors.New(strings.Replace(msg, "defined: -", "defined: --", 1))
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -224,10 +227,14 @@ func isLoopback(hostport string) bool {
 }
 
 func printUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "Usage: sluice [flags]\n\nA zero-copy SOCKS5 relay (RFC 1928 CONNECT, RFC 1929 auth).\nSocket options --X apply to both sides; --client-X and --upstream-X to one.\n\nFlags:\n")
-	fs.SetOutput(w)
+	fmt.Fprintf(w, "Usage: sluice [flags]\n\nA zero-copy SOCKS5 relay (RFC 1928 CONNECT, BIND and UDP ASSOCIATE; RFC 1929 auth).\n"+
+		"Socket options --X apply to both sides; --client-X and --upstream-X to one.\n\nFlags:\n")
+	var b strings.Builder
+	fs.SetOutput(&b)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
+	// Flags are written --name, as the README and the error messages do.
+	io.WriteString(w, strings.ReplaceAll("\n"+b.String(), "\n  -", "\n  --")[1:])
 }
 
 // listFlag is a repeatable string flag. Values from the configuration file
