@@ -288,6 +288,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  "- CPU, RSS and descriptors are summed over the relay process and its descendants (Dante relays in child processes); RSS counts shared pages once per process.",
 	  "- microsocks drops bytes pipelined behind the greeting and closes both sides on the first EOF, so it runs with `--lockstep`, and uploads with `--verify none` (no sink count).",
 	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.",
+	  "- The idle workload runs in a relay process that already ran the others, so RSS per session is low for every relay alike: freed memory is reused.",
 	  "- sluice runs with its defaults and `--access-log=false` (HAProxy and microsocks log nothing here either); the access log costs about 8 % more relay CPU per connection.\n",
 	  "## Commands\n",
 	  "Ports and PIDs are those of this run.\n",
