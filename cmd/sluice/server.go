@@ -238,7 +238,6 @@ type relaySession struct {
 // releases what it holds.
 func (s *server) relayLoop(ctx context.Context, rs *relaySession) {
 	defer s.endSession(rs)
-	rs.c.SetDeadline(time.Time{})
 	st, err := s.relay.Pipe(ctx, rs.c, rs.up)
 	s.metrics.relayed(st, s.forceCopy)
 	s.metrics.end(rs.cmd, int(handshake.Succeeded))
