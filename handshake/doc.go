@@ -14,7 +14,9 @@
 // not dial, apply policy, relay data or log. The caller dials the target,
 // then answers with WriteReply on success or WriteError on failure, which
 // maps any error to its reply code (ReplyFor) or stays silent where the RFC
-// says to close.
+// says to close. With Config.Coalesce, Negotiate holds back the answers a
+// pipelining client does not wait for, and Request.WriteReply and
+// Request.WriteError send them in the same write as the reply.
 //
 //	b := handshake.GetBuffer()
 //	req, err := handshake.Negotiate(conn, b, &handshake.Config{Credentials: users})

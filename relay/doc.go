@@ -9,6 +9,11 @@
 // bounded pool when data arrives and given back once it is drained and the
 // source would block, so thousands of idle sessions cost no pipe descriptors.
 //
+// Datagrams relays a UDP association between a client-facing and an
+// upstream-facing socket; a Codec supplied by the caller reads and writes
+// the client's datagram header. On Linux it reads with recvmmsg into pooled
+// buffers held only while datagrams wait, and relays without allocating.
+//
 // The package knows nothing of SOCKS or any other protocol. It leaves to the
 // caller dialling, closing both connections, logging and metrics: Pipe
 // half-closes (CloseWrite) the conns it is given but never closes them, and
