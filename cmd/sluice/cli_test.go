@@ -40,6 +40,8 @@ func TestStartupErrors(t *testing.T) {
 		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
+		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback"}},
+		{"bad-profile", []string{"--profile", "disk"}, 2, []string{"--profile"}},
 		{"users-missing", []string{"--users", filepath.Join(dir, "nope")}, 1, []string{"--users", "nope", "no such file"}},
 		{"users-malformed", []string{"--users", malformed}, 1, []string{malformed + ":3"}},
 		// 192.0.2.0/24 (TEST-NET-1) is on no interface here: bind fails, no packet is sent.
