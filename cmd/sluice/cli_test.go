@@ -40,7 +40,7 @@ func TestStartupErrors(t *testing.T) {
 		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
-		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback"}},
+		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},
 		{"bad-profile", []string{"--profile", "disk"}, 2, []string{"--profile"}},
 		{"users-missing", []string{"--users", filepath.Join(dir, "nope")}, 1, []string{"--users", "nope", "no such file"}},
 		{"users-malformed", []string{"--users", malformed}, 1, []string{malformed + ":3"}},

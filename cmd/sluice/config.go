@@ -38,6 +38,7 @@ type config struct {
 	profile          string
 	profileDir       string
 	debugAddr        string
+	debugPublic      bool
 	tune             tune.Options
 	relay            relay.Options
 
@@ -103,6 +104,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.StringVar(&cfg.profile, "profile", "", "write a profile of this `kind` while running: cpu, heap, allocs, block, mutex, trace, goroutine")
 	fs.StringVar(&cfg.profileDir, "profile-dir", ".", "`directory` for --profile output")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this loopback `address`; off by default")
+	fs.BoolVar(&cfg.debugPublic, "debug-allow-public", false, "allow a non-loopback --debug-addr (pprof exposes the process: firewall it)")
 	fs.BoolVar(&cfg.accessLog, "access-log", true, "log one info line per session (client, user, command, target, reply, bytes, duration) and per refused client")
 	fs.StringVar(&cfg.metricsAddr, "metrics", "", "serve Prometheus metrics at http://`address`/metrics; off by default")
 	fs.IntVar(&cfg.maxSessions, "max-sessions", 0, "most concurrent sessions; clients past it are closed at accept; 0 = no limit")
@@ -172,8 +174,8 @@ func (cfg *config) check() error {
 	case cfg.profile != "" && !strings.Contains(" cpu heap allocs block mutex trace goroutine ", " "+cfg.profile+" "):
 		return fmt.Errorf("--profile %q: want cpu, heap, allocs, block, mutex, trace or goroutine", cfg.profile)
 	}
-	if cfg.debugAddr != "" && !isLoopback(cfg.debugAddr) {
-		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process)", cfg.debugAddr)
+	if cfg.debugAddr != "" && !cfg.debugPublic && !isLoopback(cfg.debugAddr) {
+		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process); add --debug-allow-public if you mean it", cfg.debugAddr)
 	}
 	if cfg.tune.Listeners == 0 {
 		cpus, err := tune.CPUs()
