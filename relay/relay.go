@@ -105,6 +105,9 @@ type Relay struct {
 	opts  Options
 	pipes *pipePool
 	bufs  sync.Pool // *[]byte of opts.copyBufferBytes()
+	// bufsOut counts copy buffers taken and not yet given back: sessions
+	// whose plain path has data in hand (tests read it).
+	bufsOut atomic.Int64
 
 	// refuseSplice, when set by tests, stands for the kernel's answer to
 	// every direction's first splice.
@@ -127,6 +130,18 @@ func New(o Options) *Relay {
 func (r *Relay) Close() error {
 	r.pipes.close()
 	return nil
+}
+
+// getBuf takes a copy buffer from the pool.
+func (r *Relay) getBuf() *[]byte {
+	r.bufsOut.Add(1)
+	return r.bufs.Get().(*[]byte)
+}
+
+// putBuf gives a copy buffer back.
+func (r *Relay) putBuf(bp *[]byte) {
+	r.bufsOut.Add(-1)
+	r.bufs.Put(bp)
 }
 
 // Trim closes the idle pooled pipes and returns how many it closed, giving

@@ -477,3 +477,32 @@ func TestPipeGoroutines(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	t.Fatalf("goroutines: %d before, %d after\n%s", before, now, buf[:runtime.Stack(buf, true)])
 }
+
+// TestCopyIdleHoldsNoBuffer checks that the plain path, like splice's pipes,
+// holds a buffer only while data is in hand: an established idle session
+// holds none, and one is taken again when data comes.
+func TestCopyIdleHoldsNoBuffer(t *testing.T) {
+	t.Parallel()
+	r := New(Options{ForceCopy: true})
+	defer r.Close()
+	g := newRig(t).start(context.Background(), r)
+	roundTrip(t, g)
+	// The halves give their buffers back just after the bytes went out: wait
+	// for that (bounded), then check none is held.
+	deadline := time.Now().Add(5 * time.Second)
+	for r.bufsOut.Load() != 0 && time.Now().Before(deadline) {
+		<-time.After(time.Millisecond)
+	}
+	if n := r.bufsOut.Load(); n != 0 {
+		t.Fatalf("established idle session holds %d copy buffers; want 0", n)
+	}
+	roundTrip(t, g) // and it still works
+	g.client.CloseWrite()
+	g.upstream.CloseWrite()
+	if res := g.wait(t); res.err != nil || res.st.Spliced {
+		t.Fatalf("Pipe: %v, %+v; want nil, not spliced", res.err, res.st)
+	}
+	if n := r.bufsOut.Load(); n != 0 {
+		t.Errorf("after Pipe: %d copy buffers held; want 0", n)
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !unix
+
 package relay
 
 import (
@@ -6,11 +8,11 @@ import (
 )
 
 // copyHalf moves h.src to h.dst with plain Read and Write calls through a
-// pooled buffer, then half-closes h.dst on EOF. It calls the conns' own Read
+// pooled buffer, held for the session's life, then half-closes h.dst on EOF. It calls the conns' own Read
 // and Write rather than io.Copy, which would take the ReadFrom/splice path.
 func (r *Relay) copyHalf(h *half) error {
-	bp := r.bufs.Get().(*[]byte)
-	defer r.bufs.Put(bp)
+	bp := r.getBuf()
+	defer r.putBuf(bp)
 	buf := *bp
 	// Invariant: at the top of each iteration every byte read so far has been
 	// written to h.dst, so an error loses nothing that was acknowledged.
