@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"os"
@@ -71,53 +70,21 @@ func TestStartupErrors(t *testing.T) {
 }
 
 // TestRunAndSignal starts the real command on a free loopback port, reads its
-// one "listening" line, proxies a connection, and stops it with SIGTERM.
+// "listening" line, proxies a connection, and stops it with SIGTERM.
 func TestRunAndSignal(t *testing.T) {
 	t.Parallel()
 	users := writeUsers(t, "alice:pw\n")
 	os.Chmod(users, 0o644)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--users", users, "--listeners", "2")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := spawnSluice(t, nil, "--users", users, "--listeners", "2")
+	if p.count("accessible by other users") == 0 {
+		t.Errorf("no warning for a users file readable by others; log:\n%s", p.log())
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	var addr string
-	var lines []string
-	for addr == "" && sc.Scan() {
-		line := sc.Text()
-		lines = append(lines, line)
-		if strings.Contains(line, "sluice listening") {
-			for _, f := range strings.Fields(line) {
-				if a, ok := strings.CutPrefix(f, "addr="); ok {
-					addr = a
-				}
-			}
-		}
-	}
-	if addr == "" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("no listening line; stderr:\n%s", strings.Join(lines, "\n"))
-	}
-	if !strings.Contains(strings.Join(lines, "\n"), "accessible by other users") {
-		t.Errorf("no warning for a users file readable by others; stderr:\n%s", strings.Join(lines, "\n"))
-	}
-	c := dialSluice(t, addr)
+	c := dialSluice(t, p.addr)
 	mustWrite(t, c, []byte{5, 1, 2}) // -> user/pass
 	expect(t, c, []byte{5, 2})       // <- user/pass
 	c.Close()
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v, want exit 0", err)
 	}
 }

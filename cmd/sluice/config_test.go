@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -47,30 +44,12 @@ func TestSockFlags(t *testing.T) {
 // kernel does not have: it logs one warning naming the flag and serves.
 func TestRefusedOptionWarnsOnce(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--congestion", "nosuchcc", "--listeners", "1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
+	p := spawnSluice(t, nil, "--congestion", "nosuchcc", "--listeners", "1")
 	var warnings []string
-	listening := false
-	for !listening && sc.Scan() {
-		line := sc.Text()
+	for _, line := range strings.Split(p.log(), "\n") {
 		if strings.Contains(line, "level=WARN") {
 			warnings = append(warnings, line)
 		}
-		listening = strings.Contains(line, "sluice listening")
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	go io.Copy(io.Discard, stderr)
-	if err := cmd.Wait(); err != nil || !listening {
-		t.Fatalf("sluice exited with %v (listening: %v)", err, listening)
 	}
 	if len(warnings) != 1 || !strings.Contains(warnings[0], "--congestion") {
 		t.Fatalf("warnings %q, want exactly one naming --congestion", warnings)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -19,35 +17,16 @@ import (
 func TestProfileAndDebug(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--listeners", "1", "--profile", "cpu", "--profile-dir", dir,
-		"--debug-addr", "127.0.0.1:0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := spawnSluice(t, nil, "--listeners", "1", "--profile", "cpu", "--profile-dir", dir, "--debug-addr", "127.0.0.1:0")
+	line, ok := p.waitLine("debug server listening", 30*time.Second)
+	if !ok {
+		t.Fatalf("no debug server line; log:\n%s", p.log())
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
 	var debugAddr string
-	var lines []string
-	for debugAddr == "" && sc.Scan() {
-		lines = append(lines, sc.Text())
-		if strings.Contains(sc.Text(), "debug server listening") {
-			for _, f := range strings.Fields(sc.Text()) {
-				if a, ok := strings.CutPrefix(f, "addr="); ok {
-					debugAddr = a
-				}
-			}
+	for _, f := range strings.Fields(line) {
+		if a, ok := strings.CutPrefix(f, "addr="); ok {
+			debugAddr = a
 		}
-	}
-	go io.Copy(io.Discard, stderr)
-	if debugAddr == "" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("no debug server line; stderr:\n%s", strings.Join(lines, "\n"))
 	}
 	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/")
 	if err != nil {
@@ -58,19 +37,12 @@ func TestProfileAndDebug(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine") {
 		t.Errorf("GET /debug/pprof/: %d, %.200q", resp.StatusCode, body)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v, want exit 0", err)
 	}
 	fi, err := os.Stat(filepath.Join(dir, "cpu.pprof"))
 	if err != nil || fi.Size() == 0 {
-		t.Fatalf("cpu.pprof after SIGTERM: %v (size %d), want a non-empty profile", err, sizeOf(fi))
+		t.Fatalf("cpu.pprof after SIGTERM: %v, want a non-empty profile", err)
 	}
-}
-
-func sizeOf(fi os.FileInfo) int64 {
-	if fi == nil {
-		return 0
-	}
-	return fi.Size()
 }
