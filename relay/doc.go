@@ -9,6 +9,16 @@
 // bounded pool when data arrives and given back once it is drained and the
 // source would block, so thousands of idle sessions cost no pipe descriptors.
 //
+// On Linux a Relay runs its sessions on event loops, one per P (GOMAXPROCS):
+// each loop registers a session's two sockets once, edge-triggered, in an
+// epoll instance of its own, waits on that instance through the runtime
+// poller, and splices wherever a socket is ready. A session costs no
+// goroutine and no stack while it lives, only a small struct and its sockets.
+// A turn gives each direction at most 16 splice calls, so that bulk
+// transfers do not starve the interactive sessions of their loop. With
+// ForceCopy, after Close, where splice is refused, and elsewhere than Linux, a
+// session runs on two goroutines, one per direction.
+//
 // Datagrams relays a UDP association between a client-facing and an
 // upstream-facing socket; a Codec supplied by the caller reads and writes
 // the client's datagram header. On Linux it reads with recvmmsg into pooled
@@ -24,4 +34,11 @@
 //	r := relay.New(relay.Options{IdleTimeout: 5 * time.Minute})
 //	defer r.Close()
 //	st, err := r.Pipe(ctx, client, upstream) // the caller then closes client and upstream
+//
+// or, without a goroutine waiting on the session:
+//
+//	r.Start(ctx, client, upstream, func(st relay.Stats, err error) {
+//		client.Close() // done runs on an event loop: account, close, never block
+//		upstream.Close()
+//	})
 package relay

@@ -99,35 +99,48 @@ type Stats struct {
 }
 
 // Relay moves bytes between pairs of connections and keeps a bounded pool of
-// splice pipes shared by its sessions. A Relay is safe for concurrent use; its
-// zero value is not usable, call New.
+// splice pipes shared by its sessions. On Linux, unless ForceCopy is set, its
+// sessions run on event loops, one per P (GOMAXPROCS), that splice without a
+// goroutine per session; elsewhere, and where the kernel refuses splice, each
+// session runs on a goroutine per direction. A Relay is safe for concurrent
+// use; its zero value is not usable, call New.
 type Relay struct {
 	opts  Options
 	pipes *pipePool
+	loops *loopSet  // nil with ForceCopy
 	bufs  sync.Pool // *[]byte of opts.copyBufferBytes()
 	// bufsOut counts copy buffers taken and not yet given back: sessions
 	// whose plain path has data in hand (tests read it).
 	bufsOut atomic.Int64
+	closed  atomic.Bool
 
 	// refuseSplice, when set by tests, stands for the kernel's answer to
 	// every direction's first splice.
 	refuseSplice error
 }
 
-// New returns a Relay configured by o. The caller should call Close when done
-// with it; pooled pipes of a Relay dropped without Close are closed when the
-// garbage collector reclaims it.
+// New returns a Relay configured by o, with its event loops started. The
+// caller must call Close when done with it, which stops the loops once their
+// sessions ended and releases the pooled pipes.
 func New(o Options) *Relay {
 	r := &Relay{opts: o, pipes: newPipePool(o.pipeBytes(), o.maxIdlePipes())}
 	size := o.copyBufferBytes()
 	r.bufs.New = func() any { b := make([]byte, size); return &b }
-	runtime.AddCleanup(r, (*pipePool).close, r.pipes)
+	if !o.ForceCopy {
+		r.loops = newLoopSet(runtime.GOMAXPROCS(0), r.pipes, o.IdleTimeout, r.pipeGoroutines)
+	}
 	return r
 }
 
-// Close releases the pooled pipes. Sessions still running keep working; the
-// pipes they use are closed when they are given back. Close returns nil.
+// Close releases the pooled pipes and lets the event loops return once their
+// sessions ended. Sessions still running keep working; the pipes they use are
+// closed when they are given back, and sessions started after Close run on
+// goroutines. Close returns nil.
 func (r *Relay) Close() error {
+	r.closed.Store(true)
+	if r.loops != nil {
+		r.loops.close()
+	}
 	r.pipes.close()
 	return nil
 }
@@ -213,16 +226,48 @@ func (s *session) abortContext() { s.abort(causeContext) }
 // closes the conns it is given: the caller owns and closes them, and may find
 // their deadlines set in the past when Pipe returns early.
 //
-// Pipe starts exactly one goroutine, for the upstream->client direction, and
-// joins it before returning.
-//
-// A clean EOF on both sides gives a nil error. Otherwise the error joins one
-// error per failed direction with errors.Join, labelled "relay:
-// client->upstream: ..." or "relay: upstream->client: ..."; the timeout that
-// a failure inflicts on the other direction to unblock it is left out. When
-// ctx ends first Pipe returns ctx.Err(); when the idle timeout fires first it
-// returns an error wrapping ErrIdleTimeout.
+// A clean EOF on both sides gives a nil error. Otherwise the error says which
+// direction failed, labelled "relay: client->upstream: ..." or "relay:
+// upstream->client: ..." (joined with errors.Join when both did on the
+// goroutine path); the timeout that a failure inflicts on the other direction
+// to unblock it is left out. When ctx ends first Pipe returns ctx.Err(); when
+// the idle timeout fires first it returns an error wrapping ErrIdleTimeout.
 func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
+	if r.onLoop() {
+		ch := make(chan Stats, 1)
+		var err error
+		if r.loops.start(ctx, client, upstream, func(st Stats, e error) { err = e; ch <- st }) {
+			st := <-ch
+			return st, err
+		}
+	}
+	return r.pipeGoroutines(ctx, client, upstream)
+}
+
+// Start relays like Pipe but returns at once; done is called once with what
+// Pipe would have returned. The caller must not close client or upstream
+// before done runs, and may close them in done. On an event loop done runs
+// on the loop's goroutine, which serves other sessions: it must not block.
+// A session on an event loop costs no goroutine while it lives.
+func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) {
+	if r.onLoop() && r.loops.start(ctx, client, upstream, done) {
+		return
+	}
+	go func() {
+		st, err := r.pipeGoroutines(ctx, client, upstream)
+		done(st, err)
+	}()
+}
+
+// onLoop reports whether new sessions go to the event loops.
+func (r *Relay) onLoop() bool {
+	return r.loops != nil && !r.closed.Load()
+}
+
+// pipeGoroutines is Pipe on goroutines: the calling one runs the
+// client->upstream direction and one more, joined before it returns, runs
+// upstream->client.
+func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
 	s := &session{client: client, upstream: upstream}
 	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, src: client, dst: upstream}
 	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, src: upstream, dst: client}

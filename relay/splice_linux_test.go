@@ -209,7 +209,7 @@ func TestPipeFallback(t *testing.T) {
 	t.Parallel()
 	r := New(Options{})
 	defer r.Close()
-	r.refuseSplice = syscall.EINVAL
+	r.setRefuse(syscall.EINVAL)
 	g := newRig(t).start(context.Background(), r)
 	const n = 4 << 20
 	up := sendAsync(newPattern(8), g.client, n, 64<<10)

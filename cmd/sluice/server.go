@@ -127,7 +127,7 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip netip.Addr, perIP bool) {
 	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
 	defer func() {
-		if rs.up == nil { // not handed to relayLoop: end here
+		if rs.up == nil { // not handed to the relay: end here
 			s.endSession(rs)
 		}
 	}()
@@ -213,15 +213,15 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		return
 	}
 	rs.user, rs.cmd, rs.target = user, cmd, target
-	rs.up = up // from here relayLoop owns the session
-	// The relay runs on a goroutine of its own, so that the stack this one
-	// grew through the handshake and the dial is freed for the session's
-	// life: an idle session then costs two small stacks.
-	go s.relayLoop(ctx, rs)
+	rs.up = up // from here the relay owns the session, until relayed
+	// On Linux the relay's event loops carry the session from here, without
+	// a goroutine: this one returns, and the stack it grew through the
+	// handshake and the dial is freed for the session's life.
+	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) { s.relayed(rs, st, err) })
 }
 
-// relaySession is an established session as serveConn hands it to
-// relayLoop, which owns it from then on.
+// relaySession is an established session as serveConn hands it to the
+// relay, which owns it from then on and ends it through relayed.
 type relaySession struct {
 	c, up    *net.TCPConn
 	lv       *live
@@ -234,11 +234,11 @@ type relaySession struct {
 	start    time.Time
 }
 
-// relayLoop relays an established session, then accounts for it and
-// releases what it holds.
-func (s *server) relayLoop(ctx context.Context, rs *relaySession) {
+// relayed accounts for a session the relay ended and releases what it holds.
+// It runs on a relay event loop and must not block: what it does is close
+// two sockets, count, and write the access log line.
+func (s *server) relayed(rs *relaySession, st relay.Stats, err error) {
 	defer s.endSession(rs)
-	st, err := s.relay.Pipe(ctx, rs.c, rs.up)
 	s.metrics.relayed(st, s.forceCopy)
 	s.metrics.end(rs.cmd, int(handshake.Succeeded))
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, rs.start, err)

@@ -1,0 +1,630 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A loop relays many sessions with splice on one goroutine, HAProxy's way:
+// each session's two sockets are registered once, edge-triggered, in the
+// loop's own epoll instance, and a session costs no goroutine and no stack
+// while it lives, only its flow (a few hundred bytes) and its sockets.
+//
+// The loop waits on its epoll descriptor through the runtime poller (an epoll
+// descriptor is itself pollable), so it never blocks a thread. It tracks the
+// readiness of every socket as epoll reports it and makes a splice call only
+// where one can move bytes, so an edge is consumed by the EAGAIN that ends a
+// burst and never by a blind first try.
+type loop struct {
+	pipes    *pipePool
+	idle     time.Duration // Options.IdleTimeout; 0: off
+	fallback func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
+	refuse   error // set by tests before any session: every splice from a socket answers it
+
+	epfd int
+	wake int // eventfd, registered with data 0: aborts and Close
+	file *os.File
+	rc   syscall.RawConn
+	base time.Time // l.now counts from here
+
+	mu       sync.Mutex
+	flows    map[uint64]*flow // registered and not ended
+	nextID   uint64
+	aborted  []*flow // ended from outside (context, failed registration)
+	closing  bool
+	closed   atomic.Bool   // closing, readable without l.mu
+	finished chan struct{} // closed when the loop goroutine returns
+
+	// Owned by the loop goroutine.
+	events    [128]unix.EpollEvent
+	batch     [128]*flow
+	n         int   // events of the last wait
+	now       int64 // nanoseconds since base, once per wait
+	ready     []*flow
+	spare     []*flow
+	nextSweep int64
+	deadline  int64 // the read deadline set on file; 0: none
+	waitFn    func(fd uintptr) bool
+}
+
+// Side indexes into a flow's fds and readiness: 0 the client, 1 the upstream;
+// direction d reads side d and writes side 1-d.
+const (
+	sideClient = iota
+	sideUpstream
+)
+
+// budget bounds the splice calls one direction makes in one turn, so that a
+// bulk transfer does not starve the other sessions of its loop.
+const budget = 16
+
+// flow is one session in a loop. Its fields are set before it is published
+// to the loop under l.mu and owned by the loop goroutine afterwards; abortErr
+// is guarded by l.mu.
+type flow struct {
+	id               uint64
+	fds              [2]int
+	client, upstream *net.TCPConn
+	ctx              context.Context
+	done             func(Stats, error)
+	stop             func() bool // context.AfterFunc's; nil when ctx cannot end
+	abortErr         error
+
+	dirs     [2]flowDir
+	readable [2]bool
+	writable [2]bool
+	queued   bool // in l.ready
+	ended    bool
+	last     int64 // l.now when a byte last moved
+}
+
+type flowDir struct {
+	p     *pipe // held while bytes are in flight
+	bytes int64 // written to the destination
+	calls int64 // splice calls that moved bytes
+	eof   bool  // the source reached EOF
+	done  bool  // EOF passed on: the destination is half-closed
+}
+
+// errHandOff is returned by step when the session must move to the plain
+// path: the kernel refused splice, or no pipe could be made, before any byte
+// moved.
+var errHandOff = errors.New("relay: hand off to the plain path")
+
+// newLoop makes a loop and starts its goroutine.
+func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	l := &loop{
+		pipes: pipes, idle: max(idle, 0), fallback: fallback,
+		epfd: epfd, wake: wake, base: time.Now(),
+		flows: make(map[uint64]*flow), finished: make(chan struct{}),
+	}
+	l.file = os.NewFile(uintptr(epfd), "epoll")
+	if l.rc, err = l.file.SyscallConn(); err != nil {
+		l.file.Close()
+		unix.Close(wake)
+		return nil, err
+	}
+	l.waitFn = l.waitEvents
+	go l.serve()
+	return l, nil
+}
+
+// add registers a session with the loop, or reports false when the loop is
+// closing. From then on the loop owns the session and calls done once.
+func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) bool {
+	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done}
+	var err error
+	if f.fds[sideClient], err = rawFd(client); err == nil {
+		f.fds[sideUpstream], err = rawFd(upstream)
+	}
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return false
+	}
+	l.nextID++
+	f.id = l.nextID
+	f.last = int64(time.Since(l.base))
+	l.flows[f.id] = f
+	if ctx.Done() != nil {
+		// Registered under l.mu: the loop reads f.stop only after it found f
+		// through l.mu, and the callback takes l.mu before it touches f.
+		f.stop = context.AfterFunc(ctx, func() { l.abort(f, nil) })
+	}
+	l.mu.Unlock()
+	if err == nil {
+		err = l.register(f, sideClient)
+	}
+	if err == nil {
+		err = l.register(f, sideUpstream)
+	}
+	if err != nil {
+		l.abort(f, err)
+	}
+	return true
+}
+
+// register adds one socket of f to the epoll set, edge-triggered, for both
+// directions' needs at once, so that it never has to be modified.
+func (l *loop) register(f *flow, side int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+	setData(&ev, f.id<<1|uint64(side))
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// abort ends f from outside the loop goroutine: with err, or with its
+// context's error when err is nil.
+func (l *loop) abort(f *flow, err error) {
+	l.mu.Lock()
+	f.abortErr = err
+	l.aborted = append(l.aborted, f)
+	l.mu.Unlock()
+	l.kick()
+}
+
+// kick wakes the loop goroutine.
+func (l *loop) kick() {
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:]) // EAGAIN: the counter is already non-zero
+}
+
+// close makes the loop return once its last session ended.
+func (l *loop) close() {
+	l.mu.Lock()
+	l.closing = true
+	l.closed.Store(true)
+	l.mu.Unlock()
+	l.kick()
+}
+
+// serve is the loop goroutine.
+func (l *loop) serve() {
+	defer close(l.finished)
+	defer l.release()
+	for {
+		woken, err := l.wait()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// The epoll descriptor failed, which cannot happen while the
+			// loop holds it: end every session rather than hang them.
+			l.endAll(fmt.Errorf("relay: event loop: %w", err))
+			return
+		}
+		if woken {
+			l.takeAborts()
+		}
+		l.runReady()
+		if l.idle > 0 && l.now >= l.nextSweep {
+			l.sweep()
+		}
+		if l.closed.Load() && l.drained() {
+			return
+		}
+	}
+}
+
+// drained reports whether the loop, closing, serves no session any more.
+func (l *loop) drained() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing && len(l.flows) == 0
+}
+
+// wait collects the next events and runs their flows. It blocks, through the
+// runtime poller, only when no flow is ready to run again. It reports
+// whether the wake eventfd fired.
+func (l *loop) wait() (woken bool, err error) {
+	l.n = 0
+	if len(l.ready) > 0 {
+		if l.n, err = epollWait(l.epfd, l.events[:]); err != nil {
+			return false, err
+		}
+	} else {
+		l.setDeadline()
+		if err = l.rc.Read(l.waitFn); err != nil {
+			l.now = int64(time.Since(l.base))
+			return false, err
+		}
+	}
+	l.now = int64(time.Since(l.base))
+	events := l.events[:l.n]
+	l.mu.Lock()
+	for i := range events {
+		data := getData(&events[i])
+		if data == 0 {
+			woken = true
+			l.batch[i] = nil
+			continue
+		}
+		l.batch[i] = l.flows[data>>1] // nil: ended, its sockets not yet closed
+	}
+	l.mu.Unlock()
+	for i := range events {
+		f := l.batch[i]
+		if f == nil {
+			continue
+		}
+		l.batch[i] = nil
+		side, ev := getData(&events[i])&1, events[i].Events
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			f.readable[side] = true
+		}
+		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			f.writable[side] = true
+		}
+		l.run(f)
+	}
+	return woken, nil
+}
+
+// waitEvents is the RawConn.Read callback: it collects ready events without
+// blocking, and asks the runtime poller to wait when there are none. Only
+// then: the runtime sees the epoll descriptor edge-triggered, so returning
+// false with events left would lose their wakeup.
+func (l *loop) waitEvents(fd uintptr) bool {
+	n, err := epollWait(int(fd), l.events[:])
+	if err != nil {
+		return true
+	}
+	l.n = n
+	return n > 0
+}
+
+// epollWait polls without blocking, retrying EINTR.
+func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
+	for {
+		n, err := unix.EpollWait(epfd, events, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("epoll_wait", err)
+		}
+		return n, nil
+	}
+}
+
+// setDeadline arms the read deadline of the epoll file for the next idle
+// sweep, when there is one to make.
+func (l *loop) setDeadline() {
+	if l.idle <= 0 || l.deadline == l.nextSweep {
+		return
+	}
+	l.file.SetReadDeadline(l.base.Add(time.Duration(l.nextSweep)))
+	l.deadline = l.nextSweep
+}
+
+// takeAborts drains the wake eventfd and ends the flows aborted from outside.
+func (l *loop) takeAborts() {
+	var buf [8]byte
+	unix.Read(l.wake, buf[:])
+	l.mu.Lock()
+	aborted := l.aborted
+	l.aborted = nil
+	l.mu.Unlock()
+	for _, f := range aborted {
+		if f.ended {
+			continue
+		}
+		l.mu.Lock()
+		err := f.abortErr
+		l.mu.Unlock()
+		if err == nil {
+			err = f.ctx.Err()
+		}
+		l.finish(f, err)
+	}
+}
+
+// runReady gives another turn to the flows whose last one ran out of budget.
+func (l *loop) runReady() {
+	if len(l.ready) == 0 {
+		return
+	}
+	ready := l.ready
+	l.ready = l.spare[:0]
+	for i, f := range ready {
+		f.queued = false
+		l.run(f)
+		ready[i] = nil
+	}
+	l.spare = ready[:0]
+}
+
+// sweep ends the flows in which no byte moved for the idle timeout. It runs
+// every quarter of the timeout, so a silent session ends between one and one
+// and a quarter timeouts after its last byte.
+func (l *loop) sweep() {
+	l.nextSweep = l.now + int64(max(l.idle/4, time.Millisecond))
+	var idle []*flow
+	l.mu.Lock()
+	for _, f := range l.flows {
+		if l.now-f.last >= int64(l.idle) {
+			idle = append(idle, f)
+		}
+	}
+	l.mu.Unlock()
+	for _, f := range idle {
+		l.finish(f, fmt.Errorf("%w: no byte moved for %v: %w", ErrIdleTimeout, l.idle, os.ErrDeadlineExceeded))
+	}
+}
+
+// run moves what f's sockets allow in both directions and ends f when both
+// directions are done or one failed.
+func (l *loop) run(f *flow) {
+	if f.ended {
+		return
+	}
+	more := false
+	for d := range f.dirs {
+		m, err := l.step(f, d)
+		if err == errHandOff {
+			l.handOff(f)
+			return
+		}
+		if err != nil {
+			l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[d], err))
+			return
+		}
+		more = more || m
+	}
+	if f.dirs[0].done && f.dirs[1].done {
+		l.finish(f, nil)
+		return
+	}
+	if more && !f.queued {
+		f.queued = true
+		l.ready = append(l.ready, f)
+	}
+}
+
+var dirLabel = [2]string{"client->upstream", "upstream->client"}
+
+// step moves bytes in direction d (source side d, destination side 1-d)
+// until a socket would block, the direction ends, or it spent its budget
+// (more is then true). Invariant: a direction holds a pipe only while bytes
+// are in it or a splice into it is about to be made.
+func (l *loop) step(f *flow, d int) (more bool, err error) {
+	dir := &f.dirs[d]
+	src, dst := d, 1-d
+	for range budget {
+		switch {
+		case dir.done:
+			return false, nil
+		case dir.p != nil && dir.p.data > 0:
+			if !f.writable[dst] {
+				return false, nil
+			}
+			n, err := unix.Splice(dir.p.rfd, nil, f.fds[dst], nil, dir.p.data, spliceFlags)
+			switch {
+			case n > 0:
+				dir.p.data -= int(n)
+				dir.bytes += n
+				dir.calls++
+				f.last = l.now
+			case err == unix.EINTR:
+			case err == unix.EAGAIN:
+				f.writable[dst] = false
+				return false, nil
+			case err == nil:
+				return false, os.NewSyscallError("splice", io.ErrNoProgress)
+			default:
+				return false, os.NewSyscallError("splice", err)
+			}
+		case dir.eof:
+			l.dropPipe(dir)
+			dir.done = true
+			if err := unix.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
+				return false, os.NewSyscallError("shutdown", err)
+			}
+			return false, nil
+		case !f.readable[src]:
+			l.dropPipe(dir)
+			return false, nil
+		default:
+			if dir.p == nil {
+				p, err := l.pipes.get()
+				if err != nil {
+					if f.moved() {
+						return false, err
+					}
+					return false, errHandOff
+				}
+				dir.p = p
+			}
+			n, err := int64(0), l.refuse
+			if err == nil {
+				n, err = unix.Splice(f.fds[src], nil, dir.p.wfd, nil, dir.p.size, spliceFlags)
+			}
+			switch {
+			case err == nil && n == 0:
+				dir.eof = true
+			case err == nil:
+				dir.p.data = int(n)
+				dir.calls++
+			case err == unix.EINTR:
+			case err == unix.EAGAIN:
+				f.readable[src] = false
+				l.dropPipe(dir)
+				return false, nil
+			case isRefused(err) && !f.moved():
+				return false, errHandOff
+			default:
+				return false, os.NewSyscallError("splice", err)
+			}
+		}
+	}
+	return !dir.done, nil
+}
+
+// dropPipe gives back dir's pipe, if it holds one; the pool closes it when
+// bytes are stuck in it.
+func (l *loop) dropPipe(dir *flowDir) {
+	if dir.p != nil {
+		l.pipes.put(dir.p)
+		dir.p = nil
+	}
+}
+
+// moved reports whether f moved any byte or holds any in a pipe.
+func (f *flow) moved() bool {
+	for i := range f.dirs {
+		if d := &f.dirs[i]; d.bytes > 0 || d.calls > 0 || (d.p != nil && d.p.data > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *flow) stats() Stats {
+	a, b := &f.dirs[0], &f.dirs[1]
+	return Stats{
+		ClientToUpstream: a.bytes,
+		UpstreamToClient: b.bytes,
+		Spliced:          a.bytes+b.bytes > 0,
+		SpliceCalls:      a.calls + b.calls,
+	}
+}
+
+// unlink takes f out of the loop: no event reaches it any more.
+func (l *loop) unlink(f *flow) {
+	f.ended = true
+	l.mu.Lock()
+	delete(l.flows, f.id)
+	l.mu.Unlock()
+	for i := range f.dirs {
+		l.dropPipe(&f.dirs[i])
+	}
+	if f.stop != nil {
+		f.stop()
+	}
+}
+
+// finish ends f and reports it. The caller closes the sockets; until then
+// their events find no flow and are dropped.
+func (l *loop) finish(f *flow, err error) {
+	l.unlink(f)
+	f.done(f.stats(), err)
+}
+
+// handOff moves f, which has moved nothing, to the plain path on a goroutine
+// of its own.
+func (l *loop) handOff(f *flow) {
+	l.unlink(f)
+	go func() {
+		st, err := l.fallback(f.ctx, f.client, f.upstream)
+		f.done(st, err)
+	}()
+}
+
+// endAll ends every flow with err.
+func (l *loop) endAll(err error) {
+	l.mu.Lock()
+	flows := make([]*flow, 0, len(l.flows))
+	for _, f := range l.flows {
+		flows = append(flows, f)
+	}
+	l.closing = true
+	l.mu.Unlock()
+	for _, f := range flows {
+		l.finish(f, err)
+	}
+}
+
+// release closes the loop's descriptors.
+func (l *loop) release() {
+	l.file.Close()
+	unix.Close(l.wake)
+}
+
+// rawFd returns c's descriptor. It stays valid while c is open, which the
+// caller guarantees until the session's done runs.
+func rawFd(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// loopSet is a Relay's loops, chosen in turn.
+type loopSet struct {
+	loops []*loop
+	turn  atomic.Uint32
+}
+
+func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+	ls := &loopSet{}
+	for range n {
+		l, err := newLoop(pipes, idle, fallback)
+		if err != nil {
+			break // sessions take the goroutine path
+		}
+		ls.loops = append(ls.loops, l)
+	}
+	return ls
+}
+
+// start hands a session to the next loop; false: none takes it.
+func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) bool {
+	if len(ls.loops) == 0 {
+		return false
+	}
+	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
+	return l.add(ctx, client, upstream, done)
+}
+
+// close makes every loop return once its sessions ended.
+func (ls *loopSet) close() {
+	for _, l := range ls.loops {
+		l.close()
+	}
+}
+
+// setData stores v as the event's 64-bit user data.
+func setData(ev *unix.EpollEvent, v uint64) {
+	ev.Fd, ev.Pad = int32(uint32(v)), int32(uint32(v>>32))
+}
+
+// getData returns the event's 64-bit user data.
+func getData(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}

@@ -1,0 +1,179 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// setRefuse makes every splice answer err, in the event loops as on the
+// goroutine path. Call it before any session starts.
+func (r *Relay) setRefuse(err error) {
+	r.refuseSplice = err
+	for _, l := range r.loops.loops {
+		l.refuse = err
+	}
+}
+
+// newRelayLoops returns a Relay with n event loops instead of one per P.
+func newRelayLoops(t testing.TB, n int, o Options) *Relay {
+	t.Helper()
+	r := New(o)
+	r.loops.close()
+	for _, l := range r.loops.loops {
+		<-l.finished
+	}
+	r.loops = newLoopSet(n, r.pipes, o.IdleTimeout, r.pipeGoroutines)
+	if len(r.loops.loops) != n {
+		t.Fatalf("%d event loops started; want %d", len(r.loops.loops), n)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// startAsync runs Start(ctx, relayA, relayB) and delivers done's result to g.
+func (g *rig) startAsync(ctx context.Context, r *Relay) *rig {
+	r.Start(ctx, g.relayA, g.relayB, func(st Stats, err error) { g.done <- pipeResult{st, err} })
+	return g
+}
+
+// TestLoopSessionsHoldNoGoroutine is not parallel: it counts the whole
+// process's goroutines. Established sessions on the event loops, idle or
+// just used, must cost no goroutine each.
+func TestLoopSessionsHoldNoGoroutine(t *testing.T) {
+	r := New(Options{})
+	defer r.Close()
+	const sessions = 64
+	before := runtime.NumGoroutine()
+	rigs := make([]*rig, sessions)
+	for i := range rigs {
+		rigs[i] = newRig(t).startAsync(context.Background(), r)
+		roundTrip(t, rigs[i])
+	}
+	if now := runtime.NumGoroutine(); now-before >= 8 {
+		t.Errorf("%d established sessions added %d goroutines; want none per session", sessions, now-before)
+	}
+	for _, g := range rigs {
+		g.client.CloseWrite()
+		g.upstream.CloseWrite()
+	}
+	for _, g := range rigs {
+		if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 1 || res.st.UpstreamToClient != 1 || !res.st.Spliced {
+			t.Fatalf("session: %v, %+v; want nil, 1 byte each way, spliced", res.err, res.st)
+		}
+	}
+}
+
+// TestLoopFairness runs a bulk transfer and an interactive session on one
+// event loop: the interactive one must get its turns while the bulk one is
+// still moving.
+func TestLoopFairness(t *testing.T) {
+	r := newRelayLoops(t, 1, Options{})
+	bulk := newRig(t).startAsync(context.Background(), r)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	sent := make(chan error, 1)
+	go func() { // the bulk sender writes until told to stop
+		p := newPattern(11)
+		for {
+			select {
+			case <-stop:
+				sent <- bulk.client.CloseWrite()
+				return
+			default:
+			}
+			if _, err := bulk.client.Write(p[:256<<10]); err != nil {
+				sent <- err
+				return
+			}
+		}
+	}()
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, struct{ io.Reader }{bulk.upstream})
+		got <- n
+	}()
+	// Wait until the bulk transfer is under way.
+	if _, err := io.ReadFull(bulk.upstream, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	chat := newRig(t).startAsync(ctx, r)
+	for range 50 {
+		roundTrip(t, chat)
+	}
+	select {
+	case n := <-got:
+		t.Fatalf("bulk transfer ended (%d bytes) before the interactive session finished", n)
+	default:
+	}
+	close(stop)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n == 0 {
+		t.Error("bulk transfer moved nothing")
+	}
+	cancel()
+	if res := chat.wait(t); !errors.Is(res.err, context.Canceled) || res.st.ClientToUpstream != 50 {
+		t.Errorf("interactive session: %v, %+v; want context.Canceled, 50 bytes", res.err, res.st)
+	}
+	bulk.upstream.CloseWrite()
+	if res := bulk.wait(t); res.err != nil || res.st.ClientToUpstream == 0 {
+		t.Errorf("bulk session: %v, %+v; want nil and bytes", res.err, res.st)
+	}
+}
+
+// TestLoopCloseWaitsForSessions checks that Close lets the sessions of an
+// event loop run to their end, and that the loop then returns.
+func TestLoopCloseWaitsForSessions(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{})
+	l := r.loops.loops[0]
+	g := newRig(t).startAsync(context.Background(), r)
+	roundTrip(t, g)
+	r.Close()
+	roundTrip(t, g) // still relayed after Close
+	select {
+	case <-l.finished:
+		t.Fatal("event loop returned with a live session")
+	default:
+	}
+	g.client.CloseWrite()
+	g.upstream.CloseWrite()
+	if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 2 {
+		t.Fatalf("session: %v, %+v; want nil, 2 bytes each way", res.err, res.st)
+	}
+	select {
+	case <-l.finished:
+	case <-time.After(safety):
+		t.Fatal("event loop did not return after its last session")
+	}
+	// A session started after Close runs on goroutines.
+	g2 := newRig(t).startAsync(context.Background(), r)
+	roundTrip(t, g2)
+	g2.client.CloseWrite()
+	g2.upstream.CloseWrite()
+	if res := g2.wait(t); res.err != nil || !res.st.Spliced {
+		t.Fatalf("session after Close: %v, %+v; want nil, spliced", res.err, res.st)
+	}
+}
+
+// TestLoopContextAlreadyDone checks a session whose context ended before it
+// started: it ends at once with the context's error.
+func TestLoopContextAlreadyDone(t *testing.T) {
+	t.Parallel()
+	r := New(Options{})
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := newRig(t).startAsync(ctx, r).wait(t)
+	if !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("session: %v; want context.Canceled", res.err)
+	}
+}

@@ -1,0 +1,23 @@
+//go:build !linux
+
+package relay
+
+import (
+	"context"
+	"net"
+	"time"
+)
+
+// loopSet is empty where there is no splice(2): every session takes the
+// goroutine path.
+type loopSet struct{}
+
+func newLoopSet(int, *pipePool, time.Duration, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+	return &loopSet{}
+}
+
+func (ls *loopSet) start(context.Context, *net.TCPConn, *net.TCPConn, func(Stats, error)) bool {
+	return false
+}
+
+func (ls *loopSet) close() {}
