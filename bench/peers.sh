@@ -178,7 +178,10 @@ workload() {
 	idle) echo idle -n "$IDLE_N" --hold 1s --target "$ECHO" ;;
 	esac
 }
-WORKLOADS="tput1-up tput1-down tput8-up rr64 idle"
+# idle goes first, in a peer process started for each run, so that every
+# relay's memory per idle session is measured from a fresh start rather than
+# in memory the other workloads left behind.
+WORKLOADS="idle tput1-up tput1-down tput8-up rr64"
 
 : >"$tmp/runs.jsonl"
 : >"$tmp/commands.txt"
@@ -186,6 +189,10 @@ for peer in $PEERS; do
 	log "peer $peer"
 	start_peer "$peer"
 	for run in $(seq "$RUNS"); do
+		if [ "$run" -gt 1 ]; then
+			stop_peer
+			start_peer "$peer"
+		fi
 		for w in $WORKLOADS; do
 			# shellcheck disable=SC2207
 			args=($(workload "$w") "${VIA[@]}" --json --quiet)

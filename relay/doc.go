@@ -9,15 +9,15 @@
 // bounded pool when data arrives and given back once it is drained and the
 // source would block, so thousands of idle sessions cost no pipe descriptors.
 //
-// On Linux a Relay runs its sessions on event loops, one per P (GOMAXPROCS):
+// On Linux a Relay runs its sessions on event loops, four per P by default:
 // each loop registers a session's two sockets once, edge-triggered, in an
 // epoll instance of its own, waits on that instance through the runtime
 // poller, and splices wherever a socket is ready. A session costs no
 // goroutine and no stack while it lives, only a small struct and its sockets.
 // A turn gives each direction at most 16 splice calls, so that bulk
 // transfers do not starve the interactive sessions of their loop. With
-// ForceCopy, after Close, where splice is refused, and elsewhere than Linux, a
-// session runs on two goroutines, one per direction.
+// ForceCopy or negative Loops, after Close, where splice is refused, and
+// elsewhere than Linux, a session runs on two goroutines, one per direction.
 //
 // Datagrams relays a UDP association between a client-facing and an
 // upstream-facing socket; a Codec supplied by the caller reads and writes

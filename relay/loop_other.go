@@ -10,7 +10,7 @@ import (
 
 // loopSet is empty where there is no splice(2): every session takes the
 // goroutine path.
-type loopSet struct{}
+type loopSet struct{ loops []struct{} }
 
 func newLoopSet(int, *pipePool, time.Duration, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
 	return &loopSet{}

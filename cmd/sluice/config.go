@@ -88,6 +88,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.udpIdleTimeout, "udp-idle-timeout", 60*time.Second, "end a UDP association that relayed no datagram for this `duration`; 0 = only when its control connection closes")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
+	fs.IntVar(&cfg.relay.Loops, "loops", 0, "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
 	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")

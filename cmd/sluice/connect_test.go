@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -324,9 +325,27 @@ func TestSilentClientTimeout(t *testing.T) {
 }
 
 // TestTransfer64MiB moves 64 MiB each way at once through sluice and compares
-// SHA-256 sums.
+// SHA-256 sums: on the default event loops, on a single one, and on
+// goroutines (--loops -1).
 func TestTransfer64MiB(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []struct {
+		name  string
+		args  []string
+		loops int
+	}{
+		{"default", nil, 4 * runtime.GOMAXPROCS(0)},
+		{"one loop", []string{"--loops", "1"}, 1},
+		{"goroutines", []string{"--loops", "-1"}, 0},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			transfer64MiB(t, mode.loops, mode.args...)
+		})
+	}
+}
+
+func transfer64MiB(t *testing.T, loops int, args ...string) {
 	const size = 64 << 20
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -354,7 +373,10 @@ func TestTransfer64MiB(t *testing.T) {
 		_, err = io.Copy(h, c)
 		atTarget <- result{[32]byte(h.Sum(nil)), err}
 	}()
-	addr, _ := startSluice(t)
+	addr, inst := startSluice(t, args...)
+	if n := inst.srv.relay.Loops(); n != loops {
+		t.Fatalf("%d relay event loops; want %d", n, loops)
+	}
 	c := connectRaw(t, addr, l.Addr().(*net.TCPAddr))
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	writeErr := make(chan error, 1)

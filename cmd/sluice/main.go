@@ -175,7 +175,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 			return nil, fmt.Errorf("--listen %s: %w", addr, err)
 		}
 		inst.listeners = append(inst.listeners, ls...)
-		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", creds != nil)
+		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", creds != nil, "relay_loops", inst.srv.relay.Loops())
 	}
 	cpus, _ := tune.CPUs()
 	inst.accepted = make([]atomic.Int64, len(inst.listeners))
