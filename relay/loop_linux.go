@@ -98,9 +98,9 @@ type flowDir struct {
 	done  bool  // EOF passed on: the destination is half-closed
 }
 
-// errHandOff is returned by step when the session must move to the plain
-// path: the kernel refused splice, or no pipe could be made, before any byte
-// moved.
+// errHandOff is returned by step when the session must move to the
+// goroutine path: the kernel refused splice before any byte moved, or no pipe
+// could be made while none holds bytes.
 var errHandOff = errors.New("relay: hand off to the plain path")
 
 // newLoop makes a loop and starts its goroutine.
@@ -459,7 +459,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if dir.p == nil {
 				p, err := l.pipes.get()
 				if err != nil {
-					if f.moved() {
+					if f.inFlight() {
 						return false, err
 					}
 					return false, errHandOff
@@ -498,6 +498,16 @@ func (l *loop) dropPipe(dir *flowDir) {
 		l.pipes.put(dir.p)
 		dir.p = nil
 	}
+}
+
+// inFlight reports whether a pipe of f holds bytes.
+func (f *flow) inFlight() bool {
+	for i := range f.dirs {
+		if d := &f.dirs[i]; d.p != nil && d.p.data > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // moved reports whether f moved any byte or holds any in a pipe.
@@ -541,12 +551,18 @@ func (l *loop) finish(f *flow, err error) {
 	f.done(f.stats(), err)
 }
 
-// handOff moves f, which has moved nothing, to the plain path on a goroutine
-// of its own.
+// handOff moves f, whose pipes hold no byte, to the goroutine path, which
+// falls back to plain copies where splice cannot go on; the Stats reported
+// count what the loop moved too.
 func (l *loop) handOff(f *flow) {
 	l.unlink(f)
+	prev := f.stats()
 	go func() {
 		st, err := l.fallback(f.ctx, f.client, f.upstream)
+		st.ClientToUpstream += prev.ClientToUpstream
+		st.UpstreamToClient += prev.UpstreamToClient
+		st.SpliceCalls += prev.SpliceCalls
+		st.Spliced = st.Spliced || prev.Spliced
 		f.done(st, err)
 	}()
 }

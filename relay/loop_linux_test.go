@@ -177,3 +177,23 @@ func TestLoopContextAlreadyDone(t *testing.T) {
 		t.Fatalf("session: %v; want context.Canceled", res.err)
 	}
 }
+
+// TestLoopNoPipeMidSession checks a session that can get no pipe (EMFILE)
+// after bytes moved: it goes on on the plain path, and its Stats count the
+// bytes of both paths.
+func TestLoopNoPipeMidSession(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{})
+	g := newRig(t).startAsync(context.Background(), r)
+	roundTrip(t, g)
+	r.Trim()
+	r.pipes.refuseNew.Store(true)
+	roundTrip(t, g)
+	roundTrip(t, g)
+	g.client.CloseWrite()
+	g.upstream.CloseWrite()
+	res := g.wait(t)
+	if res.err != nil || res.st.ClientToUpstream != 3 || res.st.UpstreamToClient != 3 || !res.st.Spliced || !res.st.Fallback {
+		t.Fatalf("session: %v, %+v; want nil, 3 bytes each way, Spliced and Fallback", res.err, res.st)
+	}
+}

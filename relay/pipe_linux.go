@@ -5,6 +5,7 @@ package relay
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +53,9 @@ type pipePool struct {
 	want int // F_SETPIPE_SZ request; 0: kernel default
 	max  int
 
+	// refuseNew, set by tests, makes every new pipe fail with EMFILE.
+	refuseNew atomic.Bool
+
 	mu     sync.Mutex
 	free   []*pipe
 	closed bool
@@ -72,6 +76,9 @@ func (pp *pipePool) get() (*pipe, error) {
 		return p, nil
 	}
 	pp.mu.Unlock()
+	if pp.refuseNew.Load() {
+		return nil, os.NewSyscallError("pipe2", unix.EMFILE)
+	}
 	return newPipe(pp.want)
 }
 
