@@ -45,6 +45,7 @@ type loop struct {
 	aborted  []*flow // ended from outside (context, failed registration)
 	closing  bool
 	closed   atomic.Bool   // closing, readable without l.mu
+	released bool          // the loop returned and closed its descriptors
 	finished chan struct{} // closed when the loop goroutine returns
 
 	// Owned by the loop goroutine.
@@ -181,7 +182,13 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func
 func (l *loop) register(f *flow, side int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
 	setData(&ev, f.id<<1|uint64(side))
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev); err != nil {
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
+	if err == unix.EEXIST {
+		// The socket served an earlier session of this loop and stayed
+		// open: it is still registered, under that session's id.
+		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, f.fds[side], &ev)
+	}
+	if err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
@@ -191,14 +198,18 @@ func (l *loop) register(f *flow, side int) error {
 // context's error when err is nil.
 func (l *loop) abort(f *flow, err error) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	f.abortErr = err
 	l.aborted = append(l.aborted, f)
-	l.mu.Unlock()
 	l.kick()
 }
 
-// kick wakes the loop goroutine.
+// kick wakes the loop goroutine. l.mu is held: the eventfd is closed under
+// it once the loop returned, and its number must not be written after.
 func (l *loop) kick() {
+	if l.released {
+		return
+	}
 	var one = [8]byte{1}
 	unix.Write(l.wake, one[:]) // EAGAIN: the counter is already non-zero
 }
@@ -206,9 +217,9 @@ func (l *loop) kick() {
 // close makes the loop return once its last session ended.
 func (l *loop) close() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.closing = true
 	l.closed.Store(true)
-	l.mu.Unlock()
 	l.kick()
 }
 
@@ -583,8 +594,11 @@ func (l *loop) endAll(err error) {
 
 // release closes the loop's descriptors.
 func (l *loop) release() {
-	l.file.Close()
+	l.mu.Lock()
+	l.released = true
 	unix.Close(l.wake)
+	l.mu.Unlock()
+	l.file.Close()
 }
 
 // rawFd returns c's descriptor. It stays valid while c is open, which the

@@ -197,3 +197,26 @@ func TestLoopNoPipeMidSession(t *testing.T) {
 		t.Fatalf("session: %v, %+v; want nil, 3 bytes each way, Spliced and Fallback", res.err, res.st)
 	}
 }
+
+// TestLoopSameSocketsTwice relays the same pair of sockets in two sessions in
+// a row on one loop: the first ends by its context with the sockets left
+// open, still registered with the loop, and the second must relay anyway.
+func TestLoopSameSocketsTwice(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{})
+	g := newRig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.startAsync(ctx, r)
+	roundTrip(t, g)
+	cancel()
+	if res := g.wait(t); !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("first session: %v; want context.Canceled", res.err)
+	}
+	g.startAsync(context.Background(), r)
+	roundTrip(t, g)
+	g.client.CloseWrite()
+	g.upstream.CloseWrite()
+	if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 1 || res.st.UpstreamToClient != 1 {
+		t.Fatalf("second session: %v, %+v; want nil, 1 byte each way", res.err, res.st)
+	}
+}
