@@ -85,6 +85,7 @@ type flow struct {
 
 	dirs     [2]flowDir
 	readable [2]bool
+	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
 	writable [2]bool
 	queued   bool // in l.ready
 	ended    bool
@@ -180,7 +181,7 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func
 // register adds one socket of f to the epoll set, edge-triggered, for both
 // directions' needs at once, so that it never has to be modified.
 func (l *loop) register(f *flow, side int) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	setData(&ev, f.id<<1|uint64(side))
 	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
 	if err == unix.EEXIST {
@@ -291,8 +292,11 @@ func (l *loop) wait() (woken bool, err error) {
 		}
 		l.batch[i] = nil
 		side, ev := getData(&events[i])&1, events[i].Events
-		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
 			f.readable[side] = true
+		}
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
+			f.probe[side] = true
 		}
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			f.writable[side] = true
@@ -487,6 +491,14 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			case err == nil:
 				dir.p.data = int(n)
 				dir.calls++
+				if int(n) < dir.p.slots && !f.probe[src] {
+					// Fewer bytes than the pipe has slots: neither its
+					// bytes nor its slots ran out (a slot holds a byte
+					// at least), so the splice took all the socket had.
+					// Bytes arriving later raise a new edge; skip the
+					// read that would only answer EAGAIN.
+					f.readable[src] = false
+				}
 			case err == unix.EINTR:
 			case err == unix.EAGAIN:
 				f.readable[src] = false

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"runtime"
@@ -219,4 +220,54 @@ func TestLoopSameSocketsTwice(t *testing.T) {
 	if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 1 || res.st.UpstreamToClient != 1 {
 		t.Fatalf("second session: %v, %+v; want nil, 1 byte each way", res.err, res.st)
 	}
+}
+
+// TestLoopSmallReads covers the reads the loop does not repeat to EAGAIN
+// (fewer bytes than the pipe has slots): bytes and EOF sent together, and a
+// run of one-byte segments, must all arrive, with EOF.
+func TestLoopSmallReads(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{})
+	t.Run("bytes and EOF together", func(t *testing.T) {
+		g := newRig(t).startAsync(context.Background(), r)
+		for i := range 20 {
+			msg := []byte{byte(i), 1, 2, 3, 4}
+			if _, err := g.client.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(g.upstream, msg); err != nil || msg[0] != byte(i) {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+		g.client.Write([]byte("last"))
+		g.client.CloseWrite()
+		got, err := io.ReadAll(g.upstream)
+		if err != nil || string(got) != "last" {
+			t.Fatalf("after the last message: %q, %v; want \"last\" and EOF", got, err)
+		}
+		g.upstream.CloseWrite()
+		if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 104 {
+			t.Fatalf("session: %v, %+v; want nil, 104 bytes up", res.err, res.st)
+		}
+	})
+	t.Run("one-byte segments", func(t *testing.T) {
+		g := newRig(t).startAsync(context.Background(), r)
+		const n = 2000
+		got := drainAsync(g.upstream)
+		p := newPattern(12)
+		for i := range n {
+			if _, err := g.client.Write(p[i : i+1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.client.CloseWrite()
+		rcv := <-got
+		if rcv.err != nil || rcv.n != n || rcv.sum != sha256.Sum256(p[:n]) {
+			t.Fatalf("upstream got %d bytes (%v), checksum match %v; want %d", rcv.n, rcv.err, rcv.sum == sha256.Sum256(p[:n]), n)
+		}
+		g.upstream.CloseWrite()
+		if res := g.wait(t); res.err != nil {
+			t.Fatalf("session: %v", res.err)
+		}
+	})
 }

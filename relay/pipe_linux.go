@@ -14,6 +14,7 @@ import (
 type pipe struct {
 	rfd, wfd int // read and write ends, both O_NONBLOCK
 	size     int // effective capacity in bytes, as the kernel reports it
+	slots    int // pipe buffers: size in pages
 	data     int // bytes in the pipe now
 }
 
@@ -38,6 +39,7 @@ func newPipe(want int) (*pipe, error) {
 		}
 	}
 	p.size = size
+	p.slots = max(size/os.Getpagesize(), 1)
 	return p, nil
 }
 

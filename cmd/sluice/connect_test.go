@@ -368,9 +368,21 @@ func transfer64MiB(t *testing.T, loops int, args ...string) {
 			return
 		}
 		defer c.Close()
-		go func() { c.Write(down); c.(*net.TCPConn).CloseWrite() }()
+		// The download is written beside the upload's read, and c is
+		// closed only when both are done.
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := c.Write(down)
+			if err == nil {
+				err = c.(*net.TCPConn).CloseWrite()
+			}
+			wrote <- err
+		}()
 		h := sha256.New()
 		_, err = io.Copy(h, c)
+		if werr := <-wrote; err == nil {
+			err = werr
+		}
 		atTarget <- result{[32]byte(h.Sum(nil)), err}
 	}()
 	addr, inst := startSluice(t, args...)
