@@ -1,0 +1,244 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// budget bounds the splice calls one direction makes in one turn, so that a
+// bulk transfer does not starve the other sessions of its loop.
+const budget = 16
+
+// flow is one session in a loop. Its fields are set before it is published
+// to the loop under l.mu and owned by the loop goroutine afterwards; abortErr
+// is guarded by l.mu.
+type flow struct {
+	id               uint64
+	fds              [2]int
+	client, upstream *net.TCPConn
+	ctx              context.Context
+	done             func(Stats, error)
+	stop             func() bool // context.AfterFunc's; nil when ctx cannot end
+	abortErr         error
+
+	dirs     [2]flowDir
+	readable [2]bool
+	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
+	writable [2]bool
+	queued   bool // in l.ready
+	ended    bool
+	last     int64 // l.now when a byte last moved
+}
+
+type flowDir struct {
+	p     *pipe // held while bytes are in flight
+	bytes int64 // written to the destination
+	calls int64 // splice calls that moved bytes
+	eof   bool  // the source reached EOF
+	done  bool  // EOF passed on: the destination is half-closed
+}
+
+// errHandOff is returned by step when the session must move to the
+// goroutine path: the kernel refused splice before any byte moved, or no pipe
+// could be made while none holds bytes.
+var errHandOff = errors.New("relay: hand off to the plain path")
+
+// run moves what f's sockets allow in both directions and ends f when both
+// directions are done or one failed.
+func (l *loop) run(f *flow) {
+	if f.ended {
+		return
+	}
+	more := false
+	for d := range f.dirs {
+		m, err := l.step(f, d)
+		if err == errHandOff {
+			l.handOff(f)
+			return
+		}
+		if err != nil {
+			l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[d], err))
+			return
+		}
+		more = more || m
+	}
+	if f.dirs[0].done && f.dirs[1].done {
+		l.finish(f, nil)
+		return
+	}
+	if more && !f.queued {
+		f.queued = true
+		l.ready = append(l.ready, f)
+	}
+}
+
+var dirLabel = [2]string{"client->upstream", "upstream->client"}
+
+// step moves bytes in direction d (source side d, destination side 1-d)
+// until a socket would block, the direction ends, or it spent its budget
+// (more is then true). Invariant: a direction holds a pipe only while bytes
+// are in it or a splice into it is about to be made.
+func (l *loop) step(f *flow, d int) (more bool, err error) {
+	dir := &f.dirs[d]
+	src, dst := d, 1-d
+	for range budget {
+		switch {
+		case dir.done:
+			return false, nil
+		case dir.p != nil && dir.p.data > 0:
+			if !f.writable[dst] {
+				return false, nil
+			}
+			n, err := unix.Splice(dir.p.rfd, nil, f.fds[dst], nil, dir.p.data, spliceFlags)
+			switch {
+			case n > 0:
+				dir.p.data -= int(n)
+				dir.bytes += n
+				dir.calls++
+				f.last = l.now
+			case err == unix.EINTR:
+			case err == unix.EAGAIN:
+				f.writable[dst] = false
+				return false, nil
+			case err == nil:
+				return false, os.NewSyscallError("splice", io.ErrNoProgress)
+			default:
+				return false, os.NewSyscallError("splice", err)
+			}
+		case dir.eof:
+			l.dropPipe(dir)
+			dir.done = true
+			if err := unix.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
+				return false, os.NewSyscallError("shutdown", err)
+			}
+			return false, nil
+		case !f.readable[src]:
+			l.dropPipe(dir)
+			return false, nil
+		default:
+			if dir.p == nil {
+				p, err := l.pipes.get()
+				if err != nil {
+					if f.inFlight() {
+						return false, err
+					}
+					return false, errHandOff
+				}
+				dir.p = p
+			}
+			n, err := int64(0), l.refuse
+			if err == nil {
+				n, err = unix.Splice(f.fds[src], nil, dir.p.wfd, nil, dir.p.size, spliceFlags)
+			}
+			switch {
+			case err == nil && n == 0:
+				dir.eof = true
+			case err == nil:
+				dir.p.data = int(n)
+				dir.calls++
+				if int(n) < dir.p.slots && !f.probe[src] {
+					// Fewer bytes than the pipe has slots: neither its
+					// bytes nor its slots ran out (a slot holds a byte
+					// at least), so the splice took all the socket had.
+					// Bytes arriving later raise a new edge; skip the
+					// read that would only answer EAGAIN.
+					f.readable[src] = false
+				}
+			case err == unix.EINTR:
+			case err == unix.EAGAIN:
+				f.readable[src] = false
+				l.dropPipe(dir)
+				return false, nil
+			case isRefused(err) && !f.moved():
+				return false, errHandOff
+			default:
+				return false, os.NewSyscallError("splice", err)
+			}
+		}
+	}
+	return !dir.done, nil
+}
+
+// dropPipe gives back dir's pipe, if it holds one; the pool closes it when
+// bytes are stuck in it.
+func (l *loop) dropPipe(dir *flowDir) {
+	if dir.p != nil {
+		l.pipes.put(dir.p)
+		dir.p = nil
+	}
+}
+
+// inFlight reports whether a pipe of f holds bytes.
+func (f *flow) inFlight() bool {
+	for i := range f.dirs {
+		if d := &f.dirs[i]; d.p != nil && d.p.data > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// moved reports whether f moved any byte or holds any in a pipe.
+func (f *flow) moved() bool {
+	for i := range f.dirs {
+		if d := &f.dirs[i]; d.bytes > 0 || d.calls > 0 || (d.p != nil && d.p.data > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *flow) stats() Stats {
+	a, b := &f.dirs[0], &f.dirs[1]
+	return Stats{
+		ClientToUpstream: a.bytes,
+		UpstreamToClient: b.bytes,
+		Spliced:          a.bytes+b.bytes > 0,
+		SpliceCalls:      a.calls + b.calls,
+	}
+}
+
+// unlink takes f out of the loop: no event reaches it any more.
+func (l *loop) unlink(f *flow) {
+	f.ended = true
+	l.mu.Lock()
+	delete(l.flows, f.id)
+	l.mu.Unlock()
+	for i := range f.dirs {
+		l.dropPipe(&f.dirs[i])
+	}
+	if f.stop != nil {
+		f.stop()
+	}
+}
+
+// finish ends f and reports it. The caller closes the sockets; until then
+// their events find no flow and are dropped.
+func (l *loop) finish(f *flow, err error) {
+	l.unlink(f)
+	f.done(f.stats(), err)
+}
+
+// handOff moves f, whose pipes hold no byte, to the goroutine path, which
+// falls back to plain copies where splice cannot go on; the Stats reported
+// count what the loop moved too.
+func (l *loop) handOff(f *flow) {
+	l.unlink(f)
+	prev := f.stats()
+	go func() {
+		st, err := l.fallback(f.ctx, f.client, f.upstream)
+		st.ClientToUpstream += prev.ClientToUpstream
+		st.UpstreamToClient += prev.UpstreamToClient
+		st.SpliceCalls += prev.SpliceCalls
+		st.Spliced = st.Spliced || prev.Spliced
+		f.done(st, err)
+	}()
+}
