@@ -185,14 +185,13 @@ WORKLOADS="idle tput1-up tput1-down tput8-up rr64"
 
 : >"$tmp/runs.jsonl"
 : >"$tmp/commands.txt"
-for peer in $PEERS; do
-	log "peer $peer"
-	start_peer "$peer"
-	for run in $(seq "$RUNS"); do
-		if [ "$run" -gt 1 ]; then
-			stop_peer
-			start_peer "$peer"
-		fi
+# Runs are interleaved (run 1 of every peer, then run 2 of every peer, ...),
+# so that a machine that slows down or speeds up during the script weighs on
+# every peer alike instead of on the ones measured last.
+for run in $(seq "$RUNS"); do
+	for peer in $PEERS; do
+		log "run $run of $RUNS: $peer"
+		start_peer "$peer"
 		for w in $WORKLOADS; do
 			# shellcheck disable=SC2207
 			args=($(workload "$w") "${VIA[@]}" --json --quiet)
@@ -212,8 +211,8 @@ for peer in $PEERS; do
 				  else "\(.open) open" end) + ", errors \(.errors | .connect + .socks + .data + .io)" end)' \
 				"$tmp/out.json" >&2
 		done
+		stop_peer
 	done
-	stop_peer
 done
 
 # Machine facts.
@@ -296,6 +295,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  "- microsocks drops bytes pipelined behind the greeting and closes both sides on the first EOF, so it runs with `--lockstep`, and uploads with `--verify none` (no sink count).",
 	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.",
 	  "- Each run starts the relay afresh and measures the idle workload first, so RSS per session is what a new process pays, not memory reused from the other workloads.",
+	  "- Runs are interleaved (run 1 of every peer, then run 2, ...), so that the machine speeding up or slowing down during the script weighs on every peer alike.",
 	  "- sluice runs with its defaults and `--access-log=false` (HAProxy and microsocks log nothing here either); the access log costs about 8 % more relay CPU per connection (0.266 against 0.245 s per 1,000 connections, `sluice-bench rr -c 32 --duration 3s --pid PID`, median of 4 alternating runs with `--access-log` on and off).\n",
 	  "## Commands\n",
 	  "Ports and PIDs are those of this run.\n",
