@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// ErrIdleTimeout is returned by Pipe, wrapping the errors of the directions it
-// cut short, when no byte moved either way for Options.IdleTimeout. The
-// returned error also matches os.ErrDeadlineExceeded through those directions.
+// ErrIdleTimeout is wrapped by the error Pipe returns when no byte moved
+// either way for Options.IdleTimeout. That error also matches
+// os.ErrDeadlineExceeded.
 var ErrIdleTimeout = errors.New("relay: idle timeout")
 
 const (
@@ -27,8 +27,10 @@ const (
 // default (0 means the default, negative means off).
 type Options struct {
 	// IdleTimeout ends a session when no byte moved either way for this long.
-	// The check runs once per IdleTimeout, so a silent session ends between
-	// one and two IdleTimeouts after its last byte. 0 or negative: off.
+	// On an event loop the check runs every quarter of IdleTimeout, so a
+	// silent session ends between one and one and a quarter IdleTimeouts
+	// after its last byte; on goroutines it runs once per IdleTimeout
+	// (between one and two). 0 or negative: off.
 	IdleTimeout time.Duration
 
 	// PipeBytes is the splice pipe size asked for with F_SETPIPE_SZ.
