@@ -217,7 +217,16 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	// On Linux the relay's event loops carry the session from here, without
 	// a goroutine: this one returns, and the stack it grew through the
 	// handshake and the dial is freed for the session's life.
-	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) { s.relayed(rs, st, err) })
+	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) {
+		if rs.lv.accessLog {
+			// The access log line can block (a stderr pipe nobody
+			// drains): write it off the loop, which serves other
+			// sessions.
+			go s.relayed(rs, st, err)
+			return
+		}
+		s.relayed(rs, st, err)
+	})
 }
 
 // relaySession is an established session as serveConn hands it to the
@@ -234,9 +243,9 @@ type relaySession struct {
 	start    time.Time
 }
 
-// relayed accounts for a session the relay ended and releases what it holds.
-// It runs on a relay event loop and must not block: what it does is close
-// two sockets, count, and write the access log line.
+// relayed accounts for a session the relay ended and releases what it holds:
+// it closes two sockets, counts, and writes the access log line. Without an
+// access log it runs on the relay's event loop, and nothing in it blocks.
 func (s *server) relayed(rs *relaySession, st relay.Stats, err error) {
 	defer s.endSession(rs)
 	s.metrics.relayed(st, s.forceCopy)

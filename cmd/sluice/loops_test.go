@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// stuckWriter stands for a stderr pipe that nobody drains: once armed, every
+// Write blocks until release is closed. started gets a value as each
+// blocked Write begins.
+type stuckWriter struct {
+	armed   atomic.Bool
+	started chan struct{}
+	release chan struct{}
+}
+
+func (w *stuckWriter) Write(p []byte) (int, error) {
+	if w.armed.Load() {
+		w.started <- struct{}{}
+		<-w.release
+	}
+	return len(p), nil
+}
+
+// TestStuckAccessLogSparesLoop checks that a session ending while the access
+// log cannot be written does not stall the other sessions of its event loop.
+func TestStuckAccessLogSparesLoop(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--loops", "1", "--access-log"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.resolver = nxdomainResolver(t)
+	w := &stuckWriter{started: make(chan struct{}, 16), release: make(chan struct{})}
+	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(w, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unstick := func() { once.Do(func() { close(w.release) }) }
+	t.Cleanup(func() { unstick(); inst.shutdown(5 * time.Second) })
+	addr := inst.addrs()[0]
+
+	a := connectRaw(t, addr, target)
+	b := connectRaw(t, addr, target)
+	for _, c := range []*net.TCPConn{a, b} {
+		mustWrite(t, c, []byte("x"))
+		expect(t, c, []byte("x"))
+	}
+	w.armed.Store(true)
+	a.Close() // its session ends and its access log line gets stuck
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ended session wrote no access log line")
+	}
+	b.SetDeadline(time.Now().Add(5 * time.Second))
+	mustWrite(t, b, []byte("y"))
+	expect(t, b, []byte("y"))
+	unstick()
+}
