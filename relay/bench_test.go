@@ -12,11 +12,13 @@ import (
 // middle relays relayA<->relayB until both directions end.
 type middle func(relayA, relayB *net.TCPConn) (Stats, error)
 
-// BenchmarkPipe moves 64 MiB per op client->upstream through four middles,
+// BenchmarkPipe moves 64 MiB per op client->upstream through five middles,
 // sweeping the client's write size. cpu-ns/MiB is the whole process's CPU
 // time (sender, middle and receiver) per MiB moved; on a busy machine it tells
 // the middles apart better than MB/s does. The middles:
-//   - splice: Pipe, the splice path;
+//   - splice: Pipe, the splice path on the event loops;
+//   - splice-goroutines: Pipe with Loops -1, the splice path on two
+//     goroutines per session;
 //   - copy: Pipe with ForceCopy, the plain read/write path;
 //   - iocopy: io.Copy through wrappers hiding ReadFrom and WriteTo, as a
 //     proxy that wraps its conns gets;
@@ -27,6 +29,7 @@ func BenchmarkPipe(b *testing.B) {
 		mid  func() (middle, func())
 	}{
 		{"splice", relayMiddle(Options{})},
+		{"splice-goroutines", relayMiddle(Options{Loops: -1})},
 		{"copy", relayMiddle(Options{ForceCopy: true})},
 		{"iocopy", ioCopyMiddle(true)},
 		{"stdlib", ioCopyMiddle(false)},
