@@ -10,7 +10,8 @@
 #              (go-socks5 is github.com/armon/go-socks5, built from bench/gopeer)
 #              sluice variants for the tuning comparison may be added:
 #              sluice-l1 (--listeners 1), sluice-pin (--pin),
-#              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice)
+#              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice),
+#              sluice-goroutines (--loops -1: no event loops)
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -67,8 +68,8 @@ for peer in $PEERS; do
 		log "building go-socks5 (bench/gopeer)"
 		(cd bench/gopeer && CGO_ENABLED=0 go build -o "$tmp/go-socks5" .) || die "bench/gopeer did not build"
 		;;
-	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice)" ;;
+	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines) ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines)" ;;
 	esac
 done
 
@@ -150,6 +151,7 @@ start_peer() {
 		sluice-pin) extra=(--pin) ;;
 		sluice-workers) extra=(--workers "$(nproc)") ;;
 		sluice-nosplice) extra=(--no-splice) ;;
+		sluice-goroutines) extra=(--loops -1) ;;
 		esac
 		# No access log: HAProxy and microsocks log nothing here either.
 		start "$1" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"
