@@ -51,13 +51,13 @@ type loop struct {
 	// Owned by the loop goroutine.
 	events    [128]unix.EpollEvent
 	batch     [128]*flow
-	n         int   // events of the last wait
+	err       error // epoll_wait failed: the loop ends its sessions
 	now       int64 // nanoseconds since base, once per wait
 	ready     []*flow
 	spare     []*flow
 	nextSweep int64
 	deadline  int64 // the read deadline set on file; 0: none
-	waitFn    func(fd uintptr) bool
+	turnFn    func(fd uintptr) bool
 }
 
 // Side indexes into a flow's fds and readiness: 0 the client, 1 the upstream;
@@ -100,7 +100,7 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 		unix.Close(wake)
 		return nil, err
 	}
-	l.waitFn = l.waitEvents
+	l.turnFn = l.turn
 	go l.serve()
 	return l, nil
 }
@@ -186,28 +186,34 @@ func (l *loop) close() {
 	l.kick()
 }
 
-// serve is the loop goroutine.
+// serve is the loop goroutine. It spends its life inside RawConn.Read on the
+// epoll descriptor, whose callback (turn) runs the loop; Read returns only
+// when the loop ends or at the read deadline set for the next idle sweep.
 func (l *loop) serve() {
 	defer close(l.finished)
 	defer l.release()
 	for {
-		woken, err := l.wait()
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			// The epoll descriptor failed, which cannot happen while the
-			// loop holds it: end every session rather than hang them.
-			l.endAll(fmt.Errorf("relay: event loop: %w", err))
-			return
+		l.setDeadline()
+		err := l.rc.Read(l.turnFn)
+		switch {
+		case err == nil && l.err == nil:
+			return // closing, and no session left
+		case err == nil:
+			err = l.err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			l.now = int64(time.Since(l.base))
+			if l.idle > 0 && l.now >= l.nextSweep {
+				l.sweep()
+			}
+			if l.closed.Load() && l.drained() {
+				return
+			}
+			continue
 		}
-		if woken {
-			l.takeAborts()
-		}
-		l.runReady()
-		if l.idle > 0 && l.now >= l.nextSweep {
-			l.sweep()
-		}
-		if l.closed.Load() && l.drained() {
-			return
-		}
+		// The epoll descriptor failed, which cannot happen while the loop
+		// holds it: end every session rather than hang them.
+		l.endAll(fmt.Errorf("relay: event loop: %w", err))
+		return
 	}
 }
 
@@ -218,24 +224,46 @@ func (l *loop) drained() bool {
 	return l.closing && len(l.flows) == 0
 }
 
-// wait collects the next events and runs their flows. It blocks, through the
-// runtime poller, only when no flow is ready to run again. It reports
-// whether the wake eventfd fired.
-func (l *loop) wait() (woken bool, err error) {
-	l.n = 0
-	if len(l.ready) > 0 {
-		if l.n, err = epollWait(l.epfd, l.events[:]); err != nil {
-			return false, err
+// turn is the RawConn.Read callback: it collects the ready events without
+// blocking and runs their flows, again while a wait could not block (a full
+// batch, flows ready to run on), and then asks the runtime poller to wait by
+// returning false. It returns true to end the Read: the loop is closing and
+// serves no session, or epoll failed (l.err).
+//
+// Asking to wait right after a harvest, without another epoll_wait that would
+// find nothing, is safe only inside one Read call: every event that arrives
+// after a harvest wakes the runtime poller for the epoll descriptor, and the
+// readiness it records survives until this Read waits, while a new Read
+// would reset it.
+func (l *loop) turn(fd uintptr) bool {
+	for {
+		n, err := epollWait(int(fd), l.events[:])
+		if err != nil {
+			l.err = err
+			return true
 		}
-	} else {
-		l.setDeadline()
-		if err = l.rc.Read(l.waitFn); err != nil {
-			l.now = int64(time.Since(l.base))
-			return false, err
+		l.now = int64(time.Since(l.base))
+		if l.dispatch(n) {
+			l.takeAborts()
+		}
+		l.runReady()
+		if l.idle > 0 && l.now >= l.nextSweep {
+			l.sweep()
+		}
+		if l.closed.Load() && l.drained() {
+			return true
+		}
+		if n < len(l.events) && len(l.ready) == 0 {
+			l.setDeadline() // a sweep moved the next one
+			return false
 		}
 	}
-	l.now = int64(time.Since(l.base))
-	events := l.events[:l.n]
+}
+
+// dispatch records the readiness that n events report and runs their flows.
+// It reports whether the wake eventfd fired.
+func (l *loop) dispatch(n int) (woken bool) {
+	events := l.events[:n]
 	l.mu.Lock()
 	for i := range events {
 		data := getData(&events[i])
@@ -265,20 +293,7 @@ func (l *loop) wait() (woken bool, err error) {
 		}
 		l.run(f)
 	}
-	return woken, nil
-}
-
-// waitEvents is the RawConn.Read callback: it collects ready events without
-// blocking, and asks the runtime poller to wait when there are none. Only
-// then: the runtime sees the epoll descriptor edge-triggered, so returning
-// false with events left would lose their wakeup.
-func (l *loop) waitEvents(fd uintptr) bool {
-	n, err := epollWait(int(fd), l.events[:])
-	if err != nil {
-		return true
-	}
-	l.n = n
-	return n > 0
+	return woken
 }
 
 // epollWait polls without blocking, retrying EINTR.
