@@ -18,8 +18,7 @@ import (
 const budget = 16
 
 // flow is one session in a loop. Its fields are set before it is published
-// to the loop under l.mu and owned by the loop goroutine afterwards; abortErr
-// is guarded by l.mu.
+// to the loop under l.mu and owned by the loop goroutine afterwards.
 type flow struct {
 	id               uint64
 	fds              [2]int
@@ -27,7 +26,6 @@ type flow struct {
 	ctx              context.Context
 	done             func(Stats, error)
 	stop             func() bool // context.AfterFunc's; nil when ctx cannot end
-	abortErr         error
 
 	dirs     [2]flowDir
 	readable [2]bool
@@ -186,14 +184,9 @@ func (f *flow) inFlight() bool {
 	return false
 }
 
-// moved reports whether f moved any byte or holds any in a pipe.
+// moved reports whether a splice of f moved bytes, into a pipe or out of one.
 func (f *flow) moved() bool {
-	for i := range f.dirs {
-		if d := &f.dirs[i]; d.bytes > 0 || d.calls > 0 || (d.p != nil && d.p.data > 0) {
-			return true
-		}
-	}
-	return false
+	return f.dirs[0].calls+f.dirs[1].calls > 0
 }
 
 func (f *flow) stats() Stats {

@@ -42,9 +42,8 @@ type loop struct {
 	mu       sync.Mutex
 	flows    map[uint64]*flow // registered and not ended
 	nextID   uint64
-	aborted  []*flow // ended from outside (context, failed registration)
-	closing  bool
-	closed   atomic.Bool   // closing, readable without l.mu
+	aborted  []abortion    // ended from outside (context, failed registration)
+	closed   atomic.Bool   // closing: set under l.mu, read without it too
 	released bool          // the loop returned and closed its descriptors
 	finished chan struct{} // closed when the loop goroutine returns
 
@@ -114,7 +113,7 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func
 		f.fds[sideUpstream], err = rawFd(upstream)
 	}
 	l.mu.Lock()
-	if l.closing {
+	if l.closed.Load() {
 		l.mu.Unlock()
 		return false
 	}
@@ -162,9 +161,14 @@ func (l *loop) register(f *flow, side int) error {
 func (l *loop) abort(f *flow, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f.abortErr = err
-	l.aborted = append(l.aborted, f)
+	l.aborted = append(l.aborted, abortion{f, err})
 	l.kick()
+}
+
+// abortion is a flow ended from outside, with its error (nil: its context's).
+type abortion struct {
+	f   *flow
+	err error
 }
 
 // kick wakes the loop goroutine. l.mu is held: the eventfd is closed under
@@ -181,7 +185,6 @@ func (l *loop) kick() {
 func (l *loop) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.closing = true
 	l.closed.Store(true)
 	l.kick()
 }
@@ -202,10 +205,7 @@ func (l *loop) serve() {
 			err = l.err
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			l.now = int64(time.Since(l.base))
-			if l.idle > 0 && l.now >= l.nextSweep {
-				l.sweep()
-			}
-			if l.closed.Load() && l.drained() {
+			if l.housekeep() {
 				return
 			}
 			continue
@@ -217,11 +217,18 @@ func (l *loop) serve() {
 	}
 }
 
-// drained reports whether the loop, closing, serves no session any more.
-func (l *loop) drained() bool {
+// housekeep makes the idle sweep when it is due and reports whether the loop
+// should return: it is closing and serves no session any more.
+func (l *loop) housekeep() (exit bool) {
+	if l.idle > 0 && l.now >= l.nextSweep {
+		l.sweep()
+	}
+	if !l.closed.Load() {
+		return false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.closing && len(l.flows) == 0
+	return len(l.flows) == 0
 }
 
 // turn is the RawConn.Read callback: it collects the ready events without
@@ -247,10 +254,7 @@ func (l *loop) turn(fd uintptr) bool {
 			l.takeAborts()
 		}
 		l.runReady()
-		if l.idle > 0 && l.now >= l.nextSweep {
-			l.sweep()
-		}
-		if l.closed.Load() && l.drained() {
+		if l.housekeep() {
 			return true
 		}
 		if n < len(l.events) && len(l.ready) == 0 {
@@ -328,17 +332,14 @@ func (l *loop) takeAborts() {
 	aborted := l.aborted
 	l.aborted = nil
 	l.mu.Unlock()
-	for _, f := range aborted {
-		if f.ended {
+	for _, a := range aborted {
+		if a.f.ended {
 			continue
 		}
-		l.mu.Lock()
-		err := f.abortErr
-		l.mu.Unlock()
-		if err == nil {
-			err = f.ctx.Err()
+		if a.err == nil {
+			a.err = a.f.ctx.Err()
 		}
-		l.finish(f, err)
+		l.finish(a.f, a.err)
 	}
 }
 
@@ -382,7 +383,7 @@ func (l *loop) endAll(err error) {
 	for _, f := range l.flows {
 		flows = append(flows, f)
 	}
-	l.closing = true
+	l.closed.Store(true)
 	l.mu.Unlock()
 	for _, f := range flows {
 		l.finish(f, err)
