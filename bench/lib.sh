@@ -1,7 +1,8 @@
 # lib.sh: what the bench scripts share, sourced right after `cd` to the
 # repository root: a temporary directory ($tmp), processes started with
 # `start` and stopped by PID (with their descendants) on exit or interrupt,
-# logging, and installing Debian packages without starting their services.
+# logging, installing Debian packages without starting their services, the
+# Go programs (built here, or taken from BIN), and HAProxy's configuration.
 # shellcheck shell=bash
 
 SCRIPT=$(basename "$0")
@@ -94,4 +95,69 @@ need() {
 	iperf3) $SUDO service iperf3 stop >/dev/null 2>&1 || true ;;
 	esac
 	command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 not found"
+}
+
+# go_bin NAME DIR: print the path of Go program NAME. With BIN set (a folder
+# that bench/prebuild.sh filled, for a machine without Go) it is $BIN/NAME;
+# else DIR (a package folder) is built, statically, into $tmp/NAME.
+go_bin() {
+	local name=$1 dir=$2
+	if [ -n "${BIN:-}" ]; then
+		[ -x "$BIN/$name" ] || die "BIN=$BIN has no $name (bench/prebuild.sh $BIN)"
+		echo "$BIN/$name"
+		return
+	fi
+	command -v go >/dev/null 2>&1 ||
+		die "go is needed to build $name (or BIN=DIR, with DIR from bench/prebuild.sh on a machine with Go)"
+	log "building $name"
+	(cd "$dir" && CGO_ENABLED=0 go build -o "$tmp/$name" .) || die "$dir did not build"
+	echo "$tmp/$name"
+}
+
+# go_version: the Go release the programs were built with.
+go_version() {
+	if [ -n "${BIN:-}" ]; then
+		cat "$BIN/go-version" 2>/dev/null || echo "unknown Go (BIN=$BIN)"
+	else
+		go version
+	fi
+}
+
+# pkg_version PACKAGE COMMAND...: the Debian package's version, or else the
+# first line COMMAND prints (a peer copied onto a machine without dpkg).
+pkg_version() {
+	local pkg=$1
+	shift
+	dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || "$@" 2>&1 | head -1 || true
+}
+
+# haproxy_maxconn WANT: WANT, or less where the descriptor limit would make
+# HAProxy refuse to start (two per connection, and with splice two per pipe,
+# one pipe for each four connections: 2.5 per connection and some spare).
+haproxy_maxconn() {
+	local lim
+	lim=$(ulimit -Hn)
+	if [ "$lim" != unlimited ] && [ $(((lim - 200) / 3)) -lt "$1" ]; then
+		echo $(((lim - 200) / 3))
+	else
+		echo "$1"
+	fi
+}
+
+# haproxy_cfg FILE splice|nosplice MAXCONN FRONT:BACK...: write a TCP-mode
+# HAProxy configuration forwarding each 127.0.0.1:FRONT to 127.0.0.1:BACK,
+# with splice in both directions or none at all. Threads are HAProxy's
+# default: one per CPU it may run on (taskset narrows them).
+haproxy_cfg() {
+	local file=$1 mode=$2 maxconn=$3 pair
+	shift 3
+	{
+		printf 'global\n\tmaxconn %s\n' "$maxconn"
+		if [ "$mode" = nosplice ]; then printf '\tnosplice\n'; fi
+		printf 'defaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 1m\n\ttimeout server 1m\n'
+		if [ "$mode" = splice ]; then printf '\toption splice-request\n\toption splice-response\n'; fi
+		for pair in "$@"; do
+			printf 'listen f%s\n\tbind 127.0.0.1:%s\n\tserver s 127.0.0.1:%s\n' "${pair%%:*}" "${pair%%:*}" "${pair##*:}"
+		done
+	} >"$file"
 }

@@ -15,9 +15,15 @@
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
+#        RELAY_CPUS=, LOAD_CPUS=   taskset CPU lists: when set, each relay
+#              runs on RELAY_CPUS and the load generator and targets on
+#              LOAD_CPUS (a many-core machine: RELAY_CPUS=0-3 LOAD_CPUS=4-15);
+#              unset, everything shares every CPU
+#        BIN=          a folder of prebuilt sluice, sluice-bench and go-socks5
+#              (bench/prebuild.sh), for a machine without Go
 #
 # Peers come from Debian's packages and are installed with apt-get when
-# missing; no service is left running. Everything listens on 127.0.0.1 only
+# missing (or taken from PATH); no service is left running. Everything listens on 127.0.0.1 only
 # and every process this script starts is stopped by PID on exit.
 set -euo pipefail
 
@@ -28,26 +34,36 @@ PEERS=${PEERS:-"direct haproxy-splice haproxy-nosplice dante microsocks go-socks
 IDLE_N=${IDLE_N:-1000}
 PORT_BASE=${PORT_BASE:-17200}
 OUT=${OUT:-bench}
+RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-}
 SLUICE=${1:-}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
 need jq jq
-command -v go >/dev/null 2>&1 || die "go is needed to build sluice-bench"
+relay_on=() load_on=() relay_ncpu=$(nproc)
+placement="load generator, targets and relay share these cores"
+if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
+	if [ -z "$RELAY_CPUS" ] || [ -z "$LOAD_CPUS" ]; then die "set both RELAY_CPUS and LOAD_CPUS, or neither"; fi
+	need taskset util-linux
+	relay_on=(taskset -c "$RELAY_CPUS") load_on=(taskset -c "$LOAD_CPUS")
+	relay_ncpu=$("${relay_on[@]}" nproc) || die "RELAY_CPUS=$RELAY_CPUS is not a CPU list taskset takes"
+	"${load_on[@]}" true || die "LOAD_CPUS=$LOAD_CPUS is not a CPU list taskset takes"
+	placement="relays on CPUs $RELAY_CPUS ($relay_ncpu), load generator and targets on CPUs $LOAD_CPUS ($("${load_on[@]}" nproc))"
+fi
 
 SINK_PORT=$((PORT_BASE + 1)) SOURCE_PORT=$((PORT_BASE + 2)) ECHO_PORT=$((PORT_BASE + 3))
 PROXY_PORT=$((PORT_BASE + 10))
 FWD_SINK=$((PORT_BASE + 11)) FWD_SOURCE=$((PORT_BASE + 12)) FWD_ECHO=$((PORT_BASE + 13))
 for p in $SINK_PORT $SOURCE_PORT $ECHO_PORT $PROXY_PORT $FWD_SINK $FWD_SOURCE $FWD_ECHO; do port_free "$p"; done
 
-log "building sluice-bench"
-CGO_ENABLED=0 go build -o "$tmp/sluice-bench" ./cmd/sluice-bench
-BENCH=$tmp/sluice-bench
+BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
 
 sluice_note=""
 if [[ " $PEERS " == *" sluice"* ]]; then
-	if [ -z "$SLUICE" ]; then
+	if [ -z "$SLUICE" ] && [ -n "${BIN:-}" ]; then
+		SLUICE=$(go_bin sluice ./cmd/sluice)
+	elif [ -z "$SLUICE" ]; then
 		log "building sluice"
 		if CGO_ENABLED=0 go build -o "$tmp/sluice" ./cmd/sluice 2>"$tmp/build.log"; then
 			SLUICE=$tmp/sluice
@@ -64,10 +80,7 @@ for peer in $PEERS; do
 	haproxy-*) need haproxy haproxy ;;
 	dante) need danted dante-server ;;
 	microsocks) need microsocks microsocks ;;
-	go-socks5)
-		log "building go-socks5 (bench/gopeer)"
-		(cd bench/gopeer && CGO_ENABLED=0 go build -o "$tmp/go-socks5" .) || die "bench/gopeer did not build"
-		;;
+	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
 	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines) ;;
 	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines)" ;;
 	esac
@@ -75,9 +88,9 @@ done
 
 # The targets run for the whole script; the safety duration outlives any run.
 safety=$(((DURATION * 5 + 30) * RUNS * 8 + 300))
-start sink "$BENCH" sink --addr "127.0.0.1:$SINK_PORT" --duration "${safety}s"
-start source "$BENCH" source --addr "127.0.0.1:$SOURCE_PORT" --duration "${safety}s"
-start echo "$BENCH" echo --addr "127.0.0.1:$ECHO_PORT" --duration "${safety}s"
+start sink "${load_on[@]+"${load_on[@]}"}" "$BENCH" sink --addr "127.0.0.1:$SINK_PORT" --duration "${safety}s"
+start source "${load_on[@]+"${load_on[@]}"}" "$BENCH" source --addr "127.0.0.1:$SOURCE_PORT" --duration "${safety}s"
+start echo "${load_on[@]+"${load_on[@]}"}" "$BENCH" echo --addr "127.0.0.1:$ECHO_PORT" --duration "${safety}s"
 for p in $SINK_PORT $SOURCE_PORT $ECHO_PORT; do wait_port "$p"; done
 
 # start_peer NAME: start the relay and set PEER_PID, VIA (client flags) and
@@ -91,30 +104,11 @@ start_peer() {
 		return
 		;;
 	haproxy-splice | haproxy-nosplice)
-		local splice="option splice-request
-	option splice-response" global=""
-		if [ "$1" = haproxy-nosplice ]; then splice="" global="nosplice"; fi
-		cat >"$tmp/haproxy.cfg" <<-EOF
-			global
-				maxconn 4000
-				$global
-			defaults
-				mode tcp
-				timeout connect 5s
-				timeout client 1m
-				timeout server 1m
-				$splice
-			listen sink
-				bind 127.0.0.1:$FWD_SINK
-				server s 127.0.0.1:$SINK_PORT
-			listen source
-				bind 127.0.0.1:$FWD_SOURCE
-				server s 127.0.0.1:$SOURCE_PORT
-			listen echo
-				bind 127.0.0.1:$FWD_ECHO
-				server s 127.0.0.1:$ECHO_PORT
-		EOF
-		start "$1" haproxy -db -f "$tmp/haproxy.cfg"
+		local mode=splice
+		if [ "$1" = haproxy-nosplice ]; then mode=nosplice; fi
+		haproxy_cfg "$tmp/haproxy.cfg" "$mode" "$(haproxy_maxconn 4000)" \
+			"$FWD_SINK:$SINK_PORT" "$FWD_SOURCE:$SOURCE_PORT" "$FWD_ECHO:$ECHO_PORT"
+		start "$1" "${relay_on[@]+"${relay_on[@]}"}" haproxy -db -f "$tmp/haproxy.cfg"
 		VIA=(--direct) SINK=127.0.0.1:$FWD_SINK SOURCE=127.0.0.1:$FWD_SOURCE ECHO=127.0.0.1:$FWD_ECHO
 		wait_port "$FWD_ECHO" "$1"
 		;;
@@ -130,18 +124,18 @@ start_peer() {
 			client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
 			socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }
 		EOF
-		start dante danted -f "$tmp/danted.conf" -p "$tmp/danted.pid"
+		start dante "${relay_on[@]+"${relay_on[@]}"}" danted -f "$tmp/danted.conf" -p "$tmp/danted.pid"
 		wait_port "$PROXY_PORT" dante
 		;;
 	microsocks)
-		start microsocks microsocks -i 127.0.0.1 -p "$PROXY_PORT"
+		start microsocks "${relay_on[@]+"${relay_on[@]}"}" microsocks -i 127.0.0.1 -p "$PROXY_PORT"
 		wait_port "$PROXY_PORT" microsocks
 		# microsocks reads each stage with one recv and drops pipelined
 		# bytes, and closes both sides on the first EOF.
 		VIA+=(--lockstep)
 		;;
 	go-socks5)
-		start go-socks5 "$tmp/go-socks5" --listen "127.0.0.1:$PROXY_PORT"
+		start go-socks5 "${relay_on[@]+"${relay_on[@]}"}" "$GOPEER" --listen "127.0.0.1:$PROXY_PORT"
 		wait_port "$PROXY_PORT" go-socks5
 		;;
 	sluice | sluice-*)
@@ -149,12 +143,12 @@ start_peer() {
 		case $1 in
 		sluice-l1) extra=(--listeners 1) ;;
 		sluice-pin) extra=(--pin) ;;
-		sluice-workers) extra=(--workers "$(nproc)") ;;
+		sluice-workers) extra=(--workers "$relay_ncpu") ;;
 		sluice-nosplice) extra=(--no-splice) ;;
 		sluice-goroutines) extra=(--loops -1) ;;
 		esac
 		# No access log: HAProxy and microsocks log nothing here either.
-		start "$1" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"
+		start "$1" "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"
 		wait_port "$PROXY_PORT" "$1"
 		;;
 	esac
@@ -200,7 +194,7 @@ for run in $(seq "$RUNS"); do
 			if [ -n "$PEER_PID" ]; then args+=(--pid "$PEER_PID"); fi
 			if [ "$run" = 1 ]; then echo "$peer/$w: sluice-bench ${args[*]}" >>"$tmp/commands.txt"; fi
 			rc=0
-			timeout -k 5 $((DURATION + 120)) "$BENCH" "${args[@]}" >"$tmp/out.json" 2>"$tmp/err.txt" || rc=$?
+			timeout -k 5 $((DURATION + 120)) "${load_on[@]+"${load_on[@]}"}" "$BENCH" "${args[@]}" >"$tmp/out.json" 2>"$tmp/err.txt" || rc=$?
 			if ! jq -e . "$tmp/out.json" >/dev/null 2>&1; then echo null >"$tmp/out.json"; fi
 			jq -c --arg peer "$peer" --arg w "$w" --argjson run "$run" --argjson rc "$rc" \
 				--arg stderr "$(head -c 500 "$tmp/err.txt")" \
@@ -223,14 +217,17 @@ machine=$(jq -n \
 	--arg cores "$(nproc)" \
 	--arg kernel "$(uname -r)" \
 	--arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" \
-	--arg go "$(go version)" \
+	--arg go "$(go_version)" \
 	--arg haproxy "$(haproxy -v 2>/dev/null | head -1 || true)" \
-	--arg dante "$(dpkg-query -W -f '${Version}' dante-server 2>/dev/null || true)" \
-	--arg microsocks "$(dpkg-query -W -f '${Version}' microsocks 2>/dev/null || true)" \
+	--arg dante "$(pkg_version dante-server danted -v)" \
+	--arg microsocks "$(pkg_version microsocks echo unknown)" \
+	--arg placement "$placement" \
 	'{date: $date, cores: ($cores | tonumber), kernel: $kernel, cpu: $cpu, go: $go,
-	  haproxy: $haproxy, dante_server: $dante, microsocks: $microsocks}')
+	  haproxy: $haproxy, dante_server: $dante, microsocks: $microsocks, placement: $placement}')
 settings=$(jq -n --argjson runs "$RUNS" --argjson dur "$DURATION" --argjson idle "$IDLE_N" --arg peers "$PEERS" \
-	'{runs: $runs, duration_s: $dur, idle_sessions: $idle, peers: ($peers | split(" ") | map(select(. != "")))}')
+	--arg relay_cpus "$RELAY_CPUS" --arg load_cpus "$LOAD_CPUS" \
+	'{runs: $runs, duration_s: $dur, idle_sessions: $idle, peers: ($peers | split(" ") | map(select(. != ""))),
+	  relay_cpus: $relay_cpus, load_cpus: $load_cpus}')
 
 # The figures: workload, path into the result, label, and whether lower is better.
 figures='[
@@ -269,12 +266,12 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	.settings.peers as $peers
 	| ($peers | map(select(. != "sluice"))) as $others
 	| "# sluice beside its peers\n",
-	  "Generated by `bench/peers.sh` on \(.machine.date): median of \(.settings.runs) runs of \(.settings.duration_s) s each, with `RUNS=\(.settings.runs) DURATION=\(.settings.duration_s) IDLE_N=\(.settings.idle_sessions) PEERS=\"\(.settings.peers | join(" "))\" bench/peers.sh`.\n",
+	  "Generated by `bench/peers.sh` on \(.machine.date): median of \(.settings.runs) runs of \(.settings.duration_s) s each, with `\(if .settings.relay_cpus != "" then "RELAY_CPUS=\(.settings.relay_cpus) LOAD_CPUS=\(.settings.load_cpus) " else "" end)RUNS=\(.settings.runs) DURATION=\(.settings.duration_s) IDLE_N=\(.settings.idle_sessions) PEERS=\"\(.settings.peers | join(" "))\" bench/peers.sh`.\n",
 	  "## Machine\n",
 	  "- CPU: \(.machine.cpu), \(.machine.cores) cores",
 	  "- kernel \(.machine.kernel); \(.machine.go)",
 	  "- \(.machine.haproxy); dante-server \(.machine.dante_server); microsocks \(.machine.microsocks)",
-	  "- load generator, targets and relay share these cores; all traffic is on loopback\n",
+	  "- \(.machine.placement // "load generator, targets and relay share these cores"); all traffic is on loopback\n",
 	  (if $note != "" then "**\($note)**\n" else empty end),
 	  "![throughput and conn/s per peer](chart.svg)\n",
 	  "## Medians\n",

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# scaling.sh: how sluice's connection rate and throughput grow with cores.
-# For each K in CORES, sluice runs with --workers K on CPUs 0..K-1 (taskset)
-# and the load generator and targets on the CPUs after them, so the relay
-# never shares a core with its load; prints conn/s and Gbit/s per K and the
-# fraction of linear scaling from K=1. Give the load at least as many cores
-# as the relay (a 16-core machine: CORES="1 2 4 8"; 4 client cores drive
-# about 15k conn/s).
+# scaling.sh: how the connection rate and throughput of sluice (and, beside
+# it, HAProxy) grow with cores. For each K in CORES, each relay runs on CPUs
+# 0..K-1 (taskset) and the load generator and targets on the CPUs after
+# them, so a relay never shares a core with its load; prints conn/s and
+# Gbit/s per K, the fraction of linear scaling from K=1, and sluice's ratio
+# to HAProxy at the same K. Give the load at least as many cores as the
+# relay (a 16-core machine: CORES="1 2 4 8"; 4 client cores drive about
+# 15k conn/s), and read the direct rows as the ceiling of the load side.
 #
 # usage: bench/scaling.sh [path/to/sluice]
 # env:   CORES="1 2 4 8"  relay core counts (each needs K free cores beside it)
+#        PEERS="sluice"   any of: sluice (--workers K), sluice-proc (one
+#                         process on K CPUs, its defaults), haproxy-splice
+#                         (TCP forwarding with splice, one thread per CPU),
+#                         direct (no relay: the load side's own ceiling)
 #        DURATION=5 RUNS=3 PORT_BASE=17500
+#        BIN=             prebuilt binaries (bench/prebuild.sh), no Go needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
 PORT_BASE=${PORT_BASE:-17500}
+PEERS=${PEERS:-sluice}
 SLUICE=${1:-}
 n=$(nproc)
 CORES=${CORES:-$(for k in 1 2 4 8 16; do if [ $((2 * k)) -le "$n" ]; then printf '%s ' "$k"; fi; done)}
@@ -22,40 +29,92 @@ CORES=${CORES:-$(for k in 1 2 4 8 16; do if [ $((2 * k)) -le "$n" ]; then printf
 . bench/lib.sh
 
 need jq jq
-CGO_ENABLED=0 go build -o "$tmp/sluice-bench" ./cmd/sluice-bench
-if [ -z "$SLUICE" ]; then
-	CGO_ENABLED=0 go build -o "$tmp/sluice" ./cmd/sluice
-	SLUICE=$tmp/sluice
-fi
-proxy=$PORT_BASE sink=$((PORT_BASE + 1)) echo_port=$((PORT_BASE + 2))
-for p in $proxy $sink $echo_port; do port_free "$p"; done
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-echo "| relay cores | conn/s (rr -c 64) | x linear | Gbit/s (tput -P 8) | x linear |"
-echo "| ---: | ---: | ---: | ---: | ---: |"
-base_c="" base_t=""
-for k in $CORES; do
-	load_cpus="$k-$((n - 1))"
-	start sink taskset -c "$load_cpus" "$tmp/sluice-bench" sink --addr "127.0.0.1:$sink" --quiet
-	sink_pid=$started_pid
-	start echo taskset -c "$load_cpus" "$tmp/sluice-bench" echo --addr "127.0.0.1:$echo_port" --quiet
-	echo_pid=$started_pid
-	start sluice taskset -c "0-$((k - 1))" "$SLUICE" --listen "127.0.0.1:$proxy" --workers "$k" --access-log=false
-	relay_pid=$started_pid
-	for p in $sink $echo_port $proxy; do wait_port "$p" sluice; done
-	conns=() gbps=()
-	for _ in $(seq "$RUNS"); do
-		conns+=("$(taskset -c "$load_cpus" "$tmp/sluice-bench" rr --proxy "127.0.0.1:$proxy" --target "127.0.0.1:$echo_port" \
-			-c 64 --duration "${DURATION}s" --json --quiet | jq .conns_per_sec)")
-		gbps+=("$(taskset -c "$load_cpus" "$tmp/sluice-bench" tput --proxy "127.0.0.1:$proxy" --target "127.0.0.1:$sink" \
-			-P 8 --duration "${DURATION}s" --json --quiet | jq .gbps)")
-	done
-	c=$(printf '%s\n' "${conns[@]}" | median) g=$(printf '%s\n' "${gbps[@]}" | median)
-	base_c=${base_c:-$c} base_t=${base_t:-$g}
-	awk -v k="$k" -v c="$c" -v g="$g" -v bc="$base_c" -v bt="$base_t" \
-		'BEGIN { printf "| %d | %.0f | %.2f | %.2f | %.2f |\n", k, c, c / (bc * k), g, g / (bt * k) }'
-	for pid in $relay_pid $echo_pid $sink_pid; do kill_tree "$pid"; forget "$pid"; done
+need taskset util-linux
+for peer in $PEERS; do
+	case $peer in
+	sluice | sluice-proc | direct) ;;
+	haproxy-splice) need haproxy haproxy ;;
+	*) die "unknown peer $peer (sluice sluice-proc haproxy-splice direct)" ;;
+	esac
 done
+BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
+if [ -z "$SLUICE" ]; then SLUICE=$(go_bin sluice ./cmd/sluice); fi
+proxy=$PORT_BASE sink=$((PORT_BASE + 1)) echo_port=$((PORT_BASE + 2))
+fwd_sink=$((PORT_BASE + 3)) fwd_echo=$((PORT_BASE + 4))
+for p in $proxy $sink $echo_port $fwd_sink $fwd_echo; do port_free "$p"; done
+
+# measure PEER K: start PEER on CPUs 0..K-1, append "K PEER conn/s Gbit/s"
+# for each run to $tmp/runs.tsv.
+measure() {
+	local peer=$1 k=$2 pid="" via=(--proxy "127.0.0.1:$proxy") s=127.0.0.1:$sink e=127.0.0.1:$echo_port port=$proxy
+	local relay_on=(taskset -c "0-$((k - 1))")
+	case $peer in
+	sluice) start "$peer" "${relay_on[@]}" "$SLUICE" --listen "127.0.0.1:$proxy" --workers "$k" --access-log=false ;;
+	sluice-proc) start "$peer" "${relay_on[@]}" "$SLUICE" --listen "127.0.0.1:$proxy" --access-log=false ;;
+	haproxy-splice)
+		haproxy_cfg "$tmp/haproxy.cfg" splice "$(haproxy_maxconn 20000)" "$fwd_sink:$sink" "$fwd_echo:$echo_port"
+		start "$peer" "${relay_on[@]}" haproxy -db -f "$tmp/haproxy.cfg"
+		via=(--direct) s=127.0.0.1:$fwd_sink e=127.0.0.1:$fwd_echo port=$fwd_echo
+		;;
+	direct) via=(--direct) ;;
+	esac
+	if [ "$peer" != direct ]; then
+		pid=$started_pid
+		wait_port "$port" "$peer"
+	fi
+	local c g
+	c=$("${load_on[@]}" "$BENCH" rr "${via[@]}" --target "$e" -c 64 --duration "${DURATION}s" --json --quiet | jq .conns_per_sec)
+	g=$("${load_on[@]}" "$BENCH" tput "${via[@]}" --target "$s" -P 8 --duration "${DURATION}s" --json --quiet | jq .gbps)
+	echo "$k $peer $c $g" >>"$tmp/runs.tsv"
+	if [ -n "$pid" ]; then
+		kill_tree "$pid"
+		forget "$pid"
+	fi
+}
+
+: >"$tmp/runs.tsv"
+for k in $CORES; do
+	[ $((2 * k)) -le "$n" ] || die "K=$k needs $((2 * k)) CPUs; this machine has $n"
+	load_on=(taskset -c "$k-$((n - 1))")
+	start sink "${load_on[@]}" "$BENCH" sink --addr "127.0.0.1:$sink" --quiet
+	sink_pid=$started_pid
+	start echo "${load_on[@]}" "$BENCH" echo --addr "127.0.0.1:$echo_port" --quiet
+	echo_pid=$started_pid
+	for p in $sink $echo_port; do wait_port "$p"; done
+	# Interleaved: run 1 of every peer, then run 2, ...
+	for _ in $(seq "$RUNS"); do
+		for peer in $PEERS; do measure "$peer" "$k"; done
+	done
+	for pid in $echo_pid $sink_pid; do
+		kill_tree "$pid"
+		forget "$pid"
+	done
+done
+
+# Medians per K and peer; linear is the peer's K=1 figure times K.
+echo "| relay cores | peer | conn/s (rr -c 64) | x linear | Gbit/s (tput -P 8) | x linear | conn/s / HAProxy | Gbit/s / HAProxy |"
+echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+awk -v peers="$PEERS" -v cores="$CORES" '
+	function median(list,   v, m, i, j, t) {
+		m = split(list, v, " ")
+		for (i = 2; i <= m; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+		return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+	}
+	{ c[$1, $2] = c[$1, $2] " " $3; g[$1, $2] = g[$1, $2] " " $4 }
+	END {
+		np = split(peers, p, " "); nk = split(cores, ks, " ")
+		for (i = 1; i <= nk; i++) for (j = 1; j <= np; j++) {
+			k = ks[i]; q = p[j]
+			mc[k, q] = median(c[k, q]); mg[k, q] = median(g[k, q])
+			if (i == 1) { bc[q] = mc[k, q] / k; bg[q] = mg[k, q] / k }
+		}
+		for (i = 1; i <= nk; i++) for (j = 1; j <= np; j++) {
+			k = ks[i]; q = p[j]; hc = "–"; hg = "–"
+			if (q ~ /^sluice/ && ((k, "haproxy-splice") in mc)) {
+				hc = sprintf("%.2f", mc[k, q] / mc[k, "haproxy-splice"]); hg = sprintf("%.2f", mg[k, q] / mg[k, "haproxy-splice"])
+			}
+			printf "| %d | %s | %.0f | %.2f | %.2f | %.2f | %s | %s |\n", k, q, mc[k, q], mc[k, q] / (bc[q] * k), mg[k, q], mg[k, q] / (bg[q] * k), hc, hg
+		}
+	}' "$tmp/runs.tsv"
 echo
-echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r); median of $RUNS runs of ${DURATION}s; relay on CPUs 0..K-1 with --workers K, load on the rest."
+echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), $(go_version); median of $RUNS interleaved runs of ${DURATION}s; relay on CPUs 0..K-1, load generator and targets on CPUs K..$((n - 1)); \`CORES=\"$CORES\" PEERS=\"$PEERS\" RUNS=$RUNS DURATION=$DURATION bench/scaling.sh\`."
