@@ -5,8 +5,13 @@
 # them, so a relay never shares a core with its load; prints conn/s and
 # Gbit/s per K, the fraction of linear scaling from K=1, and sluice's ratio
 # to HAProxy at the same K. Give the load at least as many cores as the
-# relay (a 16-core machine: CORES="1 2 4 8"; 4 client cores drive about
-# 15k conn/s), and read the direct rows as the ceiling of the load side.
+# relay (a 16-core machine: CORES="1 2 4 8"), and read the direct rows as
+# the ceiling of the load side: on loopback that is about half the ephemeral
+# port range per second (16k conn/s with Linux's default 32768-60999; widen
+# it, keeping the bench ports out, as root:
+#   sysctl -w net.ipv4.ip_local_reserved_ports=17000-17999 \
+#             net.ipv4.ip_local_port_range="1024 65535"
+# gave 32k).
 #
 # usage: bench/scaling.sh [path/to/sluice]
 # env:   CORES="1 2 4 8"  relay core counts (each needs K free cores beside it)
@@ -117,4 +122,4 @@ awk -v peers="$PEERS" -v cores="$CORES" '
 		}
 	}' "$tmp/runs.tsv"
 echo
-echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), $(go_version); median of $RUNS interleaved runs of ${DURATION}s; relay on CPUs 0..K-1, load generator and targets on CPUs K..$((n - 1)); \`CORES=\"$CORES\" PEERS=\"$PEERS\" RUNS=$RUNS DURATION=$DURATION bench/scaling.sh\`."
+echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), $(go_version); median of $RUNS interleaved runs of ${DURATION}s; relay on CPUs 0..K-1, load generator and targets on CPUs K..$((n - 1)); ephemeral ports $(port_range) (conn/s tops out near half as many per second: the direct rows); \`CORES=\"$CORES\" PEERS=\"$PEERS\" RUNS=$RUNS DURATION=$DURATION bench/scaling.sh\`."
