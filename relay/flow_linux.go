@@ -34,6 +34,8 @@ type flow struct {
 	queued   bool // in l.ready
 	ended    bool
 	last     int64 // l.now when a byte last moved
+
+	callerCloses bool // the last FIN is left to the caller's close (Options.CallerCloses)
 }
 
 type flowDir struct {
@@ -114,6 +116,13 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case dir.eof:
 			l.dropPipe(dir)
 			dir.done = true
+			if f.callerCloses && f.dirs[1-d].done {
+				// The session ends here and the caller's close sends
+				// this FIN: dst has read its peer's FIN already, so it
+				// holds no unread byte that would turn the close into a
+				// reset.
+				return false, nil
+			}
 			if err := unix.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
 				return false, os.NewSyscallError("shutdown", err)
 			}

@@ -106,8 +106,9 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 
 // add registers a session with the loop, or reports false when the loop is
 // closing. From then on the loop owns the session and calls done once.
-func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) bool {
-	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done}
+// callerCloses: see Options.CallerCloses.
+func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses bool) bool {
+	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses}
 	var err error
 	if f.fds[sideClient], err = rawFd(client); err == nil {
 		f.fds[sideUpstream], err = rawFd(upstream)
@@ -432,12 +433,12 @@ func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(contex
 }
 
 // start hands a session to the next loop; false: none takes it.
-func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) bool {
+func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses bool) bool {
 	if len(ls.loops) == 0 {
 		return false
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
-	return l.add(ctx, client, upstream, done)
+	return l.add(ctx, client, upstream, done, callerCloses)
 }
 
 // close makes every loop return once its sessions ended.

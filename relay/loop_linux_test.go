@@ -6,10 +6,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // setRefuse makes every splice answer err, in the event loops as on the
@@ -270,4 +274,68 @@ func TestLoopSmallReads(t *testing.T) {
 			t.Fatalf("session: %v", res.err)
 		}
 	})
+}
+
+// tcpCloseWait is TCP_CLOSE_WAIT of include/net/tcp_states.h: the peer's FIN
+// came in, none went out.
+const tcpCloseWait = 8
+
+// tcpState returns the kernel's TCP state of c (tcpi_state).
+func tcpState(t testing.TB, c *net.TCPConn) uint8 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	if cerr := rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
+}
+
+// TestLoopCallerCloses: with Options.CallerCloses the loop leaves the
+// half-close of the direction that ends last to the caller's close, so in
+// done the relay's client socket has its peer's FIN and has sent none
+// (CLOSE_WAIT); without it the loop has sent that FIN itself. Either way the
+// client reads every byte and then EOF once done closed the sockets.
+func TestLoopCallerCloses(t *testing.T) {
+	for _, callerCloses := range []bool{false, true} {
+		t.Run(fmt.Sprintf("CallerCloses=%v", callerCloses), func(t *testing.T) {
+			t.Parallel()
+			r := newRelayLoops(t, 1, Options{CallerCloses: callerCloses})
+			g := newRig(t)
+			state := make(chan uint8, 1)
+			r.Start(context.Background(), g.relayA, g.relayB, func(st Stats, err error) {
+				state <- tcpState(t, g.relayA)
+				g.relayA.Close()
+				g.relayB.Close()
+				g.done <- pipeResult{st, err}
+			})
+			// client->upstream ends first, upstream->client last.
+			if _, err := g.client.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			g.client.CloseWrite()
+			if got, err := io.ReadAll(g.upstream); err != nil || string(got) != "ping" {
+				t.Fatalf("upstream read %q, %v; want ping and EOF", got, err)
+			}
+			if _, err := g.upstream.Write([]byte("pong")); err != nil {
+				t.Fatal(err)
+			}
+			g.upstream.CloseWrite()
+			if res := g.wait(t); res.err != nil || res.st.ClientToUpstream != 4 || res.st.UpstreamToClient != 4 {
+				t.Fatalf("session: %v, %+v; want nil and 4 bytes each way", res.err, res.st)
+			}
+			if s := <-state; (s == tcpCloseWait) != callerCloses {
+				t.Errorf("relay's client socket in TCP state %d when done ran; CLOSE_WAIT (%d) wanted only with CallerCloses", s, tcpCloseWait)
+			}
+			if got, err := io.ReadAll(g.client); err != nil || string(got) != "pong" {
+				t.Fatalf("client read %q, %v; want pong and EOF", got, err)
+			}
+		})
+	}
 }

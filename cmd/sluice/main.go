@@ -146,6 +146,9 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 			ropts.MaxIdlePipes = int(min(max(n/16, 8), 1024))
 		}
 	}
+	// serveConn closes a session's sockets first thing in the relay's done
+	// callback.
+	ropts.CallerCloses = true
 	topts, warnings := cfg.tune.Probe()
 	for _, w := range warnings {
 		log.Warn(w.Error())

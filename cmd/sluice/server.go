@@ -218,6 +218,9 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	// a goroutine: this one returns, and the stack it grew through the
 	// handshake and the dial is freed for the session's life.
 	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) {
+		// At once, whatever the access log does: the relay left the
+		// session's last FIN to this close (relay.Options.CallerCloses).
+		rs.closeSockets()
 		if rs.lv.accessLog {
 			// The access log line can block (a stderr pipe nobody
 			// drains): write it off the loop, which serves other
@@ -241,6 +244,7 @@ type relaySession struct {
 	cmd      int
 	target   string
 	start    time.Time
+	closed   bool // closeSockets ran
 }
 
 // relayed accounts for a session the relay ended and releases what it holds:
@@ -253,12 +257,21 @@ func (s *server) relayed(rs *relaySession, st relay.Stats, err error) {
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, rs.start, err)
 }
 
-// endSession closes a session's sockets and gives back its limit slots.
-func (s *server) endSession(rs *relaySession) {
+// closeSockets closes a session's sockets; a second call does nothing.
+func (rs *relaySession) closeSockets() {
+	if rs.closed {
+		return
+	}
+	rs.closed = true
 	if rs.up != nil {
 		rs.up.Close()
 	}
 	rs.c.Close()
+}
+
+// endSession closes a session's sockets and gives back its limit slots.
+func (s *server) endSession(rs *relaySession) {
+	rs.closeSockets()
 	if rs.userHeld {
 		s.limits.releaseUser(rs.user)
 	}
