@@ -3,6 +3,7 @@ package main
 import (
 	"os/exec"
 	"runtime"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,7 +12,13 @@ import (
 // A child inherits the affinity of the thread that forks it, so this thread
 // is pinned for the fork and restored after: every thread of the child,
 // the Go runtime's included, then runs on cpu only.
+//
+// The worker gets SIGTERM (and drains) when the parent dies, even by
+// SIGKILL, rather than serve on as an orphan beside the workers of the next
+// parent. The kernel sends it when the forking thread ends, which a Go
+// thread does only with the process (a worker so ended would be restarted).
 func startPinned(cmd *exec.Cmd, cpu int) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if cpu < 0 {
 		return cmd.Start()
 	}
