@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -270,6 +271,11 @@ func flagValues(fs *flag.FlagSet) map[string]flagValue {
 // --config reads back to the same configuration. Keys without a value (a
 // socket option left to the kernel) are written as comments.
 func printConfig(w io.Writer, cfg *config) error {
+	for _, a := range cfg.listen {
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("a listen address is not valid UTF-8, which a TOML file cannot hold")
+		}
+	}
 	names := make([]string, 0, len(cfg.values))
 	for n := range cfg.values {
 		names = append(names, n)
@@ -290,7 +296,7 @@ func printConfig(w io.Writer, cfg *config) error {
 				if i > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString(strconv.Quote(a))
+				b.WriteString(tomlString(a))
 			}
 			b.WriteString("]\n")
 		case v.val == "" && v.kind != kindString:
@@ -302,9 +308,12 @@ func printConfig(w io.Writer, cfg *config) error {
 				fmt.Fprintf(&b, "%s = %s\n", n, v.val)
 				break
 			}
-			fmt.Fprintf(&b, "%s = %s\n", n, strconv.Quote(v.val))
+			fmt.Fprintf(&b, "%s = %s\n", n, tomlString(v.val))
 		default:
-			fmt.Fprintf(&b, "%s = %s\n", n, strconv.Quote(v.val))
+			if !utf8.ValidString(v.val) {
+				return fmt.Errorf("the value of %s is not valid UTF-8, which a TOML file cannot hold", n)
+			}
+			fmt.Fprintf(&b, "%s = %s\n", n, tomlString(v.val))
 		}
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
@@ -315,4 +324,31 @@ func printConfig(w io.Writer, cfg *config) error {
 	}
 	io.WriteString(w, "\n")
 	return toml.NewEncoder(w).Encode(fileRules{ClientRule: cfg.clientRules, Rule: cfg.rules})
+}
+
+// tomlString quotes valid UTF-8 s as a TOML basic string. (strconv.Quote
+// writes \x escapes for some bytes, which TOML does not have.)
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

@@ -167,3 +167,35 @@ func TestPrintConfig(t *testing.T) {
 		t.Errorf("listen = %v", got["listen"])
 	}
 }
+
+// TestPrintConfigOddStrings: values with quotes, backslashes, control
+// characters and non-ASCII letters come back unchanged through
+// --print-config and --config; a value that is not UTF-8, which TOML cannot
+// hold, is an error naming its key.
+func TestPrintConfigOddStrings(t *testing.T) {
+	t.Parallel()
+	odd := "d \"q\" \\ \x01\x1f\x7f\t\r\n é 日本"
+	cfg, err := parseFlags([]string{"--profile-dir", odd}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := printConfig(&out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg2, err := parseFlags([]string{"--config", writeConfig(t, out.String())}, io.Discard)
+	if err != nil {
+		t.Fatalf("--print-config output does not load: %v\n%s", err, out.String())
+	}
+	if cfg2.profileDir != odd {
+		t.Errorf("profile-dir came back as %q; want %q", cfg2.profileDir, odd)
+	}
+
+	cfg, err = parseFlags([]string{"--profile-dir", "bad \xff byte"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := printConfig(io.Discard, cfg); err == nil || !strings.Contains(err.Error(), "profile-dir") {
+		t.Errorf("printConfig of a value that is not UTF-8: %v; want an error naming profile-dir", err)
+	}
+}
