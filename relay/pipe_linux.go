@@ -55,8 +55,9 @@ type pipePool struct {
 	want int // F_SETPIPE_SZ request; 0: kernel default
 	max  int
 
-	// refuseNew, set by tests, makes every new pipe fail with EMFILE.
-	refuseNew atomic.Bool
+	// refuse, set by tests, makes every get fail with EMFILE, as when no
+	// descriptor is left and no pooled pipe is idle.
+	refuse atomic.Bool
 
 	mu     sync.Mutex
 	free   []*pipe
@@ -69,6 +70,9 @@ func newPipePool(want, max int) *pipePool {
 
 // get returns an empty pipe, pooled or new.
 func (pp *pipePool) get() (*pipe, error) {
+	if pp.refuse.Load() {
+		return nil, os.NewSyscallError("pipe2", unix.EMFILE)
+	}
 	pp.mu.Lock()
 	if n := len(pp.free); n > 0 {
 		p := pp.free[n-1]
@@ -78,9 +82,6 @@ func (pp *pipePool) get() (*pipe, error) {
 		return p, nil
 	}
 	pp.mu.Unlock()
-	if pp.refuseNew.Load() {
-		return nil, os.NewSyscallError("pipe2", unix.EMFILE)
-	}
 	return newPipe(pp.want)
 }
 
