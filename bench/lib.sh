@@ -144,10 +144,11 @@ haproxy_maxconn() {
 	fi
 }
 
-# haproxy_cfg FILE splice|nosplice MAXCONN FRONT:BACK...: write a TCP-mode
-# HAProxy configuration forwarding each 127.0.0.1:FRONT to 127.0.0.1:BACK,
-# with splice in both directions or none at all. Threads are HAProxy's
-# default: one per CPU it may run on (taskset narrows them).
+# haproxy_cfg FILE splice|nosplice MAXCONN FRONT:BACK[:N]...: write a
+# TCP-mode HAProxy configuration forwarding each 127.0.0.1:FRONT to
+# 127.0.0.1:BACK (with N, round robin to 127.0.0.1..N:BACK), with splice in
+# both directions or none at all. Threads are HAProxy's default: one per CPU
+# it may run on (taskset narrows them).
 haproxy_cfg() {
 	local file=$1 mode=$2 maxconn=$3 pair
 	shift 3
@@ -156,17 +157,31 @@ haproxy_cfg() {
 		if [ "$mode" = nosplice ]; then printf '\tnosplice\n'; fi
 		printf 'defaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 1m\n\ttimeout server 1m\n'
 		if [ "$mode" = splice ]; then printf '\toption splice-request\n\toption splice-response\n'; fi
+		local front back n i
 		for pair in "$@"; do
-			printf 'listen f%s\n\tbind 127.0.0.1:%s\n\tserver s 127.0.0.1:%s\n' "${pair%%:*}" "${pair%%:*}" "${pair##*:}"
+			IFS=: read -r front back n <<<"$pair"
+			printf 'listen f%s\n\tbind 127.0.0.1:%s\n\tbalance roundrobin\n' "$front" "$front"
+			for i in $(seq "${n:-1}"); do
+				printf '\tserver s%d 127.0.0.%d:%s\n' "$i" "$i" "$back"
+			done
 		done
 	} >"$file"
 }
 
-# port_range: the ephemeral port range, "LOW-HIGH". Loopback conn/s tops out
-# near half its size per second: every closed connection holds its port in
-# TIME_WAIT, which net.ipv4.tcp_tw_reuse hands out again only after 1 s.
-# Measured on 16 cores: 16,259 conn/s direct with 32768-60999, 32,327 with
-# 1024-65535 (and ip_local_reserved_ports keeping the bench ports out).
+# port_range: the ephemeral port range, "LOW-HIGH". Loopback conn/s from one
+# source address to one target tops out at about that many per second, or
+# less: every closed connection holds its port in TIME_WAIT, which
+# net.ipv4.tcp_tw_reuse hands out again only after 1 s, and the search for a
+# free port grows with the range. Measured: 999 conn/s with 1,000 ports on 2
+# cores; 16,259 with 32768-60999 and 32,327 with 1024-65535 on 16 cores.
+# More source and target addresses (spread) add port sets.
 port_range() {
 	tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo unknown
+}
+
+# loopbacks N PORT: 127.0.0.1:PORT,...,127.0.0.N:PORT.
+loopbacks() {
+	local i out=""
+	for i in $(seq "$1"); do out+=${out:+,}127.0.0.$i:$2; done
+	echo "$out"
 }

@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -233,5 +236,55 @@ func TestIdleDirect(t *testing.T) {
 	}
 	if r.Open != 50 || r.Errors.Total() != 0 {
 		t.Fatalf("open %d, errors %+v", r.Open, r.Errors)
+	}
+}
+
+// TestRRSpread: with several targets and sources, worker i connects from
+// source i mod n to target i mod n.
+func TestRRSpread(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string]map[netip.Addr]int{} // listener -> client IPs
+	serve := func(addr string) string {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		name := ln.Addr().String()
+		seen[name] = map[netip.Addr]int{}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				seen[name][c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()]++
+				mu.Unlock()
+				go func() {
+					defer c.Close()
+					io.Copy(c, c)
+				}()
+			}
+		}()
+		return name
+	}
+	a, b := serve("127.0.0.1:0"), serve("127.0.0.2:0")
+	src := []netip.Addr{netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
+	r, err := RR(context.Background(), RROptions{Client: Client{Duration: shortRun}, Target: a + "," + b,
+		Sources: src, Workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors.Total() != 0 || r.Conns == 0 {
+		t.Fatalf("conns %d, errors %+v", r.Conns, r.Errors)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, target := range []string{a, b} {
+		if got := seen[target]; len(got) != 1 || got[src[i]] == 0 {
+			t.Errorf("target %s saw clients %v; want only %v", target, got, src[i])
+		}
 	}
 }

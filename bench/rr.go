@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -14,8 +16,17 @@ import (
 // connect, SOCKS5 handshake (unless direct), one echo, close.
 type RROptions struct {
 	Client
-	// Target is the echo target's host:port.
+	// Target is the echo target's host:port, or several separated by
+	// commas: worker i then uses target i mod n.
 	Target string
+	// Sources are local addresses to connect from, worker i from source i
+	// mod n; none: the kernel's choice. On loopback a closed connection
+	// holds its port in TIME_WAIT for a second before it can be reused
+	// towards the same address, so one source and one target cap the rate
+	// near half the ephemeral port range per second; each more source (for
+	// the connection to the proxy) and target (for the proxy's to the
+	// target) adds a set of ports.
+	Sources []netip.Addr
 	// Workers is the number of concurrent connection loops; 0 means 64.
 	Workers int
 	// SizeBytes is the size of the echoed message; 0 means 1.
@@ -95,16 +106,24 @@ type rrWorker struct {
 // RR runs the connection-rate test until the duration ends or ctx ends.
 // The returned error is for unusable options or a failed process sample.
 func RR(ctx context.Context, o RROptions) (*RRResult, error) {
-	d, err := NewDialer(o.Proxy, o.Target)
-	if err != nil {
-		return nil, err
+	targets := strings.Split(o.Target, ",")
+	dialers := make([]*Dialer, o.workers())
+	for i := range dialers {
+		d, err := NewDialer(o.Proxy, targets[i%len(targets)])
+		if err != nil {
+			return nil, err
+		}
+		if len(o.Sources) > 0 {
+			d = d.From(o.Sources[i%len(o.Sources)])
+		}
+		dialers[i] = d
 	}
 	smp := sampler{o.PID}
 	before, err := smp.sample()
 	if err != nil {
 		return nil, err
 	}
-	workers := make([]rrWorker, o.workers())
+	workers := make([]rrWorker, len(dialers))
 	start := time.Now()
 	end := start.Add(o.duration())
 	done := make(chan struct{})
@@ -118,7 +137,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Add(1)
-		go o.rrLoop(ctx, &wg, d, &workers[i], uint64(i), end)
+		go o.rrLoop(ctx, &wg, dialers[i], &workers[i], uint64(i), end)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

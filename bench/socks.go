@@ -180,6 +180,16 @@ func (d *Dialer) Dial(ctx context.Context) (*net.TCPConn, error) {
 	return tc, nil
 }
 
+// From returns a copy of d whose connections leave from source (port 0: the
+// kernel's choice at connect). Several loopback sources give a load
+// generator several sets of ephemeral ports towards one proxy or target.
+func (d *Dialer) From(source netip.Addr) *Dialer {
+	c := *d
+	c.dialer.LocalAddr = &net.TCPAddr{IP: source.AsSlice(), Zone: source.Zone()}
+	c.dialer.Control = bindNoPort
+	return &c
+}
+
 // handshake runs the SOCKS5 exchange on c, reading exactly the reply frames
 // so that no payload byte is consumed.
 func (d *Dialer) handshake(c *net.TCPConn) error {

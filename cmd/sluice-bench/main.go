@@ -45,7 +45,8 @@ error (connect, SOCKS reply, data mismatch) exits 1; bad flags exit 2.
 SIGINT stops a run early and still prints its results.
 
 Flags:
-  --addr HOST:PORT   targets: listen address (default 127.0.0.1:5201)
+  --addr HOST:PORT   targets: listen address (default 127.0.0.1:5201); sink,
+                     source, echo: several, comma-separated, all served
   --allow-public     targets: allow a non-loopback --addr
   --seed N           source, tput: pattern seed (default 1)
   --buf BYTES        targets, tput: read/write size (default 256 KiB; echo 16 KiB)
@@ -57,7 +58,14 @@ Flags:
                      message instead of one pipelined write (for servers
                      that drop pipelined bytes, e.g. microsocks)
   --target ADDR      clients: target host:port; tput --dir both takes
-                     SINK,SOURCE
+                     SINK,SOURCE; rr takes several, comma-separated (worker
+                     i uses the i-th, round robin)
+  --source IPS       rr: local addresses to connect from, comma-separated or
+                     a range (127.0.0.2-127.0.0.9), worker i from the i-th.
+                     On loopback one source and one target cap conn/s near
+                     half the ephemeral port range per second (TIME_WAIT):
+                     each more source and --target address adds a set of
+                     ports
   --dir DIR          tput: up, down or both (default up)
   -P N               tput: parallel streams per direction (default 1)
   --verify LEVEL     tput: full (default), sample (down: only the first 64
@@ -85,7 +93,7 @@ var flagsFor = map[string]string{
 	"source": "addr allow-public buf duration quiet seed",
 	"echo":   "addr allow-public buf duration quiet",
 	"tput":   "proxy user pass direct lockstep timeout duration pid json quiet target dir P seed verify buf",
-	"rr":     "proxy user pass direct lockstep timeout duration pid json quiet target c size",
+	"rr":     "proxy user pass direct lockstep timeout duration pid json quiet target c size source",
 	"idle":   "proxy user pass direct lockstep timeout pid json quiet target c n hold",
 	"udp":    "proxy user pass direct lockstep timeout duration pid json quiet target size window",
 	// udp-echo is a target too, served by serveUDP.
@@ -95,6 +103,8 @@ var flagsFor = map[string]string{
 // options is every flag's value.
 type options struct {
 	addr, proxy, user, pass, target, dir, verify string
+	source                                       string
+	sources                                      []netip.Addr // parsed --source
 	allowPublic, direct, lockstep, json, quiet   bool
 	seed                                         uint64
 	buf, streams, workers, size, sessions, pid   int
@@ -172,6 +182,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.direct, "direct", false, "")
 	fs.BoolVar(&o.lockstep, "lockstep", false, "")
 	fs.StringVar(&o.target, "target", "", "")
+	fs.StringVar(&o.source, "source", "", "")
 	fs.StringVar(&o.dir, "dir", "up", "")
 	fs.IntVar(&o.streams, "P", 1, "")
 	fs.StringVar(&o.verify, "verify", "full", "")
@@ -219,8 +230,22 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	case o.pid < 0:
 		return errors.New("invalid value for flag -pid: negative")
 	}
-	if _, err := bench.ParseTarget(mode); err == nil || mode == "udp-echo" {
+	if _, err := bench.ParseTarget(mode); err == nil {
+		for _, a := range strings.Split(o.addr, ",") {
+			if err := checkListen(a, o.allowPublic); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if mode == "udp-echo" {
 		return checkListen(o.addr, o.allowPublic)
+	}
+	if o.source != "" {
+		var err error
+		if o.sources, err = parseSources(o.source); err != nil {
+			return fmt.Errorf("invalid value %q for flag -source: %v", o.source, err)
+		}
 	}
 	if o.duration > bench.MaxDuration {
 		return fmt.Errorf("invalid value for flag -duration: at most %v", bench.MaxDuration)
@@ -238,6 +263,44 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 		return fmt.Errorf("invalid value %q for flag -verify", o.verify)
 	}
 	return nil
+}
+
+// maxSources bounds a --source range.
+const maxSources = 1024
+
+// parseSources reads a comma-separated list of IP addresses, or one range
+// FIRST-LAST of addresses of one family.
+func parseSources(s string) ([]netip.Addr, error) {
+	if first, last, ok := strings.Cut(s, "-"); ok && !strings.Contains(s, ",") {
+		a, err := netip.ParseAddr(first)
+		if err != nil {
+			return nil, err
+		}
+		b, err := netip.ParseAddr(last)
+		if err != nil {
+			return nil, err
+		}
+		if a.Is4() != b.Is4() || b.Less(a) {
+			return nil, errors.New("a range runs from a lower to a higher address of one family")
+		}
+		var out []netip.Addr
+		for ip := a; ip.IsValid() && !b.Less(ip); ip = ip.Next() {
+			if len(out) == maxSources {
+				return nil, fmt.Errorf("more than %d addresses", maxSources)
+			}
+			out = append(out, ip)
+		}
+		return out, nil
+	}
+	var out []netip.Addr
+	for _, f := range strings.Split(s, ",") {
+		ip, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ip)
+	}
+	return out, nil
 }
 
 // checkListen allows only loopback listen addresses unless allowPublic.
@@ -262,20 +325,49 @@ func serve(ctx context.Context, t bench.Target, o *options, stderr io.Writer) in
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	ln, err := net.Listen("tcp", o.addr)
+	lns, err := listenAll(o.addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
 		return 1
 	}
 	if !o.quiet {
-		fmt.Fprintf(stderr, "sluice-bench: %v serving on %v\n", t, ln.Addr())
+		for _, ln := range lns {
+			fmt.Fprintf(stderr, "sluice-bench: %v serving on %v\n", t, ln.Addr())
+		}
 	}
-	s := &bench.Server{Kind: t, Seed: o.seed, BufBytes: o.buf}
-	if err := s.Serve(ctx, ln); err != nil {
-		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
-		return 1
+	return serveOn(ctx, &bench.Server{Kind: t, Seed: o.seed, BufBytes: o.buf}, lns, stderr)
+}
+
+// listenAll listens on every address of the comma-separated list addrs.
+func listenAll(addrs string) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range strings.Split(addrs, ",") {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
 	}
-	return 0
+	return lns, nil
+}
+
+// serveOn runs s on every listener until ctx ends.
+func serveOn(ctx context.Context, s *bench.Server, lns []net.Listener, stderr io.Writer) int {
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- s.Serve(ctx, ln) }()
+	}
+	rc := 0
+	for range lns {
+		if err := <-errs; err != nil {
+			fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+			rc = 1
+		}
+	}
+	return rc
 }
 
 // serveUDP runs the udp-echo target until ctx ends or the duration passes.
@@ -340,8 +432,8 @@ func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.W
 			errs = &r.Errors
 		}
 	case "rr":
-		r, err := bench.RR(ctx, bench.RROptions{Client: c, Target: o.target, Workers: o.workers,
-			SizeBytes: o.size, Timeout: o.timeout})
+		r, err := bench.RR(ctx, bench.RROptions{Client: c, Target: o.target, Sources: o.sources,
+			Workers: o.workers, SizeBytes: o.size, Timeout: o.timeout})
 		res, runErr = r, err
 		if err == nil {
 			errs = &r.Errors

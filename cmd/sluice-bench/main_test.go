@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"sluice/bench"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunUsageErrors(t *testing.T) {
@@ -30,6 +35,9 @@ func TestRunUsageErrors(t *testing.T) {
 		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--duration", "11m"}, 2, "-duration"},
 		{[]string{"sink", "--addr", "0.0.0.0:5201"}, 2, "not loopback"},
 		{[]string{"echo", "--addr", ":5201"}, 2, "not loopback"},
+		{[]string{"echo", "--addr", "127.0.0.1:5201,0.0.0.0:5201"}, 2, "not loopback"},
+		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--source", "127.0.0.9-127.0.0.2"}, 2, "-source"},
+		{[]string{"tput", "--direct", "--target", "127.0.0.1:1", "--source", "127.0.0.2"}, 2, "-source does not apply"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
@@ -74,5 +82,65 @@ func TestRunRefusedIsError(t *testing.T) {
 	}
 	if code != 1 || res.Errors.Connect == 0 {
 		t.Fatalf("code %d, connect errors %d; want 1 and some", code, res.Errors.Connect)
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want string // the addresses joined by commas; empty: an error
+	}{
+		{"127.0.0.2", "127.0.0.2"},
+		{"127.0.0.2,::1", "127.0.0.2,::1"},
+		{"127.0.0.254-127.0.1.1", "127.0.0.254,127.0.0.255,127.0.1.0,127.0.1.1"},
+		{"::1-::2", "::1,::2"},
+		{"127.0.0.3-127.0.0.2", ""},
+		{"127.0.0.1-::1", ""},
+		{"127.0.0.1-127.0.8.0", ""}, // more than 1024
+		{"localhost", ""},
+	} {
+		got, err := parseSources(tc.in)
+		var s []string
+		for _, a := range got {
+			s = append(s, a.String())
+		}
+		if (err == nil) != (tc.want != "") || strings.Join(s, ",") != tc.want {
+			t.Errorf("parseSources(%q) = %v, %v; want %q", tc.in, s, err, tc.want)
+		}
+	}
+}
+
+// TestEchoServesEveryAddr runs an echo target on two loopback addresses and
+// echoes through each.
+func TestEchoServesEveryAddr(t *testing.T) {
+	t.Parallel()
+	lns, err := listenAll("127.0.0.1:0,127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errOut bytes.Buffer
+	go func() { done <- serveOn(ctx, &bench.Server{Kind: bench.Echo}, lns, &errOut) }()
+	for _, ln := range lns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("echo on %s answered %q, %v", ln.Addr(), buf, err)
+		}
+		c.Close()
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("serveOn exit %d: %s", code, errOut.String())
+	}
+	if _, err := listenAll("127.0.0.1:0,256.0.0.1:0"); err == nil {
+		t.Error("listenAll with a bad address: no error")
 	}
 }
