@@ -251,8 +251,10 @@ func TestRRSpread(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
-		name := ln.Addr().String()
-		seen[name] = map[netip.Addr]int{}
+		name, clients := ln.Addr().String(), map[netip.Addr]int{}
+		mu.Lock()
+		seen[name] = clients
+		mu.Unlock()
 		go func() {
 			for {
 				c, err := ln.Accept()
@@ -260,7 +262,7 @@ func TestRRSpread(t *testing.T) {
 					return
 				}
 				mu.Lock()
-				seen[name][c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()]++
+				clients[c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()]++
 				mu.Unlock()
 				go func() {
 					defer c.Close()
