@@ -36,6 +36,7 @@ type flow struct {
 	last     int64 // l.now when a byte last moved
 
 	callerCloses bool // the last FIN is left to the caller's close (Options.CallerCloses)
+	owned        bool // fds are the loop's own duplicates, closed by finish (Options.TakeSockets)
 }
 
 type flowDir struct {
@@ -116,7 +117,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case dir.eof:
 			l.dropPipe(dir)
 			dir.done = true
-			if f.callerCloses && f.dirs[1-d].done {
+			if (f.callerCloses || f.owned) && f.dirs[1-d].done {
 				// The session ends here and the caller's close sends
 				// this FIN: dst has read its peer's FIN already, so it
 				// holds no unread byte that would turn the close into a
@@ -226,6 +227,10 @@ func (l *loop) unlink(f *flow) {
 // their events find no flow and are dropped.
 func (l *loop) finish(f *flow, err error) {
 	l.unlink(f)
+	if f.owned {
+		unix.Close(f.fds[sideClient])
+		unix.Close(f.fds[sideUpstream])
+	}
 	f.done(f.stats(), err)
 }
 
@@ -236,7 +241,19 @@ func (l *loop) handOff(f *flow) {
 	l.unlink(f)
 	prev := f.stats()
 	go func() {
-		st, err := l.fallback(f.ctx, f.client, f.upstream)
+		client, upstream := f.client, f.upstream
+		if f.owned {
+			// The loop's descriptors go back into package net, which
+			// the plain path needs, and are closed with it.
+			var err error
+			if client, upstream, err = adopt(f.fds); err != nil {
+				f.done(prev, err)
+				return
+			}
+			defer client.Close()
+			defer upstream.Close()
+		}
+		st, err := l.fallback(f.ctx, client, upstream)
 		st.ClientToUpstream += prev.ClientToUpstream
 		st.UpstreamToClient += prev.UpstreamToClient
 		st.SpliceCalls += prev.SpliceCalls

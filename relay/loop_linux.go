@@ -106,16 +106,24 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 
 // add registers a session with the loop, or reports false when the loop is
 // closing. From then on the loop owns the session and calls done once.
-// callerCloses: see Options.CallerCloses.
-func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses bool) bool {
+// callerCloses and take: see Options.CallerCloses and TakeSockets.
+func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses, take bool) bool {
 	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses}
 	var err error
-	if f.fds[sideClient], err = rawFd(client); err == nil {
+	if take && takeSockets(f) {
+		f.owned = true
+	} else if f.fds[sideClient], err = rawFd(client); err == nil {
 		f.fds[sideUpstream], err = rawFd(upstream)
 	}
 	l.mu.Lock()
 	if l.closed.Load() {
 		l.mu.Unlock()
+		if f.owned {
+			// client and upstream are closed already: the session goes
+			// to the plain path from the loop's descriptors.
+			l.handOff(f)
+			return true
+		}
 		return false
 	}
 	l.nextID++
@@ -414,6 +422,71 @@ func rawFd(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
+// takeSockets gives f duplicates of its sockets' descriptors and closes the
+// *net.TCPConns, which takes the sockets out of package net's poller: the
+// loop's epoll set is then the only one that wakes for them. It reports
+// false, having changed nothing, when a duplicate cannot be made.
+func takeSockets(f *flow) bool {
+	c, err := dupFd(f.client)
+	if err != nil {
+		return false
+	}
+	u, err := dupFd(f.upstream)
+	if err != nil {
+		unix.Close(c)
+		return false
+	}
+	f.fds[sideClient], f.fds[sideUpstream] = c, u
+	f.client.Close()
+	f.upstream.Close()
+	return true
+}
+
+// dupFd duplicates c's descriptor, close-on-exec; the duplicate shares the
+// socket and its non-blocking mode.
+func dupFd(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}
+
+// adopt hands descriptors taken by takeSockets back to package net, as
+// *net.TCPConns, and closes them (package net holds duplicates).
+func adopt(fds [2]int) (client, upstream *net.TCPConn, err error) {
+	var conns [2]*net.TCPConn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socket")
+		c, ferr := net.FileConn(f)
+		f.Close()
+		if ferr != nil && err == nil {
+			err = ferr
+		}
+		if ferr == nil {
+			conns[i] = c.(*net.TCPConn)
+		}
+	}
+	if err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, nil, err
+	}
+	return conns[0], conns[1], nil
+}
+
 // loopSet is a Relay's loops, chosen in turn.
 type loopSet struct {
 	loops []*loop
@@ -433,12 +506,12 @@ func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(contex
 }
 
 // start hands a session to the next loop; false: none takes it.
-func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses bool) bool {
+func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses, take bool) bool {
 	if len(ls.loops) == 0 {
 		return false
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
-	return l.add(ctx, client, upstream, done, callerCloses)
+	return l.add(ctx, client, upstream, done, callerCloses, take)
 }
 
 // close makes every loop return once its sessions ended.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -188,19 +189,114 @@ func TestLoopContextAlreadyDone(t *testing.T) {
 // bytes of both paths.
 func TestLoopNoPipeMidSession(t *testing.T) {
 	t.Parallel()
-	r := newRelayLoops(t, 1, Options{})
-	g := newRig(t).startAsync(context.Background(), r)
-	roundTrip(t, g)
-	// Refused for pooled pipes too: the loop may still be giving the pipe of
-	// the last round trip back when roundTrip returns.
-	r.pipes.refuse.Store(true)
-	roundTrip(t, g)
-	roundTrip(t, g)
-	g.client.CloseWrite()
-	g.upstream.CloseWrite()
-	res := g.wait(t)
-	if res.err != nil || res.st.ClientToUpstream != 3 || res.st.UpstreamToClient != 3 || !res.st.Spliced || !res.st.Fallback {
-		t.Fatalf("session: %v, %+v; want nil, 3 bytes each way, Spliced and Fallback", res.err, res.st)
+	for _, take := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TakeSockets=%v", take), func(t *testing.T) {
+			t.Parallel()
+			r := newRelayLoops(t, 1, Options{TakeSockets: take})
+			g := newRig(t)
+			inodes := socketInodes(t, g.relayA, g.relayB)
+			g.startAsync(context.Background(), r)
+			roundTrip(t, g)
+			// Refused for pooled pipes too: the loop may still be giving the
+			// pipe of the last round trip back when roundTrip returns.
+			r.pipes.refuse.Store(true)
+			roundTrip(t, g)
+			roundTrip(t, g)
+			g.client.CloseWrite()
+			g.upstream.CloseWrite()
+			res := g.wait(t)
+			if res.err != nil || res.st.ClientToUpstream != 3 || res.st.UpstreamToClient != 3 || !res.st.Spliced || !res.st.Fallback {
+				t.Fatalf("session: %v, %+v; want nil, 3 bytes each way, Spliced and Fallback", res.err, res.st)
+			}
+			if take {
+				if open := openInodes(t, inodes); len(open) > 0 {
+					t.Errorf("sockets %v still open in the process after done", open)
+				}
+			}
+		})
+	}
+}
+
+// socketInodes returns the inodes of the sockets behind conns.
+func socketInodes(t *testing.T, conns ...*net.TCPConn) []uint64 {
+	t.Helper()
+	var inodes []uint64
+	for _, c := range conns {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if cerr := rc.Control(func(fd uintptr) { err = unix.Fstat(int(fd), &st) }); cerr != nil || err != nil {
+			t.Fatal(cerr, err)
+		}
+		inodes = append(inodes, st.Ino)
+	}
+	return inodes
+}
+
+// openInodes returns those of inodes that a descriptor of this process still
+// refers to.
+func openInodes(t *testing.T, inodes []uint64) []uint64 {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []uint64
+	for _, e := range ents {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, ino := range inodes {
+			if link == fmt.Sprintf("socket:[%d]", ino) {
+				open = append(open, ino)
+			}
+		}
+	}
+	return open
+}
+
+// TestLoopTakeSockets: with Options.TakeSockets, Start closes the caller's
+// conns once the session is on a loop, relays through its own descriptors,
+// and closes them before done runs, at the end of the session or at its
+// context's end.
+func TestLoopTakeSockets(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{TakeSockets: true})
+	for _, cancelled := range []bool{false, true} {
+		g := newRig(t)
+		inodes := socketInodes(t, g.relayA, g.relayB)
+		ctx, cancel := context.WithCancel(context.Background())
+		g.startAsync(ctx, r)
+		if _, err := g.relayA.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("the caller's conn after Start: Read gives %v; want net.ErrClosed", err)
+		}
+		roundTrip(t, g)
+		if cancelled {
+			cancel()
+		} else {
+			g.client.CloseWrite()
+			g.upstream.CloseWrite()
+		}
+		res := g.wait(t)
+		cancel()
+		switch {
+		case cancelled && !errors.Is(res.err, context.Canceled):
+			t.Errorf("cancelled session: %v; want context.Canceled", res.err)
+		case !cancelled && (res.err != nil || res.st.ClientToUpstream != 1 || res.st.UpstreamToClient != 1):
+			t.Errorf("session: %v, %+v; want nil, 1 byte each way", res.err, res.st)
+		}
+		if open := openInodes(t, inodes); len(open) > 0 {
+			t.Errorf("cancelled=%v: sockets %v still open in the process after done", cancelled, open)
+		}
+		// The peers see the relay's FINs: EOF after what was relayed.
+		for _, c := range []*net.TCPConn{g.client, g.upstream} {
+			if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+				t.Errorf("cancelled=%v: peer read %q, %v after the session; want EOF", cancelled, b, err)
+			}
+		}
 	}
 }
 

@@ -65,6 +65,14 @@ type Options struct {
 	// socket has nothing left unread (its peer's FIN came first). One
 	// system call fewer per session. Pipe does not use it.
 	CallerCloses bool
+
+	// TakeSockets lets Start take both sockets over when a session goes to
+	// an event loop: it duplicates their descriptors, closes client and
+	// upstream (package net's poller then forgets them, so only the loop's
+	// epoll set wakes for them) and closes the duplicates when the session
+	// ends, before done runs. done may still read the conns' addresses;
+	// closing them again does nothing. Pipe does not use it.
+	TakeSockets bool
 }
 
 // loops returns the number of event loops to start.
@@ -264,7 +272,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
 		var err error
-		if r.loops.start(ctx, client, upstream, func(st Stats, e error) { err = e; ch <- st }, false) {
+		if r.loops.start(ctx, client, upstream, func(st Stats, e error) { err = e; ch <- st }, false, false) {
 			st := <-ch
 			return st, err
 		}
@@ -278,7 +286,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 // on the loop's goroutine, which serves other sessions: it must not block.
 // A session on an event loop costs no goroutine while it lives.
 func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, client, upstream, done, r.opts.CallerCloses) {
+	if r.onLoop() && r.loops.start(ctx, client, upstream, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {

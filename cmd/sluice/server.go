@@ -219,7 +219,9 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	// handshake and the dial is freed for the session's life.
 	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) {
 		// At once, whatever the access log does: the relay left the
-		// session's last FIN to this close (relay.Options.CallerCloses).
+		// session's last FIN to this close (relay.Options.CallerCloses),
+		// unless it took the sockets over and closed them already
+		// (TakeSockets), when this close does nothing.
 		rs.closeSockets()
 		if rs.lv.accessLog {
 			// The access log line can block (a stderr pipe nobody
