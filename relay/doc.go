@@ -27,7 +27,10 @@
 // The package knows nothing of SOCKS or any other protocol. It leaves to the
 // caller dialling, closing both connections, logging and metrics: Pipe
 // half-closes (CloseWrite) the conns it is given but never closes them, and
-// reports what moved in Stats.
+// reports what moved in Stats. With Options.TakeSockets, Start instead takes
+// the sockets of a session that goes to an event loop out of package net
+// (duplicated descriptors, the conns closed) and closes them itself, so that
+// an idle session holds nothing of package net or the runtime poller.
 //
 // Use:
 //
