@@ -126,8 +126,16 @@ func TestSlowloris(t *testing.T) {
 		}
 	}()
 
-	// A normal client while the 2,000 hang.
-	_, heldSockets := procFDs(t, pid)
+	// A normal client while the 2,000 hang. sluice accepts them from its
+	// listener's queue over some milliseconds (longer on a busy machine):
+	// sample its sockets once it holds most of them, or after 1.5 s, well
+	// within the handshake timeout.
+	heldSockets := 0
+	waitFor(1500*time.Millisecond, func() bool {
+		_, s := procFDs(t, pid)
+		heldSockets = max(heldSockets, s)
+		return s >= clients*9/10
+	})
 	heldRSS := procRSS(t, pid)
 	serveStart := time.Now()
 	if err := serveOneEcho(p.addr, echo, "", "", 10*time.Second); err != nil {
