@@ -179,6 +179,14 @@ port_range() {
 	tr '\t' - </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo unknown
 }
 
+# spread_sources N: set the array spread_from to rr's --source for N
+# loopback sources; empty for N=1, which leaves the source to the kernel.
+# shellcheck disable=SC2034 # spread_from is read by the sourcing script
+spread_sources() {
+	spread_from=()
+	if [ "$1" -gt 1 ]; then spread_from=(--source "127.0.0.1-127.0.0.$1"); fi
+}
+
 # loopbacks N PORT: 127.0.0.1:PORT,...,127.0.0.N:PORT.
 loopbacks() {
 	local i out=""

@@ -38,12 +38,11 @@ IDLE_N=${IDLE_N:-1000}
 PORT_BASE=${PORT_BASE:-17200}
 OUT=${OUT:-bench}
 RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-} SPREAD=${SPREAD:-1}
-spread_from=() # rr's --source, with SPREAD > 1 only: one source is the kernel's choice
-if [ "$SPREAD" -gt 1 ]; then spread_from=(--source "127.0.0.1-127.0.0.$SPREAD"); fi
 SLUICE=${1:-}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+spread_sources "$SPREAD"
 
 need jq jq
 relay_on=() load_on=() relay_ncpu=$(nproc)

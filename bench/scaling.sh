@@ -52,11 +52,11 @@ if [ -z "$SLUICE" ]; then SLUICE=$(go_bin sluice ./cmd/sluice); fi
 proxy=$PORT_BASE sink=$((PORT_BASE + 1)) echo_port=$((PORT_BASE + 2))
 fwd_sink=$((PORT_BASE + 3)) fwd_echo=$((PORT_BASE + 4))
 for p in $proxy $sink $echo_port $fwd_sink $fwd_echo; do port_free "$p"; done
-echoes=$(loopbacks "$SPREAD" "$echo_port") spread_from=()
-if [ "$SPREAD" -gt 1 ]; then spread_from=(--source "127.0.0.1-127.0.0.$SPREAD"); fi
+echoes=$(loopbacks "$SPREAD" "$echo_port")
+spread_sources "$SPREAD"
 
-# measure PEER K: start PEER on CPUs 0..K-1, append "K PEER conn/s Gbit/s"
-# for each run to $tmp/runs.tsv.
+# measure PEER K: start PEER on CPUs 0..K-1, append "K PEER conn/s Gbit/s
+# errors" for one run to $tmp/runs.tsv.
 measure() {
 	local peer=$1 k=$2 pid="" via=(--proxy "127.0.0.1:$proxy") s=127.0.0.1:$sink e=$echoes port=$proxy
 	local relay_on=(taskset -c "0-$((k - 1))")
@@ -76,7 +76,7 @@ measure() {
 	fi
 	# A run with errors (a refused connect, no port left) exits 1 and still
 	# prints its figures; the errors are counted in the table.
-	local c g
+	local c g errors
 	{ "${load_on[@]}" "$BENCH" rr "${via[@]}" --target "$e" "${spread_from[@]+"${spread_from[@]}"}" -c 64 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/rr.json"
 	{ "${load_on[@]}" "$BENCH" tput "${via[@]}" --target "$s" -P 8 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/tput.json"
 	c=$(jq '.conns_per_sec // 0' "$tmp/rr.json" 2>/dev/null || echo 0)

@@ -223,8 +223,9 @@ func (l *loop) unlink(f *flow) {
 	}
 }
 
-// finish ends f and reports it. The caller closes the sockets; until then
-// their events find no flow and are dropped.
+// finish ends f and reports it. It closes the sockets it took over
+// (Options.TakeSockets); others the caller closes, and until then their
+// events find no flow and are dropped.
 func (l *loop) finish(f *flow, err error) {
 	l.unlink(f)
 	if f.owned {
@@ -250,10 +251,12 @@ func (l *loop) handOff(f *flow) {
 				f.done(prev, err)
 				return
 			}
-			defer client.Close()
-			defer upstream.Close()
 		}
 		st, err := l.fallback(f.ctx, client, upstream)
+		if f.owned {
+			client.Close() // before done, as finish does
+			upstream.Close()
+		}
 		st.ClientToUpstream += prev.ClientToUpstream
 		st.UpstreamToClient += prev.UpstreamToClient
 		st.SpliceCalls += prev.SpliceCalls

@@ -445,17 +445,11 @@ func takeSockets(f *flow) bool {
 // dupFd duplicates c's descriptor, close-on-exec; the duplicate shares the
 // socket and its non-blocking mode.
 func dupFd(c *net.TCPConn) (int, error) {
-	rc, err := c.SyscallConn()
+	fd, err := rawFd(c)
 	if err != nil {
 		return -1, err
 	}
-	fd := -1
-	if cerr := rc.Control(func(s uintptr) {
-		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); cerr != nil {
-		return -1, cerr
-	}
-	if err != nil {
+	if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
 		return -1, os.NewSyscallError("fcntl", err)
 	}
 	return fd, nil
