@@ -35,8 +35,8 @@ type flow struct {
 	ended    bool
 	last     int64 // l.now when a byte last moved
 
-	callerCloses bool // the last FIN is left to the caller's close (Options.CallerCloses)
-	owned        bool // fds are the loop's own duplicates, closed by finish (Options.TakeSockets)
+	callerCloses bool    // the last FIN is left to the caller's close (Options.CallerCloses)
+	owned        [2]bool // fds[side] is the loop's own, closed by finish (Options.TakeSockets, StartFd)
 }
 
 type flowDir struct {
@@ -98,7 +98,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if !f.writable[dst] {
 				return false, nil
 			}
-			n, err := unix.Splice(dir.p.rfd, nil, f.fds[dst], nil, dir.p.data, spliceFlags)
+			n, err := splice(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
 			switch {
 			case n > 0:
 				dir.p.data -= int(n)
@@ -117,14 +117,14 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case dir.eof:
 			l.dropPipe(dir)
 			dir.done = true
-			if (f.callerCloses || f.owned) && f.dirs[1-d].done {
+			if (f.callerCloses || f.owned[dst]) && f.dirs[1-d].done {
 				// The session ends here and the caller's close sends
 				// this FIN: dst has read its peer's FIN already, so it
 				// holds no unread byte that would turn the close into a
 				// reset.
 				return false, nil
 			}
-			if err := unix.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
+			if err := shutdownWrite(f.fds[dst]); err != nil {
 				return false, os.NewSyscallError("shutdown", err)
 			}
 			return false, nil
@@ -144,7 +144,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			}
 			n, err := int64(0), l.refuse
 			if err == nil {
-				n, err = unix.Splice(f.fds[src], nil, dir.p.wfd, nil, dir.p.size, spliceFlags)
+				n, err = splice(f.fds[src], dir.p.wfd, dir.p.size, spliceFlags)
 			}
 			switch {
 			case err == nil && n == 0:
@@ -228,9 +228,10 @@ func (l *loop) unlink(f *flow) {
 // events find no flow and are dropped.
 func (l *loop) finish(f *flow, err error) {
 	l.unlink(f)
-	if f.owned {
-		unix.Close(f.fds[sideClient])
-		unix.Close(f.fds[sideUpstream])
+	for side, own := range f.owned {
+		if own {
+			closeFd(f.fds[side])
+		}
 	}
 	f.done(f.stats(), err)
 }
@@ -242,19 +243,18 @@ func (l *loop) handOff(f *flow) {
 	l.unlink(f)
 	prev := f.stats()
 	go func() {
-		client, upstream := f.client, f.upstream
-		if f.owned {
-			// The loop's descriptors go back into package net, which
-			// the plain path needs, and are closed with it.
-			var err error
-			if client, upstream, err = adopt(f.fds); err != nil {
-				f.done(prev, err)
-				return
-			}
+		// The loop's own descriptors go back into package net, which
+		// the plain path needs, and are closed with it.
+		client, upstream, err := adopt(f)
+		if err != nil {
+			f.done(prev, err)
+			return
 		}
 		st, err := l.fallback(f.ctx, client, upstream)
-		if f.owned {
+		if f.owned[sideClient] {
 			client.Close() // before done, as finish does
+		}
+		if f.owned[sideUpstream] {
 			upstream.Close()
 		}
 		st.ClientToUpstream += prev.ClientToUpstream

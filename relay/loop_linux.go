@@ -106,21 +106,28 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 
 // add registers a session with the loop, or reports false when the loop is
 // closing. From then on the loop owns the session and calls done once.
-// callerCloses and take: see Options.CallerCloses and TakeSockets.
-func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses, take bool) bool {
+// upFd, when not -1, is the upstream socket's bare descriptor (upstream is
+// then nil), the loop's from now on, whatever add reports. callerCloses and
+// take: see Options.CallerCloses and TakeSockets.
+func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, upFd int, done func(Stats, error), callerCloses, take bool) bool {
 	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses}
 	var err error
-	if take && takeSockets(f) {
-		f.owned = true
-	} else if f.fds[sideClient], err = rawFd(client); err == nil {
-		f.fds[sideUpstream], err = rawFd(upstream)
+	if upFd >= 0 {
+		f.fds[sideUpstream], f.owned[sideUpstream] = upFd, true
+	}
+	if !take || !takeSockets(f) {
+		for side, c := range [2]*net.TCPConn{client, upstream} {
+			if err == nil && !f.owned[side] {
+				f.fds[side], err = rawFd(c)
+			}
+		}
 	}
 	l.mu.Lock()
 	if l.closed.Load() {
 		l.mu.Unlock()
-		if f.owned {
-			// client and upstream are closed already: the session goes
-			// to the plain path from the loop's descriptors.
+		if f.owned[sideClient] || f.owned[sideUpstream] {
+			// A socket is the loop's already: the session goes to the
+			// plain path from the loop's descriptors.
 			l.handOff(f)
 			return true
 		}
@@ -153,11 +160,11 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, done func
 func (l *loop) register(f *flow, side int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	setData(&ev, f.id<<1|uint64(side))
-	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
+	err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
 	if err == unix.EEXIST {
 		// The socket served an earlier session of this loop and stayed
 		// open: it is still registered, under that session's id.
-		err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, f.fds[side], &ev)
+		err = epollCtl(l.epfd, unix.EPOLL_CTL_MOD, f.fds[side], &ev)
 	}
 	if err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
@@ -312,7 +319,7 @@ func (l *loop) dispatch(n int) (woken bool) {
 // epollWait polls without blocking, retrying EINTR.
 func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	for {
-		n, err := unix.EpollWait(epfd, events, 0)
+		n, err := epollPoll(epfd, events)
 		if err == unix.EINTR {
 			continue
 		}
@@ -422,23 +429,32 @@ func rawFd(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// takeSockets gives f duplicates of its sockets' descriptors and closes the
-// *net.TCPConns, which takes the sockets out of package net's poller: the
-// loop's epoll set is then the only one that wakes for them. It reports
-// false, having changed nothing, when a duplicate cannot be made.
+// takeSockets gives f duplicates of the descriptors of its *net.TCPConns
+// and closes them, which takes the sockets out of package net's poller: the
+// loop's epoll set is then the only one that wakes for them. A side that f
+// owns already (StartFd) is left as it is. It reports false, having changed
+// nothing, when a duplicate cannot be made.
 func takeSockets(f *flow) bool {
-	c, err := dupFd(f.client)
-	if err != nil {
-		return false
+	var fds [2]int
+	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
+		if f.owned[side] {
+			continue
+		}
+		fd, err := dupFd(c)
+		if err != nil {
+			if side == sideUpstream && !f.owned[sideClient] {
+				unix.Close(fds[sideClient])
+			}
+			return false
+		}
+		fds[side] = fd
 	}
-	u, err := dupFd(f.upstream)
-	if err != nil {
-		unix.Close(c)
-		return false
+	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
+		if !f.owned[side] {
+			f.fds[side], f.owned[side] = fds[side], true
+			c.Close()
+		}
 	}
-	f.fds[sideClient], f.fds[sideUpstream] = c, u
-	f.client.Close()
-	f.upstream.Close()
 	return true
 }
 
@@ -455,24 +471,24 @@ func dupFd(c *net.TCPConn) (int, error) {
 	return fd, nil
 }
 
-// adopt hands descriptors taken by takeSockets back to package net, as
-// *net.TCPConns, and closes them (package net holds duplicates).
-func adopt(fds [2]int) (client, upstream *net.TCPConn, err error) {
-	var conns [2]*net.TCPConn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socket")
-		c, ferr := net.FileConn(f)
-		f.Close()
+// adopt returns f's sockets as *net.TCPConns for the plain path: its own
+// descriptors go back into package net (which holds duplicates; the
+// descriptors are closed), the others are f's conns.
+func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
+	conns := [2]*net.TCPConn{f.client, f.upstream}
+	for side, own := range f.owned {
+		if !own {
+			continue
+		}
+		c, ferr := adoptFd(f.fds[side])
 		if ferr != nil && err == nil {
 			err = ferr
 		}
-		if ferr == nil {
-			conns[i] = c.(*net.TCPConn)
-		}
+		conns[side] = c
 	}
 	if err != nil {
-		for _, c := range conns {
-			if c != nil {
+		for side, c := range conns {
+			if c != nil && f.owned[side] {
 				c.Close()
 			}
 		}
@@ -499,13 +515,14 @@ func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(contex
 	return ls
 }
 
-// start hands a session to the next loop; false: none takes it.
-func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error), callerCloses, take bool) bool {
+// start hands a session to the next loop; false: none takes it (and upFd,
+// when not -1, is still the caller's).
+func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, upFd int, done func(Stats, error), callerCloses, take bool) bool {
 	if len(ls.loops) == 0 {
 		return false
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
-	return l.add(ctx, client, upstream, done, callerCloses, take)
+	return l.add(ctx, client, upstream, upFd, done, callerCloses, take)
 }
 
 // close makes every loop return once its sessions ended.

@@ -75,6 +75,23 @@ type Options struct {
 	TakeSockets bool
 }
 
+// fileConn wraps a TCP socket's bare descriptor in a *net.TCPConn, which
+// holds a duplicate, and closes the descriptor.
+func fileConn(fd int) (*net.TCPConn, error) {
+	f := os.NewFile(uintptr(fd), "socket")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("relay: descriptor %d is not a TCP socket", fd)
+	}
+	return tc, nil
+}
+
 // loops returns the number of event loops to start.
 func (o *Options) loops() int {
 	switch {
@@ -272,7 +289,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
 		var err error
-		if r.loops.start(ctx, client, upstream, func(st Stats, e error) { err = e; ch <- st }, false, false) {
+		if r.loops.start(ctx, client, upstream, -1, func(st Stats, e error) { err = e; ch <- st }, false, false) {
 			st := <-ch
 			return st, err
 		}
@@ -286,11 +303,34 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 // on the loop's goroutine, which serves other sessions: it must not block.
 // A session on an event loop costs no goroutine while it lives.
 func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, client, upstream, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+	if r.onLoop() && r.loops.start(ctx, client, upstream, -1, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {
 		st, err := r.pipeGoroutines(ctx, client, upstream)
+		done(st, err)
+	}()
+}
+
+// StartFd is Start for an upstream socket that no *net.TCPConn wraps: a
+// connected, non-blocking TCP socket's bare descriptor, such as
+// tune.Options.DialFd returns. The Relay owns upstream from the call on and
+// closes it before done runs, on every path; client is the caller's, as in
+// Start (TakeSockets applies to it). On an event loop the upstream socket
+// never meets package net; elsewhere (no loop, or a session handed to the
+// plain path) it is wrapped in a *net.TCPConn first.
+func (r *Relay) StartFd(ctx context.Context, client *net.TCPConn, upstream int, done func(Stats, error)) {
+	if r.onLoop() && r.loops.start(ctx, client, nil, upstream, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+		return
+	}
+	go func() {
+		up, err := adoptFd(upstream)
+		if err != nil {
+			done(Stats{}, err)
+			return
+		}
+		st, err := r.pipeGoroutines(ctx, client, up)
+		up.Close()
 		done(st, err)
 	}()
 }

@@ -3,7 +3,6 @@ package tune
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -24,39 +23,27 @@ func dial(t *testing.T, d *net.Dialer) *net.TCPConn {
 	}
 	c := nc.(*net.TCPConn)
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(deadline())
-	if _, err := c.Write([]byte{7}); err != nil { // with fast open, the SYN leaves now
-		t.Fatalf("write: %v", err)
-	}
-	a, err := l.AcceptTCP()
-	if err != nil {
-		t.Fatalf("accept: %v", err)
-	}
-	defer a.Close()
-	a.SetDeadline(deadline())
-	b := make([]byte, 1)
-	if _, err := io.ReadFull(a, b); err != nil || b[0] != 7 {
-		t.Fatalf("upstream read %v, %v; want [7]", b, err)
-	}
-	if _, err := a.Write(b); err != nil {
-		t.Fatalf("upstream write: %v", err)
-	}
-	if _, err := io.ReadFull(c, b); err != nil {
-		t.Fatalf("read: %v", err)
-	}
+	echoByte(t, c, l)
 	return c
 }
 
-func TestDialerUpstreamOptions(t *testing.T) {
-	t.Parallel()
+// allUpstreamOptions sets every upstream option, with allSockOpts's
+// values and read-backs, for a dial from 127.0.0.2 on lo.
+func allUpstreamOptions(t *testing.T) (*Options, []sockCase) {
 	markPermitted(t)
 	s, cases := allSockOpts(t)
-	o := &Options{
+	return &Options{
 		Upstream:        s,
 		SourceAddr:      netip.MustParseAddr("127.0.0.2"),
 		Interface:       "lo",
 		FastOpenConnect: true,
-	}
+	}, cases
+}
+
+func TestDialerUpstreamOptions(t *testing.T) {
+	t.Parallel()
+	o, cases := allUpstreamOptions(t)
+	s := o.Upstream
 	c := dial(t, o.Dialer())
 	if got := getString(t, c, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); got != "lo" {
 		t.Errorf("SO_BINDTODEVICE = %q, want lo", got)

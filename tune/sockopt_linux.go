@@ -71,7 +71,7 @@ func setInt(fd, level, name, v int) error {
 	if v < math.MinInt32 || v > math.MaxInt32 {
 		return unix.EINVAL
 	}
-	return unix.SetsockoptInt(fd, level, name, v)
+	return setsockoptInt(fd, level, name, v)
 }
 
 func bindAddr(fd int, a netip.Addr) error {

@@ -45,6 +45,7 @@ type config struct {
 	configFile         string
 	printConfig        bool
 	accessLog          bool
+	netDialer          bool
 	metricsAddr        string
 	maxSessions        int
 	maxSessionsPerIP   int
@@ -90,6 +91,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
 	fs.IntVar(&cfg.relay.Loops, "loops", 0, "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
+	fs.BoolVar(&cfg.netDialer, "net-dialer", false, "dial every upstream through Go's net.Dialer instead of a bare socket handed to the relay's event loops (for comparison)")
 	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
 	fs.IntVar(&cfg.workers, "workers", 0, "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners; 0 = one process")

@@ -38,6 +38,7 @@ func TestConnectXNetProxy(t *testing.T) {
 	port4 := strconv.Itoa(echo4.Addr().(*net.TCPAddr).Port)
 	noAuth, _ := startSluice(t)
 	withAuth, _ := startSluice(t, "--users", writeUsers(t, "# team\nalice:s3cret:with:colons\n\nbob:hunter2\n"))
+	netDialer, _ := startSluice(t, "--net-dialer")
 	cases := []struct {
 		name, proxyAddr, target string
 		auth                    *proxy.Auth
@@ -47,6 +48,8 @@ func TestConnectXNetProxy(t *testing.T) {
 		{"noauth/domain", noAuth, net.JoinHostPort("localhost", port4), nil},
 		{"userpass/ipv4", withAuth, echo4.Addr().String(), &proxy.Auth{User: "alice", Password: "s3cret:with:colons"}},
 		{"userpass/domain", withAuth, net.JoinHostPort("localhost", port4), &proxy.Auth{User: "bob", Password: "hunter2"}},
+		{"net-dialer/ipv4", netDialer, echo4.Addr().String(), nil},
+		{"net-dialer/ipv6", netDialer, echo6.Addr().String(), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +158,26 @@ func TestReplyCodes(t *testing.T) {
 		mustWrite(t, c, []byte{4, 1, 0, 80, 127, 0, 0, 1, 0}) // -> a SOCKS4 request
 		expectClosed(t, c)                                    // <- nothing
 	})
+}
+
+// TestDialPath: CONNECT to an address dials a bare socket that the event
+// loops take (tune.DialFd, relay.StartFd) by default; --net-dialer, and a
+// relay without loops, dial through net.Dialer.
+func TestDialPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, runtime.GOOS == "linux"},
+		{[]string{"--net-dialer"}, false},
+		{[]string{"--loops", "-1"}, false},
+		{[]string{"--no-splice"}, false},
+	} {
+		if _, inst := startSluice(t, tc.args...); inst.srv.dialFd != tc.want {
+			t.Errorf("%q: bare-socket dials %v, want %v", tc.args, inst.srv.dialFd, tc.want)
+		}
+	}
 }
 
 // closedPort returns a loopback port (big-endian) on which nothing listens.

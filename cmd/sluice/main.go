@@ -169,6 +169,10 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	if cfg.resolver != nil {
 		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs
 	}
+	// CONNECT to an address dials a bare socket that the relay's loops take
+	// as it is: no poller registration, no net.Dialer. Without loops the
+	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
+	inst.srv.dialFd = !cfg.netDialer && inst.srv.relay.Loops() > 0
 	if cfg.metricsAddr != "" {
 		inst.srv.metrics = newMetrics()
 	}

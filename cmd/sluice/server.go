@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,7 @@ type server struct {
 	limits      *limiter
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
+	dialFd      bool     // CONNECT to an address dials a bare socket (tune.DialFd) for relay.StartFd
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
 
@@ -127,7 +129,7 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip netip.Addr, perIP bool) {
 	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
 	defer func() {
-		if rs.up == nil { // not handed to the relay: end here
+		if !rs.relaying { // not handed to the relay: end here
 			s.endSession(rs)
 		}
 	}()
@@ -171,7 +173,12 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	var up *net.TCPConn
 	switch req.Cmd {
 	case handshake.CmdConnect:
-		up, err = s.connect(ctx, lv, req.Addr)
+		var fd int
+		up, fd, err = s.connect(ctx, lv, req.Addr)
+		if err == nil && fd >= 0 {
+			s.relayFd(ctx, rs, &req, b, fd, user, cmd, target)
+			return
+		}
 		if err == nil {
 			err = req.WriteReply(c, handshake.Succeeded, localAddrPort(up))
 			if err != nil {
@@ -213,11 +220,35 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		return
 	}
 	rs.user, rs.cmd, rs.target = user, cmd, target
-	rs.up = up // from here the relay owns the session, until relayed
+	rs.up, rs.relaying = up, true // from here the relay owns the session, until relayed
 	// On Linux the relay's event loops carry the session from here, without
 	// a goroutine: this one returns, and the stack it grew through the
 	// handshake and the dial is freed for the session's life.
-	s.relay.Start(ctx, c, up, func(st relay.Stats, err error) {
+	s.relay.Start(ctx, c, up, s.relayDone(rs))
+}
+
+// relayFd ends the handshake of a CONNECT whose upstream is a bare
+// descriptor (tune.DialFd) and hands the session to the relay, which owns
+// fd from then on: success reply, the bytes the client pipelined after its
+// request, relay.StartFd. b is released here.
+func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int, user string, cmd int, target string) {
+	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
+	if err == nil && len(req.Rest) > 0 {
+		err = writeFd(fd, req.Rest)
+	}
+	b.Release() // req aliases b: not used past here
+	if err != nil {
+		syscall.Close(fd)
+		s.fail(rs.lv, rs.c, req, user, cmd, target, errReplied{err}, rs.start)
+		return
+	}
+	rs.user, rs.cmd, rs.target, rs.relaying = user, cmd, target, true
+	s.relay.StartFd(ctx, rs.c, fd, s.relayDone(rs))
+}
+
+// relayDone is the relay's done for rs.
+func (s *server) relayDone(rs *relaySession) func(relay.Stats, error) {
+	return func(st relay.Stats, err error) {
 		// At once, whatever the access log does: the relay left the
 		// session's last FIN to this close (relay.Options.CallerCloses),
 		// unless it took the sockets over and closed them already
@@ -231,7 +262,40 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 			return
 		}
 		s.relayed(rs, st, err)
-	})
+	}
+}
+
+// writeFd writes all of p to a fresh upstream socket's descriptor. Its
+// send buffer is empty, far larger than the few bytes a client pipelines
+// behind its request: EAGAIN cannot happen and is an error.
+func writeFd(fd int, p []byte) error {
+	for len(p) > 0 {
+		n, err := syscall.Write(fd, p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// fdLocalAddrPort is a socket's own address, sent as BND in the success
+// reply.
+func fdLocalAddrPort(fd int) netip.AddrPort {
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
 
 // relaySession is an established session as serveConn hands it to the
@@ -246,6 +310,7 @@ type relaySession struct {
 	cmd      int
 	target   string
 	start    time.Time
+	relaying bool // handed to the relay, which ends it through relayed
 	closed   bool // closeSockets ran
 }
 
@@ -371,27 +436,39 @@ func (s *server) reject(c *net.TCPConn, req *handshake.Request, err error) {
 // address actually dialled: a domain target is resolved here when a rule
 // looks at addresses, every address it resolves to must be allowed, and
 // those addresses are dialled, never the name again (no DNS rebinding).
-func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (*net.TCPConn, error) {
+// An address target is dialled as a bare socket, returned as fd (c nil),
+// when s.dialFd; otherwise fd is -1.
+func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
 	p := lv.rules
 	switch {
 	case p == nil:
 	case a.Type != handshake.AddrDomain:
 		if !p.allowed(cmdConnect, nil, a.IP, a.Port) {
-			return nil, errDenied{a.IP.Unmap()}
+			return nil, -1, errDenied{a.IP.Unmap()}
 		}
 	case !p.needsIP:
 		if !p.allowed(cmdConnect, a.Name, netip.Addr{}, a.Port) {
-			return nil, errDenied{}
+			return nil, -1, errDenied{}
 		}
 	default:
-		return s.dialResolved(ctx, p, a)
+		c, err := s.dialResolved(ctx, p, a)
+		return c, -1, err
 	}
 	start := time.Now()
-	c, err := s.dial(ctx, a)
+	if s.dialFd && a.Type != handshake.AddrDomain {
+		fd, err := s.tune.DialFd(ctx, netip.AddrPortFrom(a.IP, a.Port))
+		if err != nil {
+			s.fdPressure(err)
+			return nil, -1, err
+		}
+		s.metrics.dialDone(time.Since(start))
+		return nil, fd, nil
+	}
+	c, err = s.dial(ctx, a)
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))
 	}
-	return c, err
+	return c, -1, err
 }
 
 // dialResolved resolves a domain target with the dialer's resolver, checks

@@ -1,0 +1,122 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestStartFd relays sessions whose upstream is a bare descriptor, as
+// tune.Options.DialFd makes one: on a loop (with and without TakeSockets),
+// on a loop that is closing (the plain path from the loop's descriptor) and
+// with no loop at all (the goroutine path). Each ends once normally and once
+// by its context; either way the upstream socket is closed in the process
+// before done runs, and the peers read EOF once the caller closed its conn.
+func TestStartFd(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		loops   int
+		take    bool
+		closing bool
+	}{
+		{"loop", 1, false, false},
+		{"loop-take", 1, true, false},
+		{"loop-closing", 1, true, true},
+		{"goroutines", -1, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var r *Relay
+			if tc.loops > 0 {
+				r = newRelayLoops(t, tc.loops, Options{TakeSockets: tc.take})
+			} else {
+				r = New(Options{Loops: tc.loops})
+				t.Cleanup(func() { r.Close() })
+			}
+			if tc.closing {
+				l := r.loops.loops[0]
+				l.close()
+				<-l.finished
+			}
+			for _, cancelled := range []bool{false, true} {
+				startFdSession(t, r, cancelled)
+			}
+		})
+	}
+}
+
+var errStillOpen = errors.New("upstream socket still open in the process when done ran")
+
+// startFdSession runs one StartFd session over a rig and checks it.
+func startFdSession(t *testing.T, r *Relay, cancelled bool) {
+	t.Helper()
+	g := newRig(t)
+	inodes := socketInodes(t, g.relayB)
+	fd, err := dupFd(g.relayB) // the bare descriptor
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.relayB.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.StartFd(ctx, g.relayA, fd, func(st Stats, err error) {
+		// Checked here, before the caller closes anything.
+		if open := openInodes(t, inodes); len(open) > 0 {
+			err = errors.Join(err, errStillOpen)
+		}
+		g.done <- pipeResult{st, err}
+	})
+	res := roundTripAndEnd(t, g, cancel, cancelled)
+	g.relayA.Close() // the caller's, closed after done
+	if errors.Is(res.err, errStillOpen) {
+		t.Errorf("cancelled=%v: %v", cancelled, res.err)
+	}
+	checkRoundTripEnd(t, g, res, cancelled)
+}
+
+// TestAdoptFdKeepsOptions: a bare descriptor handed back to package net
+// (the plain path) keeps its TCP_NODELAY and keepalive settings, which
+// net.FileConn would reset to Go's defaults.
+func TestAdoptFdKeepsOptions(t *testing.T) {
+	t.Parallel()
+	for _, keepalive := range []bool{false, true} {
+		c, peer := tcpPair(t)
+		defer peer.Close()
+		want := map[[2]int]int{
+			{unix.IPPROTO_TCP, unix.TCP_NODELAY}:  0,
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE}:  0,
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}: 77,
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT}:  3,
+		}
+		if keepalive {
+			want[[2]int{unix.SOL_SOCKET, unix.SO_KEEPALIVE}] = 1
+		}
+		fd, err := dupFd(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		for k, v := range want {
+			if err := unix.SetsockoptInt(fd, k[0], k[1], v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := adoptFd(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		afd, err := rawFd(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range want {
+			if got, err := unix.GetsockoptInt(afd, k[0], k[1]); err != nil || got != v {
+				t.Errorf("keepalive=%v: option %v = %d, %v after adopting; want %d", keepalive, k, got, err, v)
+			}
+		}
+		a.Close()
+	}
+}

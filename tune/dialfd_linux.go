@@ -1,0 +1,141 @@
+package tune
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DialFd connects a new TCP socket to addr with every option Dialer and
+// ApplyUpstream set (o.Upstream's, SourceAddr, Interface, FastOpenConnect,
+// TCP_NODELAY unless Nagle), without package net, and returns its
+// descriptor: non-blocking, close-on-exec, owned by the caller.
+//
+// A connect that completes within the system call, as on loopback (the
+// kernel runs the whole three-way handshake before connect returns), costs
+// no poller at all: a second connect tells established, pending and refused
+// apart. Only a pending one waits, through the runtime poller, bounded by
+// o.DialTimeout and ctx. Per connection that saves Dialer's poller
+// registration and removal, getpeername and its allocations.
+//
+// Errors wrap the kernel's errno (ECONNREFUSED, ENETUNREACH, ...) in an
+// *os.SyscallError, or are os.ErrDeadlineExceeded and ctx's error.
+func (o *Options) DialFd(ctx context.Context, addr netip.AddrPort) (int, error) {
+	var deadline time.Time
+	if d := o.dialTimeout(); d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, err
+	}
+	ip := addr.Addr()
+	if src := o.SourceAddr; src.IsValid() && src.Unmap().Is4() != ip.Unmap().Is4() {
+		return -1, os.NewSyscallError("connect", unix.EAFNOSUPPORT) // as net.Dialer: no address of the family
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	family := unix.AF_INET6
+	if ip.Unmap().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.Unmap().As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := o.beforeConnect(fd); err != nil {
+		closeRaw(fd)
+		return -1, err
+	}
+	err = connectRaw(fd, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR {
+		// Done by now on loopback: 0 or EISCONN when established,
+		// EALREADY while the handshake is still out, the socket's error
+		// when it failed.
+		err = connectRaw(fd, sa)
+		if err == unix.EALREADY || err == unix.EINPROGRESS || err == unix.EINTR {
+			fd, err = waitConnect(ctx, fd, sa, deadline)
+			if err != nil {
+				return -1, err
+			}
+		} else if !deadline.IsZero() && time.Now().After(deadline) {
+			// As net.Dialer: an outcome past the timeout is a timeout.
+			closeRaw(fd)
+			return -1, os.ErrDeadlineExceeded
+		}
+	}
+	if err != nil && err != unix.EISCONN {
+		closeRaw(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	if o.Upstream.QuickAck {
+		if err := setOpt(fd, optQuickAck, o, &o.Upstream); err != nil {
+			closeRaw(fd)
+			return -1, optError(optQuickAck, true, err)
+		}
+	}
+	return fd, nil
+}
+
+// beforeConnect sets on a new upstream socket what Dialer's Control and
+// package net would: o.Upstream's socket options, fast open, the device, the
+// source address (bound without a port, so that connect still picks it by
+// the whole 4-tuple) and TCP_NODELAY.
+func (o *Options) beforeConnect(fd int) error {
+	if err := o.apply(fd, dialSockOpts, &o.Upstream, true, false); err != nil {
+		return err
+	}
+	if err := o.apply(fd, dialOpts, &o.Upstream, true, false); err != nil {
+		return err
+	}
+	if o.SourceAddr.IsValid() {
+		// Best effort: without it, bind picks the port alone.
+		setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := bindAddr(fd, o.SourceAddr); err != nil {
+			return optError(optSourceAddr, true, err)
+		}
+	}
+	if !o.Upstream.Nagle {
+		if err := setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
+// waitConnect waits through the runtime poller for fd's pending connect to
+// sa, until deadline (none when zero) or ctx ends, and returns the descriptor to use from
+// then on (a duplicate: the poller's file is closed) with the connect's
+// outcome as a second connect reports it. fd is closed on error.
+func waitConnect(ctx context.Context, fd int, sa unix.Sockaddr, deadline time.Time) (int, error) {
+	f := os.NewFile(uintptr(fd), "upstream") // non-blocking: registered with the poller
+	defer f.Close()
+	if !deadline.IsZero() {
+		f.SetWriteDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cerr error
+	werr := rc.Write(func(s uintptr) bool {
+		cerr = connectRaw(int(s), sa)
+		return cerr != unix.EALREADY && cerr != unix.EINPROGRESS && cerr != unix.EINTR
+	})
+	switch {
+	case werr != nil && ctx.Err() != nil:
+		return -1, ctx.Err()
+	case werr != nil:
+		return -1, werr // os.ErrDeadlineExceeded
+	case cerr != nil && cerr != unix.EISCONN:
+		return -1, os.NewSyscallError("connect", cerr)
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return nfd, nil
+}

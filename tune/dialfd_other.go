@@ -1,0 +1,15 @@
+//go:build !linux
+
+package tune
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+)
+
+// DialFd is Linux's: elsewhere it answers errors.ErrUnsupported, and callers
+// dial with Dialer.
+func (o *Options) DialFd(context.Context, netip.AddrPort) (int, error) {
+	return -1, errors.ErrUnsupported
+}
