@@ -12,7 +12,7 @@
 #              sluice-l1 (--listeners 1), sluice-pin (--pin),
 #              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice),
 #              sluice-goroutines (--loops -1: no event loops),
-#              sluice-netdial (--net-dialer: upstreams through net.Dialer)
+#              sluice-netsock (--net-sockets: accept and dial through package net)
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -86,8 +86,8 @@ for peer in $PEERS; do
 	dante) need danted dante-server ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
-	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netdial) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netdial)" ;;
+	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock) ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock)" ;;
 	esac
 done
 
@@ -152,7 +152,7 @@ start_peer() {
 		sluice-workers) extra=(--workers "$relay_ncpu") ;;
 		sluice-nosplice) extra=(--no-splice) ;;
 		sluice-goroutines) extra=(--loops -1) ;;
-		sluice-netdial) extra=(--net-dialer) ;;
+		sluice-netsock) extra=(--net-sockets) ;;
 		esac
 		# No access log: HAProxy and microsocks log nothing here either.
 		start "$1" "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"

@@ -6,13 +6,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// adoptFd wraps a TCP socket's bare descriptor in a *net.TCPConn, which
-// holds a duplicate, and closes the descriptor. Package net sets
-// TCP_NODELAY and its keepalive defaults on every socket it adopts; the
-// socket keeps the values it had instead (the caller's upstream options).
-func adoptFd(fd int) (*net.TCPConn, error) {
+// FileConn wraps a TCP socket's bare descriptor in a *net.TCPConn, which
+// holds a duplicate, and closes the descriptor: for the plain path of a
+// session that StartFds took, or a caller's socket that needs package net
+// after all. Package net sets TCP_NODELAY and its keepalive defaults on
+// every socket it adopts (net.FileConn); the socket keeps the values it had
+// instead (its listener's or dialler's options).
+func FileConn(fd int) (*net.TCPConn, error) {
 	kept := saveOpts(fd)
-	tc, err := fileConn(fd)
+	tc, err := wrapFd(fd)
 	if err != nil {
 		return nil, err
 	}

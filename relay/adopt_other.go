@@ -4,5 +4,6 @@ package relay
 
 import "net"
 
-// adoptFd is fileConn: only Linux hands the relay bare descriptors.
-func adoptFd(fd int) (*net.TCPConn, error) { return fileConn(fd) }
+// FileConn wraps a TCP socket's bare descriptor in a *net.TCPConn, which
+// holds a duplicate, and closes the descriptor (net.FileConn).
+func FileConn(fd int) (*net.TCPConn, error) { return wrapFd(fd) }

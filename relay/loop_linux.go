@@ -106,14 +106,16 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 
 // add registers a session with the loop, or reports false when the loop is
 // closing. From then on the loop owns the session and calls done once.
-// upFd, when not -1, is the upstream socket's bare descriptor (upstream is
-// then nil), the loop's from now on, whatever add reports. callerCloses and
+// fds[side], when not -1, is that socket's bare descriptor (its conn is then
+// nil), the loop's from now on, whatever add reports. callerCloses and
 // take: see Options.CallerCloses and TakeSockets.
-func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, upFd int, done func(Stats, error), callerCloses, take bool) bool {
+func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, fds [2]int, done func(Stats, error), callerCloses, take bool) bool {
 	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses}
 	var err error
-	if upFd >= 0 {
-		f.fds[sideUpstream], f.owned[sideUpstream] = upFd, true
+	for side, fd := range fds {
+		if fd >= 0 {
+			f.fds[side], f.owned[side] = fd, true
+		}
 	}
 	if !take || !takeSockets(f) {
 		for side, c := range [2]*net.TCPConn{client, upstream} {
@@ -480,7 +482,7 @@ func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
 		if !own {
 			continue
 		}
-		c, ferr := adoptFd(f.fds[side])
+		c, ferr := FileConn(f.fds[side])
 		if ferr != nil && err == nil {
 			err = ferr
 		}
@@ -515,14 +517,14 @@ func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(contex
 	return ls
 }
 
-// start hands a session to the next loop; false: none takes it (and upFd,
-// when not -1, is still the caller's).
-func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, upFd int, done func(Stats, error), callerCloses, take bool) bool {
+// start hands a session to the next loop; false: none takes it (and fds
+// are still the caller's).
+func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, fds [2]int, done func(Stats, error), callerCloses, take bool) bool {
 	if len(ls.loops) == 0 {
 		return false
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
-	return l.add(ctx, client, upstream, upFd, done, callerCloses, take)
+	return l.add(ctx, client, upstream, fds, done, callerCloses, take)
 }
 
 // close makes every loop return once its sessions ended.

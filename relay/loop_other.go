@@ -16,7 +16,7 @@ func newLoopSet(int, *pipePool, time.Duration, func(context.Context, *net.TCPCon
 	return &loopSet{}
 }
 
-func (ls *loopSet) start(context.Context, *net.TCPConn, *net.TCPConn, int, func(Stats, error), bool, bool) bool {
+func (ls *loopSet) start(context.Context, *net.TCPConn, *net.TCPConn, [2]int, func(Stats, error), bool, bool) bool {
 	return false
 }
 

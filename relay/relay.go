@@ -75,9 +75,9 @@ type Options struct {
 	TakeSockets bool
 }
 
-// fileConn wraps a TCP socket's bare descriptor in a *net.TCPConn, which
+// wrapFd wraps a TCP socket's bare descriptor in a *net.TCPConn, which
 // holds a duplicate, and closes the descriptor.
-func fileConn(fd int) (*net.TCPConn, error) {
+func wrapFd(fd int) (*net.TCPConn, error) {
 	f := os.NewFile(uintptr(fd), "socket")
 	c, err := net.FileConn(f)
 	f.Close()
@@ -289,7 +289,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
 		var err error
-		if r.loops.start(ctx, client, upstream, -1, func(st Stats, e error) { err = e; ch <- st }, false, false) {
+		if r.loops.start(ctx, client, upstream, noFds, func(st Stats, e error) { err = e; ch <- st }, false, false) {
 			st := <-ch
 			return st, err
 		}
@@ -303,7 +303,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 // on the loop's goroutine, which serves other sessions: it must not block.
 // A session on an event loop costs no goroutine while it lives.
 func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, client, upstream, -1, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+	if r.onLoop() && r.loops.start(ctx, client, upstream, noFds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {
@@ -312,27 +312,39 @@ func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done f
 	}()
 }
 
-// StartFd is Start for an upstream socket that no *net.TCPConn wraps: a
-// connected, non-blocking TCP socket's bare descriptor, such as
-// tune.Options.DialFd returns. The Relay owns upstream from the call on and
-// closes it before done runs, on every path; client is the caller's, as in
-// Start (TakeSockets applies to it). On an event loop the upstream socket
-// never meets package net; elsewhere (no loop, or a session handed to the
-// plain path) it is wrapped in a *net.TCPConn first.
-func (r *Relay) StartFd(ctx context.Context, client *net.TCPConn, upstream int, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, client, nil, upstream, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+// noFds: both sockets are conns.
+var noFds = [2]int{-1, -1}
+
+// StartFds is Start for sockets that no *net.TCPConn wraps: connected,
+// non-blocking TCP sockets' bare descriptors, such as a raw accept4 and
+// tune.Options.DialFd return. The Relay owns both from the call on and
+// closes them before done runs, on every path. On an event loop the sockets
+// never meet package net; elsewhere (no loop, or a session handed to the
+// plain path) they are wrapped in *net.TCPConns first (FileConn).
+func (r *Relay) StartFds(ctx context.Context, client, upstream int, done func(Stats, error)) {
+	if r.onLoop() && r.loops.start(ctx, nil, nil, [2]int{client, upstream}, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {
-		up, err := adoptFd(upstream)
-		if err != nil {
-			done(Stats{}, err)
-			return
-		}
-		st, err := r.pipeGoroutines(ctx, client, up)
-		up.Close()
+		st, err := r.pipeFds(ctx, client, upstream)
 		done(st, err)
 	}()
+}
+
+// pipeFds runs the goroutine path for two bare descriptors and closes them.
+func (r *Relay) pipeFds(ctx context.Context, client, upstream int) (Stats, error) {
+	c, err := FileConn(client)
+	if err != nil {
+		os.NewFile(uintptr(upstream), "socket").Close()
+		return Stats{}, err
+	}
+	defer c.Close()
+	up, err := FileConn(upstream)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer up.Close()
+	return r.pipeGoroutines(ctx, c, up)
 }
 
 // Loops returns the number of event loops the Relay started (0: its

@@ -3,18 +3,20 @@ package relay
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// TestStartFd relays sessions whose upstream is a bare descriptor, as
-// tune.Options.DialFd makes one: on a loop (with and without TakeSockets),
-// on a loop that is closing (the plain path from the loop's descriptor) and
-// with no loop at all (the goroutine path). Each ends once normally and once
-// by its context; either way the upstream socket is closed in the process
-// before done runs, and the peers read EOF once the caller closed its conn.
-func TestStartFd(t *testing.T) {
+// TestStartFds relays sessions whose sockets are bare descriptors, as a
+// raw accept and tune.Options.DialFd make them: on a loop (with and without
+// TakeSockets, which has nothing left to take), on a loop that is closing
+// (the plain path from the loop's descriptors) and with no loop at all (the
+// goroutine path). Each ends once normally and once by its context; either
+// way both sockets are closed in the process before done runs, and the
+// peers read EOF.
+func TestStartFds(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name    string
@@ -48,21 +50,25 @@ func TestStartFd(t *testing.T) {
 	}
 }
 
-var errStillOpen = errors.New("upstream socket still open in the process when done ran")
+var errStillOpen = errors.New("a socket still open in the process when done ran")
 
-// startFdSession runs one StartFd session over a rig and checks it.
+// startFdSession runs one StartFds session over a rig and checks it.
 func startFdSession(t *testing.T, r *Relay, cancelled bool) {
 	t.Helper()
 	g := newRig(t)
-	inodes := socketInodes(t, g.relayB)
-	fd, err := dupFd(g.relayB) // the bare descriptor
-	if err != nil {
-		t.Fatal(err)
+	inodes := socketInodes(t, g.relayA, g.relayB)
+	var fds [2]int
+	for i, c := range []*net.TCPConn{g.relayA, g.relayB} {
+		fd, err := dupFd(c) // the bare descriptors
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		fds[i] = fd
 	}
-	g.relayB.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r.StartFd(ctx, g.relayA, fd, func(st Stats, err error) {
+	r.StartFds(ctx, fds[0], fds[1], func(st Stats, err error) {
 		// Checked here, before the caller closes anything.
 		if open := openInodes(t, inodes); len(open) > 0 {
 			err = errors.Join(err, errStillOpen)
@@ -70,17 +76,16 @@ func startFdSession(t *testing.T, r *Relay, cancelled bool) {
 		g.done <- pipeResult{st, err}
 	})
 	res := roundTripAndEnd(t, g, cancel, cancelled)
-	g.relayA.Close() // the caller's, closed after done
 	if errors.Is(res.err, errStillOpen) {
 		t.Errorf("cancelled=%v: %v", cancelled, res.err)
 	}
 	checkRoundTripEnd(t, g, res, cancelled)
 }
 
-// TestAdoptFdKeepsOptions: a bare descriptor handed back to package net
+// TestFileConnKeepsOptions: a bare descriptor handed back to package net
 // (the plain path) keeps its TCP_NODELAY and keepalive settings, which
 // net.FileConn would reset to Go's defaults.
-func TestAdoptFdKeepsOptions(t *testing.T) {
+func TestFileConnKeepsOptions(t *testing.T) {
 	t.Parallel()
 	for _, keepalive := range []bool{false, true} {
 		c, peer := tcpPair(t)
@@ -104,7 +109,7 @@ func TestAdoptFdKeepsOptions(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		a, err := adoptFd(fd)
+		a, err := FileConn(fd)
 		if err != nil {
 			t.Fatal(err)
 		}

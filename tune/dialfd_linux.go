@@ -97,9 +97,7 @@ func (o *Options) beforeConnect(fd int) error {
 		}
 	}
 	if !o.Upstream.Nagle {
-		if err := setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-			return os.NewSyscallError("setsockopt", err)
-		}
+		return setNoDelay(fd)
 	}
 	return nil
 }

@@ -64,6 +64,13 @@ func (o *Options) controlListener(network, address string, c syscall.RawConn) er
 		if err := o.apply(fd, listenerSockOpts, &o.Client, false, false); err != nil {
 			return err
 		}
+		if !o.Client.Nagle {
+			// Accepted sockets inherit it: a bare accept (outside package
+			// net, which sets it on each) needs no setsockopt for it.
+			if err := setNoDelay(fd); err != nil {
+				return err
+			}
+		}
 		return o.apply(fd, listenerOpts, &o.Client, false, false)
 	})
 }
@@ -95,6 +102,17 @@ func closeListeners(ls []*net.TCPListener) error {
 // is configured. The caller keeps ownership of c.
 func (o *Options) ApplyClient(c *net.TCPConn) error {
 	return o.applyConn(c, &o.Client, false)
+}
+
+// ApplyClientFd is ApplyClient for a client socket accepted as a bare
+// descriptor, which inherited TCP_NODELAY, or its absence for Nagle, from
+// its listener: it sets TCP_QUICKACK when configured, and makes no system
+// call otherwise.
+func (o *Options) ApplyClientFd(fd int) error {
+	if !o.Client.QuickAck {
+		return nil
+	}
+	return o.apply(fd, []opt{optQuickAck}, &o.Client, false, false)
 }
 
 func (o *Options) applyConn(c *net.TCPConn, s *SockOpts, upstream bool) error {

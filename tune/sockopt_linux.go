@@ -65,6 +65,14 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	return errors.ErrUnsupported
 }
 
+// setNoDelay sets TCP_NODELAY.
+func setNoDelay(fd int) error {
+	if err := setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return os.NewSyscallError("setsockopt TCP_NODELAY", err)
+	}
+	return nil
+}
+
 // setInt sets an int option, refusing what a C int cannot hold rather than
 // letting it wrap.
 func setInt(fd, level, name, v int) error {

@@ -19,3 +19,6 @@ func setOpt(_ int, id opt, _ *Options, _ *SockOpts) error {
 func probeOpt(id opt, o *Options, s *SockOpts) error {
 	return setOpt(-1, id, o, s)
 }
+
+// setNoDelay does nothing: package net sets TCP_NODELAY on each accept.
+func setNoDelay(int) error { return nil }

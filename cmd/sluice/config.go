@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ type config struct {
 	configFile         string
 	printConfig        bool
 	accessLog          bool
-	netDialer          bool
+	netSockets         bool
 	metricsAddr        string
 	maxSessions        int
 	maxSessionsPerIP   int
@@ -67,6 +68,16 @@ type flagValue struct {
 }
 
 const defaultListen = "127.0.0.1:1080"
+
+// defaultDeferAccept is --defer-accept's default: 1 s on Linux, where the
+// greeting is then in the socket when accept returns and a bare client's
+// first read needs no poller (acceptFd); off elsewhere.
+func defaultDeferAccept() time.Duration {
+	if runtime.GOOS == "linux" {
+		return time.Second
+	}
+	return 0
+}
 
 // parseFlags maps the command line onto a config. Errors are one line naming
 // the flag; --help prints the usage to w and returns flag.ErrHelp.
@@ -91,13 +102,13 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
 	fs.IntVar(&cfg.relay.Loops, "loops", 0, "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
-	fs.BoolVar(&cfg.netDialer, "net-dialer", false, "dial every upstream through Go's net.Dialer instead of a bare socket handed to the relay's event loops (for comparison)")
+	fs.BoolVar(&cfg.netSockets, "net-sockets", false, "accept and dial through Go's net package instead of bare sockets handed to the relay's event loops (for comparison)")
 	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
 	fs.IntVar(&cfg.workers, "workers", 0, "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners; 0 = one process")
 	fs.IntVar(&cfg.tune.Backlog, "backlog", 0, "listen backlog; 0 = the kernel's somaxconn")
 	fs.IntVar(&cfg.tune.FastOpenQueue, "fastopen", 0, "TCP_FASTOPEN queue `length` on listeners; 0 = off")
-	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", 0, "TCP_DEFER_ACCEPT: wake accept only when the client has sent data, waiting up to this `duration`; 0 = off")
+	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
 	fs.BoolVar(&cfg.tune.FastOpenConnect, "fastopen-connect", false, "TCP_FASTOPEN_CONNECT on upstream connections")
 	fs.Var(addrFlag{&cfg.tune.SourceAddr}, "source-addr", "source `IP` for upstream connections")
 	fs.StringVar(&cfg.tune.Interface, "interface", "", "bind upstream connections to this network `interface` (SO_BINDTODEVICE)")

@@ -38,7 +38,7 @@ func TestConnectXNetProxy(t *testing.T) {
 	port4 := strconv.Itoa(echo4.Addr().(*net.TCPAddr).Port)
 	noAuth, _ := startSluice(t)
 	withAuth, _ := startSluice(t, "--users", writeUsers(t, "# team\nalice:s3cret:with:colons\n\nbob:hunter2\n"))
-	netDialer, _ := startSluice(t, "--net-dialer")
+	netSockets, _ := startSluice(t, "--net-sockets")
 	cases := []struct {
 		name, proxyAddr, target string
 		auth                    *proxy.Auth
@@ -48,8 +48,8 @@ func TestConnectXNetProxy(t *testing.T) {
 		{"noauth/domain", noAuth, net.JoinHostPort("localhost", port4), nil},
 		{"userpass/ipv4", withAuth, echo4.Addr().String(), &proxy.Auth{User: "alice", Password: "s3cret:with:colons"}},
 		{"userpass/domain", withAuth, net.JoinHostPort("localhost", port4), &proxy.Auth{User: "bob", Password: "hunter2"}},
-		{"net-dialer/ipv4", netDialer, echo4.Addr().String(), nil},
-		{"net-dialer/ipv6", netDialer, echo6.Addr().String(), nil},
+		{"net-sockets/ipv4", netSockets, echo4.Addr().String(), nil},
+		{"net-sockets/ipv6", netSockets, echo6.Addr().String(), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,9 +160,10 @@ func TestReplyCodes(t *testing.T) {
 	})
 }
 
-// TestDialPath: CONNECT to an address dials a bare socket that the event
-// loops take (tune.DialFd, relay.StartFd) by default; --net-dialer, and a
-// relay without loops, dial through net.Dialer.
+// TestDialPath: by default clients are accepted bare and a CONNECT to an
+// address dials a bare socket, which the event loops take as they are
+// (acceptFd, tune.DialFd, relay.StartFds); --net-sockets, and a relay
+// without loops, accept and dial through package net.
 func TestDialPath(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -170,12 +171,18 @@ func TestDialPath(t *testing.T) {
 		want bool
 	}{
 		{nil, runtime.GOOS == "linux"},
-		{[]string{"--net-dialer"}, false},
+		{[]string{"--net-sockets"}, false},
 		{[]string{"--loops", "-1"}, false},
 		{[]string{"--no-splice"}, false},
 	} {
-		if _, inst := startSluice(t, tc.args...); inst.srv.dialFd != tc.want {
+		_, inst := startSluice(t, tc.args...)
+		if inst.srv.dialFd != tc.want {
 			t.Errorf("%q: bare-socket dials %v, want %v", tc.args, inst.srv.dialFd, tc.want)
+		}
+		for i, f := range inst.bare {
+			if (f != nil) != tc.want {
+				t.Errorf("%q: listener %d accepts bare: %v, want %v", tc.args, i, f != nil, tc.want)
+			}
 		}
 	}
 }

@@ -116,6 +116,7 @@ func migrateReq() string {
 type instance struct {
 	srv       *server
 	listeners []*net.TCPListener
+	bare      []*os.File           // per listener, its bare accept loop's duplicate (nil: none)
 	accepted  []atomic.Int64       // per listener
 	cancel    context.CancelFunc   // ends live sessions
 	cancels   []context.CancelFunc // of each listener's context, below cancel's
@@ -172,7 +173,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	// CONNECT to an address dials a bare socket that the relay's loops take
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
-	inst.srv.dialFd = !cfg.netDialer && inst.srv.relay.Loops() > 0
+	inst.srv.dialFd = !cfg.netSockets && inst.srv.relay.Loops() > 0
 	if cfg.metricsAddr != "" {
 		inst.srv.metrics = newMetrics()
 	}
@@ -189,7 +190,11 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	}
 	cpus, _ := tune.CPUs()
 	inst.accepted = make([]atomic.Int64, len(inst.listeners))
+	inst.bare = make([]*os.File, len(inst.listeners))
 	for i, l := range inst.listeners {
+		if inst.srv.dialFd {
+			inst.bare[i] = bareListener(l, log)
+		}
 		cpu := -1
 		if cfg.pin && len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
@@ -202,10 +207,22 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		inst.accepting.Add(1)
 		go func() {
 			defer inst.accepting.Done()
-			inst.srv.acceptLoop(lctx, l, cpu, &inst.accepted[i])
+			inst.srv.acceptLoop(lctx, l, inst.bare[i], cpu, &inst.accepted[i])
 		}()
 	}
 	return inst, nil
+}
+
+// bareListener returns a duplicate of l's descriptor for its accept loop to
+// accept bare sockets from (package net refuses RawConn.Read on a
+// listener), or nil, logged, when none can be made.
+func bareListener(l *net.TCPListener, log *slog.Logger) *os.File {
+	f, err := l.File() // shares the socket and its non-blocking mode: pollable
+	if err != nil {
+		log.Warn("accepting through package net", "listener", l.Addr().String(), "err", err)
+		return nil
+	}
+	return f
 }
 
 // addrs returns the bound address of each listener.
@@ -220,8 +237,11 @@ func (inst *instance) addrs() []string {
 // shutdown stops accepting, lets live sessions finish for up to drain, then
 // ends the rest and waits for them.
 func (inst *instance) shutdown(drain time.Duration) {
-	for _, l := range inst.listeners {
+	for i, l := range inst.listeners {
 		l.Close()
+		if f := inst.bare[i]; f != nil {
+			f.Close() // the socket's last descriptor: it stops listening
+		}
 	}
 	inst.accepting.Wait()
 	done := make(chan struct{})

@@ -28,7 +28,7 @@ type server struct {
 	limits      *limiter
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
-	dialFd      bool     // CONNECT to an address dials a bare socket (tune.DialFd) for relay.StartFd
+	dialFd      bool     // bare sockets: clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
 
@@ -41,18 +41,28 @@ type server struct {
 // Each accepted connection adds one to accepted. Client rules and session
 // limits are applied here, before any byte is read; a refused client is
 // closed at once.
-func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, accepted *atomic.Int64) {
+func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, bare *os.File, cpu int, accepted *atomic.Int64) {
 	if cpu >= 0 {
 		if err := tune.PinThread(cpu); err != nil {
 			s.log.Warn("cannot pin accept loop", "listener", l.Addr().String(), "cpu", cpu, "err", err)
 		}
 	}
+	// With the relay's loops, clients are accepted as bare descriptors
+	// from bare, a duplicate of l's, and meet package net only if a session
+	// needs it (acceptFd).
+	var rc syscall.RawConn
+	if bare != nil {
+		var err error
+		if rc, err = bare.SyscallConn(); err != nil {
+			s.log.Warn("accepting through package net", "listener", l.Addr().String(), "err", err)
+		}
+	}
 	var delay time.Duration
 	for {
-		c, err := l.AcceptTCP()
+		c, err := s.accept(l, rc)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+			if errors.Is(err, net.ErrClosed) || listenerClosed(l) {
+				return // closed by shutdown: l first, then bare
 			}
 			s.metrics.acceptError()
 			s.fdPressure(err)
@@ -75,7 +85,7 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 		lv := s.live.Load()
 		var ip netip.Addr
 		if lv.clients != nil || lv.maxPerIP > 0 {
-			ip = c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+			ip = c.peer.Addr().Unmap()
 		}
 		if !lv.clients.allowed(0, nil, ip, 0) {
 			s.refuse(c, lv, refClientRule)
@@ -89,6 +99,36 @@ func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, cpu int, ac
 		s.sessions.Add(1)
 		go s.serveConn(ctx, c, lv, ip, perIP)
 	}
+}
+
+// listenerClosed reports whether l was closed.
+func listenerClosed(l *net.TCPListener) bool {
+	rc, err := l.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(uintptr) {})
+	}
+	return errors.Is(err, net.ErrClosed)
+}
+
+// accept takes the next connection of l: bare through rc when it is set
+// (acceptFd), else through package net.
+func (s *server) accept(l *net.TCPListener, rc syscall.RawConn) (*client, error) {
+	if rc != nil {
+		return acceptFd(rc)
+	}
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err
+	}
+	return netClient(c), nil
+}
+
+// applyClient sets the client options its listener did not pass on.
+func (s *server) applyClient(c *client) error {
+	if c.tc != nil {
+		return s.tune.ApplyClient(c.tc)
+	}
+	return s.tune.ApplyClientFd(c.fd)
 }
 
 // fdPressure gives back the relay's idle pooled pipes when err says the
@@ -109,10 +149,10 @@ func (s *server) acceptLogDue() bool {
 }
 
 // refuse closes a client refused at accept, counts and logs it.
-func (s *server) refuse(c *net.TCPConn, lv *live, r refusal) {
+func (s *server) refuse(c *client, lv *live, r refusal) {
 	s.metrics.refuse(r)
 	if lv.accessLog {
-		s.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", c.RemoteAddr().String()),
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", c.addr()),
 			slog.String("reason", r.String()))
 	}
 	c.Close()
@@ -126,7 +166,7 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 // c and, once dialled, the upstream conn, and closes both. lv is the live
 // configuration at accept, used to the session's end; ip and perIP are what
 // the limiter needs back.
-func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip netip.Addr, perIP bool) {
+func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Addr, perIP bool) {
 	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
 	defer func() {
 		if !rs.relaying { // not handed to the relay: end here
@@ -135,8 +175,8 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 	}()
 	start := time.Now()
 	rs.start = start
-	if err := s.tune.ApplyClient(c); err != nil {
-		s.log.Debug("client socket options", "client", c.RemoteAddr().String(), "err", err)
+	if err := s.applyClient(c); err != nil {
+		s.log.Debug("client socket options", "client", c.addr(), "err", err)
 	}
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
@@ -190,7 +230,10 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 			err = handshake.ErrCommandNotSupported
 			break
 		}
-		up, err = s.bind(ctx, lv, c, &req)
+		var tc *net.TCPConn
+		if tc, err = c.conn(); err == nil {
+			up, err = s.bind(ctx, lv, tc, &req)
+		}
 	case handshake.CmdUDPAssociate:
 		if lv.udpIdleTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
@@ -199,8 +242,12 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		if req.Addr.Type == handshake.AddrDomain {
 			req.Addr.Name = nil // aliases b, released before the association ends
 		}
+		var tc *net.TCPConn
+		if tc, err = c.conn(); err != nil {
+			break
+		}
 		b.Release()
-		s.udpSession(ctx, lv, c, &req, user, target, start)
+		s.udpSession(ctx, lv, c, tc, &req, user, target, start)
 		return
 	default:
 		err = handshake.ErrCommandNotSupported
@@ -220,17 +267,13 @@ func (s *server) serveConn(ctx context.Context, c *net.TCPConn, lv *live, ip net
 		return
 	}
 	rs.user, rs.cmd, rs.target = user, cmd, target
-	rs.up, rs.relaying = up, true // from here the relay owns the session, until relayed
-	// On Linux the relay's event loops carry the session from here, without
-	// a goroutine: this one returns, and the stack it grew through the
-	// handshake and the dial is freed for the session's life.
-	s.relay.Start(ctx, c, up, s.relayDone(rs))
+	s.startRelay(ctx, rs, up, -1)
 }
 
 // relayFd ends the handshake of a CONNECT whose upstream is a bare
 // descriptor (tune.DialFd) and hands the session to the relay, which owns
 // fd from then on: success reply, the bytes the client pipelined after its
-// request, relay.StartFd. b is released here.
+// request, startRelay. b is released here.
 func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int, user string, cmd int, target string) {
 	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
 	if err == nil && len(req.Rest) > 0 {
@@ -242,8 +285,66 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 		s.fail(rs.lv, rs.c, req, user, cmd, target, errReplied{err}, rs.start)
 		return
 	}
-	rs.user, rs.cmd, rs.target, rs.relaying = user, cmd, target, true
-	s.relay.StartFd(ctx, rs.c, fd, s.relayDone(rs))
+	rs.user, rs.cmd, rs.target = user, cmd, target
+	s.startRelay(ctx, rs, nil, fd)
+}
+
+// startRelay hands an established session to the relay, which owns it from
+// then on, until relayDone: its upstream is up, or the bare descriptor upFd
+// when up is nil. A bare client goes with a bare upstream (relay.StartFds:
+// on an event loop neither socket meets package net), a *net.TCPConn client
+// with a *net.TCPConn upstream (relay.Start); an upstream of the other kind
+// is converted first.
+func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPConn, upFd int) {
+	var err error
+	if rs.c.tc == nil {
+		var cfd int
+		if up != nil {
+			upFd, err = takeConnFd(up)
+		}
+		if err == nil {
+			if cfd, err = rs.c.takeFd(); err != nil {
+				syscall.Close(upFd)
+			}
+		}
+		if err == nil {
+			rs.relaying = true
+			// On Linux the relay's event loops carry the session from
+			// here, without a goroutine: this one returns, and the stack
+			// it grew through the handshake and the dial is freed for the
+			// session's life.
+			s.relay.StartFds(ctx, cfd, upFd, s.relayDone(rs))
+			return
+		}
+	} else {
+		if up == nil {
+			up, err = relay.FileConn(upFd)
+		}
+		if err == nil {
+			rs.up, rs.relaying = up, true
+			s.relay.Start(ctx, rs.c.tc, up, s.relayDone(rs))
+			return
+		}
+	}
+	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
+	s.metrics.end(rs.cmd, replyNone)
+	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
+}
+
+// takeConnFd duplicates c's descriptor, close-on-exec, and closes c: the
+// socket leaves package net.
+func takeConnFd(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return -1, err
+	}
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) { fd, err = dupCloexec(int(s)) }); cerr != nil {
+		err = cerr
+	}
+	c.Close()
+	return fd, err
 }
 
 // relayDone is the relay's done for rs.
@@ -301,7 +402,8 @@ func fdLocalAddrPort(fd int) netip.AddrPort {
 // relaySession is an established session as serveConn hands it to the
 // relay, which owns it from then on and ends it through relayed.
 type relaySession struct {
-	c, up    *net.TCPConn
+	c        *client
+	up       *net.TCPConn // nil: none, or the relay took it bare
 	lv       *live
 	ip       netip.Addr
 	perIP    bool
@@ -347,8 +449,8 @@ func (s *server) endSession(rs *relaySession) {
 }
 
 // udpSession runs a UDP association and accounts for it.
-func (s *server) udpSession(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request, user, target string, start time.Time) {
-	st, denied, err := s.associate(ctx, lv, c, req)
+func (s *server) udpSession(ctx context.Context, lv *live, c *client, tc *net.TCPConn, req *handshake.Request, user, target string, start time.Time) {
+	st, denied, err := s.associate(ctx, lv, tc, req)
 	s.metrics.datagramsRelayed(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
 		s.fail(lv, c, req, user, cmdLabelUDP, target, err, start)
@@ -356,7 +458,7 @@ func (s *server) udpSession(ctx context.Context, lv *live, c *net.TCPConn, req *
 	}
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
 	if lv.accessLog {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "session", slog.String("client", c.RemoteAddr().String()),
+		s.log.LogAttrs(ctx, slog.LevelInfo, "session", slog.String("client", c.addr()),
 			slog.String("user", user), slog.String("cmd", "udp_associate"), slog.String("target", target),
 			slog.String("reply", "succeeded"), slog.Int64("up_bytes", st.FromClientBytes), slog.Int64("down_bytes", st.ToClientBytes),
 			slog.Int64("datagrams_up", st.FromClient), slog.Int64("datagrams_down", st.ToClient),
@@ -375,7 +477,7 @@ func sumDrops(st relay.DatagramStats) int64 {
 
 // fail ends a session that got no success reply, or failed after it
 // (errReplied): it replies to req where still possible, counts and logs.
-func (s *server) fail(lv *live, c *net.TCPConn, req *handshake.Request, user string, cmd int, target string, err error, start time.Time) {
+func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, cmd int, target string, err error, start time.Time) {
 	rep := replyNone
 	if !errors.As(err, new(errReplied)) {
 		s.reject(c, req, err)
@@ -383,7 +485,7 @@ func (s *server) fail(lv *live, c *net.TCPConn, req *handshake.Request, user str
 		if rep == int(handshake.NotAllowed) {
 			s.metrics.refuse(refDestRule)
 			if !lv.accessLog {
-				s.log.Info("denied", "client", c.RemoteAddr().String(), "user", user, "cmd", cmdLabels[cmd], "target", target, "err", err)
+				s.log.Info("denied", "client", c.addr(), "user", user, "cmd", cmdLabels[cmd], "target", target, "err", err)
 			}
 		}
 	}
@@ -392,11 +494,11 @@ func (s *server) fail(lv *live, c *net.TCPConn, req *handshake.Request, user str
 }
 
 // accessLog writes the one line of a session, when the access log is on.
-func (s *server) accessLog(lv *live, c *net.TCPConn, user, cmd, target string, rep int, up, down int64, start time.Time, err error) {
+func (s *server) accessLog(lv *live, c *client, user, cmd, target string, rep int, up, down int64, start time.Time, err error) {
 	if !lv.accessLog {
 		return
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.RemoteAddr().String()),
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.addr()),
 		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target),
 		slog.String("reply", replyLabels[rep]), slog.Int64("up_bytes", up), slog.Int64("down_bytes", down),
 		slog.Duration("duration", time.Since(start)), errAttr(err))
@@ -425,10 +527,10 @@ func cmdLabelOf(c handshake.Command) int {
 // reject answers a failed handshake or dial with the reply the RFC asks for
 // (or none, where it says close), after any answers Negotiate held back, and
 // logs it at debug level.
-func (s *server) reject(c *net.TCPConn, req *handshake.Request, err error) {
+func (s *server) reject(c *client, req *handshake.Request, err error) {
 	werr := req.WriteError(c, err)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("rejected", "client", c.RemoteAddr().String(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
+		s.log.Debug("rejected", "client", c.addr(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
 	}
 }
 

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"sluice/relay"
+)
+
+// client is a session's client socket. Accepted by package net it is a
+// *net.TCPConn (tc). Accepted bare (acceptFd: Linux, with the relay's event
+// loops) it is a non-blocking descriptor that meets no poller: reads and
+// writes are plain system calls, and only one that would block registers
+// the socket with the runtime poller (f) and waits there, within the
+// deadline. A CONNECT then hands the descriptor to the relay as it is
+// (takeFd); what needs package net (BIND, UDP ASSOCIATE) gets a
+// *net.TCPConn from conn.
+type client struct {
+	tc       *net.TCPConn // package net's socket; nil while bare
+	fd       int          // the bare descriptor; -1 once taken or closed
+	f        *os.File     // fd registered with the poller, once a call would block
+	peer     netip.AddrPort
+	deadline time.Time
+}
+
+// netClient is a client accepted by package net.
+func netClient(c *net.TCPConn) *client {
+	return &client{tc: c, fd: -1, peer: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+}
+
+// addr is the client's address as the logs write it.
+func (c *client) addr() string {
+	if c.tc != nil {
+		return c.tc.RemoteAddr().String()
+	}
+	a := c.peer.Addr().Unmap()
+	if a.Is4() {
+		return a.String() + ":" + strconv.Itoa(int(c.peer.Port()))
+	}
+	return netip.AddrPortFrom(a, c.peer.Port()).String()
+}
+
+func (c *client) Read(p []byte) (int, error) {
+	if c.tc != nil {
+		return c.tc.Read(p)
+	}
+	if c.f == nil && c.fd >= 0 {
+		for {
+			n, err := syscall.Read(c.fd, p)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			case err != nil:
+				return 0, os.NewSyscallError("read", err)
+			case n == 0 && len(p) > 0:
+				return 0, io.EOF
+			default:
+				return n, nil
+			}
+			break
+		}
+	}
+	if err := c.poll(); err != nil {
+		return 0, err
+	}
+	return c.f.Read(p)
+}
+
+func (c *client) Write(p []byte) (int, error) {
+	if c.tc != nil {
+		return c.tc.Write(p)
+	}
+	written := 0
+	for c.f == nil && c.fd >= 0 && written < len(p) {
+		n, err := syscall.Write(c.fd, p[written:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+		case err != nil:
+			return written, os.NewSyscallError("write", err)
+		default:
+			written += n
+			continue
+		}
+		break
+	}
+	if written == len(p) {
+		return written, nil
+	}
+	if err := c.poll(); err != nil {
+		return written, err
+	}
+	n, err := c.f.Write(p[written:])
+	return written + n, err
+}
+
+// poll registers the bare descriptor with the runtime poller, once: from
+// then on reads and writes go through c.f and its deadline.
+func (c *client) poll() error {
+	if c.f != nil {
+		return nil
+	}
+	if c.fd < 0 {
+		return net.ErrClosed
+	}
+	c.f = os.NewFile(uintptr(c.fd), "client") // non-blocking: pollable
+	if !c.deadline.IsZero() {
+		c.f.SetDeadline(c.deadline)
+	}
+	return nil
+}
+
+// SetDeadline bounds the reads and writes that have to wait.
+func (c *client) SetDeadline(t time.Time) {
+	if c.tc != nil {
+		c.tc.SetDeadline(t)
+		return
+	}
+	c.deadline = t
+	if c.f != nil {
+		c.f.SetDeadline(t)
+	}
+}
+
+// takeFd hands the bare socket over (to the relay): its descriptor, out of
+// the poller if it was registered there, owned by the caller from now on.
+func (c *client) takeFd() (int, error) {
+	if c.tc != nil || c.fd < 0 {
+		return -1, errors.New("client: no bare socket")
+	}
+	fd := c.fd
+	if c.f != nil {
+		var err error
+		if fd, err = dupCloexec(c.fd); err != nil {
+			return -1, err
+		}
+		c.f.Close()
+		c.f = nil
+	}
+	c.fd = -1
+	return fd, nil
+}
+
+// conn returns the client as a *net.TCPConn, adopting a bare socket into
+// package net (with its options as it inherited them) the first time.
+func (c *client) conn() (*net.TCPConn, error) {
+	if c.tc != nil {
+		return c.tc, nil
+	}
+	fd, err := c.takeFd()
+	if err != nil {
+		return nil, err
+	}
+	if c.tc, err = relay.FileConn(fd); err != nil {
+		return nil, err
+	}
+	if !c.deadline.IsZero() {
+		c.tc.SetDeadline(c.deadline)
+	}
+	return c.tc, nil
+}
+
+// Close closes the client socket, whichever form it has; later calls do
+// nothing.
+func (c *client) Close() error {
+	switch {
+	case c.tc != nil:
+		return c.tc.Close()
+	case c.f != nil:
+		c.fd = -1
+		f := c.f
+		c.f = nil
+		return f.Close()
+	case c.fd >= 0:
+		fd := c.fd
+		c.fd = -1
+		return syscall.Close(fd)
+	}
+	return nil
+}
+
+// dupCloexec duplicates fd, close-on-exec.
+func dupCloexec(fd int) (int, error) {
+	nfd, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, os.NewSyscallError("fcntl", e)
+	}
+	return int(nfd), nil
+}
