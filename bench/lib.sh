@@ -31,10 +31,37 @@ cleanup() {
 		kill_tree "$pid"
 	done
 	if [ -n "$policy_created" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+	if [ -n "${cgroup_dir:-}" ]; then rmdir "$cgroup_dir" 2>/dev/null || true; fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
+
+# cpu_quota PERCENT: make a cgroup whose processes together get at most
+# PERCENT of one CPU (cgroup v2's cpu.max, or v1's cpu controller), removed on
+# exit, and set the array in_quota to a command prefix that starts a
+# process, its threads and its children inside it. Needs root.
+cgroup_dir=""
+cpu_quota() {
+	local q=$1
+	case $q in '' | *[!0-9]*) die "RELAY_QUOTA=$q: a whole percentage of one CPU" ;; esac
+	[ "$q" -ge 5 ] || die "RELAY_QUOTA=$q: at least 5"
+	if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+		echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+		cgroup_dir=/sys/fs/cgroup/sluice-bench.$$
+		mkdir "$cgroup_dir" || die "RELAY_QUOTA needs root (cgroup v2)"
+		echo "$((q * 1000)) 100000" >"$cgroup_dir/cpu.max"
+	elif [ -d /sys/fs/cgroup/cpu ]; then
+		cgroup_dir=/sys/fs/cgroup/cpu/sluice-bench.$$
+		mkdir "$cgroup_dir" || die "RELAY_QUOTA needs root (cgroup v1)"
+		echo 100000 >"$cgroup_dir/cpu.cfs_period_us"
+		echo "$((q * 1000))" >"$cgroup_dir/cpu.cfs_quota_us"
+	else
+		die "RELAY_QUOTA needs a cgroup cpu controller"
+	fi
+	# shellcheck disable=SC2016,SC2034 # $0 and $@ are the inner shell's; in_quota is read by the sourcing script
+	in_quota=(bash -c 'echo $$ >"$0" && exec "$@"' "$cgroup_dir/cgroup.procs")
+}
 
 # forget PID: drop a stopped process from the cleanup list.
 forget() {

@@ -20,6 +20,11 @@
 #              runs on RELAY_CPUS and the load generator and targets on
 #              LOAD_CPUS (a many-core machine: RELAY_CPUS=0-3 LOAD_CPUS=4-15);
 #              unset, everything shares every CPU
+#        RELAY_QUOTA=  a percentage of one CPU: when set, each relay (its
+#              threads and children) runs in a cgroup capped at that much CPU
+#              time (root), so that a relay-bound run compares what each
+#              peer does with the same CPU budget (RELAY_CPUS=0 LOAD_CPUS=1
+#              RELAY_QUOTA=40 on 2 cores)
 #        SPREAD=1      loopback addresses the conn/s workload connects from
 #              and the echo target serves on (HAProxy balancing over them):
 #              each adds a set of ephemeral ports (see port_range in lib.sh)
@@ -38,7 +43,7 @@ PEERS=${PEERS:-"direct haproxy-splice haproxy-nosplice dante microsocks go-socks
 IDLE_N=${IDLE_N:-1000}
 PORT_BASE=${PORT_BASE:-17200}
 OUT=${OUT:-bench}
-RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-} SPREAD=${SPREAD:-1}
+RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-} SPREAD=${SPREAD:-1} RELAY_QUOTA=${RELAY_QUOTA:-}
 SLUICE=${1:-}
 
 # shellcheck source=bench/lib.sh
@@ -55,6 +60,11 @@ if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
 	relay_ncpu=$("${relay_on[@]}" nproc) || die "RELAY_CPUS=$RELAY_CPUS is not a CPU list taskset takes"
 	"${load_on[@]}" true || die "LOAD_CPUS=$LOAD_CPUS is not a CPU list taskset takes"
 	placement="relays on CPUs $RELAY_CPUS ($relay_ncpu), load generator and targets on CPUs $LOAD_CPUS ($("${load_on[@]}" nproc))"
+fi
+if [ -n "$RELAY_QUOTA" ]; then
+	cpu_quota "$RELAY_QUOTA"
+	relay_on+=("${in_quota[@]}")
+	placement+="; each relay capped at $RELAY_QUOTA % of one CPU (cgroup), so conn/s and throughput are what it does with that budget"
 fi
 
 SINK_PORT=$((PORT_BASE + 1)) SOURCE_PORT=$((PORT_BASE + 2)) ECHO_PORT=$((PORT_BASE + 3))

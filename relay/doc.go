@@ -31,6 +31,9 @@
 // the sockets of a session that goes to an event loop out of package net
 // (duplicated descriptors, the conns closed) and closes them itself, so that
 // an idle session holds nothing of package net or the runtime poller.
+// StartFds takes sockets that never were in package net (bare descriptors
+// from a raw accept4 and tune.Options.DialFd) and closes them itself; its
+// plain path wraps them with FileConn, which keeps their socket options.
 //
 // Use:
 //

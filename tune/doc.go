@@ -21,4 +21,9 @@
 //	o, refused := tune.Options{Listeners: 4, Client: tune.SockOpts{Congestion: "bbr"}}.Probe()
 //	ls, err := o.Listen(ctx, "0.0.0.0:1080") // one accept loop per listener, ApplyClient per conn
 //	up, err := o.Dialer().DialContext(ctx, "tcp", target) // then ApplyUpstream
+//	fd, err := o.DialFd(ctx, addrPort) // Linux: the same options on a bare socket, outside package net
+//
+// Listeners set TCP_NODELAY (unless Client.Nagle) for their accepted sockets
+// to inherit, so a socket accepted outside package net needs only
+// ApplyClientFd.
 package tune

@@ -186,15 +186,18 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 			return nil, fmt.Errorf("--listen %s: %w", addr, err)
 		}
 		inst.listeners = append(inst.listeners, ls...)
+		for _, l := range ls {
+			var f *os.File
+			if inst.srv.dialFd {
+				f = bareListener(l, log) // before the line that says sluice listens
+			}
+			inst.bare = append(inst.bare, f)
+		}
 		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", creds != nil, "relay_loops", inst.srv.relay.Loops())
 	}
 	cpus, _ := tune.CPUs()
 	inst.accepted = make([]atomic.Int64, len(inst.listeners))
-	inst.bare = make([]*os.File, len(inst.listeners))
 	for i, l := range inst.listeners {
-		if inst.srv.dialFd {
-			inst.bare[i] = bareListener(l, log)
-		}
 		cpu := -1
 		if cfg.pin && len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
