@@ -326,6 +326,7 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 			return
 		}
 	}
+	s.fdPressure(err) // a duplicate needs a descriptor
 	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
 	s.metrics.end(rs.cmd, replyNone)
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
