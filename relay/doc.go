@@ -32,8 +32,10 @@
 // (duplicated descriptors, the conns closed) and closes them itself, so that
 // an idle session holds nothing of package net or the runtime poller.
 // StartFds takes sockets that never were in package net (bare descriptors
-// from a raw accept4 and tune.Options.DialFd) and closes them itself; its
-// plain path wraps them with FileConn, which keeps their socket options.
+// from a raw accept4 and tune.Options.DialFd) and closes them itself, and
+// StartFdConn a bare client with a dialled *net.TCPConn upstream; their
+// plain path wraps the descriptors with FileConn, which keeps their socket
+// options.
 //
 // Use:
 //

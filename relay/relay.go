@@ -322,29 +322,50 @@ var noFds = [2]int{-1, -1}
 // never meet package net; elsewhere (no loop, or a session handed to the
 // plain path) they are wrapped in *net.TCPConns first (FileConn).
 func (r *Relay) StartFds(ctx context.Context, client, upstream int, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, nil, nil, [2]int{client, upstream}, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+	r.startMixed(ctx, nil, [2]int{client, upstream}, done)
+}
+
+// StartFdConn is StartFds for a bare client and an upstream that package
+// net dialled (a domain target): client is the Relay's from the call on, as
+// in StartFds; upstream is as in Start, taken over on a loop with
+// TakeSockets and otherwise the caller's to close after done.
+func (r *Relay) StartFdConn(ctx context.Context, client int, upstream *net.TCPConn, done func(Stats, error)) {
+	r.startMixed(ctx, upstream, [2]int{client, -1}, done)
+}
+
+// startMixed starts a session whose client is the bare descriptor
+// fds[0] and whose upstream is fds[1] when not -1, else upstream.
+func (r *Relay) startMixed(ctx context.Context, upstream *net.TCPConn, fds [2]int, done func(Stats, error)) {
+	if r.onLoop() && r.loops.start(ctx, nil, upstream, fds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {
-		st, err := r.pipeFds(ctx, client, upstream)
+		st, err := r.pipeAdopted(ctx, upstream, fds)
 		done(st, err)
 	}()
 }
 
-// pipeFds runs the goroutine path for two bare descriptors and closes them.
-func (r *Relay) pipeFds(ctx context.Context, client, upstream int) (Stats, error) {
-	c, err := FileConn(client)
+// pipeAdopted runs the goroutine path for startMixed's session: each bare
+// descriptor is wrapped (FileConn) and closed before it returns.
+func (r *Relay) pipeAdopted(ctx context.Context, upstream *net.TCPConn, fds [2]int) (Stats, error) {
+	conns := [2]*net.TCPConn{nil, upstream}
+	var err error
+	for side, fd := range fds {
+		if fd < 0 {
+			continue
+		}
+		if err != nil { // an earlier side failed: close this one too
+			os.NewFile(uintptr(fd), "socket").Close()
+			continue
+		}
+		if conns[side], err = FileConn(fd); err == nil {
+			defer conns[side].Close()
+		}
+	}
 	if err != nil {
-		os.NewFile(uintptr(upstream), "socket").Close()
 		return Stats{}, err
 	}
-	defer c.Close()
-	up, err := FileConn(upstream)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer up.Close()
-	return r.pipeGoroutines(ctx, c, up)
+	return r.pipeGoroutines(ctx, conns[0], conns[1])
 }
 
 // Loops returns the number of event loops the Relay started (0: its

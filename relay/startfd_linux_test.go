@@ -15,7 +15,8 @@ import (
 // (the plain path from the loop's descriptors) and with no loop at all (the
 // goroutine path). Each ends once normally and once by its context; either
 // way both sockets are closed in the process before done runs, and the
-// peers read EOF.
+// peers read EOF. The same runs with the upstream as a conn (StartFdConn),
+// which the Relay closes only where it took it over (a loop, TakeSockets).
 func TestStartFds(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -44,7 +45,8 @@ func TestStartFds(t *testing.T) {
 				<-l.finished
 			}
 			for _, cancelled := range []bool{false, true} {
-				startFdSession(t, r, cancelled)
+				startFdSession(t, r, cancelled, true)
+				startFdSession(t, r, cancelled, false)
 			}
 		})
 	}
@@ -52,13 +54,21 @@ func TestStartFds(t *testing.T) {
 
 var errStillOpen = errors.New("a socket still open in the process when done ran")
 
-// startFdSession runs one StartFds session over a rig and checks it.
-func startFdSession(t *testing.T, r *Relay, cancelled bool) {
+// startFdSession runs one StartFds session over a rig, or with
+// bareUpstream false one StartFdConn session, and checks it.
+func startFdSession(t *testing.T, r *Relay, cancelled, bareUpstream bool) {
 	t.Helper()
 	g := newRig(t)
-	inodes := socketInodes(t, g.relayA, g.relayB)
-	var fds [2]int
+	conns := []*net.TCPConn{g.relayA}
+	if bareUpstream || r.opts.TakeSockets && r.onLoop() && !r.loops.loops[0].closed.Load() {
+		conns = append(conns, g.relayB) // the Relay's to close
+	}
+	inodes := socketInodes(t, conns...)
+	fds := [2]int{-1, -1}
 	for i, c := range []*net.TCPConn{g.relayA, g.relayB} {
+		if i == 1 && !bareUpstream {
+			break
+		}
 		fd, err := dupFd(c) // the bare descriptors
 		if err != nil {
 			t.Fatal(err)
@@ -68,13 +78,21 @@ func startFdSession(t *testing.T, r *Relay, cancelled bool) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r.StartFds(ctx, fds[0], fds[1], func(st Stats, err error) {
+	done := func(st Stats, err error) {
 		// Checked here, before the caller closes anything.
 		if open := openInodes(t, inodes); len(open) > 0 {
 			err = errors.Join(err, errStillOpen)
 		}
+		if !bareUpstream {
+			g.relayB.Close() // the caller's, closed in done (nothing if taken over)
+		}
 		g.done <- pipeResult{st, err}
-	})
+	}
+	if bareUpstream {
+		r.StartFds(ctx, fds[0], fds[1], done)
+	} else {
+		r.StartFdConn(ctx, fds[0], g.relayB, done)
+	}
 	res := roundTripAndEnd(t, g, cancel, cancelled)
 	if errors.Is(res.err, errStillOpen) {
 		t.Errorf("cancelled=%v: %v", cancelled, res.err)

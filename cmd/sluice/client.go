@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -39,11 +38,7 @@ func (c *client) addr() string {
 	if c.tc != nil {
 		return c.tc.RemoteAddr().String()
 	}
-	a := c.peer.Addr().Unmap()
-	if a.Is4() {
-		return a.String() + ":" + strconv.Itoa(int(c.peer.Port()))
-	}
-	return netip.AddrPortFrom(a, c.peer.Port()).String()
+	return netip.AddrPortFrom(c.peer.Addr().Unmap(), c.peer.Port()).String()
 }
 
 func (c *client) Read(p []byte) (int, error) {

@@ -176,8 +176,8 @@ func TestDialPath(t *testing.T) {
 		{[]string{"--no-splice"}, false},
 	} {
 		_, inst := startSluice(t, tc.args...)
-		if inst.srv.dialFd != tc.want {
-			t.Errorf("%q: bare-socket dials %v, want %v", tc.args, inst.srv.dialFd, tc.want)
+		if inst.srv.bareSockets != tc.want {
+			t.Errorf("%q: bare-socket dials %v, want %v", tc.args, inst.srv.bareSockets, tc.want)
 		}
 		for i, f := range inst.bare {
 			if (f != nil) != tc.want {

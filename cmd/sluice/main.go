@@ -173,7 +173,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	// CONNECT to an address dials a bare socket that the relay's loops take
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
-	inst.srv.dialFd = !cfg.netSockets && inst.srv.relay.Loops() > 0
+	inst.srv.bareSockets = !cfg.netSockets && inst.srv.relay.Loops() > 0
 	if cfg.metricsAddr != "" {
 		inst.srv.metrics = newMetrics()
 	}
@@ -188,7 +188,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		inst.listeners = append(inst.listeners, ls...)
 		for _, l := range ls {
 			var f *os.File
-			if inst.srv.dialFd {
+			if inst.srv.bareSockets {
 				f = bareListener(l, log) // before the line that says sluice listens
 			}
 			inst.bare = append(inst.bare, f)

@@ -28,7 +28,7 @@ type server struct {
 	limits      *limiter
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
-	dialFd      bool     // bare sockets: clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
+	bareSockets bool     // clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
 
@@ -291,30 +291,29 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 
 // startRelay hands an established session to the relay, which owns it from
 // then on, until relayDone: its upstream is up, or the bare descriptor upFd
-// when up is nil. A bare client goes with a bare upstream (relay.StartFds:
-// on an event loop neither socket meets package net), a *net.TCPConn client
-// with a *net.TCPConn upstream (relay.Start); an upstream of the other kind
-// is converted first.
+// when up is nil. A bare client goes to relay.StartFds with a bare upstream
+// (on an event loop neither socket meets package net) and to
+// relay.StartFdConn with a dialled one; a *net.TCPConn client goes to
+// relay.Start, with a bare upstream wrapped first.
 func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPConn, upFd int) {
 	var err error
 	if rs.c.tc == nil {
 		var cfd int
-		if up != nil {
-			upFd, err = takeConnFd(up)
-		}
-		if err == nil {
-			if cfd, err = rs.c.takeFd(); err != nil {
-				syscall.Close(upFd)
-			}
-		}
-		if err == nil {
-			rs.relaying = true
+		if cfd, err = rs.c.takeFd(); err == nil {
+			rs.up, rs.relaying = up, true
 			// On Linux the relay's event loops carry the session from
 			// here, without a goroutine: this one returns, and the stack
 			// it grew through the handshake and the dial is freed for the
 			// session's life.
-			s.relay.StartFds(ctx, cfd, upFd, s.relayDone(rs))
+			if up != nil {
+				s.relay.StartFdConn(ctx, cfd, up, s.relayDone(rs))
+			} else {
+				s.relay.StartFds(ctx, cfd, upFd, s.relayDone(rs))
+			}
 			return
+		}
+		if up == nil {
+			syscall.Close(upFd)
 		}
 	} else {
 		if up == nil {
@@ -330,22 +329,6 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
 	s.metrics.end(rs.cmd, replyNone)
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
-}
-
-// takeConnFd duplicates c's descriptor, close-on-exec, and closes c: the
-// socket leaves package net.
-func takeConnFd(c *net.TCPConn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
-		return -1, err
-	}
-	fd := -1
-	if cerr := rc.Control(func(s uintptr) { fd, err = dupCloexec(int(s)) }); cerr != nil {
-		err = cerr
-	}
-	c.Close()
-	return fd, err
 }
 
 // relayDone is the relay's done for rs.
@@ -404,7 +387,7 @@ func fdLocalAddrPort(fd int) netip.AddrPort {
 // relay, which owns it from then on and ends it through relayed.
 type relaySession struct {
 	c        *client
-	up       *net.TCPConn // nil: none, or the relay took it bare
+	up       *net.TCPConn // nil: none, or a bare descriptor the relay owns
 	lv       *live
 	ip       netip.Addr
 	perIP    bool
@@ -540,7 +523,7 @@ func (s *server) reject(c *client, req *handshake.Request, err error) {
 // looks at addresses, every address it resolves to must be allowed, and
 // those addresses are dialled, never the name again (no DNS rebinding).
 // An address target is dialled as a bare socket, returned as fd (c nil),
-// when s.dialFd; otherwise fd is -1.
+// when s.bareSockets; otherwise fd is -1.
 func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
 	p := lv.rules
 	switch {
@@ -558,7 +541,7 @@ func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *ne
 		return c, -1, err
 	}
 	start := time.Now()
-	if s.dialFd && a.Type != handshake.AddrDomain {
+	if s.bareSockets && a.Type != handshake.AddrDomain {
 		fd, err := s.tune.DialFd(ctx, netip.AddrPortFrom(a.IP, a.Port))
 		if err != nil {
 			s.fdPressure(err)
