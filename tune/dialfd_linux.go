@@ -24,6 +24,16 @@ import (
 // Errors wrap the kernel's errno (ECONNREFUSED, ENETUNREACH, ...) in an
 // *os.SyscallError, or are os.ErrDeadlineExceeded and ctx's error.
 func (o *Options) DialFd(ctx context.Context, addr netip.AddrPort) (int, error) {
+	return o.DialFdYield(ctx, addr, nil)
+}
+
+// DialFdYield is DialFd that calls yield, when it is not nil, once before it
+// waits for a connect still in progress, and never when the connect
+// completes within the system call (as on loopback). A caller that runs
+// other work on the same goroutine, such as an accept loop serving its
+// sessions inline, hands that work on there, so that no dial keeps it
+// waiting.
+func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield func()) (int, error) {
 	var deadline time.Time
 	if d := o.dialTimeout(); d > 0 {
 		deadline = time.Now().Add(d)
@@ -55,6 +65,9 @@ func (o *Options) DialFd(ctx context.Context, addr netip.AddrPort) (int, error) 
 		// when it failed.
 		err = connectRaw(fd, sa)
 		if err == unix.EALREADY || err == unix.EINPROGRESS || err == unix.EINTR {
+			if yield != nil {
+				yield()
+			}
 			fd, err = waitConnect(ctx, fd, sa, deadline)
 			if err != nil {
 				return -1, err

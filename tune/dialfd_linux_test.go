@@ -268,6 +268,50 @@ func TestDialFdPending(t *testing.T) {
 	})
 }
 
+// TestDialFdYield: yield runs once, before the wait, for a connect still in
+// progress, and never for one that completed within the system call.
+func TestDialFdYield(t *testing.T) {
+	t.Parallel()
+	t.Run("established", func(t *testing.T) {
+		t.Parallel()
+		l := listen(t, &Options{})[0]
+		yields := 0
+		ctx, cancel := context.WithTimeout(context.Background(), safety)
+		defer cancel()
+		fd, err := (&Options{}).DialFdYield(ctx, l.Addr().(*net.TCPAddr).AddrPort(), func() { yields++ })
+		if err != nil {
+			t.Fatalf("DialFdYield to a loopback listener: %v", err)
+		}
+		file(t, fd)
+		if yields != 0 {
+			t.Errorf("yield ran %d times for a connect that completed at once; want 0", yields)
+		}
+	})
+	t.Run("pending", func(t *testing.T) {
+		t.Parallel()
+		_, addr := fullListener(t)
+		yields := 0
+		ctx, cancel := context.WithTimeout(context.Background(), safety)
+		defer cancel()
+		start := time.Now()
+		var yieldedAfter time.Duration
+		_, err := (&Options{DialTimeout: 200 * time.Millisecond}).DialFdYield(ctx, addr, func() {
+			yields++
+			yieldedAfter = time.Since(start)
+		})
+		waited := time.Since(start)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("dial to a full accept queue: %v; want os.ErrDeadlineExceeded", err)
+		}
+		if yields != 1 {
+			t.Fatalf("yield ran %d times for a pending connect; want 1", yields)
+		}
+		if yieldedAfter >= 200*time.Millisecond || waited < 200*time.Millisecond {
+			t.Errorf("yield after %v, dial returned after %v; want the yield before the 200 ms wait", yieldedAfter, waited)
+		}
+	})
+}
+
 // waitSynSent returns once a socket of this machine is in SYN_SENT towards
 // addr, as /proc/net/tcp shows, or after the safety bound.
 func waitSynSent(t *testing.T, addr netip.AddrPort) {

@@ -13,3 +13,9 @@ import (
 func (o *Options) DialFd(context.Context, netip.AddrPort) (int, error) {
 	return -1, errors.ErrUnsupported
 }
+
+// DialFdYield is Linux's: elsewhere it answers errors.ErrUnsupported, as
+// DialFd does.
+func (o *Options) DialFdYield(context.Context, netip.AddrPort, func()) (int, error) {
+	return -1, errors.ErrUnsupported
+}

@@ -26,6 +26,7 @@ type client struct {
 	f        *os.File     // fd registered with the poller, once a call would block
 	peer     netip.AddrPort
 	deadline time.Time
+	lead     *leader // the accept loop this session runs on inline; nil: its own goroutine
 }
 
 // netClient is a client accepted by package net.
@@ -97,9 +98,21 @@ func (c *client) Write(p []byte) (int, error) {
 	return written + n, err
 }
 
+// handOn is called before the session does anything that may wait: if it
+// runs inline on its accept loop's goroutine, the loop moves to a new one
+// (leader.handOn) and this goroutine stays with the session.
+func (c *client) handOn() {
+	if c.lead != nil {
+		c.lead.handOn()
+		c.lead = nil
+	}
+}
+
 // poll registers the bare descriptor with the runtime poller, once: from
-// then on reads and writes go through c.f and its deadline.
+// then on reads and writes go through c.f and its deadline. The session is
+// about to wait, so it leaves its accept loop first (handOn).
 func (c *client) poll() error {
+	c.handOn()
 	if c.f != nil {
 		return nil
 	}

@@ -28,12 +28,13 @@ func (w *stuckWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestStuckAccessLogSparesLoop checks that a session ending while the access
-// log cannot be written does not stall the other sessions of its event loop.
-func TestStuckAccessLogSparesLoop(t *testing.T) {
-	t.Parallel()
-	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
-	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--loops", "1", "--access-log"}, io.Discard)
+// startStuckLog starts an in-process sluice with the access log on, one
+// listener on 127.0.0.1 and args, logging to a stuckWriter (not armed yet),
+// and returns its address, the writer and a func that releases the writer's
+// blocked and later writes (run at cleanup, before the shutdown, too).
+func startStuckLog(t *testing.T, args ...string) (string, *stuckWriter, func()) {
+	t.Helper()
+	cfg, err := parseFlags(append([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--access-log"}, args...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,15 @@ func TestStuckAccessLogSparesLoop(t *testing.T) {
 	var once sync.Once
 	unstick := func() { once.Do(func() { close(w.release) }) }
 	t.Cleanup(func() { unstick(); inst.shutdown(5 * time.Second) })
-	addr := inst.addrs()[0]
+	return inst.addrs()[0], w, unstick
+}
+
+// TestStuckAccessLogSparesLoop checks that a session ending while the access
+// log cannot be written does not stall the other sessions of its event loop.
+func TestStuckAccessLogSparesLoop(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
+	addr, w, unstick := startStuckLog(t, "--loops", "1")
 
 	a := connectRaw(t, addr, target)
 	b := connectRaw(t, addr, target)

@@ -118,9 +118,10 @@ type instance struct {
 	listeners []*net.TCPListener
 	bare      []*os.File           // per listener, its bare accept loop's duplicate (nil: none)
 	accepted  []atomic.Int64       // per listener
+	acceptors []*acceptor          // per listener
 	cancel    context.CancelFunc   // ends live sessions
 	cancels   []context.CancelFunc // of each listener's context, below cancel's
-	accepting sync.WaitGroup
+	accepting sync.WaitGroup       // a count for each goroutine running an accept loop
 }
 
 // start checks the configuration, opens every listener and starts one accept
@@ -207,13 +208,27 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		// canceling sctx still reaches them all.
 		lctx, lcancel := context.WithCancel(sctx)
 		inst.cancels = append(inst.cancels, lcancel)
+		a := &acceptor{s: inst.srv, ctx: lctx, l: l, rc: bareConn(inst.bare[i], l, log), cpu: cpu,
+			accepted: &inst.accepted[i], running: &inst.accepting}
+		inst.acceptors = append(inst.acceptors, a)
 		inst.accepting.Add(1)
-		go func() {
-			defer inst.accepting.Done()
-			inst.srv.acceptLoop(lctx, l, inst.bare[i], cpu, &inst.accepted[i])
-		}()
+		go a.acceptLoop()
 	}
 	return inst, nil
+}
+
+// bareConn returns the RawConn that l's accept loop accepts bare sockets
+// through, from f, l's duplicate (bareListener), or nil when there is none.
+func bareConn(f *os.File, l *net.TCPListener, log *slog.Logger) syscall.RawConn {
+	if f == nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		log.Warn("accepting through package net", "listener", l.Addr().String(), "err", err)
+		return nil
+	}
+	return rc
 }
 
 // bareListener returns a duplicate of l's descriptor for its accept loop to

@@ -35,94 +35,6 @@ type server struct {
 	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
 }
 
-// acceptLoop accepts connections on l until l is closed. Accept errors such
-// as EMFILE never end it: it backs off (5 ms doubling to 1 s) and logs at most
-// once a second, so a full fd table neither kills the server nor spins a CPU.
-// Each accepted connection adds one to accepted. Client rules and session
-// limits are applied here, before any byte is read; a refused client is
-// closed at once.
-func (s *server) acceptLoop(ctx context.Context, l *net.TCPListener, bare *os.File, cpu int, accepted *atomic.Int64) {
-	if cpu >= 0 {
-		if err := tune.PinThread(cpu); err != nil {
-			s.log.Warn("cannot pin accept loop", "listener", l.Addr().String(), "cpu", cpu, "err", err)
-		}
-	}
-	// With the relay's loops, clients are accepted as bare descriptors
-	// from bare, a duplicate of l's, and meet package net only if a session
-	// needs it (acceptFd).
-	var rc syscall.RawConn
-	if bare != nil {
-		var err error
-		if rc, err = bare.SyscallConn(); err != nil {
-			s.log.Warn("accepting through package net", "listener", l.Addr().String(), "err", err)
-		}
-	}
-	var delay time.Duration
-	for {
-		c, err := s.accept(l, rc)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || listenerClosed(l) {
-				return // closed by shutdown: l first, then bare
-			}
-			s.metrics.acceptError()
-			s.fdPressure(err)
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			if s.acceptLogDue() {
-				s.log.Error("accept failed; backing off", "listener", l.Addr().String(), "err", err, "backoff", delay)
-			}
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
-			continue
-		}
-		delay = 0
-		accepted.Add(1)
-		s.metrics.accepted()
-		lv := s.live.Load()
-		var ip netip.Addr
-		if lv.clients != nil || lv.maxPerIP > 0 {
-			ip = c.peer.Addr().Unmap()
-		}
-		if !lv.clients.allowed(0, nil, ip, 0) {
-			s.refuse(c, lv, refClientRule)
-			continue
-		}
-		r, perIP := s.limits.admit(ip, lv.maxSessions, lv.maxPerIP)
-		if r != admitted {
-			s.refuse(c, lv, r)
-			continue
-		}
-		s.sessions.Add(1)
-		go s.serveConn(ctx, c, lv, ip, perIP)
-	}
-}
-
-// listenerClosed reports whether l was closed.
-func listenerClosed(l *net.TCPListener) bool {
-	rc, err := l.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(uintptr) {})
-	}
-	return errors.Is(err, net.ErrClosed)
-}
-
-// accept takes the next connection of l: bare through rc when it is set
-// (acceptFd), else through package net.
-func (s *server) accept(l *net.TCPListener, rc syscall.RawConn) (*client, error) {
-	if rc != nil {
-		return acceptFd(rc)
-	}
-	c, err := l.AcceptTCP()
-	if err != nil {
-		return nil, err
-	}
-	return netClient(c), nil
-}
-
 // applyClient sets the client options its listener did not pass on.
 func (s *server) applyClient(c *client) error {
 	if c.tc != nil {
@@ -214,7 +126,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	switch req.Cmd {
 	case handshake.CmdConnect:
 		var fd int
-		up, fd, err = s.connect(ctx, lv, req.Addr)
+		up, fd, err = s.connect(ctx, lv, c, req.Addr)
 		if err == nil && fd >= 0 {
 			s.relayFd(ctx, rs, &req, b, fd, user, cmd, target)
 			return
@@ -230,6 +142,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 			err = handshake.ErrCommandNotSupported
 			break
 		}
+		c.handOn() // BIND waits for the second connection
 		var tc *net.TCPConn
 		if tc, err = c.conn(); err == nil {
 			up, err = s.bind(ctx, lv, tc, &req)
@@ -239,6 +152,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 			err = handshake.ErrCommandNotSupported
 			break
 		}
+		c.handOn() // the association holds this goroutine for its life
 		if req.Addr.Type == handshake.AddrDomain {
 			req.Addr.Name = nil // aliases b, released before the association ends
 		}
@@ -301,10 +215,12 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 		var cfd int
 		if cfd, err = rs.c.takeFd(); err == nil {
 			rs.up, rs.relaying = up, true
+			rs.c.lead = nil // the relay's from here: its goroutines never hand the accept loop on
 			// On Linux the relay's event loops carry the session from
-			// here, without a goroutine: this one returns, and the stack
-			// it grew through the handshake and the dial is freed for the
-			// session's life.
+			// here, without a goroutine: this one returns (to its accept
+			// loop when it served the session inline), and the stack it
+			// grew through the handshake and the dial is the session's
+			// no longer.
 			if up != nil {
 				s.relay.StartFdConn(ctx, cfd, up, s.relayDone(rs))
 			} else {
@@ -326,6 +242,7 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 		}
 	}
 	s.fdPressure(err) // a duplicate needs a descriptor
+	rs.c.handOn()     // the log lines may block
 	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
 	s.metrics.end(rs.cmd, replyNone)
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
@@ -482,6 +399,7 @@ func (s *server) accessLog(lv *live, c *client, user, cmd, target string, rep in
 	if !lv.accessLog {
 		return
 	}
+	c.handOn() // the line may block (a stderr pipe nobody drains): not on the accept loop
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.addr()),
 		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target),
 		slog.String("reply", replyLabels[rep]), slog.Int64("up_bytes", up), slog.Int64("down_bytes", down),
@@ -523,8 +441,10 @@ func (s *server) reject(c *client, req *handshake.Request, err error) {
 // looks at addresses, every address it resolves to must be allowed, and
 // those addresses are dialled, never the name again (no DNS rebinding).
 // An address target is dialled as a bare socket, returned as fd (c nil),
-// when s.bareSockets; otherwise fd is -1.
-func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
+// when s.bareSockets; otherwise fd is -1. Before anything that may wait (a
+// name to resolve, a connect still in progress) the session leaves its
+// accept loop (client.handOn); a bare dial that completes at once does not.
+func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
 	p := lv.rules
 	switch {
 	case p == nil:
@@ -537,12 +457,13 @@ func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *ne
 			return nil, -1, errDenied{}
 		}
 	default:
+		cl.handOn()
 		c, err := s.dialResolved(ctx, p, a)
 		return c, -1, err
 	}
 	start := time.Now()
 	if s.bareSockets && a.Type != handshake.AddrDomain {
-		fd, err := s.tune.DialFd(ctx, netip.AddrPortFrom(a.IP, a.Port))
+		fd, err := s.tune.DialFdYield(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.handOn)
 		if err != nil {
 			s.fdPressure(err)
 			return nil, -1, err
@@ -550,6 +471,7 @@ func (s *server) connect(ctx context.Context, lv *live, a handshake.Addr) (c *ne
 		s.metrics.dialDone(time.Since(start))
 		return nil, fd, nil
 	}
+	cl.handOn()
 	c, err = s.dial(ctx, a)
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestAcceptInline: with bare sockets a session that never has to wait is
+// served on its accept loop's goroutine, and one that waits (a client that
+// has not sent its whole greeting, a connect still in progress) hands the
+// loop on, so that the next client is served meanwhile. After a hand-on
+// the loop starts the next inlineRetry-1 sessions on goroutines of their
+// own, and tries inline again with the one after.
+func TestAcceptInline(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+
+	t.Run("pipelined", func(t *testing.T) {
+		t.Parallel()
+		addr, inst := startSluice(t)
+		a := inst.acceptors[0]
+		if !a.inline() {
+			t.Fatal("the accept loop of a default sluice does not serve inline")
+		}
+		const n = 64
+		for i := range n {
+			if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+				t.Fatalf("session %d: %v", i, err)
+			}
+		}
+		// inlined moves once serveConn has returned, just after the
+		// hand-over to the relay that let the echo through.
+		if !waitFor(10*time.Second, func() bool { return a.inlined.Load()+a.handOns.Load()+a.spawned.Load() == n }) {
+			t.Fatalf("inlined %d + handed on %d + spawned %d, want %d sessions", a.inlined.Load(), a.handOns.Load(), a.spawned.Load(), n)
+		}
+		// A pipelined CONNECT to a loopback target waits for nothing: its
+		// greeting is in the socket at accept (--defer-accept) and the
+		// kernel completes a loopback connect within the system call. A
+		// busy machine may defer that to ksoftirqd now and then, and each
+		// such hand-on sends up to inlineRetry-1 sessions to goroutines.
+		if in := a.inlined.Load(); in < n/2 {
+			t.Errorf("%d of %d pipelined sessions served inline (%d handed on), want at least %d", in, n, a.handOns.Load(), n/2)
+		}
+	})
+
+	t.Run("partial-greeting", func(t *testing.T) {
+		t.Parallel()
+		addr, inst := startSluice(t)
+		a := inst.acceptors[0]
+		slow, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slow.Close()
+		slow.SetDeadline(time.Now().Add(10 * time.Second))
+		req := connectReq(echo)
+		mustWrite(t, slow, req[:1]) // -> the version byte alone: the next read would block
+		if !waitFor(10*time.Second, func() bool { return a.handOns.Load() == 1 }) {
+			t.Fatalf("handed on %d times with a client inside its greeting, want 1", a.handOns.Load())
+		}
+		if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+			t.Fatalf("a client behind a half-sent greeting: %v", err)
+		}
+		// The slow client's session goes on in the goroutine it kept.
+		mustWrite(t, slow, append(req[1:], 'x'))
+		got := make([]byte, 2+10+1)
+		if _, err := io.ReadFull(slow, got); err != nil || got[1] != 0 || got[3] != 0 || got[12] != 'x' {
+			t.Fatalf("slow client: %x, %v; want method 0, reply 0 and the echo", got, err)
+		}
+		// Backing off: the client above and the next ones up to
+		// inlineRetry-1 got goroutines of their own.
+		for i := 1; i < inlineRetry-1; i++ {
+			if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+				t.Fatalf("session %d after the hand-on: %v", i+1, err)
+			}
+		}
+		if n := a.inlined.Load(); n != 0 {
+			t.Fatalf("%d sessions served inline within %d of a hand-on, want 0", n, inlineRetry-1)
+		}
+		if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+			t.Fatalf("session %d after the hand-on: %v", inlineRetry, err)
+		}
+		if !waitFor(10*time.Second, func() bool { return a.inlined.Load()+a.handOns.Load() == 2 }) {
+			t.Fatalf("session %d after a hand-on: inlined %d, handed on %d; want it through the inline path", inlineRetry, a.inlined.Load(), a.handOns.Load()-1)
+		}
+	})
+
+	t.Run("pending-dial", func(t *testing.T) {
+		t.Parallel()
+		addr, inst := startSluice(t, "--dial-timeout", "3s")
+		a := inst.acceptors[0]
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		mustWrite(t, c, connectReq(fullListener(t))) // <- SYNs dropped: the connect stays in progress
+		if !waitFor(10*time.Second, func() bool { return a.handOns.Load() == 1 }) {
+			t.Fatalf("handed on %d times with a connect in progress, want 1", a.handOns.Load())
+		}
+		start := time.Now()
+		if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+			t.Fatalf("a client behind a pending dial: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("served in %v behind a dial that times out after 3s: it waited for that dial", d)
+		}
+	})
+}
+
+// TestStuckAccessLogSparesAcceptLoop: a session served inline that fails
+// while the access log cannot be written (a stderr pipe nobody drains)
+// writes its line off the accept loop, which goes on serving.
+func TestStuckAccessLogSparesAcceptLoop(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	addr, w, _ := startStuckLog(t)
+	w.armed.Store(true) // after the listening line
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mustWrite(t, c, connectReq(closed)) // <- 0x05 connection refused, then the stuck line
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refused session wrote no access log line")
+	}
+	if err := serveOneEcho(addr, echo, "", "", 5*time.Second); err != nil {
+		t.Fatalf("a client after a session stuck in its access log line: %v", err)
+	}
+}
