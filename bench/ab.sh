@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# ab.sh: compare two sluice builds, or two sets of flags, side by side.
+# ROUNDS alternating rounds of one workload (A, then B, then A, ...), each
+# relay started afresh; per round the ratio B/A of every figure, and the
+# median and range of those ratios at the end. A machine whose speed drifts
+# by 20 % over minutes (a shared VM) still gives a steady ratio this way,
+# where two separate runs would not.
+#
+# usage: bench/ab.sh A B       each a sluice binary and its flags, one word list:
+#        bench/ab.sh old/sluice ./sluice
+#        bench/ab.sh ./sluice "./sluice --loops -1"
+# env:   WORKLOAD=rr   rr: conn/s, relay CPU per 1,000 connections and p99
+#                      (sluice-bench rr, 1-byte echo); tput: Gbit/s and relay
+#                      CPU per GiB (sluice-bench tput to a sink)
+#        LOAD_ARGS=    extra sluice-bench flags (default "-c 64" for rr,
+#                      "-P 1" for tput; e.g. "-c 64 --lockstep", "-P 8")
+#        ROUNDS=8  DURATION=2  (seconds per round and build)
+#        RELAY_CPUS=, LOAD_CPUS=, RELAY_QUOTA=   as in peers.sh (taskset
+#                      lists; a cgroup capping the relay at a percentage of
+#                      one CPU, root)
+#        PORT_BASE=17400  BIN=  (prebuilt sluice-bench, bench/prebuild.sh)
+# Both builds run with --access-log=false, as in peers.sh. Everything listens
+# on 127.0.0.1 and every process it starts is stopped on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: bench/ab.sh 'SLUICE_A [FLAG...]' 'SLUICE_B [FLAG...]'" >&2; exit 2; }
+WORKLOAD=${WORKLOAD:-rr} ROUNDS=${ROUNDS:-8} DURATION=${DURATION:-2} PORT_BASE=${PORT_BASE:-17400}
+RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-} RELAY_QUOTA=${RELAY_QUOTA:-}
+
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+need jq jq
+case $WORKLOAD in
+rr) LOAD_ARGS=${LOAD_ARGS:--c 64} ;;
+tput) LOAD_ARGS=${LOAD_ARGS:--P 1} ;;
+*) die "WORKLOAD=$WORKLOAD: rr or tput" ;;
+esac
+read -r -a builds_a <<<"$1"
+read -r -a builds_b <<<"$2"
+for b in "${builds_a[0]}" "${builds_b[0]}"; do [ -x "$b" ] || die "$b is not an executable"; done
+relay_on=() load_on=()
+if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
+	if [ -z "$RELAY_CPUS" ] || [ -z "$LOAD_CPUS" ]; then die "set both RELAY_CPUS and LOAD_CPUS, or neither"; fi
+	relay_on=(taskset -c "$RELAY_CPUS") load_on=(taskset -c "$LOAD_CPUS")
+fi
+if [ -n "$RELAY_QUOTA" ]; then
+	cpu_quota "$RELAY_QUOTA"
+	relay_on+=("${in_quota[@]}")
+fi
+
+TARGET_PORT=$((PORT_BASE + 1)) PROXY_PORT=$((PORT_BASE + 10))
+for p in $TARGET_PORT $PROXY_PORT; do port_free "$p"; done
+BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
+target_mode="echo"
+if [ "$WORKLOAD" = tput ]; then target_mode=sink; fi
+start target "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$target_mode" --addr "127.0.0.1:$TARGET_PORT"
+wait_port "$TARGET_PORT" target
+
+# measure NAME BUILD...: one round through a fresh relay; writes its
+# figures, as JSON, to $tmp/NAME.fig.
+measure() {
+	local name=$1
+	shift
+	start "$name" "${relay_on[@]+"${relay_on[@]}"}" "$@" --listen "127.0.0.1:$PROXY_PORT" --access-log=false
+	local pid=$started_pid
+	wait_port "$PROXY_PORT" "$name"
+	local args
+	read -r -a args <<<"$LOAD_ARGS"
+	"${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "127.0.0.1:$TARGET_PORT" \
+		"${args[@]}" --duration "${DURATION}s" --pid "$pid" --json >"$tmp/$name.json" ||
+		die "$name: sluice-bench $WORKLOAD failed: $(cat "$tmp/$name.json")"
+	kill_tree "$pid"
+	forget "$pid"
+	if [ "$WORKLOAD" = rr ]; then
+		jq -c '{"conn/s": .conns_per_sec, "CPU s per 1,000 connections": .cpu.per_1k_conns, "p99 µs": .latency.p99_us}' "$tmp/$name.json"
+	else
+		jq -c '{"Gbit/s": .gbps, "CPU s per GiB": .cpu.per_gib}' "$tmp/$name.json"
+	fi >"$tmp/$name.fig"
+}
+
+echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s" \
+	"${RELAY_CPUS:+relay on CPUs $RELAY_CPUS, load on $LOAD_CPUS}${RELAY_QUOTA:+, relay capped at $RELAY_QUOTA % of one CPU}"
+: >"$tmp/ratios"
+for r in $(seq "$ROUNDS"); do
+	measure a "${builds_a[@]}"
+	measure b "${builds_b[@]}"
+	jq -cn --slurpfile a "$tmp/a.fig" --slurpfile b "$tmp/b.fig" '$a[0] | with_entries(.value = ($b[0][.key] / .value))' >>"$tmp/ratios"
+	echo "round $r: A $(cat "$tmp/a.fig")"
+	echo "round $r: B $(cat "$tmp/b.fig")"
+done
+jq -rs 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+	def r2: . * 1000 | round / 1000;
+	(.[0] | keys_unsorted) as $keys
+	| $keys[] as $k | [.[][$k]] as $v
+	| "B/A \($k): median \($v | median | r2) (\($v | min | r2) to \($v | max | r2)) over \($v | length) rounds"' "$tmp/ratios"
