@@ -35,8 +35,9 @@ type Config struct {
 // frame is incomplete, so a client that pipelines everything costs one Read.
 // Bytes read past the request are returned in Request.Rest. The returned
 // Request aliases b. An unknown command is returned with its Request filled
-// in and ErrCommandNotSupported. End of stream inside a frame is reported as
-// io.ErrUnexpectedEOF. On success Negotiate does not allocate.
+// in and ErrCommandNotSupported. End of stream before the client's first
+// byte is reported as io.EOF, anywhere later as io.ErrUnexpectedEOF. On
+// success Negotiate does not allocate.
 func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
 	var zero Config
 	if cfg == nil {

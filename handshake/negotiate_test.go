@@ -264,8 +264,9 @@ func TestNegotiateBufferFull(t *testing.T) {
 	}
 }
 
-// TestNegotiateEOF cuts a pipelined exchange at every byte: each cut must
-// give io.ErrUnexpectedEOF, and WriteError must then stay silent.
+// TestNegotiateEOF cuts a pipelined exchange at every byte: a cut before
+// the first byte must give io.EOF, every other io.ErrUnexpectedEOF, and
+// WriteError must then stay silent.
 func TestNegotiateEOF(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -279,8 +280,12 @@ func TestNegotiateEOF(t *testing.T) {
 			b := GetBuffer()
 			_, err := Negotiate(rw{bytes.NewReader(tt.in[:i]), io.Discard}, b, tt.cfg)
 			b.Release()
-			if !errors.Is(err, io.ErrUnexpectedEOF) {
-				t.Fatalf("%s cut at %d: err = %v; want io.ErrUnexpectedEOF", tt.name, i, err)
+			want := io.ErrUnexpectedEOF
+			if i == 0 {
+				want = io.EOF
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("%s cut at %d: err = %v; want %v", tt.name, i, err, want)
 			}
 			var out bytes.Buffer
 			if werr := WriteError(&out, err); werr != nil || out.Len() != 0 {

@@ -54,8 +54,9 @@ func (b *Buffer) consume(n int) { b.r += n }
 const maxEmptyReads = 100
 
 // fill reads once more from r into the free space after the pending bytes.
-// It returns io.ErrUnexpectedEOF at end of stream and ErrMalformed when no
-// space is left, which cannot happen for frames within the RFC's limits.
+// At end of stream it returns io.EOF when the client sent no byte at all
+// (a port scan, a health check), else io.ErrUnexpectedEOF; ErrMalformed when
+// no space is left, which cannot happen for frames within the RFC's limits.
 func (b *Buffer) fill(r io.Reader) error {
 	if b.w == len(b.data) {
 		return ErrMalformed
@@ -66,6 +67,8 @@ func (b *Buffer) fill(r io.Reader) error {
 		switch {
 		case n > 0:
 			return nil // any error comes back on the next Read
+		case err == io.EOF && b.w == 0:
+			return io.EOF
 		case err == io.EOF:
 			return io.ErrUnexpectedEOF
 		case err != nil:

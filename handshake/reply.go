@@ -119,7 +119,7 @@ func WriteError(w io.Writer, err error) error {
 // without a reply.
 func closeOnly(err error) bool {
 	for _, target := range [...]error{ErrVersion, ErrMalformed, ErrShort,
-		ErrNoAcceptableMethod, ErrAuthFailed, io.ErrUnexpectedEOF} {
+		ErrNoAcceptableMethod, ErrAuthFailed, io.EOF, io.ErrUnexpectedEOF} {
 		if errors.Is(err, target) {
 			return true
 		}

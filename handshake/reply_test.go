@@ -156,6 +156,7 @@ func TestWriteError(t *testing.T) {
 		{"short", ErrShort, nil},
 		{"no-acceptable", ErrNoAcceptableMethod, nil},
 		{"auth-failed", ErrAuthFailed, nil},
+		{"eof", io.EOF, nil},
 		{"unexpected-eof", io.ErrUnexpectedEOF, nil},
 		{"negotiate-read-timeout", transportError("request", os.ErrDeadlineExceeded), nil},
 	} {
