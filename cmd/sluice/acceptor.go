@@ -24,7 +24,8 @@ import (
 // event loops do not block, so such a session costs no goroutine, no
 // scheduling and no stack growth of its own. The moment a session would
 // wait (a read or write that would block, a connect still in progress, a
-// name to resolve, BIND, UDP ASSOCIATE), its goroutine hands the loop on to
+// name to resolve, BIND, UDP ASSOCIATE, an access log line, which blocks on a
+// stderr nobody drains), its goroutine hands the loop on to
 // a new goroutine (leader.handOn) and stays with the session, as before:
 // the leader/follower pattern. Only those sessions pay for a goroutine.
 //
