@@ -77,7 +77,9 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 // serveConn runs one session: handshake, policy, dial, reply, relay. It owns
 // c and, once dialled, the upstream conn, and closes both. lv is the live
 // configuration at accept, used to the session's end; ip and perIP are what
-// the limiter needs back.
+// the limiter needs back. It runs on a goroutine of its own, or inline on
+// its accept loop's (c.lead set), which it hands on (c.handOn) before
+// anything that may wait.
 func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Addr, perIP bool) {
 	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
 	defer func() {
