@@ -40,15 +40,7 @@ esac
 read -r -a builds_a <<<"$1"
 read -r -a builds_b <<<"$2"
 for b in "${builds_a[0]}" "${builds_b[0]}"; do [ -x "$b" ] || die "$b is not an executable"; done
-relay_on=() load_on=()
-if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
-	if [ -z "$RELAY_CPUS" ] || [ -z "$LOAD_CPUS" ]; then die "set both RELAY_CPUS and LOAD_CPUS, or neither"; fi
-	relay_on=(taskset -c "$RELAY_CPUS") load_on=(taskset -c "$LOAD_CPUS")
-fi
-if [ -n "$RELAY_QUOTA" ]; then
-	cpu_quota "$RELAY_QUOTA"
-	relay_on+=("${in_quota[@]}")
-fi
+place_relay_and_load
 
 TARGET_PORT=$((PORT_BASE + 1)) PROXY_PORT=$((PORT_BASE + 10))
 for p in $TARGET_PORT $PROXY_PORT; do port_free "$p"; done
@@ -80,8 +72,7 @@ measure() {
 	fi >"$tmp/$name.fig"
 }
 
-echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s" \
-	"${RELAY_CPUS:+relay on CPUs $RELAY_CPUS, load on $LOAD_CPUS}${RELAY_QUOTA:+, relay capped at $RELAY_QUOTA % of one CPU}"
+echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s; $placement"
 : >"$tmp/ratios"
 for r in $(seq "$ROUNDS"); do
 	measure a "${builds_a[@]}"

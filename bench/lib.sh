@@ -63,6 +63,28 @@ cpu_quota() {
 	in_quota=(bash -c 'echo $$ >"$0" && exec "$@"' "$cgroup_dir/cgroup.procs")
 }
 
+# place_relay_and_load: from RELAY_CPUS, LOAD_CPUS and RELAY_QUOTA (empty:
+# unset), set the command prefixes relay_on and load_on (taskset, and the
+# relay's cgroup), relay_ncpu (the CPUs a relay may use) and placement (a
+# line saying so, for the results).
+place_relay_and_load() {
+	relay_on=() load_on=() relay_ncpu=$(nproc)
+	placement="load generator, targets and relay share these cores"
+	if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
+		if [ -z "$RELAY_CPUS" ] || [ -z "$LOAD_CPUS" ]; then die "set both RELAY_CPUS and LOAD_CPUS, or neither"; fi
+		need taskset util-linux
+		relay_on=(taskset -c "$RELAY_CPUS") load_on=(taskset -c "$LOAD_CPUS")
+		relay_ncpu=$("${relay_on[@]}" nproc) || die "RELAY_CPUS=$RELAY_CPUS is not a CPU list taskset takes"
+		"${load_on[@]}" true || die "LOAD_CPUS=$LOAD_CPUS is not a CPU list taskset takes"
+		placement="relays on CPUs $RELAY_CPUS ($relay_ncpu), load generator and targets on CPUs $LOAD_CPUS ($("${load_on[@]}" nproc))"
+	fi
+	if [ -n "$RELAY_QUOTA" ]; then
+		cpu_quota "$RELAY_QUOTA"
+		relay_on+=("${in_quota[@]}")
+		placement+="; each relay capped at $RELAY_QUOTA % of one CPU (cgroup), so conn/s and throughput are what it does with that budget"
+	fi
+}
+
 # forget PID: drop a stopped process from the cleanup list.
 forget() {
 	local keep=() p

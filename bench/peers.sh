@@ -51,21 +51,7 @@ SLUICE=${1:-}
 spread_sources "$SPREAD"
 
 need jq jq
-relay_on=() load_on=() relay_ncpu=$(nproc)
-placement="load generator, targets and relay share these cores"
-if [ -n "$RELAY_CPUS$LOAD_CPUS" ]; then
-	if [ -z "$RELAY_CPUS" ] || [ -z "$LOAD_CPUS" ]; then die "set both RELAY_CPUS and LOAD_CPUS, or neither"; fi
-	need taskset util-linux
-	relay_on=(taskset -c "$RELAY_CPUS") load_on=(taskset -c "$LOAD_CPUS")
-	relay_ncpu=$("${relay_on[@]}" nproc) || die "RELAY_CPUS=$RELAY_CPUS is not a CPU list taskset takes"
-	"${load_on[@]}" true || die "LOAD_CPUS=$LOAD_CPUS is not a CPU list taskset takes"
-	placement="relays on CPUs $RELAY_CPUS ($relay_ncpu), load generator and targets on CPUs $LOAD_CPUS ($("${load_on[@]}" nproc))"
-fi
-if [ -n "$RELAY_QUOTA" ]; then
-	cpu_quota "$RELAY_QUOTA"
-	relay_on+=("${in_quota[@]}")
-	placement+="; each relay capped at $RELAY_QUOTA % of one CPU (cgroup), so conn/s and throughput are what it does with that budget"
-fi
+place_relay_and_load
 
 SINK_PORT=$((PORT_BASE + 1)) SOURCE_PORT=$((PORT_BASE + 2)) ECHO_PORT=$((PORT_BASE + 3))
 PROXY_PORT=$((PORT_BASE + 10))
