@@ -13,11 +13,12 @@ import (
 
 // stuckWriter stands for a stderr pipe that nobody drains: once armed, every
 // Write blocks until release is closed. started gets a value as each
-// blocked Write begins.
+// blocked Write begins. out keeps what was written.
 type stuckWriter struct {
 	armed   atomic.Bool
 	started chan struct{}
 	release chan struct{}
+	out     syncBuffer
 }
 
 func (w *stuckWriter) Write(p []byte) (int, error) {
@@ -25,7 +26,7 @@ func (w *stuckWriter) Write(p []byte) (int, error) {
 		w.started <- struct{}{}
 		<-w.release
 	}
-	return len(p), nil
+	return w.out.Write(p)
 }
 
 // startStuckLog starts an in-process sluice with the access log on, one

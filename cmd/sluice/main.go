@@ -167,6 +167,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		limits:      newLimiter(),
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
+		refusals:    newRefusals(log),
 	}}
 	if cfg.resolver != nil {
 		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs
@@ -279,6 +280,7 @@ func (inst *instance) shutdown(drain time.Duration) {
 	}
 	<-done
 	inst.srv.relay.Close()
+	inst.srv.refusals.close() // after the accept loops, the only callers of refuse
 }
 
 // dialTimeout resolves --dial-timeout as tune does: 0 means 10 s, negative

@@ -31,6 +31,7 @@ type server struct {
 	bareSockets bool     // clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
+	refusals    *refusals // the access log's lines for clients refused at accept
 
 	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
 }
@@ -60,12 +61,12 @@ func (s *server) acceptLogDue() bool {
 	return now-last >= int64(time.Second) && s.lastAcceptLog.CompareAndSwap(last, now)
 }
 
-// refuse closes a client refused at accept, counts and logs it.
+// refuse closes a client refused at accept, counts it and queues its log
+// line: it runs on an accept loop, which must not wait on the log.
 func (s *server) refuse(c *client, lv *live, r refusal) {
 	s.metrics.refuse(r)
 	if lv.accessLog {
-		s.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", c.addr()),
-			slog.String("reason", r.String()))
+		s.refusals.add(c.peer, r)
 	}
 	c.Close()
 }
