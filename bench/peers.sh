@@ -12,7 +12,12 @@
 #              sluice-l1 (--listeners 1), sluice-pin (--pin),
 #              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice),
 #              sluice-goroutines (--loops -1: no event loops),
-#              sluice-netsock (--net-sockets: accept and dial through package net)
+#              sluice-netsock (--net-sockets: accept and dial through package net),
+#              sluice-allports (--source-ports all: upstream connects search
+#              the whole ephemeral port range, odd and even ports alike; the
+#              script then waits, up to 70 s, for the TIME_WAITs it left on
+#              odd ports to expire, since they take ports from programs that
+#              bind port 0, such as Dante)
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -82,8 +87,9 @@ for peer in $PEERS; do
 	dante) need danted dante-server ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
+	sluice-allports) need ss iproute2 ;;
 	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock)" ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports)" ;;
 	esac
 done
 
@@ -149,6 +155,7 @@ start_peer() {
 		sluice-nosplice) extra=(--no-splice) ;;
 		sluice-goroutines) extra=(--loops -1) ;;
 		sluice-netsock) extra=(--net-sockets) ;;
+		sluice-allports) extra=(--source-ports all) ;;
 		esac
 		# No access log: HAProxy and microsocks log nothing here either.
 		start "$1" "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"
@@ -211,6 +218,7 @@ for run in $(seq "$RUNS"); do
 				"$tmp/out.json" >&2
 		done
 		stop_peer
+		if [ "$peer" = sluice-allports ]; then await_odd_ports; fi
 	done
 done
 

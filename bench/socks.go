@@ -67,6 +67,7 @@ type Dialer struct {
 	request   []byte // CONNECT request
 	pipelined []byte // greeting [+ auth] + request, sent in one write
 	timeout   time.Duration
+	allPorts  bool
 	dialer    net.Dialer
 }
 
@@ -85,6 +86,16 @@ type Proxy struct {
 	Lockstep bool
 	// Timeout bounds the TCP connect plus the handshake; 0 means 5 s.
 	Timeout time.Duration
+	// AllPorts sets IP_LOCAL_PORT_RANGE on each connection to the whole of
+	// net.ipv4.ip_local_port_range (Linux 6.3 and later), so that connect
+	// searches odd and even ports alike instead of the even ones first. A
+	// load generator that opens and closes connections to one address as
+	// fast as it can holds each closed connection's port in TIME_WAIT; the
+	// even ports alone cap it near half the range per second, and their
+	// longer search takes CPU from a relay sharing the machine. The price:
+	// for 60 s after such a run every port of the source address may hold
+	// a TIME_WAIT, and bind with port 0 there fails meanwhile.
+	AllPorts bool
 }
 
 func (p Proxy) timeout() time.Duration {
@@ -105,7 +116,8 @@ func NewDialer(p Proxy, target string) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: target port %q: %w", portStr, err)
 	}
-	d := &Dialer{addr: target, timeout: p.timeout(), lockstep: p.Lockstep}
+	d := &Dialer{addr: target, timeout: p.timeout(), lockstep: p.Lockstep, allPorts: p.AllPorts}
+	d.dialer.Control = dialControl(false, p.AllPorts)
 	if p.Addr == "" {
 		return d, nil
 	}
@@ -186,7 +198,7 @@ func (d *Dialer) Dial(ctx context.Context) (*net.TCPConn, error) {
 func (d *Dialer) From(source netip.Addr) *Dialer {
 	c := *d
 	c.dialer.LocalAddr = &net.TCPAddr{IP: source.AsSlice(), Zone: source.Zone()}
-	c.dialer.Control = bindNoPort
+	c.dialer.Control = dialControl(true, d.allPorts)
 	return &c
 }
 

@@ -4,6 +4,7 @@ package bench
 
 import "syscall"
 
-// bindNoPort does nothing where IP_BIND_ADDRESS_NO_PORT does not exist: the
-// port is then taken at bind time.
-func bindNoPort(_, _ string, _ syscall.RawConn) error { return nil }
+// dialControl sets nothing where IP_BIND_ADDRESS_NO_PORT and
+// IP_LOCAL_PORT_RANGE do not exist: the port is then taken at bind time,
+// and connect searches as it always does.
+func dialControl(_, _ bool) func(network, address string, c syscall.RawConn) error { return nil }

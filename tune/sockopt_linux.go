@@ -61,6 +61,10 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 		return unix.BindToDevice(fd, o.Interface)
 	case optSourceAddr:
 		return bindAddr(fd, o.SourceAddr)
+	case optSourcePorts:
+		// Low in the lower 16 bits, High in the upper: a C int's bits.
+		r := uint32(o.SourcePorts.High)<<16 | uint32(o.SourcePorts.Low)
+		return setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(int32(r)))
 	}
 	return errors.ErrUnsupported
 }
@@ -143,6 +147,17 @@ func clamped(fd int, id opt, o *Options, s *SockOpts) error {
 		if got/2 < want { // the kernel doubles the value it keeps
 			return fmt.Errorf("%w to %d bytes (%s)", ErrClamped, got/2, limit)
 		}
+	case optSourcePorts:
+		if o.SourcePorts == AllPorts {
+			return nil
+		}
+		lo, hi, err := systemPortRange()
+		if err != nil {
+			return err
+		}
+		if r := o.SourcePorts; r.Low < lo || r.High > hi {
+			return fmt.Errorf("%w: outside net.ipv4.ip_local_port_range (%d-%d), whose bound the kernel uses instead", ErrClamped, lo, hi)
+		}
 	case optBacklog:
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
@@ -153,6 +168,24 @@ func clamped(fd int, id opt, o *Options, s *SockOpts) error {
 		}
 	}
 	return nil
+}
+
+// systemPortRange reads net.ipv4.ip_local_port_range.
+func systemPortRange() (lo, hi uint16, err error) {
+	const sysctl = "/proc/sys/net/ipv4/ip_local_port_range"
+	b, err := os.ReadFile(sysctl)
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 2 {
+		l, err1 := strconv.ParseUint(f[0], 10, 16)
+		h, err2 := strconv.ParseUint(f[1], 10, 16)
+		if err1 == nil && err2 == nil {
+			return uint16(l), uint16(h), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("%s: unexpected %q", sysctl, b)
 }
 
 // fastOpenEnabled checks net.ipv4.tcp_fastopen, without which TCP_FASTOPEN

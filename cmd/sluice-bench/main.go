@@ -66,6 +66,13 @@ Flags:
                      half the ephemeral port range per second (TIME_WAIT):
                      each more source and --target address adds a set of
                      ports
+  --all-ports        rr, tput, idle: connect from all of the ephemeral port
+                     range, odd and even ports alike (IP_LOCAL_PORT_RANGE,
+                     Linux 6.3+), not the even ones first: twice the
+                     TIME_WAIT ceiling above and a shorter port search. For
+                     60 s after a fast rr run every port of the source
+                     address may hold a TIME_WAIT, and programs that bind
+                     port 0 there (Dante, before each connect) then fail
   --dir DIR          tput: up, down or both (default up)
   -P N               tput: parallel streams per direction (default 1)
   --verify LEVEL     tput: full (default), sample (down: only the first 64
@@ -92,9 +99,9 @@ var flagsFor = map[string]string{
 	"sink":   "addr allow-public buf duration quiet",
 	"source": "addr allow-public buf duration quiet seed",
 	"echo":   "addr allow-public buf duration quiet",
-	"tput":   "proxy user pass direct lockstep timeout duration pid json quiet target dir P seed verify buf",
-	"rr":     "proxy user pass direct lockstep timeout duration pid json quiet target c size source",
-	"idle":   "proxy user pass direct lockstep timeout pid json quiet target c n hold",
+	"tput":   "proxy user pass direct lockstep all-ports timeout duration pid json quiet target dir P seed verify buf",
+	"rr":     "proxy user pass direct lockstep all-ports timeout duration pid json quiet target c size source",
+	"idle":   "proxy user pass direct lockstep all-ports timeout pid json quiet target c n hold",
 	"udp":    "proxy user pass direct lockstep timeout duration pid json quiet target size window",
 	// udp-echo is a target too, served by serveUDP.
 	"udp-echo": "addr allow-public duration quiet",
@@ -106,6 +113,7 @@ type options struct {
 	source                                       string
 	sources                                      []netip.Addr // parsed --source
 	allowPublic, direct, lockstep, json, quiet   bool
+	allPorts                                     bool
 	seed                                         uint64
 	buf, streams, workers, size, sessions, pid   int
 	window                                       int
@@ -183,6 +191,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.lockstep, "lockstep", false, "")
 	fs.StringVar(&o.target, "target", "", "")
 	fs.StringVar(&o.source, "source", "", "")
+	fs.BoolVar(&o.allPorts, "all-ports", false, "")
 	fs.StringVar(&o.dir, "dir", "up", "")
 	fs.IntVar(&o.streams, "P", 1, "")
 	fs.StringVar(&o.verify, "verify", "full", "")
@@ -405,7 +414,7 @@ type result interface{ WriteText(io.Writer) error }
 // runClient maps the flags to the mode's options, runs it and prints the result.
 func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.Writer) int {
 	c := bench.Client{
-		Proxy:    bench.Proxy{Addr: o.proxy, User: o.user, Pass: o.pass, Lockstep: o.lockstep, Timeout: o.timeout},
+		Proxy:    bench.Proxy{Addr: o.proxy, User: o.user, Pass: o.pass, Lockstep: o.lockstep, Timeout: o.timeout, AllPorts: o.allPorts},
 		Duration: o.duration,
 		PID:      o.pid,
 	}

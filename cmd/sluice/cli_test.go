@@ -41,6 +41,9 @@ func TestStartupErrors(t *testing.T) {
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
 		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},
 		{"bad-profile", []string{"--profile", "disk"}, 2, []string{"--profile"}},
+		{"bad-source-ports", []string{"--source-ports", "2000-1000"}, 2, []string{"--source-ports", "LOW-HIGH"}},
+		{"source-ports-zero", []string{"--source-ports", "0-1000"}, 2, []string{"--source-ports"}},
+		{"source-ports-word", []string{"--source-ports", "most"}, 2, []string{"--source-ports", "all, off"}},
 		{"users-missing", []string{"--users", filepath.Join(dir, "nope")}, 1, []string{"--users", "nope", "no such file"}},
 		{"users-malformed", []string{"--users", malformed}, 1, []string{malformed + ":3"}},
 		// 192.0.2.0/24 (TEST-NET-1) is on no interface here: bind fails, no packet is sent.

@@ -111,6 +111,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
 	fs.BoolVar(&cfg.tune.FastOpenConnect, "fastopen-connect", false, "TCP_FASTOPEN_CONNECT on upstream connections")
 	fs.Var(addrFlag{&cfg.tune.SourceAddr}, "source-addr", "source `IP` for upstream connections")
+	fs.Var(portsFlag{&cfg.tune.SourcePorts}, "source-ports", "local `ports` for upstream connections (IP_LOCAL_PORT_RANGE): off (the kernel's choice), LOW-HIGH, or all; faster connects at high rates to one target, at a cost to bind(port 0) on this host (see README)")
 	fs.StringVar(&cfg.tune.Interface, "interface", "", "bind upstream connections to this network `interface` (SO_BINDTODEVICE)")
 	sockFlags := registerSockFlags(fs, &cfg.tune.Client, &cfg.tune.Upstream)
 	level := fs.String("log-level", "info", "log `level`: debug (one line per session), info, warn, error")
@@ -334,5 +335,39 @@ func (a addrFlag) Set(s string) error {
 		return errors.New("want an IP address")
 	}
 	*a.p = ip
+	return nil
+}
+
+// portsFlag is a tune.PortRange flag: all, off or LOW-HIGH.
+type portsFlag struct{ p *tune.PortRange }
+
+func (f portsFlag) String() string {
+	switch {
+	case f.p == nil || *f.p == tune.PortRange{}:
+		return "off"
+	case *f.p == tune.AllPorts:
+		return "all"
+	}
+	return fmt.Sprintf("%d-%d", f.p.Low, f.p.High)
+}
+
+func (f portsFlag) kind() string { return kindString }
+
+func (f portsFlag) Set(s string) error {
+	switch s {
+	case "all":
+		*f.p = tune.AllPorts
+		return nil
+	case "off":
+		*f.p = tune.PortRange{}
+		return nil
+	}
+	lo, hi, ok := strings.Cut(s, "-")
+	l, err1 := strconv.ParseUint(lo, 10, 16)
+	h, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || l == 0 || l > h {
+		return errors.New("want all, off or LOW-HIGH (ports 1 to 65535, LOW <= HIGH)")
+	}
+	*f.p = tune.PortRange{Low: uint16(l), High: uint16(h)}
 	return nil
 }
