@@ -39,12 +39,13 @@ func systemPortRange(t *testing.T) (lo, hi int) {
 
 // TestSourcePortsFlag: with --source-ports LOW-HIGH every CONNECT reaches
 // its target from a port in that range, on the bare-socket dial and through
-// package net alike.
+// package net alike, and with --source-addr too (bound without a port, so
+// that connect still picks it).
 func TestSourcePortsFlag(t *testing.T) {
 	t.Parallel()
 	lo, _ := systemPortRange(t)
 	low, high := lo+300, lo+363
-	for _, extra := range [][]string{nil, {"--net-sockets"}} {
+	for _, extra := range [][]string{nil, {"--net-sockets"}, {"--source-addr", "127.0.0.2"}} {
 		t.Run(strings.Join(append([]string{"default"}, extra...), " "), func(t *testing.T) {
 			t.Parallel()
 			target, peers := peerTarget(t)
@@ -53,8 +54,12 @@ func TestSourcePortsFlag(t *testing.T) {
 				c := connectRaw(t, addr, target)
 				mustWrite(t, c, []byte("x"))
 				expect(t, c, []byte("x"))
-				if port := (<-peers).Port; port < low || port > high {
-					t.Errorf("upstream connect from port %d, want %d-%d", port, low, high)
+				peer := <-peers
+				if peer.Port < low || peer.Port > high {
+					t.Errorf("upstream connect from port %d, want %d-%d", peer.Port, low, high)
+				}
+				if len(extra) == 2 && extra[0] == "--source-addr" && peer.IP.String() != extra[1] {
+					t.Errorf("upstream connect from %v, want --source-addr %s", peer.IP, extra[1])
 				}
 				c.Close()
 			}
