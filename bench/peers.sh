@@ -14,10 +14,10 @@
 #              sluice-goroutines (--loops -1: no event loops),
 #              sluice-netsock (--net-sockets: accept and dial through package net),
 #              sluice-allports (--source-ports all: upstream connects search
-#              the whole ephemeral port range, odd and even ports alike; the
-#              script then waits, up to 70 s, for the TIME_WAITs it left on
-#              odd ports to expire, since they take ports from programs that
-#              bind port 0, such as Dante)
+#              the whole ephemeral port range, odd and even ports alike)
+#        Before Dante, and after sluice-allports, the script waits up to 70 s
+#        for the TIME_WAITs of the runs before to expire (ss, from iproute2):
+#        Dante binds a port before each connect and meets them otherwise.
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -84,7 +84,7 @@ fi
 for peer in $PEERS; do
 	case $peer in
 	haproxy-*) need haproxy haproxy ;;
-	dante) need danted dante-server ;;
+	dante) need danted dante-server && need ss iproute2 ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
 	sluice-allports) need ss iproute2 ;;
@@ -197,6 +197,9 @@ WORKLOADS="idle tput1-up tput1-down tput8-up rr64"
 for run in $(seq "$RUNS"); do
 	for peer in $PEERS; do
 		log "run $run of $RUNS: $peer"
+		# Dante binds a port before each connect; the TIME_WAITs the
+		# peer before it left would cost it errors (see lib.sh).
+		if [ "$peer" = dante ]; then await_time_wait; fi
 		start_peer "$peer"
 		for w in $WORKLOADS; do
 			# shellcheck disable=SC2207
@@ -218,7 +221,9 @@ for run in $(seq "$RUNS"); do
 				"$tmp/out.json" >&2
 		done
 		stop_peer
-		if [ "$peer" = sluice-allports ]; then await_odd_ports; fi
+		# Its TIME_WAITs cover the odd ports too, which bind with port 0
+		# would take: let them expire before the next peer.
+		if [ "$peer" = sluice-allports ]; then await_time_wait; fi
 	done
 done
 
