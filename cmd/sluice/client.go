@@ -39,7 +39,13 @@ func (c *client) addr() string {
 	if c.tc != nil {
 		return c.tc.RemoteAddr().String()
 	}
-	return netip.AddrPortFrom(c.peer.Addr().Unmap(), c.peer.Port()).String()
+	return peerString(c.peer)
+}
+
+// peerString writes a client's address as the logs show it: an IPv4 client
+// of a dual-stack listener without its ::ffff: prefix.
+func peerString(p netip.AddrPort) string {
+	return netip.AddrPortFrom(p.Addr().Unmap(), p.Port()).String()
 }
 
 func (c *client) Read(p []byte) (int, error) {

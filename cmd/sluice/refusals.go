@@ -53,8 +53,7 @@ func (r *refusals) write() {
 		if n := r.dropped.Swap(0); n > 0 {
 			r.log.Warn("refused clients not logged: the log fell behind", "count", n)
 		}
-		client := netip.AddrPortFrom(x.client.Addr().Unmap(), x.client.Port())
-		r.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", client.String()),
+		r.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", peerString(x.client)),
 			slog.String("reason", x.why.String()))
 	}
 }
