@@ -12,7 +12,7 @@ import (
 
 // chartFigures are the figures of a peers.sh results file that Chart draws:
 // the rates, where a longer bar is better.
-var chartFigures = []string{"tput1-up", "tput1-down", "tput8-up", "rr64"}
+var chartFigures = []string{"tput1-up", "tput1-down", "tput8-up", "tput8-down", "rr64"}
 
 // chartResults is the part of peers.sh's results.json that Chart reads.
 type chartResults struct {
