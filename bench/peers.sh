@@ -318,7 +318,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.",
 	  "- Each run starts the relay afresh and measures the idle workload first, so RSS per session is what a new process pays, not memory reused from the other workloads.",
 	  "- Runs are interleaved (run 1 of every peer, then run 2, ...), so that the machine speeding up or slowing down during the script weighs on every peer alike.",
-	  "- sluice runs with its defaults and `--access-log=false` (HAProxy and microsocks log nothing here either); the access log costs about 8 % more relay CPU per connection (0.266 against 0.245 s per 1,000 connections, `sluice-bench rr -c 32 --duration 3s --pid PID`, median of 4 alternating runs with `--access-log` on and off).\n",
+	  "- sluice runs with its defaults and `--access-log=false` (HAProxy and microsocks log nothing here either); the access log cost about 8 % more relay CPU per connection before its lines went through a writer that never blocks (0.266 against 0.245 s per 1,000 connections, `sluice-bench rr -c 32 --duration 3s --pid PID`, median of 4 alternating runs with `--access-log` on and off), about 6 % after (README, `--access-log`).\n",
 	  "## Commands\n",
 	  "Ports and PIDs are those of this run.\n",
 	  "```", ($commands | rtrimstr("\n")), "```"

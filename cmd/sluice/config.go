@@ -22,7 +22,11 @@ import (
 type config struct {
 	// resolver, when set (tests only), resolves upstream names instead of
 	// the system's resolver.
-	resolver         *net.Resolver
+	resolver *net.Resolver
+	// logNeverBlocks, set by run, says that the logger writes through a
+	// logWriter: a log line never waits on stderr, so sessions write theirs
+	// where they are, on an accept loop or an event loop.
+	logNeverBlocks   bool
 	listen           []string
 	usersFile        string
 	allowOpenRelay   bool

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -58,6 +59,16 @@ func run(args []string, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.logLevel)
+	// From here on every line goes through one writer that never blocks
+	// (logwriter.go), in order; the exit waits a bounded time for it.
+	lw := newLogWriter(stderr, logBufferMax, func(n int64) []byte {
+		var b bytes.Buffer
+		newLogger(cfg, level, &b).Warn("log lines dropped: stderr fell behind", "count", n)
+		return b.Bytes()
+	})
+	defer lw.close(logFlushWait)
+	stderr = lw
+	cfg.logNeverBlocks = true
 	log := newLogger(cfg, level, stderr)
 	if cfg.profile != "" {
 		defer startProfile(cfg).Stop()
@@ -168,6 +179,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
 		refusals:    newRefusals(log),
+		logBlocks:   !cfg.logNeverBlocks,
 	}}
 	if cfg.resolver != nil {
 		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestStuckStderrExits: sluice whose stderr is a pipe that nobody reads any
+// more still serves sessions, and exits on SIGTERM. Before the log went
+// through logWriter, each session's access log line blocked once the pipe
+// was full, and so did the "shutting down" line: SIGTERM never ended it.
+func TestStuckStderrExits(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	size, err := unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, 4096)
+	if err != nil {
+		t.Fatalf("F_SETPIPE_SZ: %v", err)
+	}
+	cmd := sluiceCmd(t.Context(), "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--drain-timeout", "1s")
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	var addr string
+	sc := bufio.NewScanner(r)
+	for addr == "" && sc.Scan() {
+		if line := sc.Text(); strings.Contains(line, "sluice listening") {
+			for _, f := range strings.Fields(line) {
+				if a, ok := strings.CutPrefix(f, "addr="); ok {
+					addr = a
+				}
+			}
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no listening line: %v", sc.Err())
+	}
+	// From here nobody reads: sessions fill the pipe with their lines. A
+	// pipe of one page takes a write only whole, so it is full when less
+	// room is left than a line needs (an access log line is over 150 bytes).
+	full := func() bool {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ) // FIONREAD
+		return err == nil && n > size-150
+	}
+	sessions := 0
+	for ; !full(); sessions++ {
+		i := sessions
+		if i == 1000 {
+			n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+			t.Fatalf("1,000 sessions did not fill a %d-byte stderr pipe (%d, %v): is the access log on?", size, n, err)
+		}
+		if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	for i := range 20 { // more lines than the pipe takes, each session still served
+		if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+			t.Fatalf("session %d after stderr filled up: %v", i, err)
+		}
+	}
+	sent := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v, want exit 0", err)
+		}
+		t.Logf("stderr full after %d sessions, 20 more served; exit 0 %v after SIGTERM", sessions, time.Since(sent).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("sluice did not exit within 20 s of SIGTERM with its stderr full")
+	}
+}
