@@ -26,7 +26,7 @@ const (
 type logWriter struct {
 	w      io.Writer
 	max    int
-	notice func(dropped int64) []byte // the line that reports dropped lines
+	notice func(dropped int64) []byte // the line that reports dropped lines; nil: none
 
 	mu      sync.Mutex
 	buf     []byte // lines not yet handed to w
@@ -52,7 +52,7 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 		lw.dropped++
 		return len(p), nil
 	}
-	if lw.dropped > 0 {
+	if lw.dropped > 0 && lw.notice != nil {
 		lw.buf = append(lw.buf, lw.notice(lw.dropped)...)
 		lw.dropped = 0
 	}
