@@ -61,9 +61,10 @@ func run(args []string, stderr io.Writer) int {
 	level.Set(cfg.logLevel)
 	// From here on every line goes through one writer that never blocks
 	// (logwriter.go), in order; the exit waits a bounded time for it.
+	logCfg := cfg // the log's format, which a reload does not change
 	lw := newLogWriter(stderr, logBufferMax, func(n int64) []byte {
 		var b bytes.Buffer
-		newLogger(cfg, level, &b).Warn("log lines dropped: stderr fell behind", "count", n)
+		newLogger(logCfg, level, &b).Warn("log lines dropped: stderr fell behind", "count", n)
 		return b.Bytes()
 	})
 	defer lw.close(logFlushWait)
