@@ -15,9 +15,10 @@
 #              sluice-netsock (--net-sockets: accept and dial through package net),
 #              sluice-allports (--source-ports all: upstream connects search
 #              the whole ephemeral port range, odd and even ports alike)
-#        Before Dante, and after sluice-allports, the script waits up to 70 s
-#        for the TIME_WAITs of the runs before to expire (ss, from iproute2):
-#        Dante binds a port before each connect and meets them otherwise.
+#        Before Dante the script waits up to 70 s for the TIME_WAITs of the
+#        runs before to expire (ss, from iproute2): Dante binds a port before
+#        each connect and meets them otherwise (sluice-allports leaves them
+#        on the odd ports too; no other peer binds a port).
 #        IDLE_N=1000   sessions of the idle workload
 #        PORT_BASE=17200  first of the loopback ports used
 #        OUT=bench     where RESULTS.md and results.json go
@@ -87,8 +88,7 @@ for peer in $PEERS; do
 	dante) need danted dante-server && need ss iproute2 ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
-	sluice-allports) need ss iproute2 ;;
-	direct | sluice | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock) ;;
+	direct | sluice | sluice-allports | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock) ;;
 	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports)" ;;
 	esac
 done
@@ -224,9 +224,6 @@ for run in $(seq "$RUNS"); do
 				"$tmp/out.json" >&2
 		done
 		stop_peer
-		# Its TIME_WAITs cover the odd ports too, which bind with port 0
-		# would take: let them expire before the next peer.
-		if [ "$peer" = sluice-allports ]; then await_time_wait; fi
 	done
 done
 

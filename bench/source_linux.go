@@ -4,12 +4,9 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-)
 
-// allPorts is IP_LOCAL_PORT_RANGE's value for 1-65535, which Linux (6.3 and
-// later) reads as the whole of net.ipv4.ip_local_port_range: the low port
-// in the lower 16 bits, the high one in the upper, as a C int's bits.
-const allPorts = int(int32(-1<<16 | 1))
+	"sluice/tune"
+)
 
 // dialControl returns the Control function of a client socket, nil when it
 // has nothing to set. noPort sets IP_BIND_ADDRESS_NO_PORT, so that binding
@@ -29,7 +26,7 @@ func dialControl(noPort, all bool) func(network, address string, c syscall.RawCo
 				err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 			}
 			if all && err == nil {
-				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, allPorts)
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, tune.AllPorts.Value())
 			}
 		}); cerr != nil {
 			return cerr

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune"
 )
 
 // TestAllPorts: with Proxy.AllPorts connects take odd ports too, which the
@@ -20,7 +22,7 @@ func TestAllPorts(t *testing.T) {
 	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
 		t.Fatal(err)
 	} else {
-		err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, allPorts)
+		err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, tune.AllPorts.Value())
 		unix.Close(fd)
 		if errors.Is(err, unix.ENOPROTOOPT) {
 			t.Skip("kernel without IP_LOCAL_PORT_RANGE (Linux 6.3 and later have it)")

@@ -147,6 +147,10 @@ type PortRange struct{ Low, High uint16 }
 // net.ipv4.ip_local_port_range, whatever it is set to.
 var AllPorts = PortRange{1, 65535}
 
+// Value is r as IP_LOCAL_PORT_RANGE takes it: Low in the lower 16 bits,
+// High in the upper, as a C int's bits.
+func (r PortRange) Value() int { return int(int32(uint32(r.High)<<16 | uint32(r.Low))) }
+
 // Defaults resolved at the point of use.
 const (
 	defaultDialTimeout       = 10 * time.Second

@@ -62,9 +62,7 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optSourceAddr:
 		return bindAddr(fd, o.SourceAddr)
 	case optSourcePorts:
-		// Low in the lower 16 bits, High in the upper: a C int's bits.
-		r := uint32(o.SourcePorts.High)<<16 | uint32(o.SourcePorts.Low)
-		return setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(int32(r)))
+		return setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, o.SourcePorts.Value())
 	}
 	return errors.ErrUnsupported
 }

@@ -76,11 +76,7 @@ func spawnSluice(t *testing.T, wrap []string, args ...string) *sluiceProc {
 	if !ok {
 		t.Fatalf("%q: no listening line; log:\n%s", cmd.Args, p.log())
 	}
-	for _, f := range strings.Fields(line) {
-		if a, ok := strings.CutPrefix(f, "addr="); ok {
-			p.addr = a
-		}
-	}
+	p.addr = lineAddr(line)
 	return p
 }
 

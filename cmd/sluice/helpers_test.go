@@ -49,6 +49,17 @@ func startSluice(t *testing.T, args ...string) (string, *instance) {
 	return inst.addrs()[0], inst
 }
 
+// lineAddr returns the value of a log line's addr= field, "" if none.
+func lineAddr(line string) string {
+	addr := ""
+	for _, f := range strings.Fields(line) {
+		if a, ok := strings.CutPrefix(f, "addr="); ok {
+			addr = a
+		}
+	}
+	return addr
+}
+
 // testWriter sends log output to t.Log.
 type testWriter struct{ t *testing.T }
 

@@ -41,11 +41,7 @@ func TestStuckStderrExits(t *testing.T) {
 	sc := bufio.NewScanner(r)
 	for addr == "" && sc.Scan() {
 		if line := sc.Text(); strings.Contains(line, "sluice listening") {
-			for _, f := range strings.Fields(line) {
-				if a, ok := strings.CutPrefix(f, "addr="); ok {
-					addr = a
-				}
-			}
+			addr = lineAddr(line)
 		}
 	}
 	if addr == "" {

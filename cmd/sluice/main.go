@@ -179,9 +179,11 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		limits:      newLimiter(),
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
-		refusals:    newRefusals(log),
 		logBlocks:   !cfg.logNeverBlocks,
 	}}
+	if inst.srv.logBlocks {
+		inst.srv.refusals = newRefusals(log)
+	}
 	if cfg.resolver != nil {
 		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs
 	}

@@ -164,11 +164,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	}()
 	t.Cleanup(func() { p.cmd.Process.Kill() })
 	line := p.waitLine(t, "sluice listening")
-	for _, f := range strings.Fields(line) {
-		if a, ok := strings.CutPrefix(f, "addr="); ok {
-			p.addr = a
-		}
-	}
+	p.addr = lineAddr(line)
 	return p
 }
 

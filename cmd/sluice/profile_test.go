@@ -22,12 +22,7 @@ func TestProfileAndDebug(t *testing.T) {
 	if !ok {
 		t.Fatalf("no debug server line; log:\n%s", p.log())
 	}
-	var debugAddr string
-	for _, f := range strings.Fields(line) {
-		if a, ok := strings.CutPrefix(f, "addr="); ok {
-			debugAddr = a
-		}
-	}
+	debugAddr := lineAddr(line)
 	resp, err := http.Get("http://" + debugAddr + "/debug/pprof/")
 	if err != nil {
 		t.Fatal(err)

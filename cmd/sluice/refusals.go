@@ -12,12 +12,14 @@ import (
 const refusalQueue = 256
 
 // refusals writes the access log's "refused" lines on a goroutine of its
-// own, so that an accept loop, which refuses clients before any session
-// exists, never waits on the log: a stderr nobody drains would otherwise
-// stop accepting at the first refusal, and a flood of refused clients would
-// go at the log's pace. Lines queue in a bounded channel; when it is full
-// a refusal is not logged but counted, and the next line written is
-// preceded by one warning with that count. The metrics count every refusal.
+// own where the logger may block (server.logBlocks: a logger handed to
+// start, as in tests; the binary's logWriter never blocks, and its accept
+// loops log refusals themselves), so that an accept loop, which refuses
+// clients before any session exists, never waits on the log: a stuck log
+// would otherwise stop accepting at the first refusal. Lines queue in a
+// bounded channel; when it is full a refusal is not logged but counted, and
+// the next line written is preceded by one warning with that count. The
+// metrics count every refusal.
 type refusals struct {
 	log     *slog.Logger
 	queue   chan refused
@@ -53,14 +55,23 @@ func (r *refusals) write() {
 		if n := r.dropped.Swap(0); n > 0 {
 			r.log.Warn("refused clients not logged: the log fell behind", "count", n)
 		}
-		r.log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", peerString(x.client)),
-			slog.String("reason", x.why.String()))
+		logRefused(r.log, x.client, x.why)
 	}
 }
 
+// logRefused writes the access log line of a client refused for why.
+func logRefused(log *slog.Logger, client netip.AddrPort, why refusal) {
+	log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", peerString(client)),
+		slog.String("reason", why.String()))
+}
+
 // close stops the writer once it has written what is queued. No add may
-// follow or run concurrently (the accept loops have stopped).
+// follow or run concurrently (the accept loops have stopped). A nil r (no
+// queue: the log never blocks) does nothing.
 func (r *refusals) close() {
+	if r == nil {
+		return
+	}
 	close(r.queue)
 	<-r.done
 }

@@ -62,3 +62,26 @@ func TestStuckAccessLogSparesRefusals(t *testing.T) {
 		t.Errorf("the warning should follow the stuck line and precede the queued ones:\n%s", out)
 	}
 }
+
+// TestRefusedLineInBinary: the binary, whose log never blocks, writes a
+// refused client's line from the accept loop itself, without the queue.
+func TestRefusedLineInBinary(t *testing.T) {
+	t.Parallel()
+	rules := writeConfig(t, "[[client-rule]]\naction = \"deny\"\ncidr = [\"127.0.0.2\"]\n")
+	p := spawnSluice(t, nil, "--listeners", "1", "--config", rules)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mustWrite(t, c, []byte{5, 1, 0}) // wakes the deferred accept
+	line, ok := p.waitLine("msg=refused", 30*time.Second)
+	if !ok {
+		t.Fatalf("no refused line; log:\n%s", p.log())
+	}
+	want := fmt.Sprintf("client=%s reason=client_rule", c.LocalAddr())
+	if !strings.Contains(line, want) {
+		t.Errorf("refused line %q lacks %q", line, want)
+	}
+}

@@ -31,11 +31,12 @@ type server struct {
 	bareSockets bool     // clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
-	refusals    *refusals // the access log's lines for clients refused at accept
 	// logBlocks: a log line may block (a logger that does not write
 	// through a logWriter, as in tests), so none is written on an accept
-	// loop or an event loop.
+	// loop or an event loop, and refused clients' lines go through
+	// refusals, which is nil otherwise.
 	logBlocks bool
+	refusals  *refusals
 
 	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
 }
@@ -65,12 +66,17 @@ func (s *server) acceptLogDue() bool {
 	return now-last >= int64(time.Second) && s.lastAcceptLog.CompareAndSwap(last, now)
 }
 
-// refuse closes a client refused at accept, counts it and queues its log
-// line: it runs on an accept loop, which must not wait on the log.
+// refuse closes a client refused at accept, counts it and logs it, through
+// the refusals queue where a log line may block: it runs on an accept loop,
+// which must not wait on the log.
 func (s *server) refuse(c *client, lv *live, r refusal) {
 	s.metrics.refuse(r)
-	if lv.accessLog {
+	switch {
+	case !lv.accessLog:
+	case s.logBlocks:
 		s.refusals.add(c.peer, r)
+	default:
+		logRefused(s.log, c.peer, r)
 	}
 	c.Close()
 }
