@@ -34,6 +34,8 @@ type flow struct {
 	queued   bool // in l.ready
 	ended    bool
 	last     int64 // l.now when a byte last moved
+	born     int64 // l.now when the flow was added
+	unripe   bool  // waits for l.mature on its upstream (Options.Mature)
 
 	callerCloses bool    // the last FIN is left to the caller's close (Options.CallerCloses)
 	owned        [2]bool // fds[side] is the loop's own, closed by finish (Options.TakeSockets, StartFd)
@@ -242,6 +244,10 @@ func (l *loop) finish(f *flow, err error) {
 func (l *loop) handOff(f *flow) {
 	l.unlink(f)
 	prev := f.stats()
+	if f.unripe {
+		f.unripe = false
+		l.mature(f.fds[sideUpstream]) // the plain path holds a goroutine: no waiting for it
+	}
 	go func() {
 		// The loop's own descriptors go back into package net, which
 		// the plain path needs, and are closed with it.

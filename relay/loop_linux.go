@@ -28,10 +28,12 @@ import (
 // burst, or by a read short enough to prove it took all there was, and never
 // by a blind first try. Its sessions are flows (flow_linux.go).
 type loop struct {
-	pipes    *pipePool
-	idle     time.Duration // Options.IdleTimeout; 0: off
-	fallback func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
-	refuse   error // set by tests before any session: every splice from a socket answers it
+	pipes       *pipePool
+	idle        time.Duration // Options.IdleTimeout; 0: off
+	mature      func(int)     // Options.Mature; nil: none
+	matureAfter int64         // Options.MatureAfter in nanoseconds
+	fallback    func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
+	refuse      error // set by tests before any session: every splice from a socket answers it
 
 	epfd int
 	wake int // eventfd, registered with data 0: aborts and Close
@@ -46,6 +48,8 @@ type loop struct {
 	closed   atomic.Bool   // closing: set under l.mu, read without it too
 	released bool          // the loop returned and closed its descriptors
 	finished chan struct{} // closed when the loop goroutine returns
+	young    []*flow       // flows waiting for mature, oldest first, from youngHead on
+	youngAt  int           // young[:youngAt] are taken
 
 	// Owned by the loop goroutine.
 	events    [128]unix.EpollEvent
@@ -56,6 +60,8 @@ type loop struct {
 	spare     []*flow
 	nextSweep int64
 	deadline  int64 // the read deadline set on file; 0: none
+	nextRipe  int64 // when ripen is due; 0: no flow waits for mature
+	ripe      []*flow
 	turnFn    func(fd uintptr) bool
 }
 
@@ -67,7 +73,7 @@ const (
 )
 
 // newLoop makes a loop and starts its goroutine.
-func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
+func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -89,7 +95,8 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	l := &loop{
-		pipes: pipes, idle: max(idle, 0), fallback: fallback,
+		pipes: pipes, idle: max(o.IdleTimeout, 0), fallback: fallback,
+		mature: o.Mature, matureAfter: int64(o.matureAfter()),
 		epfd: epfd, wake: wake, base: time.Now(),
 		flows: make(map[uint64]*flow), finished: make(chan struct{}),
 	}
@@ -110,7 +117,8 @@ func newLoop(pipes *pipePool, idle time.Duration, fallback func(context.Context,
 // nil), the loop's from now on, whatever add reports. callerCloses and
 // take: see Options.CallerCloses and TakeSockets.
 func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, fds [2]int, done func(Stats, error), callerCloses, take bool) bool {
-	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses}
+	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses,
+		unripe: l.mature != nil && fds[sideUpstream] >= 0}
 	var err error
 	for side, fd := range fds {
 		if fd >= 0 {
@@ -138,7 +146,14 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, fds [2]in
 	l.nextID++
 	f.id = l.nextID
 	f.last = int64(time.Since(l.base))
+	f.born = f.last
 	l.flows[f.id] = f
+	if f.unripe {
+		if len(l.young) == l.youngAt {
+			l.kick() // the loop sets its next ripen
+		}
+		l.young = append(l.young, f)
+	}
 	if ctx.Done() != nil {
 		// Registered under l.mu: the loop reads f.stop only after it found f
 		// through l.mu, and the callback takes l.mu before it touches f.
@@ -241,6 +256,9 @@ func (l *loop) housekeep() (exit bool) {
 	if l.idle > 0 && l.now >= l.nextSweep {
 		l.sweep()
 	}
+	if l.nextRipe > 0 && l.now >= l.nextRipe {
+		l.ripen()
+	}
 	if !l.closed.Load() {
 		return false
 	}
@@ -333,13 +351,59 @@ func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 }
 
 // setDeadline arms the read deadline of the epoll file for the next idle
-// sweep, when there is one to make.
+// sweep or ripen, whichever comes first, or clears it when neither is due.
 func (l *loop) setDeadline() {
-	if l.idle <= 0 || l.deadline == l.nextSweep {
+	var next int64
+	if l.idle > 0 {
+		next = l.nextSweep
+	}
+	if l.nextRipe > 0 && (next == 0 || l.nextRipe < next) {
+		next = l.nextRipe
+	}
+	if next == l.deadline {
 		return
 	}
-	l.file.SetReadDeadline(l.base.Add(time.Duration(l.nextSweep)))
-	l.deadline = l.nextSweep
+	if next == 0 {
+		l.file.SetReadDeadline(time.Time{})
+	} else {
+		l.file.SetReadDeadline(l.base.Add(time.Duration(next)))
+	}
+	l.deadline = next
+}
+
+// ripen calls mature on the flows that have lived matureAfter and still
+// relay, and sets the next ripen: a quarter of matureAfter after the oldest
+// flow left waiting is due, so that one ripen serves a batch; none when no
+// flow waits.
+func (l *loop) ripen() {
+	l.mu.Lock()
+	i := l.youngAt
+	for ; i < len(l.young) && l.now-l.young[i].born >= l.matureAfter; i++ {
+		l.ripe = append(l.ripe, l.young[i])
+		l.young[i] = nil
+	}
+	l.youngAt = i
+	switch {
+	case i == len(l.young):
+		l.young, l.youngAt = l.young[:0], 0
+		l.nextRipe = 0
+	default:
+		if i > 1024 && i > len(l.young)/2 {
+			n := copy(l.young, l.young[i:])
+			clear(l.young[n:])
+			l.young, l.youngAt = l.young[:n], 0
+		}
+		l.nextRipe = l.young[l.youngAt].born + l.matureAfter + l.matureAfter/4
+	}
+	l.mu.Unlock()
+	for i, f := range l.ripe {
+		if !f.ended && f.unripe {
+			f.unripe = false
+			l.mature(f.fds[sideUpstream])
+		}
+		l.ripe[i] = nil
+	}
+	l.ripe = l.ripe[:0]
 }
 
 // takeAborts drains the wake eventfd and ends the flows aborted from outside.
@@ -350,6 +414,9 @@ func (l *loop) takeAborts() {
 	aborted := l.aborted
 	l.aborted = nil
 	l.mu.Unlock()
+	if l.mature != nil && l.nextRipe == 0 {
+		l.ripen() // a flow may have come to wait for mature
+	}
 	for _, a := range aborted {
 		if a.f.ended {
 			continue
@@ -505,10 +572,10 @@ type loopSet struct {
 	turn  atomic.Uint32
 }
 
-func newLoopSet(n int, pipes *pipePool, idle time.Duration, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
 	ls := &loopSet{}
 	for range n {
-		l, err := newLoop(pipes, idle, fallback)
+		l, err := newLoop(pipes, o, fallback)
 		if err != nil {
 			break // sessions take the goroutine path
 		}

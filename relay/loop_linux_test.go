@@ -34,7 +34,7 @@ func newRelayLoops(t testing.TB, n int, o Options) *Relay {
 	for _, l := range r.loops.loops {
 		<-l.finished
 	}
-	r.loops = newLoopSet(n, r.pipes, o.IdleTimeout, r.pipeGoroutines)
+	r.loops = newLoopSet(n, r.pipes, o, r.pipeGoroutines)
 	if len(r.loops.loops) != n {
 		t.Fatalf("%d event loops started; want %d", len(r.loops.loops), n)
 	}

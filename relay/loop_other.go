@@ -5,14 +5,13 @@ package relay
 import (
 	"context"
 	"net"
-	"time"
 )
 
 // loopSet is empty where there is no splice(2): every session takes the
 // goroutine path.
 type loopSet struct{ loops []struct{} }
 
-func newLoopSet(int, *pipePool, time.Duration, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+func newLoopSet(int, *pipePool, Options, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
 	return &loopSet{}
 }
 

@@ -73,6 +73,26 @@ type Options struct {
 	// ends, before done runs. done may still read the conns' addresses;
 	// closing them again does nothing. Pipe does not use it.
 	TakeSockets bool
+
+	// Mature, when set, is called once with the upstream descriptor of
+	// each session started with StartFds that is still relaying
+	// MatureAfter after it started: on an event loop between one and one
+	// and a quarter MatureAfter, on the goroutine path (no loop, or a
+	// session handed to it) at once. It runs on the loop's goroutine and
+	// must not block. sluice sets the upstream's TCP keepalive there
+	// (tune.Options.ArmKeepAlive), so that a session that ends within a
+	// second never pays those system calls.
+	Mature func(upstream int)
+
+	// MatureAfter: see Mature. 0 or negative means 1 s.
+	MatureAfter time.Duration
+}
+
+func (o Options) matureAfter() time.Duration {
+	if o.MatureAfter <= 0 {
+		return time.Second
+	}
+	return o.MatureAfter
 }
 
 // wrapFd wraps a TCP socket's bare descriptor in a *net.TCPConn, which
@@ -180,7 +200,7 @@ func New(o Options) *Relay {
 	size := o.copyBufferBytes()
 	r.bufs.New = func() any { b := make([]byte, size); return &b }
 	if n := o.loops(); n > 0 {
-		r.loops = newLoopSet(n, r.pipes, o.IdleTimeout, r.pipeGoroutines)
+		r.loops = newLoopSet(n, r.pipes, o, r.pipeGoroutines)
 	}
 	return r
 }
@@ -338,6 +358,9 @@ func (r *Relay) StartFdConn(ctx context.Context, client int, upstream *net.TCPCo
 func (r *Relay) startMixed(ctx context.Context, upstream *net.TCPConn, fds [2]int, done func(Stats, error)) {
 	if r.onLoop() && r.loops.start(ctx, nil, upstream, fds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
+	}
+	if r.opts.Mature != nil && fds[1] >= 0 {
+		r.opts.Mature(fds[1])
 	}
 	go func() {
 		st, err := r.pipeAdopted(ctx, upstream, fds)

@@ -34,6 +34,25 @@ func (o *Options) DialFd(ctx context.Context, addr netip.AddrPort) (int, error) 
 // sessions inline, hands that work on there, so that no dial keeps it
 // waiting.
 func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield func()) (int, error) {
+	return o.dialFd(ctx, addr, yield, false)
+}
+
+// DialFdLate is DialFdYield without the upstream's TCP keepalive: the caller
+// sets it with ArmKeepAlive once the connection has lived long enough to
+// need it. Keepalive is four system calls (SO_KEEPALIVE, TCP_KEEPIDLE,
+// TCP_KEEPINTVL, TCP_KEEPCNT), and its first probe comes after an idle time
+// of seconds, so a connection that ends within a second never needs them.
+func (o *Options) DialFdLate(ctx context.Context, addr netip.AddrPort, yield func()) (int, error) {
+	return o.dialFd(ctx, addr, yield, true)
+}
+
+// ArmKeepAlive sets the upstream's TCP keepalive options on fd, as DialFd
+// would have before connect; nothing when keepalive is off.
+func (o *Options) ArmKeepAlive(fd int) error {
+	return o.apply(fd, keepAliveOpts, &o.Upstream, true, false)
+}
+
+func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(), late bool) (int, error) {
 	var deadline time.Time
 	if d := o.dialTimeout(); d > 0 {
 		deadline = time.Now().Add(d)
@@ -54,7 +73,7 @@ func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield fu
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err := o.beforeConnect(fd); err != nil {
+	if err := o.beforeConnect(fd, late); err != nil {
 		closeRaw(fd)
 		return -1, err
 	}
@@ -94,9 +113,13 @@ func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield fu
 // beforeConnect sets on a new upstream socket what Dialer's Control and
 // package net would: o.Upstream's socket options, fast open, the device, the
 // source address (bound without a port, so that connect still picks it by
-// the whole 4-tuple) and TCP_NODELAY.
-func (o *Options) beforeConnect(fd int) error {
-	if err := o.apply(fd, dialSockOpts, &o.Upstream, true, false); err != nil {
+// the whole 4-tuple) and TCP_NODELAY. late leaves keepalive out.
+func (o *Options) beforeConnect(fd int, late bool) error {
+	sockOpts := dialSockOpts
+	if late {
+		sockOpts = dialSockOptsLate
+	}
+	if err := o.apply(fd, sockOpts, &o.Upstream, true, false); err != nil {
 		return err
 	}
 	if err := o.apply(fd, dialOpts, &o.Upstream, true, false); err != nil {

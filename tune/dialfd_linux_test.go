@@ -334,3 +334,64 @@ func waitSynSent(t *testing.T, addr netip.AddrPort) {
 func leftPad(hex string) string {
 	return strings.Repeat("0", 4-len(hex)) + hex
 }
+
+// TestDialFdLateKeepAlive: DialFdLate sets every upstream option but
+// keepalive, and ArmKeepAlive then sets keepalive as DialFd would have.
+func TestDialFdLateKeepAlive(t *testing.T) {
+	t.Parallel()
+	o, cases := allUpstreamOptions(t)
+	if !o.UpstreamKeepAlive() {
+		t.Fatal("UpstreamKeepAlive = false with keepalive configured")
+	}
+	l := listen(t, &Options{})[0]
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	fd, err := o.DialFdLate(ctx, l.Addr().(*net.TCPAddr).AddrPort(), nil)
+	if err != nil {
+		t.Fatalf("DialFdLate: %v", err)
+	}
+	c := fdSock(fd)
+	var rest []sockCase
+	for _, tc := range cases {
+		switch tc.opt {
+		case unix.TCP_QUICKACK: // reads 1 on any new connection
+		case unix.TCP_KEEPIDLE, unix.TCP_KEEPINTVL, unix.TCP_KEEPCNT: // read after ArmKeepAlive
+		case unix.SO_KEEPALIVE:
+			if got := getInt(t, c, tc.level, tc.opt); got != 0 {
+				t.Errorf("SO_KEEPALIVE = %d before ArmKeepAlive, want 0", got)
+			}
+		default:
+			rest = append(rest, tc)
+		}
+	}
+	checkSockOpts(t, c, o.Upstream, rest)
+	if err := o.ArmKeepAlive(fd); err != nil {
+		t.Fatalf("ArmKeepAlive: %v", err)
+	}
+	for _, tc := range cases {
+		switch tc.opt {
+		case unix.SO_KEEPALIVE, unix.TCP_KEEPIDLE, unix.TCP_KEEPINTVL, unix.TCP_KEEPCNT:
+			if got := getInt(t, c, tc.level, tc.opt); got != tc.want {
+				t.Errorf("%s = %d after ArmKeepAlive, want %d", tc.name, got, tc.want)
+			}
+		}
+	}
+	echoByte(t, file(t, fd), l)
+
+	// With keepalive off there is nothing to arm.
+	off := &Options{Upstream: SockOpts{KeepAliveIdle: -1}}
+	if off.UpstreamKeepAlive() {
+		t.Error("UpstreamKeepAlive = true with keepalive off")
+	}
+	fd2, err := off.DialFdLate(ctx, l.Addr().(*net.TCPAddr).AddrPort(), nil)
+	if err != nil {
+		t.Fatalf("DialFdLate: %v", err)
+	}
+	file(t, fd2) // closed at cleanup
+	if err := off.ArmKeepAlive(fd2); err != nil {
+		t.Fatalf("ArmKeepAlive with keepalive off: %v", err)
+	}
+	if got := getInt(t, fdSock(fd2), unix.SOL_SOCKET, unix.SO_KEEPALIVE); got != 0 {
+		t.Errorf("SO_KEEPALIVE = %d with keepalive off, want 0", got)
+	}
+}

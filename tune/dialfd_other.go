@@ -19,3 +19,13 @@ func (o *Options) DialFd(context.Context, netip.AddrPort) (int, error) {
 func (o *Options) DialFdYield(context.Context, netip.AddrPort, func()) (int, error) {
 	return -1, errors.ErrUnsupported
 }
+
+// DialFdLate is Linux's: elsewhere it answers errors.ErrUnsupported, as
+// DialFd does.
+func (o *Options) DialFdLate(context.Context, netip.AddrPort, func()) (int, error) {
+	return -1, errors.ErrUnsupported
+}
+
+// ArmKeepAlive is Linux's, for DialFdLate's descriptors: elsewhere it
+// answers errors.ErrUnsupported.
+func (o *Options) ArmKeepAlive(int) error { return errors.ErrUnsupported }

@@ -278,9 +278,19 @@ var (
 	listenerOpts = []opt{optFastOpen, optDeferAccept} // before listen
 	afterListen  = []opt{optBacklog}
 	dialSockOpts = listenerSockOpts
-	dialOpts     = []opt{optFastOpenConnect, optInterface, optSourcePorts} // optSourceAddr goes through net.Dialer.LocalAddr
-	connOpts     = []opt{optNagle, optQuickAck}                            // after accept or connect
+	// dialSockOptsLate is dialSockOpts without keepAliveOpts (DialFdLate).
+	dialSockOptsLate = []opt{optRecvBuf, optSendBuf, optUserTimeout, optCongestion, optNotSentLowat, optMark}
+	keepAliveOpts    = []opt{optKeepAliveIdle, optKeepAliveInterval, optKeepAliveCount}
+	dialOpts         = []opt{optFastOpenConnect, optInterface, optSourcePorts} // optSourceAddr goes through net.Dialer.LocalAddr
+	connOpts         = []opt{optNagle, optQuickAck}                            // after accept or connect
 )
+
+// UpstreamKeepAlive reports whether tune sets TCP keepalive on upstream
+// sockets itself (Linux, unless --keepalive=false): the options
+// ArmKeepAlive sets on a DialFdLate descriptor.
+func (o *Options) UpstreamKeepAlive() bool {
+	return o.set(optKeepAliveIdle, &o.Upstream)
+}
 
 func (id opt) perSide() bool { return id <= optQuickAck }
 

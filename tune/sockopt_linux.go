@@ -26,10 +26,12 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optSendBuf:
 		return setInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.SendBufferBytes)
 	case optKeepAliveIdle:
-		if err := setInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+		// The idle time first: on a connected socket (ArmKeepAlive),
+		// SO_KEEPALIVE starts the timer with the idle time it finds.
+		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, seconds(s.keepAliveIdle())); err != nil {
 			return err
 		}
-		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, seconds(s.keepAliveIdle()))
+		return setInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	case optKeepAliveInterval:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, seconds(s.keepAliveInterval()))
 	case optKeepAliveCount:

@@ -170,6 +170,13 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	for _, w := range warnings {
 		log.Warn(w.Error())
 	}
+	if topts.UpstreamKeepAlive() {
+		// A CONNECT's bare upstream (tune.DialFdLate) gets its keepalive
+		// once the session has lived a second: four system calls that
+		// most short sessions never need. Probe has tried the options
+		// already, so an error here would be the socket's own (reset).
+		ropts.Mature = func(fd int) { topts.ArmKeepAlive(fd) }
+	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inst := &instance{cancel: cancel, srv: &server{
 		tune:        &topts,

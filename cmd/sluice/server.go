@@ -246,6 +246,7 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 		}
 	} else {
 		if up == nil {
+			s.tune.ArmKeepAlive(upFd) // DialFdLate's: the goroutine path has no Mature
 			up, err = relay.FileConn(upFd)
 		}
 		if err == nil {
@@ -480,7 +481,9 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 	}
 	start := time.Now()
 	if s.bareSockets && a.Type != handshake.AddrDomain {
-		fd, err := s.tune.DialFdYield(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.handOn)
+		// Keepalive comes later, from relay.Options.Mature (or
+		// startRelay), for sessions that live long enough to need it.
+		fd, err := s.tune.DialFdLate(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.handOn)
 		if err != nil {
 			s.fdPressure(err)
 			return nil, -1, err

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/handshake"
+)
+
+// TestUpstreamKeepAliveLate: a CONNECT's upstream socket gets no keepalive
+// while the session is young, and the configured one once it has lived a
+// second (relay.Options.Mature). The relay runs in this process, so the
+// test finds the upstream socket among its own descriptors and reads the
+// options back.
+func TestUpstreamKeepAliveLate(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t, "--keepalive-idle", "7s", "--keepalive-interval", "3s", "--keepalive-count", "4")
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	target := l.Addr().(*net.TCPAddr).AddrPort()
+	c, rep := request(t, addr, handshake.CmdConnect, handshake.AddrFromAddrPort(target))
+	replied := time.Now()
+	defer c.Close()
+	if rep != 0 {
+		t.Fatalf("CONNECT: reply %d", rep)
+	}
+	up, err := l.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	// The relay's upstream socket: local = up's peer, remote = target.
+	fd, err := findSocket(up.RemoteAddr().(*net.TCPAddr).AddrPort(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepalive := func() int {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		if err != nil {
+			t.Fatalf("SO_KEEPALIVE: %v", err)
+		}
+		return v
+	}
+	ka := keepalive()
+	if young := time.Since(replied); young >= time.Second {
+		t.Fatalf("read the young socket %v after the reply: too late to tell", young)
+	}
+	if ka != 0 {
+		t.Errorf("young upstream socket: SO_KEEPALIVE %d, want 0", ka)
+	}
+	if !waitFor(10*time.Second, func() bool { return keepalive() == 1 }) {
+		t.Fatal("the upstream socket never got SO_KEEPALIVE")
+	}
+	if armed := time.Since(replied); armed < 900*time.Millisecond {
+		t.Errorf("keepalive armed %v after the reply; want after a second", armed)
+	}
+	for _, o := range []struct {
+		name      string
+		opt, want int
+	}{{"TCP_KEEPIDLE", unix.TCP_KEEPIDLE, 7}, {"TCP_KEEPINTVL", unix.TCP_KEEPINTVL, 3}, {"TCP_KEEPCNT", unix.TCP_KEEPCNT, 4}} {
+		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, o.opt); err != nil || v != o.want {
+			t.Errorf("%s = %d, %v; want %d", o.name, v, err, o.want)
+		}
+	}
+	// The session still relays.
+	mustWrite(t, c, []byte("x"))
+	up.SetDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 1)
+	if _, err := up.Read(b); err != nil || b[0] != 'x' {
+		t.Fatalf("upstream read %q, %v", b, err)
+	}
+}
+
+// findSocket returns this process's descriptor of the TCP socket from local
+// to remote.
+func findSocket(local, remote netip.AddrPort) (int, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1, err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		la, err1 := unix.Getsockname(fd)
+		ra, err2 := unix.Getpeername(fd)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if inet4(la) == local && inet4(ra) == remote {
+			return fd, nil
+		}
+	}
+	return -1, fmt.Errorf("no socket %v -> %v in this process", local, remote)
+}
+
+// inet4 is an IPv4 socket address as a netip.AddrPort; zero for others.
+func inet4(sa unix.Sockaddr) netip.AddrPort {
+	if a, ok := sa.(*unix.SockaddrInet4); ok {
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
