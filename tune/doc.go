@@ -22,6 +22,7 @@
 //	ls, err := o.Listen(ctx, "0.0.0.0:1080") // one accept loop per listener, ApplyClient per conn
 //	up, err := o.Dialer().DialContext(ctx, "tcp", target) // then ApplyUpstream
 //	fd, err := o.DialFd(ctx, addrPort) // Linux: the same options on a bare socket, outside package net
+//	fd, err := o.DialFdLate(ctx, addrPort, nil) // the same without keepalive; o.ArmKeepAlive(fd) once it lives on
 //
 // Listeners set TCP_NODELAY (unless Client.Nagle) for their accepted sockets
 // to inherit, so a socket accepted outside package net needs only
