@@ -16,17 +16,39 @@ type Drop int
 
 // Reasons for dropping a datagram, counted in DatagramStats.Dropped.
 const (
-	Relayed        Drop = iota // not dropped
-	DropStranger               // from an address other than the associated client
-	DropFragment               // a fragment; fragments are not reassembled
-	DropMalformed              // a header the codec cannot parse
-	DropUnresolved             // a destination name that does not resolve
-	DropNoClient               // from upstream before the client sent anything
-	DropSendFailed             // the kernel refused to send it
+	Relayed         Drop = iota // not dropped
+	DropStranger                // from an address other than the associated client
+	DropFragment                // a fragment; fragments are not reassembled
+	DropMalformed               // a header the codec cannot parse
+	DropUnresolved              // a destination name that does not resolve
+	DropNoClient                // from upstream before the client sent anything
+	DropSendFailed              // the kernel refused to send it
+	DropUnsolicited             // from upstream, by a source the client has not sent to (Association.Filter)
 	NumDrops
 )
 
-var dropNames = [NumDrops]string{"relayed", "stranger", "fragment", "malformed", "unresolved", "no_client", "send_failed"}
+var dropNames = [NumDrops]string{"relayed", "stranger", "fragment", "malformed", "unresolved", "no_client", "send_failed", "unsolicited"}
+
+// Filter says which datagrams reaching an association's upstream socket go
+// on to the client, in RFC 4787's terms.
+type Filter int
+
+const (
+	// FilterAddrPort relays only datagrams from an address and port the
+	// client has sent to (address and port-dependent filtering): replies.
+	FilterAddrPort Filter = iota
+	// FilterAddr relays datagrams from any port of an address the client
+	// has sent to (address-dependent filtering).
+	FilterAddr
+	// FilterNone relays datagrams from anyone, as a full-cone NAT does
+	// (endpoint-independent filtering).
+	FilterNone
+)
+
+// maxPeers bounds the destinations an association remembers for its
+// filter. Past it the set starts again empty: replies from destinations
+// the client sent to before then are dropped until it sends to them again.
+const maxPeers = 4096
 
 // String returns a short snake_case name for d, fit for a metric label.
 func (d Drop) String() string {
@@ -64,6 +86,9 @@ type Association struct {
 	// IdleTimeout ends the association when no datagram moved either way
 	// for this long; 0 means never.
 	IdleTimeout time.Duration
+	// Filter: which sources' datagrams reach the client. The zero value,
+	// FilterAddrPort, relays replies only.
+	Filter Filter
 }
 
 // DatagramStats counts one association's traffic.
@@ -95,6 +120,49 @@ type association struct {
 	timer    atomic.Pointer[time.Timer] // idle watchdog, when on
 	last     int64                      // progress at the previous check; the watchdog's own
 	stats    [2]DatagramStats           // one per direction, summed at the end
+
+	peersMu sync.Mutex
+	peers   map[netip.AddrPort]struct{} // destinations the client sent to, keyed by peerKey
+	lastDst netip.AddrPort              // the client side's last destination, known to be in peers
+}
+
+// peerKey is ap as the filter remembers it: unmapped, and without its port
+// for FilterAddr.
+func (as *association) peerKey(ap netip.AddrPort) netip.AddrPort {
+	if as.a.Filter == FilterAddr {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), 0)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// sentTo records that the client sends to dst. It runs before the
+// datagram leaves, so that the reply finds dst recorded.
+func (as *association) sentTo(dst netip.AddrPort) {
+	if as.a.Filter == FilterNone || dst == as.lastDst {
+		return
+	}
+	k := as.peerKey(dst)
+	as.peersMu.Lock()
+	if _, ok := as.peers[k]; !ok {
+		if as.peers == nil || len(as.peers) >= maxPeers {
+			as.peers = make(map[netip.AddrPort]struct{})
+		}
+		as.peers[k] = struct{}{}
+	}
+	as.peersMu.Unlock()
+	as.lastDst = dst
+}
+
+// solicited reports whether the filter lets a datagram from src through.
+func (as *association) solicited(src netip.AddrPort) bool {
+	if as.a.Filter == FilterNone {
+		return true
+	}
+	k := as.peerKey(src)
+	as.peersMu.Lock()
+	_, ok := as.peers[k]
+	as.peersMu.Unlock()
+	return ok
 }
 
 // Datagrams relays between an association's client and upstream sockets
@@ -194,6 +262,7 @@ func (as *association) clientToUpstream() error {
 			st.Dropped[drop]++
 			return
 		}
+		as.sentTo(dst)
 		if _, err := as.a.Upstream.WriteToUDPAddrPort(payload, dst); err != nil {
 			st.Dropped[DropSendFailed]++
 			return
@@ -213,6 +282,10 @@ func (as *association) upstreamToClient() error {
 		client := as.client.Load()
 		if client == nil {
 			st.Dropped[DropNoClient]++
+			return
+		}
+		if !as.solicited(from) {
+			st.Dropped[DropUnsolicited]++
 			return
 		}
 		start := as.a.Codec.Encode(buf, off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))

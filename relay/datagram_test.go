@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -61,6 +62,10 @@ type udpRig struct {
 }
 
 func startAssociation(t testing.TB, idle time.Duration) *udpRig {
+	return startAssociationFilter(t, idle, FilterAddrPort)
+}
+
+func startAssociationFilter(t testing.TB, idle time.Duration, filter Filter) *udpRig {
 	g := &udpRig{
 		client:      udpSocket(t, "127.0.0.1:0"),
 		target:      udpSocket(t, "127.0.0.1:0"),
@@ -73,7 +78,7 @@ func startAssociation(t testing.TB, idle time.Duration) *udpRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	r := New(Options{})
-	a := &Association{Client: g.relayClient, Upstream: g.relayUp, From: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0), Codec: addrCodec{}, IdleTimeout: idle}
+	a := &Association{Client: g.relayClient, Upstream: g.relayUp, From: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0), Codec: addrCodec{}, IdleTimeout: idle, Filter: filter}
 	go func() {
 		defer close(g.done)
 		g.stats, g.err = r.Datagrams(ctx, a)
@@ -188,5 +193,52 @@ func BenchmarkDatagrams(b *testing.B) {
 		n, _, _ := g.target.ReadFromUDPAddrPort(buf)
 		g.target.WriteToUDPAddrPort(buf[:n], up)
 		g.client.ReadFromUDPAddrPort(buf)
+	}
+}
+
+// TestDatagramFilter: what reaches the upstream socket from sources other
+// than the destination the client sent to (another port of its address,
+// another address) gets to the client as each Filter says, and the rest
+// is dropped as unsolicited. The target's own datagram, sent last, marks
+// the end: loopback keeps their order.
+func TestDatagramFilter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		filter Filter
+		want   []string
+	}{
+		{FilterAddrPort, []string{"target"}},
+		{FilterAddr, []string{"sideport", "target"}},
+		{FilterNone, []string{"sideport", "stranger", "target"}},
+	} {
+		g := startAssociationFilter(t, 0, tc.filter)
+		buf := make([]byte, 70000)
+		g.exchange(t, []byte("hello"), buf)
+		sideport := udpSocket(t, "127.0.0.1:0")
+		stranger := udpSocket(t, "127.0.0.2:0")
+		for _, s := range []struct {
+			c   *net.UDPConn
+			msg string
+		}{{sideport, "sideport"}, {stranger, "stranger"}, {g.target, "target"}} {
+			if _, err := s.c.WriteToUDPAddrPort([]byte(s.msg), localAP(g.relayUp)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []string
+		for len(got) == 0 || got[len(got)-1] != "target" {
+			n, _, err := g.client.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("filter %d: client read after %q: %v", tc.filter, got, err)
+			}
+			got = append(got, string(buf[6:n]))
+		}
+		g.cancel()
+		<-g.done
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("filter %d: the client got %q, want %q", tc.filter, got, tc.want)
+		}
+		if d, want := g.stats.Dropped[DropUnsolicited], int64(3-len(tc.want)); d != want {
+			t.Errorf("filter %d: %d dropped as unsolicited, want %d", tc.filter, d, want)
+		}
 	}
 }

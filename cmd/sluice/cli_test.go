@@ -41,6 +41,7 @@ func TestStartupErrors(t *testing.T) {
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
 		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},
 		{"bad-profile", []string{"--profile", "disk"}, 2, []string{"--profile"}},
+		{"bad-udp-filter", []string{"--udp-filter", "cone"}, 2, []string{"--udp-filter", "addr-port, addr or none"}},
 		{"bad-source-ports", []string{"--source-ports", "2000-1000"}, 2, []string{"--source-ports", "LOW-HIGH"}},
 		{"source-ports-zero", []string{"--source-ports", "0-1000"}, 2, []string{"--source-ports"}},
 		{"source-ports-word", []string{"--source-ports", "most"}, 2, []string{"--source-ports", "all, off"}},

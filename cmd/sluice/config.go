@@ -36,6 +36,7 @@ type config struct {
 	bindTimeout      time.Duration
 	udp              bool
 	udpIdleTimeout   time.Duration
+	udpFilter        string
 	pin              bool
 	workers          int
 	logLevel         slog.Level
@@ -102,6 +103,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
 	fs.BoolVar(&cfg.udp, "udp", true, "serve the UDP ASSOCIATE command (false answers it with 0x07)")
 	fs.DurationVar(&cfg.udpIdleTimeout, "udp-idle-timeout", 60*time.Second, "end a UDP association that relayed no datagram for this `duration`; 0 = only when its control connection closes")
+	fs.StringVar(&cfg.udpFilter, "udp-filter", "addr-port", "UDP ASSOCIATE: relay to the client only datagrams from an address and port it sent to (`addr-port`), from any port of such an address (addr), or from anyone (none: full cone)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
 	fs.IntVar(&cfg.relay.Loops, "loops", 0, "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
@@ -178,6 +180,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--bind-timeout %v: must be more than 0", cfg.bindTimeout)
 	case cfg.udpIdleTimeout < 0:
 		return fmt.Errorf("--udp-idle-timeout %v: must be 0 (off) or more", cfg.udpIdleTimeout)
+	case !validUDPFilter(cfg.udpFilter):
+		return fmt.Errorf("--udp-filter %q: want addr-port, addr or none", cfg.udpFilter)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
 	case cfg.maxSessions < 0:

@@ -66,6 +66,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 listen = ["127.0.0.1:1081", "[::1]:1081"]
 dial-timeout = "3s"
 udp-idle-timeout = 0
+udp-filter = "addr"
 max-sessions = 100
 pipe-size = "256K"
 rcvbuf = 65536
@@ -90,6 +91,7 @@ ports = ["22"]
 		{"listen", strings.Join(cfg.listen, ","), "127.0.0.1:2000"},
 		{"dial-timeout", cfg.tune.DialTimeout, 3 * time.Second},
 		{"udp-idle-timeout", cfg.udpIdleTimeout, time.Duration(0)},
+		{"udp-filter", cfg.udpFilter, "addr"},
 		{"max-sessions", cfg.maxSessions, 7},
 		{"pipe-size", cfg.relay.PipeBytes, 256 << 10},
 		{"rcvbuf", cfg.tune.Client.RecvBufferBytes, 65536},

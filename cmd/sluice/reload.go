@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sluice/handshake"
+	"sluice/relay"
 )
 
 // live is the part of the configuration that SIGHUP can change. It is built
@@ -23,6 +24,7 @@ type live struct {
 	handshakeTimeout time.Duration
 	bindTimeout      time.Duration // negative: BIND off
 	udpIdleTimeout   time.Duration // negative: UDP ASSOCIATE off; 0: no idle timeout
+	udpFilter        relay.Filter
 	accessLog        bool
 }
 
@@ -30,7 +32,7 @@ type live struct {
 // logged as needing a restart.
 var liveKeys = map[string]bool{
 	"users": true, "handshake-timeout": true, "bind": true, "bind-timeout": true, "udp": true,
-	"udp-idle-timeout": true, "drain-timeout": true, "access-log": true, "log-level": true,
+	"udp-idle-timeout": true, "udp-filter": true, "drain-timeout": true, "access-log": true, "log-level": true,
 	"max-sessions": true, "max-sessions-per-ip": true, "max-sessions-per-user": true,
 	"deny-private": true, "default-policy": true, "client-default-policy": true,
 	"allow-open-relay": true,
@@ -46,6 +48,7 @@ func buildLive(cfg *config) (lv *live, warn string, err error) {
 		handshakeTimeout: cfg.handshakeTimeout,
 		bindTimeout:      cfg.bindTimeout,
 		udpIdleTimeout:   cfg.udpIdleTimeout,
+		udpFilter:        udpFilters[cfg.udpFilter],
 		accessLog:        cfg.accessLog,
 	}
 	// Pipelining clients get their method (and auth) answers together with

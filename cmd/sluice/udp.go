@@ -58,6 +58,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, r *han
 		From:        netip.AddrPortFrom(peer, port),
 		Codec:       codec,
 		IdleTimeout: lv.udpIdleTimeout,
+		Filter:      lv.udpFilter,
 	})
 	c.SetReadDeadline(time.Unix(1, 0)) // ends drainControl if the client is still there
 	<-done
@@ -177,4 +178,16 @@ func (k *socksCodec) Encode(b []byte, off int, src netip.AddrPort) int {
 	start := off - handshake.UDPHeaderLen(src)
 	handshake.PutUDPHeader(b[start:], src)
 	return start
+}
+
+// udpFilters maps --udp-filter's values to the relay's filters.
+var udpFilters = map[string]relay.Filter{
+	"addr-port": relay.FilterAddrPort,
+	"addr":      relay.FilterAddr,
+	"none":      relay.FilterNone,
+}
+
+func validUDPFilter(v string) bool {
+	_, ok := udpFilters[v]
+	return ok
 }

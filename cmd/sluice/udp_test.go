@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -151,5 +152,73 @@ func TestUDPIdleTimeout(t *testing.T) {
 	expectClosed(t, c)
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("association ended after %v, before the 300ms idle timeout", d)
+	}
+}
+
+// TestUDPFilter: a datagram that reaches the association's upstream socket
+// from a source the client never sent to is dropped by default
+// (--udp-filter addr-port) and relayed with its source's address under
+// --udp-filter none. The target's reply, sent after it, marks the end:
+// loopback keeps their order.
+func TestUDPFilter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		flag string
+		want []string
+	}{{"addr-port", []string{"reply"}}, {"none", []string{"stranger", "reply"}}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			t.Parallel()
+			target, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer target.Close()
+			target.SetDeadline(time.Now().Add(10 * time.Second))
+			addr, _ := startSluice(t, "--udp-filter", tc.flag)
+			_, relay := associateUDP(t, addr)
+			u := udpClient(t, "127.0.0.1", relay)
+			dst := handshake.AddrFromAddrPort(target.LocalAddr().(*net.UDPAddr).AddrPort())
+			if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: dst}), "hello"...)); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			_, upstream, err := target.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stranger.Close()
+			if _, err := stranger.WriteToUDPAddrPort([]byte("stranger"), upstream); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := target.WriteToUDPAddrPort([]byte("reply"), upstream); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for len(got) == 0 || got[len(got)-1] != "reply" {
+				n, err := u.Read(buf)
+				if err != nil {
+					t.Fatalf("client read after %q: %v", got, err)
+				}
+				h, hl, err := handshake.ParseUDPHeader(buf[:n])
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := target.LocalAddr().(*net.UDPAddr).AddrPort()
+				if string(buf[hl:n]) == "stranger" {
+					want = stranger.LocalAddr().(*net.UDPAddr).AddrPort()
+				}
+				if h.Addr.AddrPort() != want {
+					t.Errorf("%q came with source %v, want %v", buf[hl:n], h.Addr.AddrPort(), want)
+				}
+				got = append(got, string(buf[hl:n]))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("the client got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
