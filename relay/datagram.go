@@ -126,13 +126,15 @@ type association struct {
 	lastDst netip.AddrPort              // the client side's last destination, known to be in peers
 }
 
-// peerKey is ap as the filter remembers it: unmapped, and without its port
-// for FilterAddr.
+// peerKey is ap as the filter remembers it: unmapped, without a zone (a
+// link-local source comes with one, a destination from the header
+// without), and without its port for FilterAddr.
 func (as *association) peerKey(ap netip.AddrPort) netip.AddrPort {
+	ip := ap.Addr().Unmap().WithZone("")
 	if as.a.Filter == FilterAddr {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), 0)
+		return netip.AddrPortFrom(ip, 0)
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return netip.AddrPortFrom(ip, ap.Port())
 }
 
 // sentTo records that the client sends to dst. It runs before the

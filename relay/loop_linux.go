@@ -48,8 +48,8 @@ type loop struct {
 	closed   atomic.Bool   // closing: set under l.mu, read without it too
 	released bool          // the loop returned and closed its descriptors
 	finished chan struct{} // closed when the loop goroutine returns
-	young    []*flow       // flows waiting for mature, oldest first, from youngHead on
-	youngAt  int           // young[:youngAt] are taken
+	young    []*flow       // flows waiting for mature, oldest first, from youngAt on
+	youngAt  int           // young[:youngAt] are taken (nil)
 
 	// Owned by the loop goroutine.
 	events    [128]unix.EpollEvent
@@ -59,9 +59,9 @@ type loop struct {
 	ready     []*flow
 	spare     []*flow
 	nextSweep int64
-	deadline  int64 // the read deadline set on file; 0: none
-	nextRipe  int64 // when ripen is due; 0: no flow waits for mature
-	ripe      []*flow
+	deadline  int64   // the read deadline set on file; 0: none
+	nextRipe  int64   // when ripen is due; 0: no flow waits for mature
+	ripe      []*flow // ripen's batch, taken from young
 	turnFn    func(fd uintptr) bool
 }
 

@@ -78,8 +78,8 @@ type Options struct {
 	// each session started with StartFds that is still relaying
 	// MatureAfter after it started: on an event loop between one and one
 	// and a quarter MatureAfter, on the goroutine path (no loop, or a
-	// session handed to it) at once. It runs on the loop's goroutine and
-	// must not block. sluice sets the upstream's TCP keepalive there
+	// session handed to it) at once. It runs on the loop's goroutine (on
+	// the goroutine path, on StartFds's caller's) and must not block. sluice sets the upstream's TCP keepalive there
 	// (tune.Options.ArmKeepAlive), so that a session that ends within a
 	// second never pays those system calls.
 	Mature func(upstream int)
