@@ -3,6 +3,7 @@ package tune
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -275,12 +276,12 @@ var optNames = [optCount]struct{ flag, option string }{
 var (
 	listenerSockOpts = []opt{optRecvBuf, optSendBuf, optKeepAliveIdle, optKeepAliveInterval,
 		optKeepAliveCount, optUserTimeout, optCongestion, optNotSentLowat, optMark}
-	listenerOpts = []opt{optFastOpen, optDeferAccept} // before listen
-	afterListen  = []opt{optBacklog}
-	dialSockOpts = listenerSockOpts
+	listenerOpts  = []opt{optFastOpen, optDeferAccept} // before listen
+	afterListen   = []opt{optBacklog}
+	dialSockOpts  = listenerSockOpts
+	keepAliveOpts = []opt{optKeepAliveIdle, optKeepAliveInterval, optKeepAliveCount}
 	// dialSockOptsLate is dialSockOpts without keepAliveOpts (DialFdLate).
-	dialSockOptsLate = []opt{optRecvBuf, optSendBuf, optUserTimeout, optCongestion, optNotSentLowat, optMark}
-	keepAliveOpts    = []opt{optKeepAliveIdle, optKeepAliveInterval, optKeepAliveCount}
+	dialSockOptsLate = slices.DeleteFunc(slices.Clone(dialSockOpts), func(id opt) bool { return slices.Contains(keepAliveOpts, id) })
 	dialOpts         = []opt{optFastOpenConnect, optInterface, optSourcePorts} // optSourceAddr goes through net.Dialer.LocalAddr
 	connOpts         = []opt{optNagle, optQuickAck}                            // after accept or connect
 )
