@@ -24,8 +24,9 @@ type flow struct {
 	fds              [2]int
 	client, upstream *net.TCPConn
 	ctx              context.Context
-	done             func(Stats, error)
-	stop             func() bool // context.AfterFunc's; nil when ctx cannot end
+	done             Ender
+	watch            *watch          // ends f with ctx; nil when ctx cannot end, or once f is unlinked (guarded by l.mu)
+	doneCh           <-chan struct{} // ctx.Done(), watch's key in l.watches
 
 	dirs     [2]flowDir
 	readable [2]bool
@@ -216,12 +217,13 @@ func (l *loop) unlink(f *flow) {
 	f.ended = true
 	l.mu.Lock()
 	delete(l.flows, f.id)
+	stop := l.unwatch(f)
 	l.mu.Unlock()
 	for i := range f.dirs {
 		l.dropPipe(&f.dirs[i])
 	}
-	if f.stop != nil {
-		f.stop()
+	if stop != nil {
+		stop()
 	}
 }
 
@@ -235,7 +237,7 @@ func (l *loop) finish(f *flow, err error) {
 			closeFd(f.fds[side])
 		}
 	}
-	f.done(f.stats(), err)
+	f.done.Ended(f.stats(), err)
 }
 
 // handOff moves f, whose pipes hold no byte, to the goroutine path, which
@@ -253,7 +255,7 @@ func (l *loop) handOff(f *flow) {
 		// the plain path needs, and are closed with it.
 		client, upstream, err := adopt(f)
 		if err != nil {
-			f.done(prev, err)
+			f.done.Ended(prev, err)
 			return
 		}
 		st, err := l.fallback(f.ctx, client, upstream)
@@ -267,6 +269,6 @@ func (l *loop) handOff(f *flow) {
 		st.UpstreamToClient += prev.UpstreamToClient
 		st.SpliceCalls += prev.SpliceCalls
 		st.Spliced = st.Spliced || prev.Spliced
-		f.done(st, err)
+		f.done.Ended(st, err)
 	}()
 }

@@ -43,6 +43,8 @@ type loop struct {
 
 	mu       sync.Mutex
 	flows    map[uint64]*flow // registered and not ended
+	watches  map[<-chan struct{}]*watch
+	idleW    int // watches with no flow (n 0), up to maxIdleWatches
 	nextID   uint64
 	aborted  []abortion    // ended from outside (context, failed registration)
 	closed   atomic.Bool   // closing: set under l.mu, read without it too
@@ -64,6 +66,9 @@ type loop struct {
 	ripe      []*flow // ripen's batch, taken from young
 	turnFn    func(fd uintptr) bool
 }
+
+// sessionFlow: a Session holds its session's flow.
+type sessionFlow = flow
 
 // Side indexes into a flow's fds and readiness: 0 the client, 1 the upstream;
 // direction d reads side d and writes side 1-d.
@@ -98,7 +103,7 @@ func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCP
 		pipes: pipes, idle: max(o.IdleTimeout, 0), fallback: fallback,
 		mature: o.Mature, matureAfter: int64(o.matureAfter()),
 		epfd: epfd, wake: wake, base: time.Now(),
-		flows: make(map[uint64]*flow), finished: make(chan struct{}),
+		flows: make(map[uint64]*flow), watches: make(map[<-chan struct{}]*watch), finished: make(chan struct{}),
 	}
 	l.file = os.NewFile(uintptr(epfd), "epoll")
 	if l.rc, err = l.file.SyscallConn(); err != nil {
@@ -115,9 +120,16 @@ func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCP
 // closing. From then on the loop owns the session and calls done once.
 // fds[side], when not -1, is that socket's bare descriptor (its conn is then
 // nil), the loop's from now on, whatever add reports. callerCloses and
-// take: see Options.CallerCloses and TakeSockets.
-func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, fds [2]int, done func(Stats, error), callerCloses, take bool) bool {
-	f := &flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses,
+// take: see Options.CallerCloses and TakeSockets. f is in sess when it is
+// not nil (StartFdsIn).
+func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCPConn, fds [2]int, done Ender, callerCloses, take bool) bool {
+	var f *flow
+	if sess != nil {
+		f = &sess.f
+	} else {
+		f = new(flow)
+	}
+	*f = flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses,
 		unripe: l.mature != nil && fds[sideUpstream] >= 0}
 	var err error
 	for side, fd := range fds {
@@ -154,10 +166,19 @@ func (l *loop) add(ctx context.Context, client, upstream *net.TCPConn, fds [2]in
 		}
 		l.young = append(l.young, f)
 	}
-	if ctx.Done() != nil {
-		// Registered under l.mu: the loop reads f.stop only after it found f
-		// through l.mu, and the callback takes l.mu before it touches f.
-		f.stop = context.AfterFunc(ctx, func() { l.abort(f, nil) })
+	if ch := ctx.Done(); ch != nil {
+		w := l.watches[ch]
+		switch {
+		case w == nil:
+			w = &watch{}
+			l.watches[ch] = w
+			// Registered under l.mu, which the callback takes first.
+			w.stop = context.AfterFunc(ctx, func() { l.abortWatch(ch, w) })
+		case w.n == 0:
+			l.idleW-- // idle, in use again
+		}
+		w.n++
+		f.watch, f.doneCh = w, ch
 	}
 	l.mu.Unlock()
 	if err == nil {
@@ -196,6 +217,65 @@ func (l *loop) abort(f *flow, err error) {
 	defer l.mu.Unlock()
 	l.aborted = append(l.aborted, abortion{f, err})
 	l.kick()
+}
+
+// A watch ends a loop's flows when their context ends: one
+// context.AfterFunc per loop and Done channel, shared by every flow of the
+// loop whose context ends with that channel, where one per flow would
+// allocate twice per session and take the context's lock for each. A
+// server's sessions share a context (one per listener in sluice), so its
+// loops register it once and keep it while any session lives, and after
+// that too, idle, for the context's next session: up to maxIdleWatches
+// per loop, so that contexts of a session each (which a caller may pass)
+// are let go. Its fields are guarded by l.mu.
+type watch struct {
+	n     int         // flows of the loop on it, not yet unlinked
+	stop  func() bool // the AfterFunc's
+	fired bool        // the context ended: stop is no use any more
+}
+
+const maxIdleWatches = 4
+
+// abortWatch is w's callback: the context behind ch ended, and so do the
+// flows on w.
+func (l *loop) abortWatch(ch <-chan struct{}, w *watch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.fired = true
+	if l.watches[ch] == w {
+		if w.n == 0 {
+			l.idleW--
+		}
+		delete(l.watches, ch) // a flow added from now on registers afresh, and its AfterFunc fires at once
+	}
+	for _, f := range l.flows {
+		if f.watch == w {
+			l.aborted = append(l.aborted, abortion{f, nil})
+		}
+	}
+	l.kick()
+}
+
+// unwatch takes f off its watch, under l.mu, and returns the watch's stop
+// when f was its last flow and the loop keeps maxIdleWatches idle ones
+// already (the caller calls it after l.mu is released).
+func (l *loop) unwatch(f *flow) func() bool {
+	w := f.watch
+	if w == nil {
+		return nil
+	}
+	f.watch = nil
+	if w.n--; w.n > 0 || w.fired {
+		return nil
+	}
+	if l.idleW < maxIdleWatches {
+		l.idleW++ // kept for the context's next session
+		return nil
+	}
+	if l.watches[f.doneCh] == w {
+		delete(l.watches, f.doneCh)
+	}
+	return w.stop
 }
 
 // abortion is a flow ended from outside, with its error (nil: its context's).
@@ -480,7 +560,16 @@ func (l *loop) release() {
 	l.mu.Lock()
 	l.released = true
 	unix.Close(l.wake)
+	var stops []func() bool
+	for ch, w := range l.watches { // idle ones: no flow is left
+		stops = append(stops, w.stop)
+		delete(l.watches, ch)
+	}
+	l.idleW = 0
 	l.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
 	l.file.Close()
 }
 
@@ -586,12 +675,12 @@ func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context
 
 // start hands a session to the next loop; false: none takes it (and fds
 // are still the caller's).
-func (ls *loopSet) start(ctx context.Context, client, upstream *net.TCPConn, fds [2]int, done func(Stats, error), callerCloses, take bool) bool {
+func (ls *loopSet) start(ctx context.Context, sess *Session, client, upstream *net.TCPConn, fds [2]int, done Ender, callerCloses, take bool) bool {
 	if len(ls.loops) == 0 {
 		return false
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
-	return l.add(ctx, client, upstream, fds, done, callerCloses, take)
+	return l.add(ctx, sess, client, upstream, fds, done, callerCloses, take)
 }
 
 // close makes every loop return once its sessions ended.

@@ -189,6 +189,103 @@ func TestLoopContextAlreadyDone(t *testing.T) {
 	}
 }
 
+// TestLoopSharedContexts runs sessions of two contexts on one loop: ending
+// one context ends its sessions only; each loop watches a context once
+// however many of its sessions share it, keeps the watch for the context's
+// next session once the last one ended, and keeps no more than
+// maxIdleWatches such idle watches; its watches go when it returns.
+func TestLoopSharedContexts(t *testing.T) {
+	t.Parallel()
+	r := newRelayLoops(t, 1, Options{})
+	l := r.loops.loops[0]
+	watches := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.watches)
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	const each = 4
+	var a, b []*rig
+	for range each {
+		a = append(a, newRig(t).startAsync(ctxA, r))
+		b = append(b, newRig(t).startAsync(ctxB, r))
+	}
+	for _, g := range append(append([]*rig(nil), a...), b...) {
+		roundTrip(t, g)
+	}
+	if n := watches(); n != 2 {
+		t.Fatalf("%d watches for %d sessions of 2 contexts; want 2", n, 2*each)
+	}
+	cancelA()
+	for _, g := range a {
+		if res := g.wait(t); !errors.Is(res.err, context.Canceled) {
+			t.Fatalf("session of the cancelled context: %v; want context.Canceled", res.err)
+		}
+	}
+	for _, g := range b {
+		roundTrip(t, g) // the other context's sessions go on
+	}
+	if n := watches(); n != 1 {
+		t.Fatalf("%d watches after one context ended; want 1", n)
+	}
+	endAll := func(rigs ...*rig) {
+		t.Helper()
+		for _, g := range rigs {
+			g.client.CloseWrite()
+			g.upstream.CloseWrite()
+			if res := g.wait(t); res.err != nil {
+				t.Fatalf("session of a live context: %v; want nil", res.err)
+			}
+		}
+	}
+	endAll(b...)
+	l.mu.Lock()
+	wB := l.watches[ctxB.Done()]
+	idle := wB != nil && wB.n == 0
+	l.mu.Unlock()
+	if !idle {
+		t.Fatalf("no idle watch of the second context after its sessions ended")
+	}
+	// ctxB again: the idle watch, not a new one; ctxA, done: ends at once.
+	g := newRig(t).startAsync(ctxB, r)
+	roundTrip(t, g)
+	l.mu.Lock()
+	again := l.watches[ctxB.Done()]
+	l.mu.Unlock()
+	if again != wB {
+		t.Errorf("a later session of the second context got a new watch")
+	}
+	if res := newRig(t).startAsync(ctxA, r).wait(t); !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("session of an ended context: %v; want context.Canceled", res.err)
+	}
+	cancelB()
+	if res := g.wait(t); !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("later session of the second context: %v; want context.Canceled", res.err)
+	}
+	if n := watches(); n != 0 {
+		t.Fatalf("%d watches after both contexts ended; want 0", n)
+	}
+	// A context per session: idle watches stay bounded.
+	for range maxIdleWatches + 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		g := newRig(t).startAsync(ctx, r)
+		roundTrip(t, g)
+		endAll(g)
+	}
+	if n := watches(); n != maxIdleWatches {
+		t.Errorf("%d watches after %d sessions of a context each; want %d", n, maxIdleWatches+3, maxIdleWatches)
+	}
+	r.Close()
+	<-l.finished
+	if n := watches(); n != 0 {
+		t.Errorf("%d watches after the loop returned; want 0", n)
+	}
+}
+
 // TestLoopNoPipeMidSession checks a session that can get no pipe (EMFILE)
 // after bytes moved: it goes on on the plain path, and its Stats count the
 // bytes of both paths.

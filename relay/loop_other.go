@@ -11,11 +11,14 @@ import (
 // goroutine path.
 type loopSet struct{ loops []struct{} }
 
+// sessionFlow: a Session holds nothing without event loops.
+type sessionFlow struct{}
+
 func newLoopSet(int, *pipePool, Options, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
 	return &loopSet{}
 }
 
-func (ls *loopSet) start(context.Context, *net.TCPConn, *net.TCPConn, [2]int, func(Stats, error), bool, bool) bool {
+func (ls *loopSet) start(context.Context, *Session, *net.TCPConn, *net.TCPConn, [2]int, Ender, bool, bool) bool {
 	return false
 }
 

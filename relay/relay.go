@@ -309,7 +309,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
 		var err error
-		if r.loops.start(ctx, client, upstream, noFds, func(st Stats, e error) { err = e; ch <- st }, false, false) {
+		if r.loops.start(ctx, nil, client, upstream, noFds, EndFunc(func(st Stats, e error) { err = e; ch <- st }), false, false) {
 			st := <-ch
 			return st, err
 		}
@@ -323,7 +323,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 // on the loop's goroutine, which serves other sessions: it must not block.
 // A session on an event loop costs no goroutine while it lives.
 func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, client, upstream, noFds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+	if r.onLoop() && r.loops.start(ctx, nil, client, upstream, noFds, EndFunc(done), r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	go func() {
@@ -331,6 +331,20 @@ func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done f
 		done(st, err)
 	}()
 }
+
+// An Ender is told once that a session ended, with what Pipe would have
+// returned: the done of Start, StartFds and StartFdConn as a method
+// (StartFdsIn), for a caller that keeps its session in a struct of its own
+// and wants no closure allocated per session.
+type Ender interface {
+	Ended(Stats, error)
+}
+
+// EndFunc is a func as an Ender.
+type EndFunc func(Stats, error)
+
+// Ended calls f.
+func (f EndFunc) Ended(st Stats, err error) { f(st, err) }
 
 // noFds: both sockets are conns.
 var noFds = [2]int{-1, -1}
@@ -342,7 +356,24 @@ var noFds = [2]int{-1, -1}
 // never meet package net; elsewhere (no loop, or a session handed to the
 // plain path) they are wrapped in *net.TCPConns first (FileConn).
 func (r *Relay) StartFds(ctx context.Context, client, upstream int, done func(Stats, error)) {
-	r.startMixed(ctx, nil, [2]int{client, upstream}, done)
+	r.startMixed(ctx, nil, nil, [2]int{client, upstream}, EndFunc(done))
+}
+
+// StartFdsIn is StartFds with an Ender in place of done and the relay's
+// state for the session in sess, which the caller allocated (nil: the
+// relay allocates it): a caller that keeps its session in a struct of its
+// own, with a Session and an Ended method in it, starts a session without
+// an allocation. sess must not be used for another session, and is the
+// relay's until e.Ended returns.
+func (r *Relay) StartFdsIn(ctx context.Context, sess *Session, client, upstream int, e Ender) {
+	r.startMixed(ctx, sess, nil, [2]int{client, upstream}, e)
+}
+
+// A Session is what the relay keeps of one session on an event loop, for a
+// caller to embed in a per-session struct of its own (StartFdsIn). Its zero
+// value is ready for one session; it must not be copied.
+type Session struct {
+	f sessionFlow
 }
 
 // StartFdConn is StartFds for a bare client and an upstream that package
@@ -350,13 +381,13 @@ func (r *Relay) StartFds(ctx context.Context, client, upstream int, done func(St
 // in StartFds; upstream is as in Start, taken over on a loop with
 // TakeSockets and otherwise the caller's to close after done.
 func (r *Relay) StartFdConn(ctx context.Context, client int, upstream *net.TCPConn, done func(Stats, error)) {
-	r.startMixed(ctx, upstream, [2]int{client, -1}, done)
+	r.startMixed(ctx, nil, upstream, [2]int{client, -1}, EndFunc(done))
 }
 
 // startMixed starts a session whose client is the bare descriptor
 // fds[0] and whose upstream is fds[1] when not -1, else upstream.
-func (r *Relay) startMixed(ctx context.Context, upstream *net.TCPConn, fds [2]int, done func(Stats, error)) {
-	if r.onLoop() && r.loops.start(ctx, nil, upstream, fds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
+func (r *Relay) startMixed(ctx context.Context, sess *Session, upstream *net.TCPConn, fds [2]int, done Ender) {
+	if r.onLoop() && r.loops.start(ctx, sess, nil, upstream, fds, done, r.opts.CallerCloses, r.opts.TakeSockets) {
 		return
 	}
 	if r.opts.Mature != nil && fds[1] >= 0 {
@@ -364,7 +395,7 @@ func (r *Relay) startMixed(ctx context.Context, upstream *net.TCPConn, fds [2]in
 	}
 	go func() {
 		st, err := r.pipeAdopted(ctx, upstream, fds)
-		done(st, err)
+		done.Ended(st, err)
 	}()
 }
 

@@ -64,10 +64,9 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(),
 	if src := o.SourceAddr; src.IsValid() && src.Unmap().Is4() != ip.Unmap().Is4() {
 		return -1, os.NewSyscallError("connect", unix.EAFNOSUPPORT) // as net.Dialer: no address of the family
 	}
-	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
 	family := unix.AF_INET6
 	if ip.Unmap().Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.Unmap().As4()}
+		family = unix.AF_INET
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
@@ -77,17 +76,17 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(),
 		closeRaw(fd)
 		return -1, err
 	}
-	err = connectRaw(fd, sa)
+	err = connectRaw(fd, addr)
 	if err == unix.EINPROGRESS || err == unix.EINTR {
 		// Done by now on loopback: 0 or EISCONN when established,
 		// EALREADY while the handshake is still out, the socket's error
 		// when it failed.
-		err = connectRaw(fd, sa)
+		err = connectRaw(fd, addr)
 		if err == unix.EALREADY || err == unix.EINPROGRESS || err == unix.EINTR {
 			if yield != nil {
 				yield()
 			}
-			fd, err = waitConnect(ctx, fd, sa, deadline)
+			fd, err = waitConnect(ctx, fd, addr, deadline)
 			if err != nil {
 				return -1, err
 			}
@@ -139,10 +138,10 @@ func (o *Options) beforeConnect(fd int, late bool) error {
 }
 
 // waitConnect waits through the runtime poller for fd's pending connect to
-// sa, until deadline (none when zero) or ctx ends, and returns the descriptor to use from
+// addr, until deadline (none when zero) or ctx ends, and returns the descriptor to use from
 // then on (a duplicate: the poller's file is closed) with the connect's
 // outcome as a second connect reports it. fd is closed on error.
-func waitConnect(ctx context.Context, fd int, sa unix.Sockaddr, deadline time.Time) (int, error) {
+func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time.Time) (int, error) {
 	f := os.NewFile(uintptr(fd), "upstream") // non-blocking: registered with the poller
 	defer f.Close()
 	if !deadline.IsZero() {
@@ -156,7 +155,7 @@ func waitConnect(ctx context.Context, fd int, sa unix.Sockaddr, deadline time.Ti
 	}
 	var cerr error
 	werr := rc.Write(func(s uintptr) bool {
-		cerr = connectRaw(int(s), sa)
+		cerr = connectRaw(int(s), addr)
 		return cerr != unix.EALREADY && cerr != unix.EINPROGRESS && cerr != unix.EINTR
 	})
 	switch {

@@ -1,6 +1,7 @@
 package tune
 
 import (
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -11,27 +12,30 @@ import (
 // the whole three-way handshake, lasts long enough for sysmon to hand the
 // P to another thread were it made through entersyscall.
 
-// connectRaw is unix.Connect on a non-blocking socket, raw.
-func connectRaw(fd int, sa unix.Sockaddr) error {
+// connectRaw is unix.Connect on a non-blocking socket, raw, to addr: IPv4
+// when addr's address is IPv4 or IPv4-mapped IPv6 (the socket's family then
+// being AF_INET), IPv6 otherwise. The sockaddr is built on the stack, where
+// unix.Connect's interface would allocate one per call.
+func connectRaw(fd int, addr netip.AddrPort) error {
 	var (
-		p   unsafe.Pointer
-		len uintptr
+		p     unsafe.Pointer
+		n     uintptr
+		port  = addr.Port()
+		rsa4  unix.RawSockaddrInet4
+		rsa6  unix.RawSockaddrInet6
+		ip    = addr.Addr()
+		bport = [2]byte{byte(port >> 8), byte(port)}
 	)
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		rsa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr}
-		pp := (*[2]byte)(unsafe.Pointer(&rsa.Port))
-		pp[0], pp[1] = byte(a.Port>>8), byte(a.Port)
-		p, len = unsafe.Pointer(&rsa), unix.SizeofSockaddrInet4
-	case *unix.SockaddrInet6:
-		rsa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr, Scope_id: a.ZoneId}
-		pp := (*[2]byte)(unsafe.Pointer(&rsa.Port))
-		pp[0], pp[1] = byte(a.Port>>8), byte(a.Port)
-		p, len = unsafe.Pointer(&rsa), unix.SizeofSockaddrInet6
-	default:
-		return unix.Connect(fd, sa)
+	if ip.Unmap().Is4() {
+		rsa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ip.Unmap().As4()}
+		*(*[2]byte)(unsafe.Pointer(&rsa4.Port)) = bport
+		p, n = unsafe.Pointer(&rsa4), unix.SizeofSockaddrInet4
+	} else {
+		rsa6 = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}
+		*(*[2]byte)(unsafe.Pointer(&rsa6.Port)) = bport
+		p, n = unsafe.Pointer(&rsa6), unix.SizeofSockaddrInet6
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), len); e != 0 {
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), n); e != 0 {
 		return e
 	}
 	return nil

@@ -2,44 +2,26 @@ package main
 
 import (
 	"net/netip"
-	"os"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// acceptFd accepts the next connection of the listener behind rc as a bare,
-// non-blocking, close-on-exec descriptor, waiting through the runtime
-// poller while none is queued. Package net's accept would also register the
-// socket with the poller, read its local address, set TCP_NODELAY (which
-// the socket inherits from its listener here) and allocate a netFD with a
-// finalizer: five system calls per connection with the takeover at the end.
-func acceptFd(rc syscall.RawConn) (*client, error) {
-	var (
-		nfd  int
-		peer netip.AddrPort
-		aerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			nfd, peer, aerr = accept4(int(fd))
-			switch aerr {
-			case unix.EINTR, unix.ECONNABORTED:
-				continue // as package net: the next one
-			case unix.EAGAIN:
-				return false
-			}
-			return true
+// try is b.fn: one accept4 on the listener fd, for rc.Read, which calls it
+// again once the poller says a connection is queued. Its results go to b,
+// not to variables a closure would capture, so that accepting allocates
+// nothing but the client.
+func (b *bareAccept) try(fd uintptr) bool {
+	for {
+		b.nfd, b.peer, b.err = accept4(int(fd))
+		switch b.err {
+		case unix.EINTR, unix.ECONNABORTED:
+			continue // as package net: the next one
+		case unix.EAGAIN:
+			return false
 		}
-	})
-	if err != nil {
-		return nil, err
+		return true
 	}
-	if aerr != nil {
-		return nil, os.NewSyscallError("accept4", aerr)
-	}
-	return &client{fd: nfd, peer: peer}, nil
 }
 
 // accept4 is unix.Accept4 with the peer's address read in place: no
@@ -54,16 +36,33 @@ func accept4(lfd int) (int, netip.AddrPort, error) {
 	if e != 0 {
 		return -1, netip.AddrPort{}, e
 	}
-	var peer netip.AddrPort
+	return int(r), rawAddrPort(&rsa), nil
+}
+
+// fdLocalAddrPort is a socket's own address, sent as BND in the success
+// reply, read in place: syscall.Getsockname allocates the Sockaddr it
+// returns.
+func fdLocalAddrPort(fd int) netip.AddrPort {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	if _, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n))); e != 0 {
+		return netip.AddrPort{}
+	}
+	return rawAddrPort(&rsa)
+}
+
+// rawAddrPort decodes an AF_INET or AF_INET6 socket address; any other
+// family gives the zero AddrPort.
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
 		p := (*[2]byte)(unsafe.Pointer(&a.Port))
-		peer = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
 	case unix.AF_INET6:
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
 		p := (*[2]byte)(unsafe.Pointer(&a.Port))
-		peer = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(p[0])<<8|uint16(p[1]))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(p[0])<<8|uint16(p[1]))
 	}
-	return int(r), peer, nil
+	return netip.AddrPort{}
 }

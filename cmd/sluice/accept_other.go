@@ -4,11 +4,29 @@ package main
 
 import (
 	"errors"
+	"net/netip"
 	"syscall"
 )
 
-// acceptFd is Linux's, where the relay has event loops to take bare
-// sockets; elsewhere clients are accepted by package net.
-func acceptFd(syscall.RawConn) (*client, error) {
-	return nil, errors.ErrUnsupported
+// try is Linux's, where the relay has event loops to take bare sockets;
+// elsewhere clients are accepted by package net.
+func (b *bareAccept) try(uintptr) bool {
+	b.nfd, b.err = -1, errors.ErrUnsupported
+	return true
+}
+
+// fdLocalAddrPort is a socket's own address, sent as BND in the success
+// reply.
+func fdLocalAddrPort(fd int) netip.AddrPort {
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,7 +41,7 @@ type acceptor struct {
 	s        *server
 	ctx      context.Context
 	l        *net.TCPListener
-	rc       syscall.RawConn // bare accepts through the listener's duplicate; nil: package net's
+	bare     *bareAccept     // bare accepts through the listener's duplicate; nil: package net's
 	cpu      int             // pin the loop's thread to this CPU; -1: no pinning
 	accepted *atomic.Int64   // one per accepted connection
 	running  *sync.WaitGroup // holds one count for whichever goroutine runs the loop
@@ -85,7 +86,7 @@ func (ld *leader) handOn() {
 // inline reports whether the loop serves its sessions on its own goroutine.
 // A pinned loop does not: its locked thread must not follow a session.
 func (a *acceptor) inline() bool {
-	return a.rc != nil && a.cpu < 0
+	return a.bare != nil && a.cpu < 0
 }
 
 // acceptLoop accepts connections until the listener is closed, or until a
@@ -110,7 +111,7 @@ func (a *acceptor) acceptLoop() {
 	inline := a.inline()
 	var delay time.Duration
 	for {
-		c, err := s.accept(a.l, a.rc)
+		c, err := s.accept(a.l, a.bare)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || listenerClosed(a.l) {
 				return // closed by shutdown: l first, then bare
@@ -172,15 +173,52 @@ func listenerClosed(l *net.TCPListener) bool {
 	return errors.Is(err, net.ErrClosed)
 }
 
-// accept takes the next connection of l: bare through rc when it is set
-// (acceptFd), else through package net.
-func (s *server) accept(l *net.TCPListener, rc syscall.RawConn) (*client, error) {
-	if rc != nil {
-		return acceptFd(rc)
+// accept takes the next connection of l: bare through b when it is set,
+// else through package net.
+func (s *server) accept(l *net.TCPListener, b *bareAccept) (*client, error) {
+	if b != nil {
+		return b.accept()
 	}
 	c, err := l.AcceptTCP()
 	if err != nil {
 		return nil, err
 	}
 	return netClient(c), nil
+}
+
+// bareAccept accepts one listener's clients as bare, non-blocking,
+// close-on-exec descriptors, waiting through the runtime poller while none
+// is queued. Package net's accept would also register the socket with the
+// poller, read its local address, set TCP_NODELAY (which the socket
+// inherits from its listener here) and allocate a netFD with a finalizer:
+// five system calls per connection with the takeover at the end. Only the
+// goroutine that runs its acceptor's loop uses it.
+type bareAccept struct {
+	rc   syscall.RawConn
+	fn   func(fd uintptr) bool // b.try, bound once
+	nfd  int
+	peer netip.AddrPort
+	err  error
+}
+
+// newBareAccept accepts through rc, a listener's RawConn, or returns nil
+// when rc is nil.
+func newBareAccept(rc syscall.RawConn) *bareAccept {
+	if rc == nil {
+		return nil
+	}
+	b := &bareAccept{rc: rc}
+	b.fn = b.try
+	return b
+}
+
+// accept returns the next client.
+func (b *bareAccept) accept() (*client, error) {
+	if err := b.rc.Read(b.fn); err != nil {
+		return nil, err
+	}
+	if b.err != nil {
+		return nil, os.NewSyscallError("accept4", b.err)
+	}
+	return &client{fd: b.nfd, peer: b.peer}, nil
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // client is a session's client socket. Accepted by package net it is a
-// *net.TCPConn (tc). Accepted bare (acceptFd: Linux, with the relay's event
+// *net.TCPConn (tc). Accepted bare (bareAccept: Linux, with the relay's event
 // loops) it is a non-blocking descriptor that meets no poller: reads and
 // writes are plain system calls, and only one that would block registers
 // the socket with the runtime poller (f) and waits there, within the
@@ -26,7 +26,8 @@ type client struct {
 	f        *os.File     // fd registered with the poller, once a call would block
 	peer     netip.AddrPort
 	deadline time.Time
-	lead     *leader // the accept loop this session runs on inline; nil: its own goroutine
+	lead     *leader      // the accept loop this session runs on inline; nil: its own goroutine
+	sess     relaySession // the session c serves, in c's allocation (serveConn)
 }
 
 // netClient is a client accepted by package net.

@@ -15,7 +15,7 @@ import (
 )
 
 // bareListener listens on loopback with tune's defaults and returns the
-// listener and the raw conn acceptFd takes, both closed at cleanup.
+// listener and the raw conn newBareAccept takes, both closed at cleanup.
 func bareAccepting(t *testing.T) (*net.TCPListener, *os.File) {
 	t.Helper()
 	o := &tune.Options{}
@@ -47,7 +47,7 @@ func acceptBare(t *testing.T, l *net.TCPListener, f *os.File) (*client, *net.TCP
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := acceptFd(rc)
+	c, err := newBareAccept(rc).accept()
 	if err != nil {
 		t.Fatal(err)
 	}

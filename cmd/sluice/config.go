@@ -76,7 +76,7 @@ const defaultListen = "127.0.0.1:1080"
 
 // defaultDeferAccept is --defer-accept's default: 1 s on Linux, where the
 // greeting is then in the socket when accept returns and a bare client's
-// first read needs no poller (acceptFd); off elsewhere.
+// first read needs no poller (bareAccept); off elsewhere.
 func defaultDeferAccept() time.Duration {
 	if runtime.GOOS == "linux" {
 		return time.Second

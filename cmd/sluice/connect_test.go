@@ -162,7 +162,7 @@ func TestReplyCodes(t *testing.T) {
 
 // TestDialPath: by default clients are accepted bare and a CONNECT to an
 // address dials a bare socket, which the event loops take as they are
-// (acceptFd, tune.DialFd, relay.StartFds); --net-sockets, and a relay
+// (bareAccept, tune.DialFd, relay.StartFds); --net-sockets, and a relay
 // without loops, accept and dial through package net.
 func TestDialPath(t *testing.T) {
 	t.Parallel()

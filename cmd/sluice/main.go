@@ -231,7 +231,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		// canceling sctx still reaches them all.
 		lctx, lcancel := context.WithCancel(sctx)
 		inst.cancels = append(inst.cancels, lcancel)
-		a := &acceptor{s: inst.srv, ctx: lctx, l: l, rc: bareConn(inst.bare[i], l, log), cpu: cpu,
+		a := &acceptor{s: inst.srv, ctx: lctx, l: l, bare: newBareAccept(bareConn(inst.bare[i], l, log)), cpu: cpu,
 			accepted: &inst.accepted[i], running: &inst.accepting}
 		inst.acceptors = append(inst.acceptors, a)
 		inst.accepting.Add(1)

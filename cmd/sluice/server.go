@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -28,7 +29,7 @@ type server struct {
 	limits      *limiter
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
-	bareSockets bool     // clients accepted (acceptFd) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
+	bareSockets bool     // clients accepted (bareAccept) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
 	// logBlocks: a log line may block (a logger that does not write
@@ -92,7 +93,8 @@ var errUserLimit = errors.New("limits: too many sessions for this user")
 // its accept loop's (c.lead set), which it hands on (c.handOn) before
 // anything that may wait.
 func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Addr, perIP bool) {
-	rs := &relaySession{c: c, lv: lv, ip: ip, perIP: perIP}
+	rs := &c.sess
+	*rs = relaySession{s: s, c: c, lv: lv, ip: ip, perIP: perIP}
 	defer func() {
 		if !rs.relaying { // not handed to the relay: end here
 			s.endSession(rs)
@@ -119,11 +121,11 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		}
 		s.reject(c, &req, err)
 		s.metrics.end(cmdLabelHandshake, rep)
-		s.accessLog(lv, c, "", "", "", rep, 0, 0, start, err)
+		s.accessLog(lv, c, "", "", dest{}, rep, 0, 0, start, err)
 		return
 	}
 	s.metrics.handshakeDone(time.Since(start))
-	user, target := string(req.User), req.Addr.String()
+	user, target := string(req.User), newDest(req.Addr)
 	cmd := cmdLabelOf(req.Cmd)
 	s.metrics.begin(cmd)
 	if lv.maxPerUser > 0 && req.User != nil {
@@ -201,7 +203,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 // descriptor (tune.DialFd) and hands the session to the relay, which owns
 // fd from then on: success reply, the bytes the client pipelined after its
 // request, startRelay. b is released here.
-func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int, user string, cmd int, target string) {
+func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int, user string, cmd int, target dest) {
 	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
 	if err == nil && len(req.Rest) > 0 {
 		err = writeFd(fd, req.Rest)
@@ -235,9 +237,9 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 			// grew through the handshake and the dial is the session's
 			// no longer.
 			if up != nil {
-				s.relay.StartFdConn(ctx, cfd, up, s.relayDone(rs))
+				s.relay.StartFdConn(ctx, cfd, up, rs.Ended)
 			} else {
-				s.relay.StartFds(ctx, cfd, upFd, s.relayDone(rs))
+				s.relay.StartFdsIn(ctx, &rs.rel, cfd, upFd, rs) // nothing to allocate
 			}
 			return
 		}
@@ -251,7 +253,7 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 		}
 		if err == nil {
 			rs.up, rs.relaying = up, true
-			s.relay.Start(ctx, rs.c.tc, up, s.relayDone(rs))
+			s.relay.Start(ctx, rs.c.tc, up, rs.Ended)
 			return
 		}
 	}
@@ -264,22 +266,41 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
 }
 
-// relayDone is the relay's done for rs.
-func (s *server) relayDone(rs *relaySession) func(relay.Stats, error) {
-	return func(st relay.Stats, err error) {
-		// At once, whatever the access log does: the relay left the
-		// session's last FIN to this close (relay.Options.CallerCloses),
-		// unless it took the sockets over and closed them already
-		// (TakeSockets), when this close does nothing.
-		rs.closeSockets()
-		if rs.lv.accessLog && s.logBlocks {
-			// The access log line can block: write it off the loop,
-			// which serves other sessions.
-			go s.relayed(rs, st, err)
-			return
-		}
-		s.relayed(rs, st, err)
+// Ended is the relay's done for rs (a relay.Ender).
+func (rs *relaySession) Ended(st relay.Stats, err error) {
+	// At once, whatever the access log does: the relay left the
+	// session's last FIN to this close (relay.Options.CallerCloses),
+	// unless it took the sockets over and closed them already
+	// (TakeSockets), when this close does nothing.
+	rs.closeSockets()
+	if rs.lv.accessLog && rs.s.logBlocks {
+		// The access log line can block: write it off the loop,
+		// which serves other sessions.
+		go rs.s.relayed(rs, st, err)
+		return
 	}
+	rs.s.relayed(rs, st, err)
+}
+
+// dest is a session's target as its log lines write it, formatted only when
+// one is written: an address as the request gave it, a name copied out of
+// the handshake's buffer. The zero dest is written as "".
+type dest struct {
+	addr handshake.Addr
+}
+
+func newDest(a handshake.Addr) dest {
+	if a.Name != nil {
+		a.Name = bytes.Clone(a.Name)
+	}
+	return dest{a}
+}
+
+func (d dest) String() string {
+	if d.addr.Type == 0 {
+		return ""
+	}
+	return d.addr.String()
 }
 
 // writeFd writes all of p to a fresh upstream socket's descriptor. Its
@@ -299,25 +320,11 @@ func writeFd(fd int, p []byte) error {
 	return nil
 }
 
-// fdLocalAddrPort is a socket's own address, sent as BND in the success
-// reply.
-func fdLocalAddrPort(fd int) netip.AddrPort {
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
-}
-
 // relaySession is an established session as serveConn hands it to the
 // relay, which owns it from then on and ends it through relayed.
 type relaySession struct {
+	rel      relay.Session // the relay's state for it, in this allocation (StartFdsIn)
+	s        *server
 	c        *client
 	up       *net.TCPConn // nil: none, or a bare descriptor the relay owns
 	lv       *live
@@ -326,7 +333,7 @@ type relaySession struct {
 	userHeld bool // a --max-sessions-per-user slot of user is held
 	user     string
 	cmd      int
-	target   string
+	target   dest
 	start    time.Time
 	relaying bool // handed to the relay, which ends it through relayed
 	closed   bool // closeSockets ran
@@ -366,7 +373,7 @@ func (s *server) endSession(rs *relaySession) {
 }
 
 // udpSession runs a UDP association and accounts for it.
-func (s *server) udpSession(ctx context.Context, lv *live, c *client, tc *net.TCPConn, req *handshake.Request, user, target string, start time.Time) {
+func (s *server) udpSession(ctx context.Context, lv *live, c *client, tc *net.TCPConn, req *handshake.Request, user string, target dest, start time.Time) {
 	st, denied, err := s.associate(ctx, lv, tc, req)
 	s.metrics.datagramsRelayed(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
@@ -376,7 +383,7 @@ func (s *server) udpSession(ctx context.Context, lv *live, c *client, tc *net.TC
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
 	if lv.accessLog {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "session", slog.String("client", c.addr()),
-			slog.String("user", user), slog.String("cmd", "udp_associate"), slog.String("target", target),
+			slog.String("user", user), slog.String("cmd", "udp_associate"), slog.String("target", target.String()),
 			slog.String("reply", "succeeded"), slog.Int64("up_bytes", st.FromClientBytes), slog.Int64("down_bytes", st.ToClientBytes),
 			slog.Int64("datagrams_up", st.FromClient), slog.Int64("datagrams_down", st.ToClient),
 			slog.Int64("dropped", sumDrops(st)), slog.Int64("denied", denied),
@@ -394,7 +401,7 @@ func sumDrops(st relay.DatagramStats) int64 {
 
 // fail ends a session that got no success reply, or failed after it
 // (errReplied): it replies to req where still possible, counts and logs.
-func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, cmd int, target string, err error, start time.Time) {
+func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, cmd int, target dest, err error, start time.Time) {
 	rep := replyNone
 	if !errors.As(err, new(errReplied)) {
 		s.reject(c, req, err)
@@ -402,7 +409,7 @@ func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, 
 		if rep == int(handshake.NotAllowed) {
 			s.metrics.refuse(refDestRule)
 			if !lv.accessLog {
-				s.log.Info("denied", "client", c.addr(), "user", user, "cmd", cmdLabels[cmd], "target", target, "err", err)
+				s.log.Info("denied", "client", c.addr(), "user", user, "cmd", cmdLabels[cmd], "target", target.String(), "err", err)
 			}
 		}
 	}
@@ -411,7 +418,7 @@ func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, 
 }
 
 // accessLog writes the one line of a session, when the access log is on.
-func (s *server) accessLog(lv *live, c *client, user, cmd, target string, rep int, up, down int64, start time.Time, err error) {
+func (s *server) accessLog(lv *live, c *client, user, cmd string, target dest, rep int, up, down int64, start time.Time, err error) {
 	if !lv.accessLog {
 		return
 	}
@@ -419,7 +426,7 @@ func (s *server) accessLog(lv *live, c *client, user, cmd, target string, rep in
 		c.handOn() // the line may block: not on the accept loop
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.addr()),
-		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target),
+		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target.String()),
 		slog.String("reply", replyLabels[rep]), slog.Int64("up_bytes", up), slog.Int64("down_bytes", down),
 		slog.Duration("duration", time.Since(start)), errAttr(err))
 }
