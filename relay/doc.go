@@ -35,7 +35,10 @@
 // from a raw accept4 and tune.Options.DialFd) and closes them itself, and
 // StartFdConn a bare client with a dialled *net.TCPConn upstream; their
 // plain path wraps the descriptors with FileConn, which keeps their socket
-// options.
+// options. StartFdsIn is StartFds for a caller that keeps each session in a
+// struct of its own: a Session embedded there holds the relay's state for
+// it and the struct, as an Ender, is told of the end, so that starting a
+// session allocates nothing.
 //
 // Use:
 //
