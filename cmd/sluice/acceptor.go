@@ -177,7 +177,11 @@ func listenerClosed(l *net.TCPListener) bool {
 // else through package net.
 func (s *server) accept(l *net.TCPListener, b *bareAccept) (*client, error) {
 	if b != nil {
-		return b.accept()
+		c, err := b.accept()
+		if c != nil {
+			c.w = s.waiter
+		}
+		return c, err
 	}
 	c, err := l.AcceptTCP()
 	if err != nil {

@@ -15,9 +15,9 @@ import (
 // client is a session's client socket. Accepted by package net it is a
 // *net.TCPConn (tc). Accepted bare (bareAccept: Linux, with the relay's event
 // loops) it is a non-blocking descriptor that meets no poller: reads and
-// writes are plain system calls, and only one that would block registers
-// the socket with the runtime poller (f) and waits there, within the
-// deadline. A CONNECT then hands the descriptor to the relay as it is
+// writes are plain system calls, and only one that would block waits, within
+// the deadline, in the server's waiter (w), or without one registers the
+// socket with the runtime poller (f) and waits there. A CONNECT then hands the descriptor to the relay as it is
 // (takeFd); what needs package net (BIND, UDP ASSOCIATE) gets a
 // *net.TCPConn from conn.
 type client struct {
@@ -26,8 +26,14 @@ type client struct {
 	f        *os.File     // fd registered with the poller, once a call would block
 	peer     netip.AddrPort
 	deadline time.Time
-	lead     *leader      // the accept loop this session runs on inline; nil: its own goroutine
-	sess     relaySession // the session c serves, in c's allocation (serveConn)
+	lead     *leader       // the accept loop this session runs on inline; nil: its own goroutine
+	sess     relaySession  // the session c serves, in c's allocation (serveConn)
+	w        *waiter       // where a read or write that would block waits, while f is nil; nil: in f
+	wid      uint64        // the session's id in w, from its first wait
+	wake     chan struct{} // w's wake-up, from the first wait
+	werr     error         // why w woke the session: nil (ready), a deadline, w closed
+	wseq     uint64        // waits in w so far
+	waited   bool          // fd is registered with w
 }
 
 // netClient is a client accepted by package net.
@@ -59,6 +65,12 @@ func (c *client) Read(p []byte) (int, error) {
 			switch {
 			case err == syscall.EINTR:
 				continue
+			case err == syscall.EAGAIN && c.w != nil:
+				c.handOn() // it waits: not on the accept loop
+				if err := c.w.wait(c, false); err != nil {
+					return 0, err
+				}
+				continue
 			case err == syscall.EAGAIN:
 			case err != nil:
 				return 0, os.NewSyscallError("read", err)
@@ -85,6 +97,12 @@ func (c *client) Write(p []byte) (int, error) {
 		n, err := syscall.Write(c.fd, p[written:])
 		switch {
 		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN && c.w != nil:
+			c.handOn() // it waits: not on the accept loop
+			if err := c.w.wait(c, true); err != nil {
+				return written, err
+			}
 			continue
 		case err == syscall.EAGAIN:
 		case err != nil:

@@ -198,6 +198,13 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
 	inst.srv.bareSockets = !cfg.netSockets && inst.srv.relay.Loops() > 0
+	if inst.srv.bareSockets {
+		w, err := newWaiter()
+		if err != nil {
+			log.Warn("bare clients wait in package os's poller", "err", err)
+		}
+		inst.srv.waiter = w
+	}
 	if cfg.metricsAddr != "" {
 		inst.srv.metrics = newMetrics()
 	}
@@ -300,6 +307,7 @@ func (inst *instance) shutdown(drain time.Duration) {
 	for _, cancel := range inst.cancels {
 		cancel()
 	}
+	inst.srv.waiter.close() // clients still in their handshake end too
 	<-done
 	inst.srv.relay.Close()
 	inst.srv.refusals.close() // after the accept loops, the only callers of refuse

@@ -30,6 +30,7 @@ type server struct {
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
 	bareSockets bool     // clients accepted (bareAccept) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
+	waiter      *waiter  // where bare clients wait to be readable; nil: in package os's poller
 	dialTimeout time.Duration
 	sessions    sync.WaitGroup
 	// logBlocks: a log line may block (a logger that does not write
@@ -107,6 +108,12 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	}
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
+	} else if c.tc != nil {
+		// No deadline would end a stalled handshake when the server's
+		// drain times out: this does (a bare client waits in s.waiter,
+		// which the shutdown closes).
+		stop := context.AfterFunc(ctx, func() { c.tc.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
 	}
 	b := handshake.GetBuffer()
 	req, err := handshake.Negotiate(c, b, &lv.hs)

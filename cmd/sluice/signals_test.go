@@ -75,6 +75,34 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 }
 
+// TestDrainEndsHandshakes sends SIGTERM while a client that waits for each
+// answer is between its greeting and its request, with no handshake timeout
+// to end that wait: the drain timeout ends it, and sluice exits, with bare
+// client sockets (the waiter) and with --net-sockets alike.
+func TestDrainEndsHandshakes(t *testing.T) {
+	t.Parallel()
+	for name, mode := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"--listen", "127.0.0.1:0", "--listeners", "1", "--handshake-timeout", "0", "--drain-timeout", "1s"}, mode...)
+			p := startProc(t, args...)
+			c := dialSluice(t, p.addr)
+			mustWrite(t, c, []byte{5, 1, 0})
+			expect(t, c, []byte{5, 0}) // the session now reads its request
+			start := time.Now()
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.waitLine(t, "drain timeout")
+			if err := p.wait(t); err != nil {
+				t.Fatalf("exit: %v, want 0", err)
+			}
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+				t.Errorf("client after the drain: %d, %v; want its connection closed", n, err)
+			}
+			t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
 // TestReloadSIGHUP changes users, rules and a restart-only key, then sends
 // SIGHUP: the session already open keeps working, new sessions see the new
 // users and rules, the restart-only key is reported, and a broken file keeps

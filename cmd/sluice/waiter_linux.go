@@ -1,0 +1,284 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// waiter parks the sessions whose bare client socket has nothing to read
+// yet (a client that waits for each answer, as curl and browsers do, sends
+// its request only after it read the method reply), or no room for a
+// reply (a client that does not read). One epoll instance, itself waited on
+// through the runtime poller as the relay's event loops wait on theirs,
+// holds each such socket EPOLLONESHOT under its session's id; its goroutine
+// wakes the session when the socket is ready, when the session's deadline
+// passes (the waiter keeps the deadlines, in a heap, and the epoll file's
+// read deadline is the earliest) and when the waiter closes.
+//
+// Package os would register the socket with the runtime poller instead
+// (os.NewFile: an fcntl to read its flags, an epoll_ctl, a finalizer, a
+// read that finds nothing once more) and, before the relay took it, take it
+// out again (a dup and a close, which deregisters it), and a deadline would
+// cost a timer. Here a wait costs one epoll_ctl, and the registration,
+// disarmed by its one event, goes with the socket's last close: it never
+// has to be taken out.
+type waiter struct {
+	epfd     int
+	file     *os.File
+	rc       syscall.RawConn
+	fn       func(uintptr) bool // w.turn, bound once
+	events   [64]unix.EpollEvent
+	finished chan struct{} // closed when serve returns
+
+	mu        sync.Mutex
+	closed    bool
+	next      uint64             // the last session id given
+	parked    map[uint64]*client // by session id
+	deadlines deadlineHeap       // of waits in parked, and of earlier ones (stale)
+	timer     int64              // the epoll file's read deadline (unix ns); 0: none
+}
+
+func newWaiter() (*waiter, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	w := &waiter{epfd: epfd, finished: make(chan struct{}), parked: make(map[uint64]*client)}
+	w.file = os.NewFile(uintptr(epfd), "waiter")
+	if w.rc, err = w.file.SyscallConn(); err != nil {
+		w.file.Close()
+		return nil, err
+	}
+	w.fn = w.turn
+	go w.serve()
+	return w, nil
+}
+
+// serve is the waiter's goroutine: inside RawConn.Read on the epoll
+// descriptor, which returns at the earliest deadline and once the waiter is
+// closed.
+func (w *waiter) serve() {
+	defer close(w.finished)
+	for {
+		err := w.rc.Read(w.fn)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // closed
+		}
+		w.expire()
+	}
+}
+
+// turn wakes the sessions whose sockets epoll reports, and reports false:
+// Read waits for the epoll descriptor to be readable again.
+func (w *waiter) turn(uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 || n == 0 {
+			return false
+		}
+		w.mu.Lock()
+		for i := range w.events[:n] {
+			ev := &w.events[i]
+			if c := w.parked[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
+				w.wakeLocked(c, nil)
+			}
+		}
+		w.mu.Unlock()
+		if int(n) < len(w.events) {
+			return false
+		}
+	}
+}
+
+// wakeLocked ends c's wait with err. w.mu is held.
+func (w *waiter) wakeLocked(c *client, err error) {
+	delete(w.parked, c.wid)
+	c.werr = err
+	c.wake <- struct{}{} // buffered, and empty: one wake per wait
+}
+
+// expire wakes the sessions whose deadline passed and sets the epoll file's
+// read deadline to the next one.
+func (w *waiter) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now().UnixNano()
+	for len(w.deadlines) > 0 && w.deadlines[0].at <= now {
+		d := w.deadlines.pop()
+		if c := w.parked[d.id]; c != nil && c.wseq == d.seq {
+			w.wakeLocked(c, os.ErrDeadlineExceeded)
+		}
+	}
+	w.timer = 0
+	w.armTimerLocked()
+}
+
+// armTimerLocked brings the epoll file's read deadline forward to the
+// earliest deadline, when that is earlier. w.mu is held.
+func (w *waiter) armTimerLocked() {
+	if len(w.deadlines) == 0 {
+		w.timer = 0
+		w.file.SetReadDeadline(time.Time{})
+		return
+	}
+	if at := w.deadlines[0].at; w.timer == 0 || at < w.timer {
+		w.timer = at
+		w.file.SetReadDeadline(time.Unix(0, at))
+	}
+}
+
+// wait parks c's session until its socket is readable, or writable when
+// out is set (or reports an error or its peer's close), c's deadline passes
+// (os.ErrDeadlineExceeded) or the waiter closes (net.ErrClosed). A socket
+// ready already wakes it at once.
+func (w *waiter) wait(c *client, out bool) error {
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return os.ErrDeadlineExceeded
+	}
+	if c.wake == nil {
+		c.wake = make(chan struct{}, 1)
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return net.ErrClosed
+	}
+	if c.wid == 0 {
+		w.next++
+		c.wid = w.next
+	}
+	c.wseq++
+	op := unix.EPOLL_CTL_MOD // re-armed: registered by an earlier wait
+	if !c.waited {
+		op = unix.EPOLL_CTL_ADD
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	if out {
+		ev.Events = unix.EPOLLOUT | unix.EPOLLONESHOT
+	}
+	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
+	// Under w.mu, so never after close (w.closed), and with the session
+	// parked first: the event may come at once.
+	w.parked[c.wid] = c
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(w.epfd), uintptr(op), uintptr(c.fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	if e != 0 {
+		delete(w.parked, c.wid)
+		w.mu.Unlock()
+		return os.NewSyscallError("epoll_ctl", e)
+	}
+	c.waited = true
+	if !c.deadline.IsZero() {
+		if len(w.deadlines) > 2*len(w.parked)+64 {
+			w.deadlines.prune(w.parked) // deadlines of waits that ended otherwise
+		}
+		w.deadlines.push(deadline{at: c.deadline.UnixNano(), id: c.wid, seq: c.wseq})
+		w.armTimerLocked()
+	}
+	w.mu.Unlock()
+	<-c.wake
+	return c.werr
+}
+
+// close ends the waits in progress with net.ErrClosed, refuses later ones
+// and stops the waiter's goroutine.
+func (w *waiter) close() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	for _, c := range w.parked {
+		w.wakeLocked(c, net.ErrClosed)
+	}
+	w.mu.Unlock()
+	// No epoll_ctl from now on (w.closed). Not under w.mu: Close waits for
+	// the Read that serve is in, whose turn may be waiting for w.mu.
+	if w.file.Close() == nil {
+		<-w.finished
+	}
+}
+
+// deadline is a wait's end: session id and the session's wait count, which
+// tell a wait still parked from one that ended.
+type deadline struct {
+	at  int64 // unix ns
+	id  uint64
+	seq uint64
+}
+
+// deadlineHeap is a min-heap of deadlines by at, kept by hand: through
+// container/heap's interface each push and pop would allocate.
+type deadlineHeap []deadline
+
+func (h *deadlineHeap) push(d deadline) {
+	*h = append(*h, d)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].at <= q[i].at {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+func (h *deadlineHeap) pop() deadline {
+	q := *h
+	d := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	*h = q[:n]
+	h.down(0)
+	return d
+}
+
+func (h deadlineHeap) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].at < h[l].at {
+			m = r
+		}
+		if h[i].at <= h[m].at {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+// prune drops the deadlines of waits no longer parked.
+func (h *deadlineHeap) prune(parked map[uint64]*client) {
+	kept := (*h)[:0]
+	for _, d := range *h {
+		if c := parked[d.id]; c != nil && c.wseq == d.seq {
+			kept = append(kept, d)
+		}
+	}
+	*h = kept
+	for i := len(kept)/2 - 1; i >= 0; i-- {
+		kept.down(i)
+	}
+}

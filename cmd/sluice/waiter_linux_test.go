@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitingClient returns a bare client accepted from a fresh listener, its
+// peer, and the waiter, closed at cleanup, that the client waits in.
+func waitingClient(t *testing.T) (*client, *net.TCPConn, *waiter) {
+	t.Helper()
+	l, f := bareAccepting(t)
+	w, err := newWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	c, peer := acceptBare(t, l, f)
+	c.w = w
+	return c, peer, w
+}
+
+// TestClientWaiter: with a waiter, a read with nothing to read and a write
+// with no room wait there, within the deadline, as often as they have to
+// (the socket registered once, re-armed after), and the socket never meets
+// the runtime poller: it hands over bare and keeps working.
+func TestClientWaiter(t *testing.T) {
+	t.Parallel()
+	c, peer, w := waitingClient(t)
+	c.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of nothing: %v; want os.ErrDeadlineExceeded", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range 3 { // ADD, then MOD each time
+		go peer.Write([]byte{byte(i)})
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil || b[0] != byte(i) {
+			t.Fatalf("read %d after a wait: %x, %v", i, b, err)
+		}
+	}
+	big := make([]byte, 8<<20) // far more than the socket buffers take
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(big)
+		wrote <- err
+	}()
+	if _, err := io.ReadFull(peer, make([]byte, len(big))); err != nil {
+		t.Fatalf("reading a write that had to wait: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("write that had to wait: %v", err)
+	}
+	if c.f != nil {
+		t.Fatal("a read or write that waited registered the socket with the runtime poller")
+	}
+	w.mu.Lock()
+	parked := len(w.parked)
+	w.mu.Unlock()
+	if parked != 0 {
+		t.Errorf("%d sessions parked after the reads; want 0", parked)
+	}
+	fd, err := c.takeFd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Write(fd, []byte{9}); n != 1 || err != nil {
+		t.Fatalf("write on the taken descriptor: %d, %v", n, err)
+	}
+	if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	peer.Write([]byte{10})
+	b := make([]byte, 1)
+	if n, err := unix.Read(fd, b); n != 1 || err != nil || b[0] != 10 {
+		t.Fatalf("read on the taken descriptor: %d %x, %v", n, b, err)
+	}
+	unix.Close(fd)
+}
+
+// TestWaiterClose: closing the waiter ends a wait in progress and refuses
+// later ones with net.ErrClosed, deadline or not.
+func TestWaiterClose(t *testing.T) {
+	t.Parallel()
+	c, _, w := waitingClient(t)
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		res <- err
+	}()
+	w.close()
+	select {
+	case err := <-res:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read while the waiter closed: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a wait outlived its waiter")
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after the waiter closed: %v; want net.ErrClosed", err)
+	}
+	w.close() // twice: nothing
+}
+
+// TestDeadlineHeap: pops come earliest first, and prune keeps exactly the
+// deadlines of waits still parked, in heap order.
+func TestDeadlineHeap(t *testing.T) {
+	t.Parallel()
+	var h deadlineHeap
+	parked := map[uint64]*client{}
+	for i := range uint64(200) {
+		at := int64((i * 7919) % 211) // distinct, out of order
+		h.push(deadline{at: at, id: i + 1, seq: 1})
+		if i%3 == 0 {
+			parked[i+1] = &client{wseq: 1}
+		} else if i%3 == 1 {
+			parked[i+1] = &client{wseq: 2} // parked again since: stale
+		}
+	}
+	h.prune(parked)
+	want := 0
+	for _, c := range parked {
+		if c.wseq == 1 {
+			want++
+		}
+	}
+	if len(h) != want {
+		t.Fatalf("prune kept %d deadlines; want %d", len(h), want)
+	}
+	last := int64(-1)
+	for len(h) > 0 {
+		d := h.pop()
+		if d.at < last {
+			t.Fatalf("popped %d after %d", d.at, last)
+		}
+		if c := parked[d.id]; c == nil || c.wseq != d.seq {
+			t.Fatalf("prune kept the stale deadline of session %d", d.id)
+		}
+		last = d.at
+	}
+}
