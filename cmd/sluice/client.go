@@ -170,6 +170,9 @@ func (c *client) takeFd() (int, error) {
 		return -1, errors.New("client: no bare socket")
 	}
 	fd := c.fd
+	if c.waited {
+		c.w.forget(c)
+	}
 	if c.f != nil {
 		var err error
 		if fd, err = dupCloexec(c.fd); err != nil {

@@ -26,9 +26,10 @@ import (
 // (os.NewFile: an fcntl to read its flags, an epoll_ctl, a finalizer, a
 // read that finds nothing once more) and, before the relay took it, take it
 // out again (a dup and a close, which deregisters it), and a deadline would
-// cost a timer. Here a wait costs one epoll_ctl, and the registration,
-// disarmed by its one event, goes with the socket's last close: it never
-// has to be taken out.
+// cost a timer. Here a wait costs one epoll_ctl, and one more takes the
+// socket out when the relay takes it over (forget): a disarmed registration
+// would cost nothing to keep but would have every wake-up of the relayed
+// socket take this epoll instance's lock, shared by all sessions.
 type waiter struct {
 	epfd     int
 	file     *os.File
@@ -108,7 +109,10 @@ func (w *waiter) turn(uintptr) bool {
 func (w *waiter) wakeLocked(c *client, err error) {
 	delete(w.parked, c.wid)
 	c.werr = err
-	c.wake <- struct{}{} // buffered, and empty: one wake per wait
+	select {
+	case c.wake <- struct{}{}: // buffered, and empty: one wake per wait
+	default:
+	}
 }
 
 // expire wakes the sessions whose deadline passed and sets the epoll file's
@@ -191,6 +195,17 @@ func (w *waiter) wait(c *client, out bool) error {
 	w.mu.Unlock()
 	<-c.wake
 	return c.werr
+}
+
+// forget takes c's socket out of the waiter's epoll set, before the socket
+// goes to the relay (client.takeFd).
+func (w *waiter) forget(c *client) {
+	w.mu.Lock()
+	if !w.closed {
+		unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(w.epfd), unix.EPOLL_CTL_DEL, uintptr(c.fd), 0, 0, 0)
+	}
+	w.mu.Unlock()
+	c.waited = false
 }
 
 // close ends the waits in progress with net.ErrClosed, refuses later ones

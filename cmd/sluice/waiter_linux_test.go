@@ -29,7 +29,8 @@ func waitingClient(t *testing.T) (*client, *net.TCPConn, *waiter) {
 // TestClientWaiter: with a waiter, a read with nothing to read and a write
 // with no room wait there, within the deadline, as often as they have to
 // (the socket registered once, re-armed after), and the socket never meets
-// the runtime poller: it hands over bare and keeps working.
+// the runtime poller: it hands over bare, out of the waiter's epoll set,
+// and keeps working.
 func TestClientWaiter(t *testing.T) {
 	t.Parallel()
 	c, peer, w := waitingClient(t)
@@ -69,6 +70,10 @@ func TestClientWaiter(t *testing.T) {
 	fd, err := c.takeFd()
 	if err != nil {
 		t.Fatal(err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != unix.ENOENT {
+		t.Errorf("the taken socket in the waiter's epoll set: EPOLL_CTL_MOD %v; want ENOENT", err)
 	}
 	if n, err := unix.Write(fd, []byte{9}); n != 1 || err != nil {
 		t.Fatalf("write on the taken descriptor: %d, %v", n, err)

@@ -13,3 +13,5 @@ func newWaiter() (*waiter, error) { return nil, nil }
 func (w *waiter) wait(*client, bool) error { return errors.ErrUnsupported }
 
 func (w *waiter) close() {}
+
+func (w *waiter) forget(*client) {}
