@@ -19,6 +19,8 @@
 #                      lists; a cgroup capping the relay at a percentage of
 #                      one CPU, root)
 #        PORT_BASE=17400  BIN=  (prebuilt sluice-bench, bench/prebuild.sh)
+#        TARGET_HOST=127.0.0.1   how the load names the target: "localhost"
+#                      sends a domain name, resolved by the relay
 # Both builds run with --access-log=false, as in peers.sh. Everything listens
 # on 127.0.0.1 and every process it starts is stopped on exit.
 set -euo pipefail
@@ -43,6 +45,7 @@ for b in "${builds_a[0]}" "${builds_b[0]}"; do [ -x "$b" ] || die "$b is not an 
 place_relay_and_load
 
 TARGET_PORT=$((PORT_BASE + 1)) PROXY_PORT=$((PORT_BASE + 10))
+TARGET_HOST=${TARGET_HOST:-127.0.0.1}
 for p in $TARGET_PORT $PROXY_PORT; do port_free "$p"; done
 BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
 target_mode="echo"
@@ -60,7 +63,7 @@ measure() {
 	wait_port "$PROXY_PORT" "$name"
 	local args
 	read -r -a args <<<"$LOAD_ARGS"
-	"${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "127.0.0.1:$TARGET_PORT" \
+	"${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "$TARGET_HOST:$TARGET_PORT" \
 		"${args[@]}" --duration "${DURATION}s" --pid "$pid" --json >"$tmp/$name.json" ||
 		die "$name: sluice-bench $WORKLOAD failed: $(cat "$tmp/$name.json")"
 	kill_tree "$pid"

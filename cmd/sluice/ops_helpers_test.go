@@ -34,12 +34,20 @@ func writeConfig(t *testing.T, content string) string {
 // every A query with ip (IPv4) and every other query with no answer.
 func fixedResolver(t *testing.T, ip netip.Addr) *net.Resolver {
 	t.Helper()
-	return loopbackResolver(t, func(pc net.PacketConn) { serveFixedA(pc, ip.As4()) })
+	return loopbackResolver(t, func(pc net.PacketConn) { serveFixed(pc, ip.As4(), nil) })
 }
 
-// serveFixedA answers DNS queries on pc: one A record for type A questions,
-// an empty NOERROR answer for the rest.
-func serveFixedA(pc net.PacketConn, ip [4]byte) {
+// dualResolver is fixedResolver with an AAAA answer too: v4 and v6.
+func dualResolver(t *testing.T, v4, v6 netip.Addr) *net.Resolver {
+	t.Helper()
+	ip6 := v6.As16()
+	return loopbackResolver(t, func(pc net.PacketConn) { serveFixed(pc, v4.As4(), &ip6) })
+}
+
+// serveFixed answers DNS queries on pc: one A record for type A questions,
+// one AAAA record for type AAAA questions when v6 is set, an empty NOERROR
+// answer for the rest.
+func serveFixed(pc net.PacketConn, ip [4]byte, v6 *[16]byte) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -63,10 +71,15 @@ func serveFixedA(pc net.PacketConn, ip [4]byte) {
 		msg[2] = 0x80 | msg[2]&0x79 | 0x04 // QR, AA
 		msg[3] = 0x80                      // RA, NOERROR
 		copy(msg[6:12], []byte{0, 0, 0, 0, 0, 0})
-		if qtype == 1 {
+		switch {
+		case qtype == 1:
 			msg[7] = 1                                                 // ANCOUNT
 			msg = append(msg, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4) // name ptr, A, IN, TTL, len
 			msg = append(msg, ip[:]...)                                // RDATA
+		case qtype == 28 && v6 != nil:
+			msg[7] = 1                                                   // ANCOUNT
+			msg = append(msg, 0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16) // name ptr, AAAA, IN, TTL, len
+			msg = append(msg, v6[:]...)                                  // RDATA
 		}
 		pc.WriteTo(msg, from)
 	}

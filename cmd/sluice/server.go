@@ -490,6 +490,10 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		}
 	default:
 		cl.handOn()
+		if s.bareSockets {
+			fd, err := s.dialNameFd(ctx, p, a)
+			return nil, fd, err
+		}
 		c, err := s.dialResolved(ctx, p, a)
 		return c, -1, err
 	}
@@ -506,6 +510,10 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		return nil, fd, nil
 	}
 	cl.handOn()
+	if s.bareSockets { // a name
+		fd, err := s.dialNameFd(ctx, nil, a)
+		return nil, fd, err
+	}
 	c, err = s.dial(ctx, a)
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))
@@ -518,23 +526,11 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 // answers, within the dial timeout.
 func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) (*net.TCPConn, error) {
 	start := time.Now()
-	if s.dialTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.dialTimeout)
-		defer cancel()
-	}
-	r := s.dialer.Resolver
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	ips, err := r.LookupNetIP(ctx, "ip", string(a.Name))
+	ctx, cancel := s.withDialTimeout(ctx)
+	defer cancel()
+	ips, err := s.resolve(ctx, p, a)
 	if err != nil {
 		return nil, err
-	}
-	for _, ip := range ips {
-		if !p.allowed(cmdConnect, a.Name, ip, a.Port) {
-			return nil, errDenied{ip.Unmap()}
-		}
 	}
 	var first error
 	for _, ip := range ips {
@@ -551,9 +547,188 @@ func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) 
 		}
 	}
 	if first == nil {
-		first = &net.DNSError{Err: "no such host", Name: string(a.Name), IsNotFound: true}
+		first = noSuchHost(a)
 	}
 	return nil, first
+}
+
+// withDialTimeout bounds ctx by the dial timeout, resolution included, when
+// there is one.
+func (s *server) withDialTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.dialTimeout > 0 {
+		return context.WithTimeout(ctx, s.dialTimeout)
+	}
+	return ctx, func() {}
+}
+
+// resolve looks a domain target up with the dialer's resolver and, with p
+// (nil: no rules), checks that every address it resolves to is allowed.
+func (s *server) resolve(ctx context.Context, p *policy, a handshake.Addr) ([]netip.Addr, error) {
+	r := s.dialer.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", string(a.Name))
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
+			return nil, errDenied{ip.Unmap()}
+		}
+	}
+	return ips, nil
+}
+
+func noSuchHost(a handshake.Addr) error {
+	return &net.DNSError{Err: "no such host", Name: string(a.Name), IsNotFound: true}
+}
+
+// fallbackDelay is how long the first address family has before the other
+// is tried beside it (RFC 8305's Connection Attempt Delay; net.Dialer's
+// default).
+const fallbackDelay = 300 * time.Millisecond
+
+// dialNameFd resolves a domain target (rules checked as in resolve) and
+// dials it as a bare socket (tune.DialFdLate), as net.Dialer would dial
+// the name: the addresses of the first one's family in turn, each with an
+// equal share of what is left of the dial timeout (at least 2 s), and when
+// the name has addresses of both families, the other family's in turn
+// beside them after fallbackDelay, or at once when the first family failed
+// (Happy Eyeballs); the first socket connected wins. The session then takes
+// the same path as a CONNECT to an address.
+func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (int, error) {
+	start := time.Now()
+	ctx, cancel := s.withDialTimeout(ctx)
+	defer cancel()
+	ips, err := s.resolve(ctx, p, a)
+	if err != nil {
+		return -1, err
+	}
+	if len(ips) == 0 {
+		return -1, noSuchHost(a)
+	}
+	var primaries, fallbacks []netip.Addr
+	for _, ip := range ips {
+		if ip.Unmap().Is4() == ips[0].Unmap().Is4() {
+			primaries = append(primaries, ip)
+		} else {
+			fallbacks = append(fallbacks, ip)
+		}
+	}
+	var fd int
+	if len(fallbacks) == 0 {
+		fd, err = s.dialSerialFd(ctx, primaries, a.Port)
+	} else {
+		fd, err = s.dialParallelFd(ctx, primaries, fallbacks, a.Port)
+	}
+	if err == nil {
+		s.metrics.dialDone(time.Since(start))
+	}
+	return fd, err
+}
+
+// dialSerialFd dials ips in turn, as net.Dialer's serial dial does.
+func (s *server) dialSerialFd(ctx context.Context, ips []netip.Addr, port uint16) (int, error) {
+	var first error
+	for i, ip := range ips {
+		if err := ctx.Err(); err != nil {
+			if first == nil {
+				first = err
+			}
+			break
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			if part := partialDeadline(time.Now(), dl, len(ips)-i); part.Before(dl) {
+				actx, cancel = context.WithDeadline(ctx, part)
+			}
+		}
+		fd, err := s.tune.DialFdLate(actx, netip.AddrPortFrom(ip.Unmap(), port), nil)
+		cancel()
+		if err == nil {
+			return fd, nil
+		}
+		s.fdPressure(err)
+		if first == nil {
+			first = err
+		}
+	}
+	return -1, first
+}
+
+// partialDeadline is net.Dialer's share of the time to deadline for one of
+// n addresses still to dial: an equal share, but at least 2 s.
+func partialDeadline(now, deadline time.Time, n int) time.Time {
+	left := deadline.Sub(now)
+	share := left / time.Duration(n)
+	if share < 2*time.Second {
+		share = min(2*time.Second, left)
+	}
+	return now.Add(share)
+}
+
+// dialParallelFd races the serial dials of primaries and, fallbackDelay
+// later or once they failed, of fallbacks; the winner's socket is returned
+// and the loser's closed. Both failing gives the primaries' error, as
+// net.Dialer does.
+func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []netip.Addr, port uint16) (int, error) {
+	type result struct {
+		fd      int
+		err     error
+		primary bool
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan result, 2) // never blocks a dial that lost
+	race := func(ips []netip.Addr, primary bool) {
+		go func() {
+			fd, err := s.dialSerialFd(ctx, ips, port)
+			results <- result{fd, err, primary}
+		}()
+	}
+	race(primaries, true)
+	fallback := time.NewTimer(fallbackDelay)
+	defer fallback.Stop()
+	pending, fellBack := 1, false
+	var primaryErr error
+	for {
+		select {
+		case <-fallback.C:
+			if !fellBack {
+				fellBack = true
+				pending++
+				race(fallbacks, false)
+			}
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				if pending > 0 {
+					go func() { // the other dial, canceled: close its socket should it have won too
+						if r := <-results; r.err == nil {
+							syscall.Close(r.fd)
+						}
+					}()
+				}
+				return r.fd, nil
+			}
+			if r.primary {
+				primaryErr = r.err
+				if !fellBack {
+					fellBack = true
+					pending++
+					race(fallbacks, false)
+					continue
+				}
+			}
+			if pending == 0 {
+				if primaryErr == nil {
+					primaryErr = r.err
+				}
+				return -1, primaryErr
+			}
+		}
+	}
 }
 
 // dial connects to a with the tuned dialer. Domain names are resolved by the

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/handshake"
+)
+
+// peerOf is a connected socket's peer address.
+func peerOf(t *testing.T, fd int) netip.AddrPort {
+	t.Helper()
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	if _, _, e := unix.Syscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatal(e)
+	}
+	return rawAddrPort(&rsa)
+}
+
+// TestConnectNameBare: with bare sockets (the default) a CONNECT to a name
+// is dialled as a bare socket, as one to an address is, and relays.
+func TestConnectNameBare(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	port := uint16(echo.Addr().(*net.TCPAddr).Port)
+	var buf syncBuffer
+	addr, inst := startSluiceResolver(t, fixedResolver(t, netip.MustParseAddr("127.0.0.1")), &buf)
+	const name = "target.test"
+	c := dialSluice(t, addr)
+	req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(name))}, name...)
+	mustWrite(t, c, append(req, byte(port>>8), byte(port), 'x'))
+	var rep [2 + 10 + 1]byte
+	if _, err := io.ReadFull(c, rep[:]); err != nil || rep[1] != 0 || rep[3] != 0 || rep[12] != 'x' {
+		t.Fatalf("replies and echo %x, %v", rep, err)
+	}
+	up, fd, err := inst.srv.connect(context.Background(), inst.srv.live.Load(), &client{fd: -1},
+		handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port})
+	if err != nil || up != nil || fd < 0 {
+		t.Fatalf("connect to a name: %v, %v, %d; want a bare socket", err, up, fd)
+	}
+	defer syscall.Close(fd)
+	if got, want := peerOf(t, fd), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port); got != want {
+		t.Errorf("dialled %v; want %v", got, want)
+	}
+}
+
+// stalledListener listens on ip:port with a backlog of 0 and fills its
+// accept queue, so that a further connect's SYN is dropped and the connect
+// stays in progress.
+func stalledListener(t *testing.T, ip netip.Addr, port uint16) bool {
+	t.Helper()
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(port), Addr: ip.As16()})
+	if ip.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(port), Addr: ip.As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, sa); err != nil {
+		return false // the port is taken on this family
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", netip.AddrPortFrom(ip, port).String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return true
+}
+
+// TestDialNameHappyEyeballs dials a name with an A and an AAAA record as
+// net.Dialer would: the first family's address when it answers; the other
+// family's at once when the first is refused; and fallbackDelay after the
+// start when the first family's connect hangs (its SYN dropped by a full
+// accept queue), the hung attempt then canceled.
+func TestDialNameHappyEyeballs(t *testing.T) {
+	t.Parallel()
+	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	r := dualResolver(t, v4, v6)
+	var buf syncBuffer
+	_, inst := startSluiceResolver(t, r, &buf)
+	const name = "dual.test"
+	ctx := context.Background()
+	ips, err := r.LookupNetIP(ctx, "ip", name)
+	if err != nil || len(ips) != 2 {
+		t.Fatalf("lookup: %v, %v; want an A and an AAAA record", ips, err)
+	}
+	first, other := ips[0].Unmap(), ips[1].Unmap()
+	network := func(ip netip.Addr) string {
+		if ip.Is4() {
+			return "tcp4"
+		}
+		return "tcp6"
+	}
+	dial := func(port uint16) (netip.AddrPort, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		fd, err := inst.srv.dialNameFd(ctx, nil, handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer syscall.Close(fd)
+		return peerOf(t, fd), time.Since(start)
+	}
+
+	l := echoServer(t, network(first), netip.AddrPortFrom(first, 0).String())
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	if got, _ := dial(port); got.Addr().Unmap() != first {
+		t.Errorf("both answer: dialled %v; want the first family, %v", got, first)
+	}
+
+	l = echoServer(t, network(other), netip.AddrPortFrom(other, 0).String())
+	port = uint16(l.Addr().(*net.TCPAddr).Port)
+	if got, took := dial(port); got.Addr().Unmap() != other || took >= fallbackDelay {
+		t.Errorf("first family refused: dialled %v after %v; want %v before %v", got, took, other, fallbackDelay)
+	}
+
+	for tries := 0; ; tries++ {
+		l = echoServer(t, network(other), netip.AddrPortFrom(other, 0).String())
+		port = uint16(l.Addr().(*net.TCPAddr).Port)
+		if stalledListener(t, first, port) {
+			break
+		}
+		if tries == 10 {
+			t.Fatal("no port free on both families")
+		}
+	}
+	if got, took := dial(port); got.Addr().Unmap() != other || took < fallbackDelay {
+		t.Errorf("first family hangs: dialled %v after %v; want %v after %v", got, took, other, fallbackDelay)
+	}
+}
