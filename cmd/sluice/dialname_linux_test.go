@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -99,6 +100,7 @@ func TestDialNameHappyEyeballs(t *testing.T) {
 		t.Fatalf("lookup: %v, %v; want an A and an AAAA record", ips, err)
 	}
 	first, other := ips[0].Unmap(), ips[1].Unmap()
+	t.Logf("resolved %v", ips)
 	network := func(ip netip.Addr) string {
 		if ip.Is4() {
 			return "tcp4"
@@ -126,6 +128,20 @@ func TestDialNameHappyEyeballs(t *testing.T) {
 	port = uint16(l.Addr().(*net.TCPAddr).Port)
 	if got, took := dial(port); got.Addr().Unmap() != other || took >= fallbackDelay {
 		t.Errorf("first family refused: dialled %v after %v; want %v before %v", got, took, other, fallbackDelay)
+	}
+
+	// With --source-addr, only the source's family: IPv4 refused is the
+	// answer, though ::1 (listening) comes first.
+	var buf4 syncBuffer
+	_, inst4 := startSluiceResolver(t, r, &buf4, "--source-addr", "127.0.0.1")
+	l = echoServer(t, "tcp6", netip.AddrPortFrom(v6, 0).String())
+	port = uint16(l.Addr().(*net.TCPAddr).Port)
+	fd, err := inst4.srv.dialNameFd(ctx, nil, handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port})
+	if err == nil {
+		syscall.Close(fd)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("with --source-addr 127.0.0.1 and only ::1 listening: %v; want ECONNREFUSED", err)
 	}
 
 	for tries := 0; ; tries++ {

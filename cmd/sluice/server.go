@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -595,7 +596,8 @@ const fallbackDelay = 300 * time.Millisecond
 // equal share of what is left of the dial timeout (at least 2 s), and when
 // the name has addresses of both families, the other family's in turn
 // beside them after fallbackDelay, or at once when the first family failed
-// (Happy Eyeballs); the first socket connected wins. The session then takes
+// (Happy Eyeballs); the first socket connected wins. With a source address
+// only the addresses of its family are dialled. The session then takes
 // the same path as a CONNECT to an address.
 func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (int, error) {
 	start := time.Now()
@@ -604,6 +606,13 @@ func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (i
 	ips, err := s.resolve(ctx, p, a)
 	if err != nil {
 		return -1, err
+	}
+	if src := s.tune.SourceAddr; src.IsValid() {
+		// As net.Dialer: only the addresses of the source's family.
+		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return ip.Unmap().Is4() != src.Unmap().Is4() })
+		if len(ips) == 0 {
+			return -1, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
+		}
 	}
 	if len(ips) == 0 {
 		return -1, noSuchHost(a)
