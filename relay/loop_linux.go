@@ -229,9 +229,8 @@ func (l *loop) abort(f *flow, err error) {
 // per loop, so that contexts of a session each (which a caller may pass)
 // are let go. Its fields are guarded by l.mu.
 type watch struct {
-	n     int         // flows of the loop on it, not yet unlinked
-	stop  func() bool // the AfterFunc's
-	fired bool        // the context ended: stop is no use any more
+	n    int         // flows of the loop on it, not yet unlinked
+	stop func() bool // the AfterFunc's
 }
 
 const maxIdleWatches = 4
@@ -241,7 +240,6 @@ const maxIdleWatches = 4
 func (l *loop) abortWatch(ch <-chan struct{}, w *watch) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w.fired = true
 	if l.watches[ch] == w {
 		if w.n == 0 {
 			l.idleW--
@@ -265,16 +263,14 @@ func (l *loop) unwatch(f *flow) func() bool {
 		return nil
 	}
 	f.watch = nil
-	if w.n--; w.n > 0 || w.fired {
-		return nil
+	if w.n--; w.n > 0 || l.watches[f.doneCh] != w {
+		return nil // flows left, or the context ended (abortWatch took it out)
 	}
 	if l.idleW < maxIdleWatches {
 		l.idleW++ // kept for the context's next session
 		return nil
 	}
-	if l.watches[f.doneCh] == w {
-		delete(l.watches, f.doneCh)
-	}
+	delete(l.watches, f.doneCh)
 	return w.stop
 }
 

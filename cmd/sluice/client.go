@@ -29,10 +29,9 @@ type client struct {
 	lead     *leader       // the accept loop this session runs on inline; nil: its own goroutine
 	sess     relaySession  // the session c serves, in c's allocation (serveConn)
 	w        *waiter       // where a read or write that would block waits, while f is nil; nil: in f
-	wid      uint64        // the session's id in w, from its first wait
+	wid      uint64        // the id in w of the session's last wait
 	wake     chan struct{} // w's wake-up, from the first wait
 	werr     error         // why w woke the session: nil (ready), a deadline, w closed
-	wseq     uint64        // waits in w so far
 	waited   bool          // fd is registered with w
 }
 

@@ -607,15 +607,15 @@ func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (i
 	if err != nil {
 		return -1, err
 	}
+	if len(ips) == 0 {
+		return -1, noSuchHost(a)
+	}
 	if src := s.tune.SourceAddr; src.IsValid() {
 		// As net.Dialer: only the addresses of the source's family.
 		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return ip.Unmap().Is4() != src.Unmap().Is4() })
 		if len(ips) == 0 {
 			return -1, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
 		}
-	}
-	if len(ips) == 0 {
-		return -1, noSuchHost(a)
 	}
 	var primaries, fallbacks []netip.Addr
 	for _, ip := range ips {
@@ -730,10 +730,7 @@ func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []neti
 					continue
 				}
 			}
-			if pending == 0 {
-				if primaryErr == nil {
-					primaryErr = r.err
-				}
+			if pending == 0 { // the primaries reported first, or a moment ago
 				return -1, primaryErr
 			}
 		}

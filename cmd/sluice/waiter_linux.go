@@ -17,7 +17,7 @@ import (
 // its request only after it read the method reply), or no room for a
 // reply (a client that does not read). One epoll instance, itself waited on
 // through the runtime poller as the relay's event loops wait on theirs,
-// holds each such socket EPOLLONESHOT under its session's id; its goroutine
+// holds each such socket EPOLLONESHOT under the id of its wait; its goroutine
 // wakes the session when the socket is ready, when the session's deadline
 // passes (the waiter keeps the deadlines, in a heap, and the epoll file's
 // read deadline is the earliest) and when the waiter closes.
@@ -40,8 +40,8 @@ type waiter struct {
 
 	mu        sync.Mutex
 	closed    bool
-	next      uint64             // the last session id given
-	parked    map[uint64]*client // by session id
+	next      uint64             // the last wait id given
+	parked    map[uint64]*client // by wait id
 	deadlines deadlineHeap       // of waits in parked, and of earlier ones (stale)
 	timer     int64              // the epoll file's read deadline (unix ns); 0: none
 }
@@ -123,7 +123,7 @@ func (w *waiter) expire() {
 	now := time.Now().UnixNano()
 	for len(w.deadlines) > 0 && w.deadlines[0].at <= now {
 		d := w.deadlines.pop()
-		if c := w.parked[d.id]; c != nil && c.wseq == d.seq {
+		if c := w.parked[d.id]; c != nil {
 			w.wakeLocked(c, os.ErrDeadlineExceeded)
 		}
 	}
@@ -161,11 +161,8 @@ func (w *waiter) wait(c *client, out bool) error {
 		w.mu.Unlock()
 		return net.ErrClosed
 	}
-	if c.wid == 0 {
-		w.next++
-		c.wid = w.next
-	}
-	c.wseq++
+	w.next++
+	c.wid = w.next           // this wait's: an earlier wait's deadline finds it no more
 	op := unix.EPOLL_CTL_MOD // re-armed: registered by an earlier wait
 	if !c.waited {
 		op = unix.EPOLL_CTL_ADD
@@ -189,7 +186,7 @@ func (w *waiter) wait(c *client, out bool) error {
 		if len(w.deadlines) > 2*len(w.parked)+64 {
 			w.deadlines.prune(w.parked) // deadlines of waits that ended otherwise
 		}
-		w.deadlines.push(deadline{at: c.deadline.UnixNano(), id: c.wid, seq: c.wseq})
+		w.deadlines.push(deadline{at: c.deadline.UnixNano(), id: c.wid})
 		w.armTimerLocked()
 	}
 	w.mu.Unlock()
@@ -231,12 +228,11 @@ func (w *waiter) close() {
 	}
 }
 
-// deadline is a wait's end: session id and the session's wait count, which
-// tell a wait still parked from one that ended.
+// deadline is a wait's end, by the wait's id: a wait still parked is in
+// parked under it, one that ended is not.
 type deadline struct {
-	at  int64 // unix ns
-	id  uint64
-	seq uint64
+	at int64 // unix ns
+	id uint64
 }
 
 // deadlineHeap is a min-heap of deadlines by at, kept by hand: through
@@ -288,7 +284,7 @@ func (h deadlineHeap) down(i int) {
 func (h *deadlineHeap) prune(parked map[uint64]*client) {
 	kept := (*h)[:0]
 	for _, d := range *h {
-		if c := parked[d.id]; c != nil && c.wseq == d.seq {
+		if parked[d.id] != nil {
 			kept = append(kept, d)
 		}
 	}

@@ -123,17 +123,17 @@ func TestDeadlineHeap(t *testing.T) {
 	parked := map[uint64]*client{}
 	for i := range uint64(200) {
 		at := int64((i * 7919) % 211) // distinct, out of order
-		h.push(deadline{at: at, id: i + 1, seq: 1})
+		h.push(deadline{at: at, id: i + 1})
 		if i%3 == 0 {
-			parked[i+1] = &client{wseq: 1}
+			parked[i+1] = &client{}
 		} else if i%3 == 1 {
-			parked[i+1] = &client{wseq: 2} // parked again since: stale
+			parked[1000+i] = &client{} // parked again since, under a new id: stale
 		}
 	}
 	h.prune(parked)
 	want := 0
-	for _, c := range parked {
-		if c.wseq == 1 {
+	for id := range parked {
+		if id < 1000 {
 			want++
 		}
 	}
@@ -146,8 +146,8 @@ func TestDeadlineHeap(t *testing.T) {
 		if d.at < last {
 			t.Fatalf("popped %d after %d", d.at, last)
 		}
-		if c := parked[d.id]; c == nil || c.wseq != d.seq {
-			t.Fatalf("prune kept the stale deadline of session %d", d.id)
+		if parked[d.id] == nil {
+			t.Fatalf("prune kept the stale deadline of wait %d", d.id)
 		}
 		last = d.at
 	}
