@@ -83,6 +83,42 @@ func TestListenDefaults(t *testing.T) {
 
 // TestApplyClientNothingToSet checks that ApplyClient returns before
 // SyscallConn, which allocates, when every option was inherited.
+// TestListenSmartAccept reads TCP_QUICKACK back from the listener and from
+// a socket it accepted before any data arrived (so no delayed-ACK timer can
+// have ended the mode yet): 0 means delayed ACKs (pingpong mode), which the
+// accepted socket inherits with SmartAccept; 1 is the kernel's default, and
+// what --quickack (Client.QuickAck) keeps.
+func TestListenSmartAccept(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want int
+	}{
+		{"default", Options{}, 1},
+		{"smart accept", Options{SmartAccept: true}, 0},
+		{"smart accept with quickack", Options{SmartAccept: true, Client: SockOpts{QuickAck: true}}, 1},
+	} {
+		l := listen(t, &tc.o)[0]
+		if got := getInt(t, l, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
+			t.Errorf("%s: listener TCP_QUICKACK = %d, want %d", tc.name, got, tc.want)
+		}
+		c, err := net.DialTimeout("tcp", l.Addr().String(), safety)
+		if err != nil {
+			t.Fatalf("%s: dial: %v", tc.name, err)
+		}
+		a, err := l.AcceptTCP()
+		if err != nil {
+			t.Fatalf("%s: accept: %v", tc.name, err)
+		}
+		if got := getInt(t, a, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
+			t.Errorf("%s: accepted TCP_QUICKACK = %d, want %d", tc.name, got, tc.want)
+		}
+		a.Close()
+		c.Close()
+	}
+}
+
 func TestApplyClientNothingToSet(t *testing.T) { // not parallel: AllocsPerRun
 	o := &Options{Client: SockOpts{RecvBufferBytes: 1 << 16, Congestion: congestion(t)}}
 	_, a := connect(t, listen(t, o)[0])

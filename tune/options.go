@@ -103,6 +103,17 @@ type Options struct {
 	// 0 or negative leaves it off. Flag: --defer-accept.
 	DeferAccept time.Duration
 
+	// SmartAccept sets TCP_QUICKACK to 0 on listeners, after listen, which
+	// clears it: the sockets they accept inherit delayed acknowledgement
+	// from their first byte, so the ACK of a client's first data (a SOCKS
+	// greeting and request) rides on the server's answer instead of going
+	// out in a segment of its own, as HAProxy's tcp-smart-accept does for
+	// HTTP. Linux would delay later ACKs in a request-reply exchange anyway
+	// (pingpong mode); it acknowledges a new connection's first data at
+	// once. Client.QuickAck, which leaves that mode on each accepted socket,
+	// turns it off. Flag: --smart-accept.
+	SmartAccept bool
+
 	// FastOpenConnect sets TCP_FASTOPEN_CONNECT on dials. A dial then returns
 	// before the three-way handshake ends, and its SYN leaves with the first
 	// write; so refusal or unreachability shows up on that write or the next
@@ -240,6 +251,7 @@ const (
 	optFastOpen
 	optDeferAccept
 	optBacklog
+	optSmartAccept
 	optFastOpenConnect
 	optInterface
 	optSourceAddr
@@ -264,6 +276,7 @@ var optNames = [optCount]struct{ flag, option string }{
 	optFastOpen:          {"--fastopen", "TCP_FASTOPEN"},
 	optDeferAccept:       {"--defer-accept", "TCP_DEFER_ACCEPT"},
 	optBacklog:           {"--backlog", "listen"},
+	optSmartAccept:       {"--smart-accept", "TCP_QUICKACK"},
 	optFastOpenConnect:   {"--fastopen-connect", "TCP_FASTOPEN_CONNECT"},
 	optInterface:         {"--interface", "SO_BINDTODEVICE"},
 	optSourceAddr:        {"--source-addr", "bind"},
@@ -277,7 +290,7 @@ var (
 	listenerSockOpts = []opt{optRecvBuf, optSendBuf, optKeepAliveIdle, optKeepAliveInterval,
 		optKeepAliveCount, optUserTimeout, optCongestion, optNotSentLowat, optMark}
 	listenerOpts  = []opt{optFastOpen, optDeferAccept} // before listen
-	afterListen   = []opt{optBacklog}
+	afterListen   = []opt{optBacklog, optSmartAccept}  // listen clears optSmartAccept's setting
 	dialSockOpts  = listenerSockOpts
 	keepAliveOpts = []opt{optKeepAliveIdle, optKeepAliveInterval, optKeepAliveCount}
 	// dialSockOptsLate is dialSockOpts without keepAliveOpts (DialFdLate).
@@ -340,6 +353,8 @@ func (o *Options) set(id opt, s *SockOpts) bool {
 		return o.DeferAccept > 0
 	case optBacklog:
 		return o.Backlog > 0
+	case optSmartAccept:
+		return o.SmartAccept && !o.Client.QuickAck
 	case optFastOpenConnect:
 		return o.FastOpenConnect
 	case optInterface:
@@ -385,6 +400,8 @@ func (o *Options) clear(id opt, s *SockOpts) {
 		o.DeferAccept = 0
 	case optBacklog:
 		o.Backlog = 0
+	case optSmartAccept:
+		o.SmartAccept = false
 	case optFastOpenConnect:
 		o.FastOpenConnect = false
 	case optInterface:

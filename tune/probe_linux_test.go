@@ -41,6 +41,7 @@ func TestProbe(t *testing.T) {
 	}{
 		{name: "valid", in: valid, want: valid},
 		{name: "zero", in: Options{}, want: Options{}},
+		{name: "smart accept", in: Options{SmartAccept: true}, want: Options{SmartAccept: true}},
 		{
 			name:  "unknown congestion",
 			in:    with(func(o *Options) { o.Client.Congestion = "nosuchcc" }),

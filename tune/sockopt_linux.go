@@ -57,6 +57,8 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optBacklog:
 		// listen on a listening socket only updates its backlog.
 		return unix.Listen(fd, min(o.Backlog, math.MaxInt32))
+	case optSmartAccept:
+		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 	case optFastOpenConnect:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)
 	case optInterface:
@@ -118,7 +120,7 @@ func probeOpt(id opt, o *Options, s *SockOpts) error {
 		if err := fastOpenEnabled(id); err != nil {
 			return err
 		}
-	case optBacklog:
+	case optBacklog, optSmartAccept:
 		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 			return err
 		}
