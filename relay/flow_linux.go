@@ -101,7 +101,11 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if !f.writable[dst] {
 				return false, nil
 			}
-			n, err := splice(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
+			spliceOut := splice
+			if dir.p.data >= longSplice {
+				spliceOut = spliceLong
+			}
+			n, err := spliceOut(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
 			switch {
 			case n > 0:
 				dir.p.data -= int(n)
@@ -242,8 +246,13 @@ func (l *loop) finish(f *flow, err error) {
 
 // handOff moves f, whose pipes hold no byte, to the goroutine path, which
 // falls back to plain copies where splice cannot go on; the Stats reported
-// count what the loop moved too.
+// count what the loop moved too. Its sockets leave the loop's epoll set
+// first: a descriptor that package net duplicates would otherwise stay
+// registered, and wake the loop for every segment it receives.
 func (l *loop) handOff(f *flow) {
+	for _, fd := range f.fds {
+		epollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil) // ENOENT: never registered
+	}
 	l.unlink(f)
 	prev := f.stats()
 	if f.unripe {

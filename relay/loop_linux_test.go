@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +74,48 @@ func TestLoopSessionsHoldNoGoroutine(t *testing.T) {
 			t.Fatalf("session: %v, %+v; want nil, 1 byte each way, spliced", res.err, res.st)
 		}
 	}
+}
+
+// TestLoopHandOffLeavesEpoll: a session the loop hands to the goroutine path
+// (here because splice is refused) leaves the loop's epoll set, where its
+// sockets would otherwise stay registered (package net holds them, or
+// duplicates of them) and wake the loop for every segment they receive.
+func TestLoopHandOffLeavesEpoll(t *testing.T) {
+	t.Parallel()
+	for _, take := range []bool{false, true} {
+		r := newRelayLoops(t, 1, Options{TakeSockets: take})
+		r.setRefuse(unix.EINVAL)
+		l := r.loops.loops[0]
+		g := newRig(t).startAsync(context.Background(), r)
+		roundTrip(t, g) // moved by the goroutine path: handed off by now
+		if n := epollSessions(t, l.epfd); n != 0 {
+			t.Errorf("take=%v: %d sockets still in the loop's epoll set after the hand-off, want 0", take, n)
+		}
+		g.client.CloseWrite()
+		g.upstream.CloseWrite()
+		if res := g.wait(t); res.err != nil || !res.st.Fallback {
+			t.Errorf("take=%v: session %v, %+v; want nil and Fallback", take, res.err, res.st)
+		}
+	}
+}
+
+// epollSessions counts the sockets registered in epoll instance epfd for a
+// session: every entry of /proc/self/fdinfo/EPFD but the wake eventfd's
+// (data 0).
+func epollSessions(t *testing.T, epfd int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[0] == "tfd:" && f[4] == "data:" && f[5] != "0" {
+			n++
+		}
+	}
+	return n
 }
 
 // TestLoopFairness runs a bulk transfer and an interactive session on one
