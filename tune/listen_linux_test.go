@@ -92,30 +92,43 @@ func TestListenSmartAccept(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
+		addr string
 		o    Options
 		want int
 	}{
-		{"default", Options{}, 1},
-		{"smart accept", Options{SmartAccept: true}, 0},
-		{"smart accept with quickack", Options{SmartAccept: true, Client: SockOpts{QuickAck: true}}, 1},
+		{"default", "127.0.0.1:0", Options{}, 1},
+		{"smart accept", "127.0.0.1:0", Options{SmartAccept: true}, 0},
+		{"smart accept with quickack", "127.0.0.1:0", Options{SmartAccept: true, Client: SockOpts{QuickAck: true}}, 1},
+		{"smart accept IPv6", "[::1]:0", Options{SmartAccept: true}, 0},
 	} {
-		l := listen(t, &tc.o)[0]
-		if got := getInt(t, l, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
-			t.Errorf("%s: listener TCP_QUICKACK = %d, want %d", tc.name, got, tc.want)
-		}
-		c, err := net.DialTimeout("tcp", l.Addr().String(), safety)
-		if err != nil {
-			t.Fatalf("%s: dial: %v", tc.name, err)
-		}
-		a, err := l.AcceptTCP()
-		if err != nil {
-			t.Fatalf("%s: accept: %v", tc.name, err)
-		}
-		if got := getInt(t, a, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
-			t.Errorf("%s: accepted TCP_QUICKACK = %d, want %d", tc.name, got, tc.want)
-		}
-		a.Close()
-		c.Close()
+		t.Run(tc.name, func(t *testing.T) {
+			ls, err := tc.o.Listen(context.Background(), tc.addr)
+			if err != nil && tc.addr == "[::1]:0" {
+				t.Skipf("no IPv6 loopback: %v", err)
+			}
+			if err != nil {
+				t.Fatalf("Listen: %v", err)
+			}
+			l := ls[0]
+			defer l.Close()
+			l.SetDeadline(deadline())
+			if got := getInt(t, l, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
+				t.Errorf("listener TCP_QUICKACK = %d, want %d", got, tc.want)
+			}
+			c, err := net.DialTimeout("tcp", l.Addr().String(), safety)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer c.Close()
+			a, err := l.AcceptTCP()
+			if err != nil {
+				t.Fatalf("accept: %v", err)
+			}
+			defer a.Close()
+			if got := getInt(t, a, unix.IPPROTO_TCP, unix.TCP_QUICKACK); got != tc.want {
+				t.Errorf("accepted TCP_QUICKACK = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }
 
