@@ -101,11 +101,14 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if !f.writable[dst] {
 				return false, nil
 			}
-			spliceOut := splice
+			var n int64
+			var err error
 			if dir.p.data >= longSplice {
-				spliceOut = spliceLong
+				m, e := unix.Splice(dir.p.rfd, nil, f.fds[dst], nil, dir.p.data, spliceFlags) // runtime-aware
+				n, err = int64(m), e
+			} else {
+				n, err = splice(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
 			}
-			n, err := spliceOut(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
 			switch {
 			case n > 0:
 				dir.p.data -= int(n)

@@ -7,7 +7,7 @@ import (
 )
 
 // The loop's system calls go through RawSyscall, long splices excepted
-// (spliceLong): none of them can block (every descriptor is non-blocking,
+// (longSplice): none of them can block (every descriptor is non-blocking,
 // splice has SPLICE_F_NONBLOCK, epoll_wait a zero timeout), so the runtime's
 // entersyscall and exitsyscall buy nothing, and they cost: while a P sits in
 // a system call for more than a sysmon tick (20 µs; a splice or close on
@@ -15,26 +15,17 @@ import (
 // and the loop's thread then has to find a P again on return.
 
 // longSplice: a splice from a pipe holding at least this many bytes into a
-// socket goes through spliceLong. On loopback such a call runs the receiving
-// socket's TCP work for a full segment or more, tens of microseconds and up
-// to hundreds for a full pipe.
+// socket, which on loopback runs the receiving socket's TCP work for a full
+// segment or more (tens of microseconds, hundreds for a full pipe), goes
+// through unix.Splice instead, which tells the runtime, as package net's
+// calls do: while it lasts past a sysmon tick, the loop's P goes to another
+// thread, and the loop's other sessions and the other loops on that P move
+// on instead of waiting for the call to return. Finding a P again on return
+// is worth it only for calls that long: with 8 bulk streams, relay capped at
+// 40 % of a CPU, 1.09x the throughput at 0.91x the CPU per GiB against
+// RawSyscall for every splice; 1 stream and short sessions, whose splices
+// stay raw, unchanged (README, --loops).
 const longSplice = 64 << 10
-
-// spliceLong is splice through Syscall6, which tells the runtime, as package
-// net's calls do: when it lasts past a sysmon tick, the loop's P goes to
-// another thread, and the loop's other sessions and the other loops on that
-// P move on instead of waiting for the call to return. It costs the loop's
-// thread a P to find again on return, worth it only for calls that long:
-// with 8 bulk streams, relay capped at 40 % of a CPU, 1.09x the throughput
-// at 0.91x the CPU per GiB against RawSyscall for every splice; 1 stream and
-// short sessions, whose splices stay raw, unchanged (README, --loops).
-func spliceLong(rfd, wfd, n, flags int) (int64, error) {
-	r, _, e := unix.Syscall6(unix.SYS_SPLICE, uintptr(rfd), 0, uintptr(wfd), 0, uintptr(n), uintptr(flags))
-	if e != 0 {
-		return 0, e
-	}
-	return int64(r), nil
-}
 
 // splice is unix.Splice without offsets, raw.
 func splice(rfd, wfd, n, flags int) (int64, error) {

@@ -700,15 +700,18 @@ func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []neti
 	fallback := time.NewTimer(fallbackDelay)
 	defer fallback.Stop()
 	pending, fellBack := 1, false
+	startFallback := func() {
+		if !fellBack {
+			fellBack = true
+			pending++
+			race(fallbacks, false)
+		}
+	}
 	var primaryErr error
 	for {
 		select {
 		case <-fallback.C:
-			if !fellBack {
-				fellBack = true
-				pending++
-				race(fallbacks, false)
-			}
+			startFallback()
 		case r := <-results:
 			pending--
 			if r.err == nil {
@@ -723,14 +726,9 @@ func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []neti
 			}
 			if r.primary {
 				primaryErr = r.err
-				if !fellBack {
-					fellBack = true
-					pending++
-					race(fallbacks, false)
-					continue
-				}
+				startFallback() // at once, if the timer has not yet
 			}
-			if pending == 0 { // the primaries reported first, or a moment ago
+			if pending == 0 { // both reported
 				return -1, primaryErr
 			}
 		}
