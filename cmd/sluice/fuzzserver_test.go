@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -21,37 +20,37 @@ func startEcho(tb testing.TB) netip.AddrPort {
 	return echoServer(tb, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr).AddrPort()
 }
 
-// errNotLoopback refuses a fuzzed dial to anything but loopback.
-var errNotLoopback = errors.New("fuzz: only loopback targets may be dialled")
+// loopbackOnly is a rules file that lets a fuzzed request reach loopback
+// destinations only: every other address, and every name that resolves to
+// one, gets reply 0x02 before any dial, on the bare-socket path as on
+// package net's, and UDP datagrams to them are dropped.
+const loopbackOnly = `default-policy = "deny"
+[[rule]]
+action = "allow"
+cidr = ["127.0.0.0/8", "::1/128"]
+`
 
-// startFuzzSluice starts an in-process sluice for the whole-server fuzzer.
-// Names never reach a DNS server (every lookup fails), and dials to anything
-// but loopback are refused before connect, so no input makes a test talk
-// to the network.
+// startFuzzSluice starts an in-process sluice for the whole-server fuzzer,
+// configured before any accept loop runs. Names never reach a DNS server
+// (every lookup fails, /etc/hosts still answers), and the rules refuse
+// anything but loopback, so no input makes a test talk to the network.
 func startFuzzSluice(f *testing.F, args ...string) string {
 	f.Helper()
-	args = append([]string{"--listeners", "1", "--listen", "127.0.0.1:0"}, args...)
+	rules := f.TempDir() + "/rules.toml"
+	if err := os.WriteFile(rules, []byte(loopbackOnly), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	args = append([]string{"--config", rules, "--listeners", "1", "--listen", "127.0.0.1:0"}, args...)
 	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		f.Fatalf("parseFlags(%q): %v", args, err)
 	}
+	cfg.resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("fuzz: no DNS")
+	}}
 	inst, err := start(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatalf("start(%q): %v", args, err)
-	}
-	d := inst.srv.dialer
-	d.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
-		return nil, errors.New("fuzz: no DNS")
-	}}
-	ctrl := d.ControlContext
-	d.ControlContext = func(ctx context.Context, network, address string, c syscall.RawConn) error {
-		if ap, err := netip.ParseAddrPort(address); err != nil || !ap.Addr().Unmap().IsLoopback() {
-			return errNotLoopback
-		}
-		if ctrl == nil {
-			return nil
-		}
-		return ctrl(ctx, network, address, c)
 	}
 	f.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	return inst.addrs()[0]
@@ -75,6 +74,20 @@ func FuzzServer(f *testing.F) {
 		f.Fatal(err)
 	}
 	servers := [2]string{startFuzzSluice(f, common...), startFuzzSluice(f, append(common, "--users", users)...)}
+	// The guard against the network: a non-loopback CONNECT gets 0x02
+	// (not allowed) without a dial.
+	if c, err := net.Dial("tcp", servers[0]); err != nil {
+		f.Fatal(err)
+	} else {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 1, 0, 80})
+		got := make([]byte, 4)
+		_, err := io.ReadFull(c, got)
+		c.Close()
+		if err != nil || !bytes.Equal(got, []byte{5, 0, 5, 2}) {
+			f.Fatalf("CONNECT 192.0.2.1:80: got %x, %v; want 05 00 05 02 (not allowed)", got, err)
+		}
+	}
 
 	port := binary.BigEndian.AppendUint16(nil, echo.Port())
 	connect := append([]byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1}, port...)
@@ -89,7 +102,7 @@ func FuzzServer(f *testing.F) {
 		{0, cat([]byte{5, 1, 0, 5, 1, 0, 3, 9}, []byte("localhost"), port, []byte("named"))}, // name from /etc/hosts
 		{0, cat([]byte{5, 1, 0, 5, 1, 0, 3, 14}, []byte("nosuch.invalid"), port)},            // DNS failure
 		{0, []byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 0}},                                 // port 0: refused
-		{0, []byte{5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 1, 0, 80}},                                // non-loopback: refused here
+		{0, []byte{5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 1, 0, 80}},                                // non-loopback: 0x02, no dial
 		{0, cat([]byte{5, 1, 0, 5, 1, 0, 4}, net.IPv6loopback, port)},                        // IPv6 target
 		{0, []byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}},                                // BIND (off): 0x07
 		{0, []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}},                                   // UDP ASSOCIATE
