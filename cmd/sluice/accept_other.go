@@ -15,6 +15,11 @@ func (b *bareAccept) try(uintptr) bool {
 	return true
 }
 
+// sysRead and sysWrite: see accept_linux.go.
+func sysRead(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
+
+func sysWrite(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }
+
 // fdLocalAddrPort is a socket's own address, sent as BND in the success
 // reply.
 func fdLocalAddrPort(fd int) netip.AddrPort {

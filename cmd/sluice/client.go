@@ -60,7 +60,7 @@ func (c *client) Read(p []byte) (int, error) {
 	}
 	if c.f == nil && c.fd >= 0 {
 		for {
-			n, err := syscall.Read(c.fd, p)
+			n, err := sysRead(c.fd, p)
 			switch {
 			case err == syscall.EINTR:
 				continue
@@ -93,7 +93,7 @@ func (c *client) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for c.f == nil && c.fd >= 0 && written < len(p) {
-		n, err := syscall.Write(c.fd, p[written:])
+		n, err := sysWrite(c.fd, p[written:])
 		switch {
 		case err == syscall.EINTR:
 			continue

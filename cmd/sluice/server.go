@@ -316,7 +316,7 @@ func (d dest) String() string {
 // behind its request: EAGAIN cannot happen and is an error.
 func writeFd(fd int, p []byte) error {
 	for len(p) > 0 {
-		n, err := syscall.Write(fd, p)
+		n, err := sysWrite(fd, p)
 		if err == syscall.EINTR {
 			continue
 		}
