@@ -246,6 +246,7 @@ func (as *association) abort() {
 func (as *association) clientToUpstream() error {
 	st := &as.stats[0]
 	wantIP := as.a.From.Addr().Unmap()
+	up := newSender(as.a.Upstream)
 	err := readDatagrams(as.a.Client, 0, func(buf []byte, _, n int, from netip.AddrPort) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if from.Addr() != wantIP {
@@ -265,7 +266,7 @@ func (as *association) clientToUpstream() error {
 			return
 		}
 		as.sentTo(dst)
-		if _, err := as.a.Upstream.WriteToUDPAddrPort(payload, dst); err != nil {
+		if err := up.send(payload, dst); err != nil {
 			st.Dropped[DropSendFailed]++
 			return
 		}
@@ -280,6 +281,7 @@ func (as *association) clientToUpstream() error {
 // read behind enough headroom for the codec to put its header in front.
 func (as *association) upstreamToClient() error {
 	st := &as.stats[1]
+	cl := newSender(as.a.Client)
 	err := readDatagrams(as.a.Upstream, as.a.Codec.Headroom(), func(buf []byte, off, n int, from netip.AddrPort) {
 		client := as.client.Load()
 		if client == nil {
@@ -291,7 +293,7 @@ func (as *association) upstreamToClient() error {
 			return
 		}
 		start := as.a.Codec.Encode(buf, off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
-		if _, err := as.a.Client.WriteToUDPAddrPort(buf[start:off+n], *client); err != nil {
+		if err := cl.send(buf[start:off+n], *client); err != nil {
 			st.Dropped[DropSendFailed]++
 			return
 		}

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -21,4 +22,14 @@ func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
 		}
 		handle(buf[:], headroom, n, from)
 	}
+}
+
+// sender sends datagrams on one UDP socket through package net.
+type sender struct{ c *net.UDPConn }
+
+func newSender(c *net.UDPConn) *sender { return &sender{c: c} }
+
+func (s *sender) send(p []byte, dst netip.AddrPort) error {
+	_, err := s.c.WriteToUDPAddrPort(p, dst)
+	return err
 }
