@@ -81,8 +81,6 @@ func TestListenDefaults(t *testing.T) {
 	}
 }
 
-// TestApplyClientNothingToSet checks that ApplyClient returns before
-// SyscallConn, which allocates, when every option was inherited.
 // TestListenSmartAccept reads TCP_QUICKACK back from the listener and from
 // a socket it accepted before any data arrived (so no delayed-ACK timer can
 // have ended the mode yet): 0 means delayed ACKs (pingpong mode), which the
@@ -132,6 +130,8 @@ func TestListenSmartAccept(t *testing.T) {
 	}
 }
 
+// TestApplyClientNothingToSet checks that ApplyClient returns before
+// SyscallConn, which allocates, when every option was inherited.
 func TestApplyClientNothingToSet(t *testing.T) { // not parallel: AllocsPerRun
 	o := &Options{Client: SockOpts{RecvBufferBytes: 1 << 16, Congestion: congestion(t)}}
 	_, a := connect(t, listen(t, o)[0])
