@@ -3,15 +3,15 @@
 package relay
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/rawsys"
 )
 
 // batchSlots is how many datagrams one recvmmsg(2) call may return.
@@ -27,7 +27,7 @@ const slotBytes = maxDatagram + 64
 type batch struct {
 	hdrs  [batchSlots]unix.Mmsghdr
 	iovs  [batchSlots]unix.Iovec
-	names [batchSlots]unix.RawSockaddrInet6 // large enough for IPv4 too
+	names [batchSlots]rawsys.Sockaddr
 	bufs  [batchSlots][slotBytes]byte
 }
 
@@ -40,8 +40,8 @@ func (b *batch) arm(headroom int) {
 		b.iovs[i].Base = &b.bufs[i][headroom]
 		b.iovs[i].SetLen(slotBytes - headroom)
 		h := &b.hdrs[i]
-		h.Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		h.Hdr.Namelen = unix.SizeofSockaddrInet6
+		h.Hdr.Name = (*byte)(b.names[i].Pointer())
+		h.Hdr.Namelen = rawsys.SizeofSockaddr
 		h.Hdr.Iov = &b.iovs[i]
 		h.Hdr.SetIovlen(1)
 		h.Len = 0
@@ -49,24 +49,7 @@ func (b *batch) arm(headroom int) {
 }
 
 // from returns slot i's source address.
-func (b *batch) from(i int) netip.AddrPort {
-	sa := &b.names[i]
-	switch sa.Family {
-	case unix.AF_INET:
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
-// ntohs turns a port as the kernel stores it (network byte order) into a
-// number.
-func ntohs(p uint16) uint16 {
-	b := (*[2]byte)(unsafe.Pointer(&p))
-	return binary.BigEndian.Uint16(b[:])
-}
+func (b *batch) from(i int) netip.AddrPort { return b.names[i].AddrPort() }
 
 // batchReader reads a socket's datagrams in batches. Its callback is a
 // method value made once, so reading allocates nothing.
@@ -88,11 +71,10 @@ func (r *batchReader) recvmmsg(fd uintptr) bool {
 	}
 	r.b.arm(r.headroom)
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.b.hdrs[0])), batchSlots,
-			unix.MSG_DONTWAIT, 0, 0)
+		n, e := rawsys.Recvmmsg(int(fd), r.b.hdrs[:], unix.MSG_DONTWAIT)
 		switch e {
-		case 0:
-			r.n, r.err = int(n), nil
+		case nil:
+			r.n, r.err = n, nil
 			return true
 		case unix.EINTR:
 			continue
@@ -139,24 +121,23 @@ func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
 	}
 }
 
-// sender sends datagrams on one UDP socket with raw sendto calls, for one
-// direction of an association (one goroutine). Package net's
-// WriteToUDPAddrPort makes a system call that tells the runtime, and one
-// made after the process had gone idle wakes the runtime's sysmon, which
-// then polls every 20 µs for a millisecond or more: at 70,000 datagrams a
-// second each way, sysmon took 10 % of the relay's samples. The socket is
-// non-blocking; a send that would block waits in the runtime poller
-// (RawConn.Write), as package net's would. Its callback is a method value
-// made once, so sending allocates nothing.
+// sender sends datagrams on one UDP socket with raw sendto calls
+// (rawsys.Sendto), for one direction of an association (one goroutine).
+// Package net's WriteToUDPAddrPort makes a system call that tells the
+// runtime, which wakes its sysmon (package rawsys says why that costs): at
+// 70,000 datagrams a second each way, sysmon took 10 % of the relay's
+// samples. The socket is non-blocking; a send that would block waits in the
+// runtime poller (RawConn.Write), as package net's would. Its callback is a
+// method value made once, so sending allocates nothing.
 type sender struct {
-	c     *net.UDPConn
-	rc    syscall.RawConn
-	inet6 bool // the socket is AF_INET6: IPv4 destinations go v4-mapped
-	p     []byte
-	sa    unix.RawSockaddrInet6 // large enough for IPv4 too
-	salen uintptr
-	err   error
-	fn    func(fd uintptr) bool
+	c      *net.UDPConn
+	rc     syscall.RawConn
+	family int // the socket's: on AF_INET6, IPv4 destinations go v4-mapped
+	p      []byte
+	sa     rawsys.Sockaddr
+	salen  uintptr
+	err    error
+	fn     func(fd uintptr) bool
 }
 
 func newSender(c *net.UDPConn) *sender {
@@ -169,34 +150,24 @@ func newSender(c *net.UDPConn) *sender {
 	var derr error
 	if err := rc.Control(func(fd uintptr) {
 		domain, derr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
-	}); err != nil || derr != nil {
+	}); err != nil || derr != nil || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return s
 	}
-	s.rc, s.inet6 = rc, domain == unix.AF_INET6
+	s.rc, s.family = rc, domain
 	s.fn = s.sendto
 	return s
 }
 
 // send sends p to dst, as c.WriteToUDPAddrPort(p, dst) would.
 func (s *sender) send(p []byte, dst netip.AddrPort) error {
-	a := dst.Addr()
-	switch {
-	case s.rc == nil || !dst.IsValid() || a.Zone() != "" || !s.inet6 && !a.Unmap().Is4():
+	if a := dst.Addr(); s.rc == nil || !dst.IsValid() || a.Zone() != "" || s.family == unix.AF_INET && !a.Unmap().Is4() {
 		// No raw path; or package net's own answer (no address, an
 		// IPv6 destination on an IPv4 socket); or a scoped address,
 		// whose zone package net turns into an interface index.
 		_, err := s.c.WriteToUDPAddrPort(p, dst)
 		return err
-	case s.inet6:
-		s.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s.sa.Port))[:], dst.Port())
-		s.salen = unix.SizeofSockaddrInet6
-	default:
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.sa))
-		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Unmap().As4()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], dst.Port())
-		s.salen = unix.SizeofSockaddrInet4
 	}
+	s.salen = s.sa.Set(dst, s.family)
 	s.p, s.err = p, nil
 	err := s.rc.Write(s.fn)
 	s.p = nil
@@ -209,15 +180,10 @@ func (s *sender) send(p []byte, dst netip.AddrPort) error {
 // sendto is the RawConn.Write callback: one sendto call; false on EAGAIN,
 // so that the runtime poller waits until the socket is writable.
 func (s *sender) sendto(fd uintptr) bool {
-	var b unsafe.Pointer
-	if len(s.p) > 0 {
-		b = unsafe.Pointer(&s.p[0])
-	}
 	for {
-		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(b), uintptr(len(s.p)), 0,
-			uintptr(unsafe.Pointer(&s.sa)), s.salen)
+		e := rawsys.Sendto(int(fd), s.p, &s.sa, s.salen)
 		switch e {
-		case 0:
+		case nil:
 			return true
 		case unix.EINTR:
 			continue

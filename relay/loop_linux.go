@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/rawsys"
 )
 
 // A loop relays many sessions with splice on one goroutine, HAProxy's way:
@@ -198,11 +200,11 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 func (l *loop) register(f *flow, side int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	setData(&ev, f.id<<1|uint64(side))
-	err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
+	err := rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, f.fds[side], &ev)
 	if err == unix.EEXIST {
 		// The socket served an earlier session of this loop and stayed
 		// open: it is still registered, under that session's id.
-		err = epollCtl(l.epfd, unix.EPOLL_CTL_MOD, f.fds[side], &ev)
+		err = rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, f.fds[side], &ev)
 	}
 	if err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
@@ -415,7 +417,7 @@ func (l *loop) dispatch(n int) (woken bool) {
 // epollWait polls without blocking, retrying EINTR.
 func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	for {
-		n, err := epollPoll(epfd, events)
+		n, err := rawsys.EpollPoll(epfd, events)
 		if err == unix.EINTR {
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSender checks the raw sendto path of the datagram relay against what
@@ -49,8 +51,8 @@ func TestSender(t *testing.T) {
 			src := listen(t, tc.network, tc.from)
 			dst := listen(t, "udp", tc.to)
 			s := newSender(src)
-			if s.rc == nil || s.inet6 != tc.inet6 {
-				t.Fatalf("raw path: rc %v, inet6 %v; want a raw path with inet6 %v", s.rc != nil, s.inet6, tc.inet6)
+			if inet6 := s.family == unix.AF_INET6; s.rc == nil || inet6 != tc.inet6 {
+				t.Fatalf("raw path: rc %v, inet6 %v; want a raw path with inet6 %v", s.rc != nil, inet6, tc.inet6)
 			}
 			to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
 			to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())

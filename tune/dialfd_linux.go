@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/rawsys"
 )
 
 // DialFd connects a new TCP socket to addr with every option Dialer and
@@ -19,7 +21,10 @@ import (
 // no poller at all: a second connect tells established, pending and refused
 // apart. Only a pending one waits, through the runtime poller, bounded by
 // o.DialTimeout and ctx. Per connection that saves Dialer's poller
-// registration and removal, getpeername and its allocations.
+// registration and removal, getpeername and its allocations. Its calls on
+// the new socket, socket(2) aside, go through package rawsys: none can
+// block, and a connect on loopback lasts long enough for sysmon to hand the
+// P to another thread were it made through entersyscall.
 //
 // Errors wrap the kernel's errno (ECONNREFUSED, ENETUNREACH, ...) in an
 // *os.SyscallError, or are os.ErrDeadlineExceeded and ctx's error.
@@ -73,15 +78,15 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(),
 		return -1, os.NewSyscallError("socket", err)
 	}
 	if err := o.beforeConnect(fd, late); err != nil {
-		closeRaw(fd)
+		rawsys.Close(fd)
 		return -1, err
 	}
-	err = connectRaw(fd, addr)
+	err = rawsys.Connect(fd, addr)
 	if err == unix.EINPROGRESS || err == unix.EINTR {
 		// Done by now on loopback: 0 or EISCONN when established,
 		// EALREADY while the handshake is still out, the socket's error
 		// when it failed.
-		err = connectRaw(fd, addr)
+		err = rawsys.Connect(fd, addr)
 		if err == unix.EALREADY || err == unix.EINPROGRESS || err == unix.EINTR {
 			if yield != nil {
 				yield()
@@ -92,17 +97,17 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(),
 			}
 		} else if !deadline.IsZero() && time.Now().After(deadline) {
 			// As net.Dialer: an outcome past the timeout is a timeout.
-			closeRaw(fd)
+			rawsys.Close(fd)
 			return -1, os.ErrDeadlineExceeded
 		}
 	}
 	if err != nil && err != unix.EISCONN {
-		closeRaw(fd)
+		rawsys.Close(fd)
 		return -1, os.NewSyscallError("connect", err)
 	}
 	if o.Upstream.QuickAck {
 		if err := setOpt(fd, optQuickAck, o, &o.Upstream); err != nil {
-			closeRaw(fd)
+			rawsys.Close(fd)
 			return -1, optError(optQuickAck, true, err)
 		}
 	}
@@ -126,7 +131,7 @@ func (o *Options) beforeConnect(fd int, late bool) error {
 	}
 	if o.SourceAddr.IsValid() {
 		// Best effort: without it, bind picks the port alone.
-		setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		rawsys.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 		if err := bindAddr(fd, o.SourceAddr); err != nil {
 			return optError(optSourceAddr, true, err)
 		}
@@ -155,7 +160,7 @@ func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time
 	}
 	var cerr error
 	werr := rc.Write(func(s uintptr) bool {
-		cerr = connectRaw(int(s), addr)
+		cerr = rawsys.Connect(int(s), addr)
 		return cerr != unix.EALREADY && cerr != unix.EINPROGRESS && cerr != unix.EINTR
 	})
 	switch {

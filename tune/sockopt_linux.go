@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/rawsys"
 )
 
 // keepAliveBySockopt: on Linux tune sets keepalive itself, on the listener
@@ -66,14 +68,14 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optSourceAddr:
 		return bindAddr(fd, o.SourceAddr)
 	case optSourcePorts:
-		return setsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, o.SourcePorts.Value())
+		return rawsys.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, o.SourcePorts.Value())
 	}
 	return errors.ErrUnsupported
 }
 
 // setNoDelay sets TCP_NODELAY.
 func setNoDelay(fd int) error {
-	if err := setsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+	if err := rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		return os.NewSyscallError("setsockopt TCP_NODELAY", err)
 	}
 	return nil
@@ -85,7 +87,7 @@ func setInt(fd, level, name, v int) error {
 	if v < math.MinInt32 || v > math.MaxInt32 {
 		return unix.EINVAL
 	}
-	return setsockoptInt(fd, level, name, v)
+	return rawsys.SetsockoptInt(fd, level, name, v)
 }
 
 func bindAddr(fd int, a netip.Addr) error {

@@ -14,17 +14,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/handshake"
+	"sluice/tune/rawsys"
 )
 
 // peerOf is a connected socket's peer address.
 func peerOf(t *testing.T, fd int) netip.AddrPort {
 	t.Helper()
-	var rsa unix.RawSockaddrAny
-	n := uint32(unix.SizeofSockaddrAny)
-	if _, _, e := unix.Syscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n))); e != 0 {
+	var sa rawsys.Sockaddr
+	n := uint32(rawsys.SizeofSockaddr)
+	if _, _, e := unix.Syscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(sa.Pointer()), uintptr(unsafe.Pointer(&n))); e != 0 {
 		t.Fatal(e)
 	}
-	return rawAddrPort(&rsa)
+	return sa.AddrPort()
 }
 
 // TestConnectNameBare: with bare sockets (the default) a CONNECT to a name

@@ -7,9 +7,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/rawsys"
 )
 
 // waiter parks the sessions whose bare client socket has nothing to read
@@ -84,11 +85,11 @@ func (w *waiter) serve() {
 // Read waits for the epoll descriptor to be readable again.
 func (w *waiter) turn(uintptr) bool {
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		n, e := rawsys.EpollPoll(w.epfd, w.events[:])
 		if e == unix.EINTR {
 			continue
 		}
-		if e != 0 || n == 0 {
+		if e != nil || n == 0 {
 			return false
 		}
 		w.mu.Lock()
@@ -175,8 +176,7 @@ func (w *waiter) wait(c *client, out bool) error {
 	// Under w.mu, so never after close (w.closed), and with the session
 	// parked first: the event may come at once.
 	w.parked[c.wid] = c
-	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(w.epfd), uintptr(op), uintptr(c.fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
-	if e != 0 {
+	if e := rawsys.EpollCtl(w.epfd, op, c.fd, &ev); e != nil {
 		delete(w.parked, c.wid)
 		w.mu.Unlock()
 		return os.NewSyscallError("epoll_ctl", e)
@@ -199,7 +199,7 @@ func (w *waiter) wait(c *client, out bool) error {
 func (w *waiter) forget(c *client) {
 	w.mu.Lock()
 	if !w.closed {
-		unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(w.epfd), unix.EPOLL_CTL_DEL, uintptr(c.fd), 0, 0, 0)
+		rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	}
 	w.mu.Unlock()
 	c.waited = false

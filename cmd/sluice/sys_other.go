@@ -15,7 +15,7 @@ func (b *bareAccept) try(uintptr) bool {
 	return true
 }
 
-// sysRead and sysWrite: see accept_linux.go.
+// sysRead and sysWrite: see sys_linux.go.
 func sysRead(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
 
 func sysWrite(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }
