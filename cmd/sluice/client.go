@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -160,6 +161,27 @@ func (c *client) SetDeadline(t time.Time) {
 	if c.f != nil {
 		c.f.SetDeadline(t)
 	}
+}
+
+// endOnCancel makes every read and write that waits fail once ctx ends, for
+// a handshake with no deadline of its own, and returns the stop function
+// of the context.AfterFunc that does it; nil when the waiter takes care of
+// it (a bare client waits in c.w, which the server's shutdown closes). A
+// bare client without a waiter would wait in its os.File, so it registers
+// with the poller now (c.poll), off its accept loop: a cost only for a
+// server whose waiter could not be made and whose handshakes have no
+// timeout.
+func (c *client) endOnCancel(ctx context.Context) func() bool {
+	past := time.Unix(1, 0)
+	switch {
+	case c.tc != nil:
+		tc := c.tc
+		return context.AfterFunc(ctx, func() { tc.SetDeadline(past) })
+	case c.w == nil && c.poll() == nil:
+		f := c.f
+		return context.AfterFunc(ctx, func() { f.SetDeadline(past) })
+	}
+	return nil
 }
 
 // takeFd hands the bare socket over (to the relay): its descriptor, out of

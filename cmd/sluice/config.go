@@ -23,6 +23,9 @@ type config struct {
 	// resolver, when set (tests only), resolves upstream names instead of
 	// the system's resolver.
 	resolver *net.Resolver
+	// noWaiter (tests only) starts the server as when its waiter could not
+	// be made: bare clients that must wait do so in package os's poller.
+	noWaiter bool
 	// logNeverBlocks, set by run, says that the logger writes through a
 	// logWriter: a log line never waits on stderr, so sessions write theirs
 	// where they are, on an accept loop or an event loop.

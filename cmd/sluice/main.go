@@ -198,7 +198,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
 	inst.srv.bareSockets = !cfg.netSockets && inst.srv.relay.Loops() > 0
-	if inst.srv.bareSockets {
+	if inst.srv.bareSockets && !cfg.noWaiter {
 		w, err := newWaiter()
 		if err != nil {
 			log.Warn("bare clients wait in package os's poller", "err", err)

@@ -109,11 +109,9 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	}
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
-	} else if c.tc != nil {
+	} else if stop := c.endOnCancel(ctx); stop != nil {
 		// No deadline would end a stalled handshake when the server's
-		// drain times out: this does (a bare client waits in s.waiter,
-		// which the shutdown closes).
-		stop := context.AfterFunc(ctx, func() { c.tc.SetDeadline(time.Unix(1, 0)) })
+		// drain times out: this does.
 		defer stop()
 	}
 	b := handshake.GetBuffer()

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"testing"
@@ -150,5 +152,43 @@ func TestDeadlineHeap(t *testing.T) {
 			t.Fatalf("prune kept the stale deadline of wait %d", d.id)
 		}
 		last = d.at
+	}
+}
+
+// TestShutdownWithoutWaiter: a server whose waiter could not be made, with
+// no handshake timeout, still ends a handshake that stalls between greeting
+// and request when its drain times out, so that the shutdown returns. Its
+// bare clients wait in package os's poller, which nothing else would wake.
+func TestShutdownWithoutWaiter(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--handshake-timeout", "0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.resolver = nxdomainResolver(t)
+	cfg.noWaiter = true
+	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inst.srv.bareSockets || inst.srv.waiter != nil {
+		t.Fatalf("bare sockets %v, waiter %v; want bare sockets without a waiter", inst.srv.bareSockets, inst.srv.waiter)
+	}
+	c := dialSluice(t, inst.addrs()[0])
+	mustWrite(t, c, []byte{5, 1, 0})
+	expect(t, c, []byte{5, 0}) // the session now waits for its request
+	done := make(chan struct{})
+	go func() {
+		inst.shutdown(100 * time.Millisecond)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown still waiting 10 s after a 100 ms drain: the stalled handshake was never ended")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("client after the shutdown: %d, %v; want its connection closed", n, err)
 	}
 }
