@@ -167,9 +167,19 @@ func TestDialFdDefaults(t *testing.T) {
 // for the source address.
 func TestDialFdErrors(t *testing.T) {
 	t.Parallel()
-	l := listen(t, &Options{})[0]
-	closed := l.Addr().(*net.TCPAddr).AddrPort()
-	closeListeners([]*net.TCPListener{l})
+	// A port bound without listening refuses connects, and its socket
+	// keeps it from another test and from being the source port of the
+	// dial itself (a connect to a free loopback port can pick that port
+	// and connect to itself).
+	held, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held)
+	if err := unix.Bind(held, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	closed := sockAddr(t, held, false)
 	if _, err := dialFd(&Options{}, closed); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("closed port: %v; want ECONNREFUSED", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,16 +188,27 @@ func TestDialPath(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback port (big-endian) on which nothing listens.
+// closedPort returns a loopback port (big-endian) on which nothing listens,
+// for the test's whole life: a socket bound to it, not listening, holds it,
+// so that connects to it are refused. A port merely closed again could be
+// handed out meanwhile to another test's socket, or as the source port of
+// the very connect that dials it (on loopback a connect to a free port in
+// the ephemeral range can pick that port and connect to itself).
 func closedPort(t *testing.T) []byte {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return binary.BigEndian.AppendUint16(nil, uint16(port))
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.AppendUint16(nil, uint16(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // TestSuccessReplyAddress checks that 0x00 carries the upstream socket's real
