@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,4 +59,86 @@ func (k *keptOpts) restore(fd int) {
 			unix.SetsockoptInt(fd, o.level, o.name, o.v)
 		}
 	}
+}
+
+// rawFd returns c's descriptor. It stays valid while c is open, which the
+// caller guarantees until the session's done runs.
+func rawFd(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// takeSockets gives f duplicates of the descriptors of its *net.TCPConns
+// and closes them, which takes the sockets out of package net's poller: the
+// loop's epoll set is then the only one that wakes for them. A side that f
+// owns already (StartFd) is left as it is. It reports false, having changed
+// nothing, when a duplicate cannot be made.
+func takeSockets(f *flow) bool {
+	var fds [2]int
+	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
+		if f.owned[side] {
+			continue
+		}
+		fd, err := dupFd(c)
+		if err != nil {
+			if side == sideUpstream && !f.owned[sideClient] {
+				unix.Close(fds[sideClient])
+			}
+			return false
+		}
+		fds[side] = fd
+	}
+	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
+		if !f.owned[side] {
+			f.fds[side], f.owned[side] = fds[side], true
+			c.Close()
+		}
+	}
+	return true
+}
+
+// dupFd duplicates c's descriptor, close-on-exec; the duplicate shares the
+// socket and its non-blocking mode.
+func dupFd(c *net.TCPConn) (int, error) {
+	fd, err := rawFd(c)
+	if err != nil {
+		return -1, err
+	}
+	if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}
+
+// adopt returns f's sockets as *net.TCPConns for the plain path: its own
+// descriptors go back into package net (which holds duplicates; the
+// descriptors are closed), the others are f's conns.
+func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
+	conns := [2]*net.TCPConn{f.client, f.upstream}
+	for side, own := range f.owned {
+		if !own {
+			continue
+		}
+		c, ferr := FileConn(f.fds[side])
+		if ferr != nil && err == nil {
+			err = ferr
+		}
+		conns[side] = c
+	}
+	if err != nil {
+		for side, c := range conns {
+			if c != nil && f.owned[side] {
+				c.Close()
+			}
+		}
+		return nil, nil, err
+	}
+	return conns[0], conns[1], nil
 }

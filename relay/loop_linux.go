@@ -212,76 +212,6 @@ func (l *loop) register(f *flow, side int) error {
 	return nil
 }
 
-// abort ends f from outside the loop goroutine: with err, or with its
-// context's error when err is nil.
-func (l *loop) abort(f *flow, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.aborted = append(l.aborted, abortion{f, err})
-	l.kick()
-}
-
-// A watch ends a loop's flows when their context ends: one
-// context.AfterFunc per loop and Done channel, shared by every flow of the
-// loop whose context ends with that channel, where one per flow would
-// allocate twice per session and take the context's lock for each. A
-// server's sessions share a context (one per listener in sluice), so its
-// loops register it once and keep it while any session lives, and after
-// that too, idle, for the context's next session: up to maxIdleWatches
-// per loop, so that contexts of a session each (which a caller may pass)
-// are let go. Its fields are guarded by l.mu.
-type watch struct {
-	n    int         // flows of the loop on it, not yet unlinked
-	stop func() bool // the AfterFunc's
-}
-
-const maxIdleWatches = 4
-
-// abortWatch is w's callback: the context behind ch ended, and so do the
-// flows on w.
-func (l *loop) abortWatch(ch <-chan struct{}, w *watch) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.watches[ch] == w {
-		if w.n == 0 {
-			l.idleW--
-		}
-		delete(l.watches, ch) // a flow added from now on registers afresh, and its AfterFunc fires at once
-	}
-	for _, f := range l.flows {
-		if f.watch == w {
-			l.aborted = append(l.aborted, abortion{f, nil})
-		}
-	}
-	l.kick()
-}
-
-// unwatch takes f off its watch, under l.mu, and returns the watch's stop
-// when f was its last flow and the loop keeps maxIdleWatches idle ones
-// already (the caller calls it after l.mu is released).
-func (l *loop) unwatch(f *flow) func() bool {
-	w := f.watch
-	if w == nil {
-		return nil
-	}
-	f.watch = nil
-	if w.n--; w.n > 0 || l.watches[f.doneCh] != w {
-		return nil // flows left, or the context ended (abortWatch took it out)
-	}
-	if l.idleW < maxIdleWatches {
-		l.idleW++ // kept for the context's next session
-		return nil
-	}
-	delete(l.watches, f.doneCh)
-	return w.stop
-}
-
-// abortion is a flow ended from outside, with its error (nil: its context's).
-type abortion struct {
-	f   *flow
-	err error
-}
-
 // kick wakes the loop goroutine. l.mu is held: the eventfd is closed under
 // it once the loop returned, and its number must not be written after.
 func (l *loop) kick() {
@@ -484,28 +414,6 @@ func (l *loop) ripen() {
 	l.ripe = l.ripe[:0]
 }
 
-// takeAborts drains the wake eventfd and ends the flows aborted from outside.
-func (l *loop) takeAborts() {
-	var buf [8]byte
-	unix.Read(l.wake, buf[:])
-	l.mu.Lock()
-	aborted := l.aborted
-	l.aborted = nil
-	l.mu.Unlock()
-	if l.mature != nil && l.nextRipe == 0 {
-		l.ripen() // a flow may have come to wait for mature
-	}
-	for _, a := range aborted {
-		if a.f.ended {
-			continue
-		}
-		if a.err == nil {
-			a.err = a.f.ctx.Err()
-		}
-		l.finish(a.f, a.err)
-	}
-}
-
 // runReady gives another turn to the flows whose last one ran out of budget.
 func (l *loop) runReady() {
 	if len(l.ready) == 0 {
@@ -569,88 +477,6 @@ func (l *loop) release() {
 		stop()
 	}
 	l.file.Close()
-}
-
-// rawFd returns c's descriptor. It stays valid while c is open, which the
-// caller guarantees until the session's done runs.
-func rawFd(c *net.TCPConn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
-		return -1, err
-	}
-	return fd, nil
-}
-
-// takeSockets gives f duplicates of the descriptors of its *net.TCPConns
-// and closes them, which takes the sockets out of package net's poller: the
-// loop's epoll set is then the only one that wakes for them. A side that f
-// owns already (StartFd) is left as it is. It reports false, having changed
-// nothing, when a duplicate cannot be made.
-func takeSockets(f *flow) bool {
-	var fds [2]int
-	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
-		if f.owned[side] {
-			continue
-		}
-		fd, err := dupFd(c)
-		if err != nil {
-			if side == sideUpstream && !f.owned[sideClient] {
-				unix.Close(fds[sideClient])
-			}
-			return false
-		}
-		fds[side] = fd
-	}
-	for side, c := range [2]*net.TCPConn{f.client, f.upstream} {
-		if !f.owned[side] {
-			f.fds[side], f.owned[side] = fds[side], true
-			c.Close()
-		}
-	}
-	return true
-}
-
-// dupFd duplicates c's descriptor, close-on-exec; the duplicate shares the
-// socket and its non-blocking mode.
-func dupFd(c *net.TCPConn) (int, error) {
-	fd, err := rawFd(c)
-	if err != nil {
-		return -1, err
-	}
-	if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	return fd, nil
-}
-
-// adopt returns f's sockets as *net.TCPConns for the plain path: its own
-// descriptors go back into package net (which holds duplicates; the
-// descriptors are closed), the others are f's conns.
-func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
-	conns := [2]*net.TCPConn{f.client, f.upstream}
-	for side, own := range f.owned {
-		if !own {
-			continue
-		}
-		c, ferr := FileConn(f.fds[side])
-		if ferr != nil && err == nil {
-			err = ferr
-		}
-		conns[side] = c
-	}
-	if err != nil {
-		for side, c := range conns {
-			if c != nil && f.owned[side] {
-				c.Close()
-			}
-		}
-		return nil, nil, err
-	}
-	return conns[0], conns[1], nil
 }
 
 // loopSet is a Relay's loops, chosen in turn.

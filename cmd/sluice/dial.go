@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+	"time"
+
+	"sluice/handshake"
+)
+
+// connect dials a CONNECT target, applying the destination rules to the
+// address actually dialled: a domain target is resolved here when a rule
+// looks at addresses, every address it resolves to must be allowed, and
+// those addresses are dialled, never the name again (no DNS rebinding).
+// An address target is dialled as a bare socket, returned as fd (c nil),
+// when s.bareSockets; otherwise fd is -1. Before anything that may wait (a
+// name to resolve, a connect still in progress) the session leaves its
+// accept loop (client.handOn); a bare dial that completes at once does not.
+func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
+	p := lv.rules
+	switch {
+	case p == nil:
+	case a.Type != handshake.AddrDomain:
+		if !p.allowed(cmdConnect, nil, a.IP, a.Port) {
+			return nil, -1, errDenied{a.IP.Unmap()}
+		}
+	case !p.needsIP:
+		if !p.allowed(cmdConnect, a.Name, netip.Addr{}, a.Port) {
+			return nil, -1, errDenied{}
+		}
+	default:
+		cl.handOn()
+		if s.bareSockets {
+			fd, err := s.dialNameFd(ctx, p, a)
+			return nil, fd, err
+		}
+		c, err := s.dialResolved(ctx, p, a)
+		return c, -1, err
+	}
+	start := time.Now()
+	if s.bareSockets && a.Type != handshake.AddrDomain {
+		// Keepalive comes later, from relay.Options.Mature (or
+		// startRelay), for sessions that live long enough to need it.
+		fd, err := s.tune.DialFdLate(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.handOn)
+		if err != nil {
+			s.fdPressure(err)
+			return nil, -1, err
+		}
+		s.metrics.dialDone(time.Since(start))
+		return nil, fd, nil
+	}
+	cl.handOn()
+	if s.bareSockets { // a name
+		fd, err := s.dialNameFd(ctx, nil, a)
+		return nil, fd, err
+	}
+	c, err = s.dial(ctx, a)
+	if err == nil {
+		s.metrics.dialDone(time.Since(start))
+	}
+	return c, -1, err
+}
+
+// dialResolved resolves a domain target with the dialer's resolver, checks
+// every address against p and dials them in the resolver's order until one
+// answers, within the dial timeout.
+func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) (*net.TCPConn, error) {
+	start := time.Now()
+	ctx, cancel := s.withDialTimeout(ctx)
+	defer cancel()
+	ips, err := s.resolve(ctx, p, a)
+	if err != nil {
+		return nil, err
+	}
+	var first error
+	for _, ip := range ips {
+		c, err := s.dial(ctx, handshake.AddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), a.Port)))
+		if err == nil {
+			s.metrics.dialDone(time.Since(start))
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = noSuchHost(a)
+	}
+	return nil, first
+}
+
+// withDialTimeout bounds ctx by the dial timeout, resolution included, when
+// there is one.
+func (s *server) withDialTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.dialTimeout > 0 {
+		return context.WithTimeout(ctx, s.dialTimeout)
+	}
+	return ctx, func() {}
+}
+
+// resolve looks a domain target up with the dialer's resolver and, with p
+// (nil: no rules), checks that every address it resolves to is allowed.
+func (s *server) resolve(ctx context.Context, p *policy, a handshake.Addr) ([]netip.Addr, error) {
+	r := s.dialer.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", string(a.Name))
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
+			return nil, errDenied{ip.Unmap()}
+		}
+	}
+	return ips, nil
+}
+
+func noSuchHost(a handshake.Addr) error {
+	return &net.DNSError{Err: "no such host", Name: string(a.Name), IsNotFound: true}
+}
+
+// fallbackDelay is how long the first address family has before the other
+// is tried beside it (RFC 8305's Connection Attempt Delay; net.Dialer's
+// default).
+const fallbackDelay = 300 * time.Millisecond
+
+// dialNameFd resolves a domain target (rules checked as in resolve) and
+// dials it as a bare socket (tune.DialFdLate), as net.Dialer would dial
+// the name: the addresses of the first one's family in turn, each with an
+// equal share of what is left of the dial timeout (at least 2 s), and when
+// the name has addresses of both families, the other family's in turn
+// beside them after fallbackDelay, or at once when the first family failed
+// (Happy Eyeballs); the first socket connected wins. With a source address
+// only the addresses of its family are dialled. The session then takes
+// the same path as a CONNECT to an address.
+func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (int, error) {
+	start := time.Now()
+	ctx, cancel := s.withDialTimeout(ctx)
+	defer cancel()
+	ips, err := s.resolve(ctx, p, a)
+	if err != nil {
+		return -1, err
+	}
+	if len(ips) == 0 {
+		return -1, noSuchHost(a)
+	}
+	if src := s.tune.SourceAddr; src.IsValid() {
+		// As net.Dialer: only the addresses of the source's family.
+		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return ip.Unmap().Is4() != src.Unmap().Is4() })
+		if len(ips) == 0 {
+			return -1, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
+		}
+	}
+	var primaries, fallbacks []netip.Addr
+	for _, ip := range ips {
+		if ip.Unmap().Is4() == ips[0].Unmap().Is4() {
+			primaries = append(primaries, ip)
+		} else {
+			fallbacks = append(fallbacks, ip)
+		}
+	}
+	var fd int
+	if len(fallbacks) == 0 {
+		fd, err = s.dialSerialFd(ctx, primaries, a.Port)
+	} else {
+		fd, err = s.dialParallelFd(ctx, primaries, fallbacks, a.Port)
+	}
+	if err == nil {
+		s.metrics.dialDone(time.Since(start))
+	}
+	return fd, err
+}
+
+// dialSerialFd dials ips in turn, as net.Dialer's serial dial does.
+func (s *server) dialSerialFd(ctx context.Context, ips []netip.Addr, port uint16) (int, error) {
+	var first error
+	for i, ip := range ips {
+		if err := ctx.Err(); err != nil {
+			if first == nil {
+				first = err
+			}
+			break
+		}
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			if part := partialDeadline(time.Now(), dl, len(ips)-i); part.Before(dl) {
+				actx, cancel = context.WithDeadline(ctx, part)
+			}
+		}
+		fd, err := s.tune.DialFdLate(actx, netip.AddrPortFrom(ip.Unmap(), port), nil)
+		cancel()
+		if err == nil {
+			return fd, nil
+		}
+		s.fdPressure(err)
+		if first == nil {
+			first = err
+		}
+	}
+	return -1, first
+}
+
+// partialDeadline is net.Dialer's share of the time to deadline for one of
+// n addresses still to dial: an equal share, but at least 2 s.
+func partialDeadline(now, deadline time.Time, n int) time.Time {
+	left := deadline.Sub(now)
+	share := left / time.Duration(n)
+	if share < 2*time.Second {
+		share = min(2*time.Second, left)
+	}
+	return now.Add(share)
+}
+
+// dialParallelFd races the serial dials of primaries and, fallbackDelay
+// later or once they failed, of fallbacks; the winner's socket is returned
+// and the loser's closed. Both failing gives the primaries' error, as
+// net.Dialer does.
+func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []netip.Addr, port uint16) (int, error) {
+	type result struct {
+		fd      int
+		err     error
+		primary bool
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan result, 2) // never blocks a dial that lost
+	race := func(ips []netip.Addr, primary bool) {
+		go func() {
+			fd, err := s.dialSerialFd(ctx, ips, port)
+			results <- result{fd, err, primary}
+		}()
+	}
+	race(primaries, true)
+	fallback := time.NewTimer(fallbackDelay)
+	defer fallback.Stop()
+	pending, fellBack := 1, false
+	startFallback := func() {
+		if !fellBack {
+			fellBack = true
+			pending++
+			race(fallbacks, false)
+		}
+	}
+	var primaryErr error
+	for {
+		select {
+		case <-fallback.C:
+			startFallback()
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				if pending > 0 {
+					go func() { // the other dial, canceled: close its socket should it have won too
+						if r := <-results; r.err == nil {
+							syscall.Close(r.fd)
+						}
+					}()
+				}
+				return r.fd, nil
+			}
+			if r.primary {
+				primaryErr = r.err
+				startFallback() // at once, if the timer has not yet
+			}
+			if pending == 0 { // both reported
+				return -1, primaryErr
+			}
+		}
+	}
+}
+
+// dial connects to a with the tuned dialer. Domain names are resolved by the
+// dialer.
+func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, error) {
+	var buf [300]byte
+	addr := string(a.AppendTo(buf[:0]))
+	c, err := s.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		s.fdPressure(err)
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	if err := s.tune.ApplyUpstream(tc); err != nil {
+		s.log.Debug("upstream socket options", "target", addr, "err", err)
+	}
+	return tc, nil
+}
+
+// localAddrPort is the upstream socket's own address, sent as BND in the
+// success reply.
+func localAddrPort(c *net.TCPConn) netip.AddrPort {
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
