@@ -21,8 +21,8 @@ const SizeofSockaddr = unix.SizeofSockaddrInet6
 // Set stores a for a socket of the given family and returns the address's
 // length: AF_INET takes a's IPv4 address (IPv4-mapped IPv6 unmapped), and
 // AF_INET6 takes a's 16 bytes, IPv4 addresses v4-mapped. The caller checks
-// that a fits the family (an IPv6 address on an AF_INET socket does not);
-// a's zone is dropped.
+// that a fits the family: an IPv6 address (or none) with AF_INET panics, as
+// netip.Addr.As4 does. a's zone is dropped.
 func (s *Sockaddr) Set(a netip.AddrPort, family int) uintptr {
 	port := a.Port()
 	bport := [2]byte{byte(port >> 8), byte(port)}
