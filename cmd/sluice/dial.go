@@ -64,35 +64,17 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 	return c, -1, err
 }
 
-// dialResolved resolves a domain target with the dialer's resolver, checks
-// every address against p and dials them in the resolver's order until one
-// answers, within the dial timeout.
+// dialResolved resolves a domain target with the dialer's resolver (rules
+// checked as in resolve) and dials its addresses through package net, as
+// dialNameFd does with bare sockets: Happy Eyeballs between the families,
+// each address its share of the dial timeout.
 func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) (*net.TCPConn, error) {
-	start := time.Now()
-	ctx, cancel := s.withDialTimeout(ctx)
-	defer cancel()
-	ips, err := s.resolve(ctx, p, a)
-	if err != nil {
-		return nil, err
-	}
-	var first error
-	for _, ip := range ips {
-		c, err := s.dial(ctx, handshake.AddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), a.Port)))
-		if err == nil {
-			s.metrics.dialDone(time.Since(start))
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if first == nil {
-		first = noSuchHost(a)
-	}
-	return nil, first
+	return dialName(ctx, s, p, a, dialNet, func(c *net.TCPConn) { c.Close() })
+}
+
+// dialNet dials one address through package net, for dialName.
+func dialNet(ctx context.Context, s *server, ap netip.AddrPort) (*net.TCPConn, error) {
+	return s.dial(ctx, handshake.AddrFromAddrPort(ap))
 }
 
 // withDialTimeout bounds ctx by the dial timeout, resolution included, when
@@ -133,30 +115,51 @@ func noSuchHost(a handshake.Addr) error {
 const fallbackDelay = 300 * time.Millisecond
 
 // dialNameFd resolves a domain target (rules checked as in resolve) and
-// dials it as a bare socket (tune.DialFdLate), as net.Dialer would dial
-// the name: the addresses of the first one's family in turn, each with an
-// equal share of what is left of the dial timeout (at least 2 s), and when
-// the name has addresses of both families, the other family's in turn
-// beside them after fallbackDelay, or at once when the first family failed
-// (Happy Eyeballs); the first socket connected wins. With a source address
-// only the addresses of its family are dialled. The session then takes
-// the same path as a CONNECT to an address.
+// dials it as a bare socket (tune.DialFdLate), as net.Dialer would dial the
+// name (dialName). The session then takes the same path as a CONNECT to an
+// address.
 func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (int, error) {
+	fd, err := dialName(ctx, s, p, a, dialFd, func(fd int) { syscall.Close(fd) })
+	if err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// dialFd dials one address as a bare socket, for dialName.
+func dialFd(ctx context.Context, s *server, ap netip.AddrPort) (int, error) {
+	fd, err := s.tune.DialFdLate(ctx, ap, nil)
+	if err != nil {
+		s.fdPressure(err)
+	}
+	return fd, err
+}
+
+// dialName resolves a domain target (rules checked as in resolve) and
+// dials its addresses with dial, as net.Dialer would dial the name: the
+// addresses of the first one's family in turn, each with an equal share of
+// what is left of the dial timeout (at least 2 s), and when the name has
+// addresses of both families, the other family's in turn beside them after
+// fallbackDelay, or at once when the first family failed (Happy Eyeballs);
+// the first connection made wins, and drop closes one that lost. With a
+// source address only the addresses of its family are dialled.
+func dialName[C any](ctx context.Context, s *server, p *policy, a handshake.Addr, dial dialFunc[C], drop func(C)) (C, error) {
+	var none C
 	start := time.Now()
 	ctx, cancel := s.withDialTimeout(ctx)
 	defer cancel()
 	ips, err := s.resolve(ctx, p, a)
 	if err != nil {
-		return -1, err
+		return none, err
 	}
 	if len(ips) == 0 {
-		return -1, noSuchHost(a)
+		return none, noSuchHost(a)
 	}
 	if src := s.tune.SourceAddr; src.IsValid() {
 		// As net.Dialer: only the addresses of the source's family.
 		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return ip.Unmap().Is4() != src.Unmap().Is4() })
 		if len(ips) == 0 {
-			return -1, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
+			return none, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
 		}
 	}
 	var primaries, fallbacks []netip.Addr
@@ -167,21 +170,29 @@ func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (i
 			fallbacks = append(fallbacks, ip)
 		}
 	}
-	var fd int
+	var c C
 	if len(fallbacks) == 0 {
-		fd, err = s.dialSerialFd(ctx, primaries, a.Port)
+		c, err = dialSerial(ctx, s, primaries, a.Port, dial)
 	} else {
-		fd, err = s.dialParallelFd(ctx, primaries, fallbacks, a.Port)
+		c, err = dialParallel(ctx, s, primaries, fallbacks, a.Port, dial, drop)
 	}
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))
 	}
-	return fd, err
+	return c, err
 }
 
-// dialSerialFd dials ips in turn, as net.Dialer's serial dial does.
-func (s *server) dialSerialFd(ctx context.Context, ips []netip.Addr, port uint16) (int, error) {
-	var first error
+// dialFunc dials one address for s: a bare socket's descriptor or a
+// *net.TCPConn. A function of its own, not a closure, so that passing one
+// allocates nothing.
+type dialFunc[C any] func(context.Context, *server, netip.AddrPort) (C, error)
+
+// dialSerial dials ips in turn, as net.Dialer's serial dial does.
+func dialSerial[C any](ctx context.Context, s *server, ips []netip.Addr, port uint16, dial dialFunc[C]) (C, error) {
+	var (
+		none  C
+		first error
+	)
 	for i, ip := range ips {
 		if err := ctx.Err(); err != nil {
 			if first == nil {
@@ -195,17 +206,16 @@ func (s *server) dialSerialFd(ctx context.Context, ips []netip.Addr, port uint16
 				actx, cancel = context.WithDeadline(ctx, part)
 			}
 		}
-		fd, err := s.tune.DialFdLate(actx, netip.AddrPortFrom(ip.Unmap(), port), nil)
+		c, err := dial(actx, s, netip.AddrPortFrom(ip.Unmap(), port))
 		cancel()
 		if err == nil {
-			return fd, nil
+			return c, nil
 		}
-		s.fdPressure(err)
 		if first == nil {
 			first = err
 		}
 	}
-	return -1, first
+	return none, first
 }
 
 // partialDeadline is net.Dialer's share of the time to deadline for one of
@@ -219,13 +229,13 @@ func partialDeadline(now, deadline time.Time, n int) time.Time {
 	return now.Add(share)
 }
 
-// dialParallelFd races the serial dials of primaries and, fallbackDelay
-// later or once they failed, of fallbacks; the winner's socket is returned
-// and the loser's closed. Both failing gives the primaries' error, as
-// net.Dialer does.
-func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []netip.Addr, port uint16) (int, error) {
+// dialParallel races the serial dials of primaries and, fallbackDelay
+// later or once they failed, of fallbacks; the winner's connection is
+// returned and the loser's dropped. Both failing gives the primaries'
+// error, as net.Dialer does.
+func dialParallel[C any](ctx context.Context, s *server, primaries, fallbacks []netip.Addr, port uint16, dial dialFunc[C], drop func(C)) (C, error) {
 	type result struct {
-		fd      int
+		c       C
 		err     error
 		primary bool
 	}
@@ -234,8 +244,8 @@ func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []neti
 	results := make(chan result, 2) // never blocks a dial that lost
 	race := func(ips []netip.Addr, primary bool) {
 		go func() {
-			fd, err := s.dialSerialFd(ctx, ips, port)
-			results <- result{fd, err, primary}
+			c, err := dialSerial(ctx, s, ips, port, dial)
+			results <- result{c, err, primary}
 		}()
 	}
 	race(primaries, true)
@@ -258,20 +268,21 @@ func (s *server) dialParallelFd(ctx context.Context, primaries, fallbacks []neti
 			pending--
 			if r.err == nil {
 				if pending > 0 {
-					go func() { // the other dial, canceled: close its socket should it have won too
+					go func() { // the other dial, canceled: drop its connection should it have won too
 						if r := <-results; r.err == nil {
-							syscall.Close(r.fd)
+							drop(r.c)
 						}
 					}()
 				}
-				return r.fd, nil
+				return r.c, nil
 			}
 			if r.primary {
 				primaryErr = r.err
 				startFallback() // at once, if the timer has not yet
 			}
 			if pending == 0 { // both reported
-				return -1, primaryErr
+				var none C
+				return none, primaryErr
 			}
 		}
 	}

@@ -87,13 +87,46 @@ func stalledListener(t *testing.T, ip netip.Addr, port uint16) bool {
 // net.Dialer would: the first family's address when it answers; the other
 // family's at once when the first is refused; and fallbackDelay after the
 // start when the first family's connect hangs (its SYN dropped by a full
-// accept queue), the hung attempt then canceled.
+// accept queue), the hung attempt then canceled. Bare sockets
+// (dialNameFd) and package net's (--net-sockets with rules that look at
+// addresses: dialResolved) alike.
 func TestDialNameHappyEyeballs(t *testing.T) {
 	t.Parallel()
+	for name, args := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testHappyEyeballs(t, args)
+		})
+	}
+}
+
+// dialNamePeer dials name:port as a CONNECT to a name whose addresses the
+// rules check does (dialNameFd with bare sockets, dialResolved without),
+// and returns the peer address of what it connected.
+func dialNamePeer(t *testing.T, inst *instance, name string, port uint16) (netip.AddrPort, error) {
+	t.Helper()
+	a := handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port}
+	if inst.srv.bareSockets {
+		fd, err := inst.srv.dialNameFd(context.Background(), nil, a)
+		if err != nil {
+			return netip.AddrPort{}, err
+		}
+		defer syscall.Close(fd)
+		return peerOf(t, fd), nil
+	}
+	c, err := inst.srv.dialResolved(context.Background(), nil, a)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	defer c.Close()
+	return c.RemoteAddr().(*net.TCPAddr).AddrPort(), nil
+}
+
+func testHappyEyeballs(t *testing.T, args []string) {
 	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
 	r := dualResolver(t, v4, v6)
 	var buf syncBuffer
-	_, inst := startSluiceResolver(t, r, &buf)
+	_, inst := startSluiceResolver(t, r, &buf, args...)
 	const name = "dual.test"
 	ctx := context.Background()
 	ips, err := r.LookupNetIP(ctx, "ip", name)
@@ -111,12 +144,11 @@ func TestDialNameHappyEyeballs(t *testing.T) {
 	dial := func(port uint16) (netip.AddrPort, time.Duration) {
 		t.Helper()
 		start := time.Now()
-		fd, err := inst.srv.dialNameFd(ctx, nil, handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port})
+		peer, err := dialNamePeer(t, inst, name, port)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
-		defer syscall.Close(fd)
-		return peerOf(t, fd), time.Since(start)
+		return peer, time.Since(start)
 	}
 
 	l := echoServer(t, network(first), netip.AddrPortFrom(first, 0).String())
@@ -134,14 +166,10 @@ func TestDialNameHappyEyeballs(t *testing.T) {
 	// With --source-addr, only the source's family: IPv4 refused is the
 	// answer, though ::1 (listening) comes first.
 	var buf4 syncBuffer
-	_, inst4 := startSluiceResolver(t, r, &buf4, "--source-addr", "127.0.0.1")
+	_, inst4 := startSluiceResolver(t, r, &buf4, append([]string{"--source-addr", "127.0.0.1"}, args...)...)
 	l = echoServer(t, "tcp6", netip.AddrPortFrom(v6, 0).String())
 	port = uint16(l.Addr().(*net.TCPAddr).Port)
-	fd, err := inst4.srv.dialNameFd(ctx, nil, handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: port})
-	if err == nil {
-		syscall.Close(fd)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	if _, err := dialNamePeer(t, inst4, name, port); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("with --source-addr 127.0.0.1 and only ::1 listening: %v; want ECONNREFUSED", err)
 	}
 
