@@ -196,7 +196,7 @@ func TestDialPath(t *testing.T) {
 // the ephemeral range can pick that port and connect to itself).
 func closedPort(t *testing.T) []byte {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
