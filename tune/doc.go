@@ -1,8 +1,9 @@
 // Package tune builds TCP listeners and dialers with the socket options a
 // bare-metal operator reaches for: socket buffers, Nagle, keepalive,
 // TCP_USER_TIMEOUT, congestion control, TCP_NOTSENT_LOWAT, SO_MARK, fast open,
-// TCP_DEFER_ACCEPT, delayed ACKs from a connection's first byte (SmartAccept), a
-// source address, port range or interface for dials, several
+// TCP_DEFER_ACCEPT, delayed ACKs from a connection's first byte (SmartAccept)
+// and for the last ACK of a dial's handshake (SmartConnect), a source
+// address, port range or interface for dials, several
 // SO_REUSEPORT listeners per address, and optional CPU steering among them.
 // It also pins threads to CPUs and raises RLIMIT_NOFILE.
 //

@@ -114,6 +114,18 @@ type Options struct {
 	// turns it off. Flag: --smart-accept.
 	SmartAccept bool
 
+	// SmartConnect sets TCP_QUICKACK to 0 on upstream sockets before
+	// connect: the ACK that ends the three-way handshake is then held
+	// (Linux schedules it as a delayed ACK, sent at the latest after
+	// TCP_DELACK_MAX, 200 ms) and rides on the first bytes sent to the
+	// target, as HAProxy's tcp-smart-connect does for HTTP. The target's
+	// accept returns only once that segment arrives, so it suits targets
+	// whose clients speak first (HTTP, TLS); one that speaks first itself
+	// (SSH, SMTP, FTP, most databases) waits up to 200 ms for its
+	// connection. Linux leaves the mode once it held that ACK, so nothing
+	// else changes. Upstream.QuickAck turns it off. Flag: --smart-connect.
+	SmartConnect bool
+
 	// FastOpenConnect sets TCP_FASTOPEN_CONNECT on dials. A dial then returns
 	// before the three-way handshake ends, and its SYN leaves with the first
 	// write; so refusal or unreachability shows up on that write or the next
@@ -252,6 +264,7 @@ const (
 	optDeferAccept
 	optBacklog
 	optSmartAccept
+	optSmartConnect
 	optFastOpenConnect
 	optInterface
 	optSourceAddr
@@ -277,6 +290,7 @@ var optNames = [optCount]struct{ flag, option string }{
 	optDeferAccept:       {"--defer-accept", "TCP_DEFER_ACCEPT"},
 	optBacklog:           {"--backlog", "listen"},
 	optSmartAccept:       {"--smart-accept", "TCP_QUICKACK"},
+	optSmartConnect:      {"--smart-connect", "TCP_QUICKACK"},
 	optFastOpenConnect:   {"--fastopen-connect", "TCP_FASTOPEN_CONNECT"},
 	optInterface:         {"--interface", "SO_BINDTODEVICE"},
 	optSourceAddr:        {"--source-addr", "bind"},
@@ -295,8 +309,8 @@ var (
 	keepAliveOpts = []opt{optKeepAliveIdle, optKeepAliveInterval, optKeepAliveCount}
 	// dialSockOptsLate is dialSockOpts without keepAliveOpts (DialFdLate).
 	dialSockOptsLate = slices.DeleteFunc(slices.Clone(dialSockOpts), func(id opt) bool { return slices.Contains(keepAliveOpts, id) })
-	dialOpts         = []opt{optFastOpenConnect, optInterface, optSourcePorts} // optSourceAddr goes through net.Dialer.LocalAddr
-	connOpts         = []opt{optNagle, optQuickAck}                            // after accept or connect
+	dialOpts         = []opt{optFastOpenConnect, optSmartConnect, optInterface, optSourcePorts} // optSourceAddr goes through net.Dialer.LocalAddr
+	connOpts         = []opt{optNagle, optQuickAck}                                             // after accept or connect
 )
 
 // UpstreamKeepAlive reports whether tune sets TCP keepalive on upstream
@@ -355,6 +369,8 @@ func (o *Options) set(id opt, s *SockOpts) bool {
 		return o.Backlog > 0
 	case optSmartAccept:
 		return o.SmartAccept && !o.Client.QuickAck
+	case optSmartConnect:
+		return o.SmartConnect && !o.Upstream.QuickAck
 	case optFastOpenConnect:
 		return o.FastOpenConnect
 	case optInterface:
@@ -402,6 +418,8 @@ func (o *Options) clear(id opt, s *SockOpts) {
 		o.Backlog = 0
 	case optSmartAccept:
 		o.SmartAccept = false
+	case optSmartConnect:
+		o.SmartConnect = false
 	case optFastOpenConnect:
 		o.FastOpenConnect = false
 	case optInterface:

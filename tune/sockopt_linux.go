@@ -59,7 +59,7 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optBacklog:
 		// listen on a listening socket only updates its backlog.
 		return unix.Listen(fd, min(o.Backlog, math.MaxInt32))
-	case optSmartAccept:
+	case optSmartAccept, optSmartConnect:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 	case optFastOpenConnect:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)

@@ -119,6 +119,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.IntVar(&cfg.tune.FastOpenQueue, "fastopen", 0, "TCP_FASTOPEN queue `length` on listeners; 0 = off")
 	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
 	fs.BoolVar(&cfg.tune.SmartAccept, "smart-accept", runtime.GOOS == "linux", "TCP_QUICKACK=0 on listeners: the ACK of a client's first data (greeting and request) rides on sluice's answer instead of a segment of its own; --quickack turns it off")
+	fs.BoolVar(&cfg.tune.SmartConnect, "smart-connect", false, "TCP_QUICKACK=0 on upstream sockets before connect: the ACK ending the handshake rides on the first bytes sent to the target; for targets whose clients speak first (HTTP, TLS), since a target that speaks first waits up to 200 ms for its connection")
 	fs.BoolVar(&cfg.tune.FastOpenConnect, "fastopen-connect", false, "TCP_FASTOPEN_CONNECT on upstream connections")
 	fs.Var(addrFlag{&cfg.tune.SourceAddr}, "source-addr", "source `IP` for upstream connections")
 	fs.Var(portsFlag{&cfg.tune.SourcePorts}, "source-ports", "local `ports` for upstream connections (IP_LOCAL_PORT_RANGE): off (the kernel's choice), LOW-HIGH, or all; faster connects at high rates to one target, at a cost to bind(port 0) on this host (see README)")

@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -71,4 +72,60 @@ func answerSegments(t *testing.T, addr string, target handshake.Addr) uint32 {
 		t.Fatalf("TCP_INFO: %v %v", cerr, err)
 	}
 	return info.Segs_in
+}
+
+// TestSmartConnectFlag: with --smart-connect the target's accept returns
+// only once the client's first byte is relayed, which carries the ACK that
+// ends the upstream's handshake; without it, the connection is ready for
+// accept when the success reply comes. A held ACK goes out alone after
+// 200 ms, so a session whose reply took that long is tried again.
+func TestSmartConnectFlag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		flag    string
+		holding bool
+	}{{"--smart-connect=false", false}, {"--smart-connect", true}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			t.Parallel()
+			addr, _ := startSluice(t, tc.flag)
+			l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			ready := func() uint32 { // connections l holds for accept
+				rc, _ := l.SyscallConn()
+				var n uint32
+				rc.Control(func(fd uintptr) {
+					if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+						n = info.Unacked
+					}
+				})
+				return n
+			}
+			for try := 1; ; try++ {
+				start := time.Now()
+				c := connectRaw(t, addr, l.Addr().(*net.TCPAddr))
+				queued, took := ready(), time.Since(start)
+				if tc.holding && queued != 0 && took > 150*time.Millisecond && try < 5 {
+					c.Close()
+					l.Accept()
+					continue
+				}
+				if want := map[bool]uint32{true: 0, false: 1}[tc.holding]; queued != want {
+					t.Fatalf("target's accept queue at the success reply: %d, want %d (%v after the connect)", queued, want, took)
+				}
+				mustWrite(t, c, []byte("x"))
+				l.SetDeadline(time.Now().Add(5 * time.Second))
+				s, err := l.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				expect(t, s, []byte("x"))
+				s.Close()
+				c.Close()
+				return
+			}
+		})
+	}
 }
