@@ -33,6 +33,7 @@ func TestStartupErrors(t *testing.T) {
 		want []string // substrings of the one line
 	}{
 		{"unknown-flag", []string{"--no-such-flag"}, 2, []string{"no-such-flag"}},
+		{"missing-value", []string{"--listen"}, 2, []string{"needs an argument: --listen"}},
 		{"bad-duration", []string{"--dial-timeout", "soon"}, 2, []string{"dial-timeout"}},
 		{"bad-size", []string{"--rcvbuf", "lots"}, 2, []string{"rcvbuf"}},
 		{"bad-log-format", []string{"--log-format", "xml"}, 2, []string{"--log-format"}},

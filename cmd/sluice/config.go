@@ -152,6 +152,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 		}
 		// The flag package names flags -name; sluice writes --name.
 		msg := strings.Replace(err.Error(), "flag -", "flag --", 1)
+		msg = strings.Replace(msg, "argument: -", "argument: --", 1)
 		return nil, errors.New(strings.Replace(msg, "defined: -", "defined: --", 1))
 	}
 	if fs.NArg() > 0 {
