@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
@@ -303,6 +304,9 @@ func (b byteSize) Set(s string) error {
 	if err != nil {
 		return err
 	}
+	if n > math.MaxInt32 {
+		return fmt.Errorf("must be at most %d bytes (2G - 1)", math.MaxInt32)
+	}
 	*b.p = n
 	return nil
 }
@@ -321,7 +325,7 @@ func parseBytes(s string) (int, error) {
 		s = s[:len(s)-1]
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil {
+	if err != nil || n > math.MaxInt/mult || n < math.MinInt/mult {
 		return 0, errors.New("want a size in bytes, e.g. 262144, 256K or 4M")
 	}
 	return n * mult, nil

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -111,8 +113,17 @@ func (set sockFlagSet) apply() {
 	}
 }
 
+// setSize parses a socket option's size: 0 (the kernel's default) or more,
+// and no more than the option's int can hold.
 func setSize(p *int, v string) error {
 	n, err := parseBytes(v)
+	switch {
+	case err != nil:
+	case n < 0:
+		err = errors.New("must be 0 (the kernel's default) or more")
+	case n > math.MaxInt32:
+		err = fmt.Errorf("must be at most %d bytes (2G - 1)", math.MaxInt32)
+	}
 	*p = n
 	return err
 }
