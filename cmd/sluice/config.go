@@ -101,7 +101,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.StringVar(&cfg.usersFile, "users", "", "`file` of name:password lines; makes RFC 1929 username/password mandatory")
 	fs.BoolVar(&cfg.allowOpenRelay, "allow-open-relay", false, "allow listening on a non-loopback address without --users")
 	fs.DurationVar(&cfg.handshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not completed the SOCKS handshake in this `duration`")
-	fs.DurationVar(&cfg.tune.DialTimeout, "dial-timeout", 10*time.Second, "give up connecting to a target after this `duration` (reply 0x06)")
+	fs.DurationVar(&cfg.tune.DialTimeout, "dial-timeout", 10*time.Second, "give up connecting to a target after this `duration` (reply 0x06); 0 = 10s; negative = no limit but the kernel's SYN retries")
 	fs.DurationVar(&cfg.relay.IdleTimeout, "idle-timeout", 0, "end sessions that moved no byte for this `duration`; 0 = never")
 	fs.BoolVar(&cfg.bind, "bind", true, "serve the BIND command (false answers it with 0x07)")
 	fs.DurationVar(&cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
@@ -191,6 +191,16 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--udp-filter %q: want addr-port, addr or none", cfg.udpFilter)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
+	case cfg.relay.IdleTimeout < 0:
+		return fmt.Errorf("--idle-timeout %v: must be 0 (never) or more", cfg.relay.IdleTimeout)
+	case cfg.drainTimeout < 0:
+		return fmt.Errorf("--drain-timeout %v: must be 0 or more", cfg.drainTimeout)
+	case cfg.tune.Backlog < 0:
+		return fmt.Errorf("--backlog %d: must be 0 (the kernel's somaxconn) or more", cfg.tune.Backlog)
+	case cfg.tune.FastOpenQueue < 0:
+		return fmt.Errorf("--fastopen %d: must be 0 (off) or more", cfg.tune.FastOpenQueue)
+	case cfg.tune.DeferAccept < 0:
+		return fmt.Errorf("--defer-accept %v: must be 0 (off) or more", cfg.tune.DeferAccept)
 	case cfg.maxSessions < 0:
 		return fmt.Errorf("--max-sessions %d: must be 0 (no limit) or more", cfg.maxSessions)
 	case cfg.maxSessionsPerIP < 0:

@@ -128,14 +128,22 @@ func setSize(p *int, v string) error {
 	return err
 }
 
+// setInt parses a count: 0 (the default) or more.
 func setInt(p *int, v string) error {
 	n, err := strconv.Atoi(v)
+	if err == nil && n < 0 {
+		err = errors.New("must be 0 or more")
+	}
 	*p = n
 	return err
 }
 
+// setDuration parses a duration: 0 (the default, or off) or more.
 func setDuration(p *time.Duration, v string) error {
 	d, err := time.ParseDuration(v)
+	if err == nil && d < 0 {
+		err = errors.New("must be 0 or more")
+	}
 	*p = d
 	return err
 }
