@@ -155,7 +155,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, usage)
 			return 0
 		}
-		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
+		fmt.Fprintf(stderr, "sluice-bench: %v\n", dashes(err))
 		return 2
 	}
 	if err := o.check(fs, mode); err != nil {
@@ -217,7 +217,7 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	var bad error
 	fs.Visit(func(f *flag.Flag) {
 		if bad == nil && !strings.Contains(allowed, " "+f.Name+" ") {
-			bad = fmt.Errorf("flag -%s does not apply to mode %s", f.Name, mode)
+			bad = fmt.Errorf("flag %s does not apply to mode %s", flagName(f.Name), mode)
 		}
 	})
 	if bad != nil {
@@ -226,18 +226,18 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "n": o.sessions, "window": o.window}
 	for name, v := range positive {
 		if v < 1 {
-			return fmt.Errorf("invalid value for flag -%s: must be positive", name)
+			return fmt.Errorf("invalid value for flag %s: must be positive", flagName(name))
 		}
 	}
 	switch {
 	case o.duration < 0:
-		return errors.New("invalid value for flag -duration: negative")
+		return errors.New("invalid value for flag --duration: negative")
 	case o.hold < 0 || o.hold > bench.MaxDuration:
-		return fmt.Errorf("invalid value for flag -hold: must be within 0..%v", bench.MaxDuration)
+		return fmt.Errorf("invalid value for flag --hold: must be within 0..%v", bench.MaxDuration)
 	case o.timeout <= 0:
-		return errors.New("invalid value for flag -timeout: must be positive")
+		return errors.New("invalid value for flag --timeout: must be positive")
 	case o.pid < 0:
-		return errors.New("invalid value for flag -pid: negative")
+		return errors.New("invalid value for flag --pid: negative")
 	}
 	if _, err := bench.ParseTarget(mode); err == nil {
 		for _, a := range strings.Split(o.addr, ",") {
@@ -253,23 +253,23 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	if o.source != "" {
 		var err error
 		if o.sources, err = parseSources(o.source); err != nil {
-			return fmt.Errorf("invalid value %q for flag -source: %v", o.source, err)
+			return fmt.Errorf("invalid value %q for flag --source: %v", o.source, err)
 		}
 	}
 	if o.duration > bench.MaxDuration {
-		return fmt.Errorf("invalid value for flag -duration: at most %v", bench.MaxDuration)
+		return fmt.Errorf("invalid value for flag --duration: at most %v", bench.MaxDuration)
 	}
 	if o.direct == (o.proxy != "") {
-		return errors.New("clients need exactly one of -proxy or -direct")
+		return errors.New("clients need exactly one of --proxy or --direct")
 	}
 	if o.target == "" {
 		return errors.New("clients need -target")
 	}
 	if _, err := bench.ParseDirection(o.dir); err != nil {
-		return fmt.Errorf("invalid value %q for flag -dir", o.dir)
+		return fmt.Errorf("invalid value %q for flag --dir", o.dir)
 	}
 	if _, err := bench.ParseVerify(o.verify); err != nil {
-		return fmt.Errorf("invalid value %q for flag -verify", o.verify)
+		return fmt.Errorf("invalid value %q for flag --verify", o.verify)
 	}
 	return nil
 }
@@ -316,13 +316,13 @@ func parseSources(s string) ([]netip.Addr, error) {
 func checkListen(addr string, allowPublic bool) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("invalid value %q for flag -addr: %v", addr, err)
+		return fmt.Errorf("invalid value %q for flag --addr: %v", addr, err)
 	}
 	if allowPublic || host == "localhost" {
 		return nil
 	}
 	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("invalid value %q for flag -addr: not loopback (use -allow-public)", addr)
+		return fmt.Errorf("invalid value %q for flag --addr: not loopback (use --allow-public)", addr)
 	}
 	return nil
 }
@@ -479,4 +479,31 @@ func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.W
 		return 1
 	}
 	return 0
+}
+
+// flagName writes a flag as the usage does: -P and -c with one dash, every
+// longer name with two.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// dashes rewrites the flag package's -name in a parse error as flagName
+// writes it.
+func dashes(err error) error {
+	msg := err.Error()
+	for _, marker := range []string{"flag: -", "flag -", "argument: -", "defined: -"} {
+		if i := strings.Index(msg, marker); i >= 0 {
+			j := i + len(marker)
+			k := j
+			for k < len(msg) && msg[k] != ' ' && msg[k] != ':' {
+				k++
+			}
+			name := strings.TrimPrefix(msg[j:k], "-")
+			return errors.New(msg[:j-1] + flagName(name) + msg[k:])
+		}
+	}
+	return err
 }
