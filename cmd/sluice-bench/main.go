@@ -263,7 +263,7 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 		return errors.New("clients need exactly one of --proxy or --direct")
 	}
 	if o.target == "" {
-		return errors.New("clients need -target")
+		return errors.New("clients need --target")
 	}
 	if _, err := bench.ParseDirection(o.dir); err != nil {
 		return fmt.Errorf("invalid value %q for flag --dir", o.dir)
