@@ -77,7 +77,8 @@ func answerSegments(t *testing.T, addr string, target handshake.Addr) uint32 {
 // TestSmartConnectFlag: with --smart-connect the target's accept returns
 // only once the client's first byte is relayed, which carries the ACK that
 // ends the upstream's handshake; without it, the connection is ready for
-// accept when the success reply comes. A held ACK goes out alone after
+// accept when the success reply comes (or within 100 ms, should a busy
+// machine defer the kernel's processing). A held ACK goes out alone after
 // 200 ms, so a session whose reply took that long is tried again.
 func TestSmartConnectFlag(t *testing.T) {
 	t.Parallel()
@@ -107,6 +108,9 @@ func TestSmartConnectFlag(t *testing.T) {
 				start := time.Now()
 				c := connectRaw(t, addr, l.Addr().(*net.TCPAddr))
 				queued, took := ready(), time.Since(start)
+				if !tc.holding && queued == 0 { // segments deferred to ksoftirqd on a busy machine: well under 200 ms
+					waitFor(100*time.Millisecond, func() bool { queued = ready(); return queued == 1 })
+				}
 				if tc.holding && queued != 0 && took > 150*time.Millisecond && try < 5 {
 					c.Close()
 					l.Accept()
