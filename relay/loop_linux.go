@@ -344,18 +344,13 @@ func (l *loop) dispatch(n int) (woken bool) {
 	return woken
 }
 
-// epollWait polls without blocking, retrying EINTR.
+// epollWait polls without blocking (rawsys.EpollPoll, which retries EINTR).
 func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
-	for {
-		n, err := rawsys.EpollPoll(epfd, events)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, os.NewSyscallError("epoll_wait", err)
-		}
-		return n, nil
+	n, err := rawsys.EpollPoll(epfd, events)
+	if err != nil {
+		return 0, os.NewSyscallError("epoll_wait", err)
 	}
+	return n, nil
 }
 
 // setDeadline arms the read deadline of the epoll file for the next idle

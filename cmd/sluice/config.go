@@ -314,9 +314,6 @@ func (b byteSize) Set(s string) error {
 	if err != nil {
 		return err
 	}
-	if n > math.MaxInt32 {
-		return fmt.Errorf("must be at most %d bytes (2G - 1)", math.MaxInt32)
-	}
 	*b.p = n
 	return nil
 }
@@ -335,8 +332,12 @@ func parseBytes(s string) (int, error) {
 		s = s[:len(s)-1]
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n > math.MaxInt/mult || n < math.MinInt/mult {
+	if err != nil {
 		return 0, errors.New("want a size in bytes, e.g. 262144, 256K or 4M")
+	}
+	// Every size ends up in a C int (setsockopt, F_SETPIPE_SZ).
+	if n > math.MaxInt32/mult || n < -math.MaxInt32/mult {
+		return 0, fmt.Errorf("want a size in bytes of at most %d (2G - 1)", math.MaxInt32)
 	}
 	return n * mult, nil
 }

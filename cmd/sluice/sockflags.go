@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"flag"
-	"fmt"
-	"math"
 	"strconv"
 	"time"
 
@@ -113,16 +111,11 @@ func (set sockFlagSet) apply() {
 	}
 }
 
-// setSize parses a socket option's size: 0 (the kernel's default) or more,
-// and no more than the option's int can hold.
+// setSize parses a socket option's size: 0 (the kernel's default) or more.
 func setSize(p *int, v string) error {
 	n, err := parseBytes(v)
-	switch {
-	case err != nil:
-	case n < 0:
+	if err == nil && n < 0 {
 		err = errors.New("must be 0 (the kernel's default) or more")
-	case n > math.MaxInt32:
-		err = fmt.Errorf("must be at most %d bytes (2G - 1)", math.MaxInt32)
 	}
 	*p = n
 	return err

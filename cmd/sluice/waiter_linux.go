@@ -86,9 +86,6 @@ func (w *waiter) serve() {
 func (w *waiter) turn(uintptr) bool {
 	for {
 		n, e := rawsys.EpollPoll(w.epfd, w.events[:])
-		if e == unix.EINTR {
-			continue
-		}
 		if e != nil || n == 0 {
 			return false
 		}

@@ -56,9 +56,6 @@ func (s *Sockaddr) AddrPort() netip.AddrPort {
 // Pointer is the address of s's storage, for a msghdr's name.
 func (s *Sockaddr) Pointer() unsafe.Pointer { return unsafe.Pointer(&s.raw) }
 
-// Family is the address family the kernel or Set stored.
-func (s *Sockaddr) Family() int { return int(s.raw.Family) }
-
 // Read is read(2).
 func Read(fd int, p []byte) (int, error) { return rw(unix.SYS_READ, fd, p) }
 
@@ -182,11 +179,16 @@ func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 }
 
 // EpollPoll is epoll_pwait(2) with a zero timeout into events (at least
-// one): it never waits.
+// one): it never waits. EINTR is retried.
 func EpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		}
 		return 0, e
 	}
-	return int(r), nil
 }

@@ -32,8 +32,8 @@ func TestSockaddrSet(t *testing.T) {
 				t.Fatalf("Set: length %d, want %d", n, tc.n)
 			}
 			raw := unsafe.Slice((*byte)(sa.Pointer()), SizeofSockaddr)
-			if sa.Family() != tc.family {
-				t.Fatalf("family %d, want %d", sa.Family(), tc.family)
+			if int(sa.raw.Family) != tc.family {
+				t.Fatalf("family %d, want %d", sa.raw.Family, tc.family)
 			}
 			if !bytes.Equal(raw[2:4], []byte{0x12, 0x34}) { // 4660, network byte order
 				t.Fatalf("port bytes % x, want 12 34", raw[2:4])
