@@ -131,7 +131,7 @@ func watchPeer(rc syscall.RawConn, onClose func(), done chan<- struct{}) {
 	var b [1]byte
 	closed := false
 	err := rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, err := peek(fd, b[:])
 		switch {
 		case err == syscall.EAGAIN:
 			return false // wait until readable

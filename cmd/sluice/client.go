@@ -239,16 +239,7 @@ func (c *client) Close() error {
 	case c.fd >= 0:
 		fd := c.fd
 		c.fd = -1
-		return syscall.Close(fd)
+		return sysClose(fd)
 	}
 	return nil
-}
-
-// dupCloexec duplicates fd, close-on-exec.
-func dupCloexec(fd int) (int, error) {
-	nfd, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
-	if e != 0 {
-		return -1, os.NewSyscallError("fcntl", e)
-	}
-	return int(nfd), nil
 }

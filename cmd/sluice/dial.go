@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"syscall"
 	"time"
 
 	"sluice/handshake"
@@ -119,7 +118,7 @@ const fallbackDelay = 300 * time.Millisecond
 // name (dialName). The session then takes the same path as a CONNECT to an
 // address.
 func (s *server) dialNameFd(ctx context.Context, p *policy, a handshake.Addr) (int, error) {
-	fd, err := dialName(ctx, s, p, a, dialFd, func(fd int) { syscall.Close(fd) })
+	fd, err := dialName(ctx, s, p, a, dialFd, func(fd int) { sysClose(fd) })
 	if err != nil {
 		return -1, err
 	}

@@ -215,7 +215,7 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 	}
 	b.Release() // req aliases b: not used past here
 	if err != nil {
-		syscall.Close(fd)
+		sysClose(fd)
 		s.fail(rs.lv, rs.c, req, user, cmd, target, errReplied{err}, rs.start)
 		return
 	}
@@ -249,7 +249,7 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 			return
 		}
 		if up == nil {
-			syscall.Close(upFd)
+			sysClose(upFd)
 		}
 	} else {
 		if up == nil {

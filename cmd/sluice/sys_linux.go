@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/netip"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -42,3 +44,15 @@ func sysWrite(fd int, p []byte) (int, error) { return rawsys.Write(fd, p) }
 // reply, read in place: syscall.Getsockname allocates the Sockaddr it
 // returns.
 func fdLocalAddrPort(fd int) netip.AddrPort { return rawsys.Getsockname(fd) }
+
+// sysClose closes a bare socket.
+func sysClose(fd int) error { return syscall.Close(fd) }
+
+// dupCloexec duplicates fd, close-on-exec.
+func dupCloexec(fd int) (int, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return nfd, nil
+}

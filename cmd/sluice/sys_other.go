@@ -5,8 +5,11 @@ package main
 import (
 	"errors"
 	"net/netip"
-	"syscall"
 )
+
+// Off Linux, sessions are served through package net alone: there are no
+// bare sockets (try answers errors.ErrUnsupported, as tune.DialFd does), so
+// the descriptor functions below are never reached on the serving path.
 
 // try is Linux's, where the relay has event loops to take bare sockets;
 // elsewhere clients are accepted by package net.
@@ -15,23 +18,12 @@ func (b *bareAccept) try(uintptr) bool {
 	return true
 }
 
-// sysRead and sysWrite: see sys_linux.go.
-func sysRead(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
+func sysRead(int, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
-func sysWrite(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }
+func sysWrite(int, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
-// fdLocalAddrPort is a socket's own address, sent as BND in the success
-// reply.
-func fdLocalAddrPort(fd int) netip.AddrPort {
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
-}
+func fdLocalAddrPort(int) netip.AddrPort { return netip.AddrPort{} }
+
+func sysClose(int) error { return errors.ErrUnsupported }
+
+func dupCloexec(int) (int, error) { return -1, errors.ErrUnsupported }
