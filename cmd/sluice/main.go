@@ -84,19 +84,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
-	if cfg.debugAddr != "" {
-		if err := serveDebug(cfg.debugAddr, log); err != nil {
-			inst.shutdown(0)
-			fmt.Fprintf(stderr, "sluice: --debug-addr: %v\n", err)
-			return 1
-		}
-	}
-	if cfg.metricsAddr != "" {
-		if _, err := serveMetrics(ctx, workerMetricsAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
-			inst.shutdown(0)
-			fmt.Fprintf(stderr, "sluice: --metrics %s: %v\n", cfg.metricsAddr, err)
-			return 1
-		}
+	if err := inst.serveHTTP(ctx, cfg, log); err != nil {
+		inst.shutdown(0)
+		fmt.Fprintf(stderr, "sluice: %v\n", err)
+		return 1
 	}
 	for ctx.Err() == nil {
 		select {
@@ -111,6 +102,21 @@ func run(args []string, stderr io.Writer) int {
 	}
 	inst.shutdown(cfg.drainTimeout)
 	return 0
+}
+
+// serveHTTP starts the --debug-addr and --metrics servers that cfg asks for.
+func (inst *instance) serveHTTP(ctx context.Context, cfg *config, log *slog.Logger) error {
+	if cfg.debugAddr != "" {
+		if err := serveDebug(cfg.debugAddr, log); err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+	}
+	if cfg.metricsAddr != "" {
+		if _, err := serveMetrics(ctx, workerMetricsAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
+			return fmt.Errorf("--metrics %s: %w", cfg.metricsAddr, err)
+		}
+	}
+	return nil
 }
 
 // migrateReq reads net.ipv4.tcp_migrate_req: "1" when the kernel moves the
@@ -149,6 +155,36 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	if warn != "" {
 		log.Warn(warn)
 	}
+	topts, warnings := cfg.tune.Probe()
+	for _, w := range warnings {
+		log.Warn(w.Error())
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	inst := &instance{cancel: cancel, srv: newServer(cfg, &topts, relayOptions(cfg, &topts, log), log)}
+	inst.srv.live.Store(lv)
+	for _, addr := range cfg.listen {
+		ls, err := topts.Listen(ctx, addr)
+		if err != nil {
+			inst.shutdown(0)
+			return nil, fmt.Errorf("--listen %s: %w", addr, err)
+		}
+		inst.listeners = append(inst.listeners, ls...)
+		for _, l := range ls {
+			var f *os.File
+			if inst.srv.bareSockets {
+				f = bareListener(l, log) // before the line that says sluice listens
+			}
+			inst.bare = append(inst.bare, f)
+		}
+		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
+	}
+	inst.startAccepting(sctx, cfg.pin, log)
+	return inst, nil
+}
+
+// relayOptions are cfg's relay options as this process runs them: its
+// descriptor limit raised, and the sockets handed over to the relay.
+func relayOptions(cfg *config, topts *tune.Options, log *slog.Logger) relay.Options {
 	ropts := cfg.relay
 	if n, err := tune.RaiseNoFile(); err != nil {
 		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
@@ -166,10 +202,6 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	// to duplicate), serveConn closes them first thing in done.
 	ropts.TakeSockets = true
 	ropts.CallerCloses = true
-	topts, warnings := cfg.tune.Probe()
-	for _, w := range warnings {
-		log.Warn(w.Error())
-	}
 	if topts.UpstreamKeepAlive() {
 		// A CONNECT's bare upstream (tune.DialFdLate) gets its keepalive
 		// once the session has lived a second: four system calls that
@@ -177,9 +209,14 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		// already, so an error here would be the socket's own (reset).
 		ropts.Mature = func(fd int) { topts.ArmKeepAlive(fd) }
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	inst := &instance{cancel: cancel, srv: &server{
-		tune:        &topts,
+	return ropts
+}
+
+// newServer builds the server that every session of this process shares,
+// before any accept loop runs.
+func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.Logger) *server {
+	s := &server{
+		tune:        topts,
 		dialer:      topts.Dialer(),
 		relay:       relay.New(ropts),
 		log:         log,
@@ -187,50 +224,38 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
 		logBlocks:   !cfg.logNeverBlocks,
-	}}
-	if inst.srv.logBlocks {
-		inst.srv.refusals = newRefusals(log)
+	}
+	if s.logBlocks {
+		s.refusals = newRefusals(log)
 	}
 	if cfg.resolver != nil {
-		inst.srv.dialer.Resolver = cfg.resolver // before any accept loop runs
+		s.dialer.Resolver = cfg.resolver
 	}
 	// CONNECT to an address dials a bare socket that the relay's loops take
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
-	inst.srv.bareSockets = !cfg.netSockets && inst.srv.relay.Loops() > 0
-	if inst.srv.bareSockets && !cfg.noWaiter {
+	s.bareSockets = !cfg.netSockets && s.relay.Loops() > 0
+	if s.bareSockets && !cfg.noWaiter {
 		w, err := newWaiter()
 		if err != nil {
 			log.Warn("bare clients wait in package os's poller", "err", err)
 		}
-		inst.srv.waiter = w
+		s.waiter = w
 	}
 	if cfg.metricsAddr != "" {
-		inst.srv.metrics = newMetrics()
+		s.metrics = newMetrics()
 	}
-	inst.srv.live.Store(lv)
-	creds := lv.hs.Credentials
-	for _, addr := range cfg.listen {
-		ls, err := topts.Listen(ctx, addr)
-		if err != nil {
-			inst.shutdown(0)
-			return nil, fmt.Errorf("--listen %s: %w", addr, err)
-		}
-		inst.listeners = append(inst.listeners, ls...)
-		for _, l := range ls {
-			var f *os.File
-			if inst.srv.bareSockets {
-				f = bareListener(l, log) // before the line that says sluice listens
-			}
-			inst.bare = append(inst.bare, f)
-		}
-		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", creds != nil, "relay_loops", inst.srv.relay.Loops())
-	}
+	return s
+}
+
+// startAccepting starts an accept loop per listener, the i-th pinned to
+// the i-th usable CPU (round robin) when pin is set.
+func (inst *instance) startAccepting(sctx context.Context, pin bool, log *slog.Logger) {
 	cpus, _ := tune.CPUs()
 	inst.accepted = make([]atomic.Int64, len(inst.listeners))
 	for i, l := range inst.listeners {
 		cpu := -1
-		if cfg.pin && len(cpus) > 0 {
+		if pin && len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
 		}
 		// Each listener's sessions hang their cancellation (relay, dial) on
@@ -244,7 +269,6 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		inst.accepting.Add(1)
 		go a.acceptLoop()
 	}
-	return inst, nil
 }
 
 // bareConn returns the RawConn that l's accept loop accepts bare sockets

@@ -130,25 +130,33 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		return
 	}
 	s.metrics.handshakeDone(time.Since(start))
-	user, target := string(req.User), newDest(req.Addr)
-	cmd := cmdLabelOf(req.Cmd)
-	s.metrics.begin(cmd)
+	rs.user, rs.cmd, rs.target = string(req.User), cmdLabelOf(req.Cmd), newDest(req.Addr)
+	s.metrics.begin(rs.cmd)
 	if lv.maxPerUser > 0 && req.User != nil {
-		if !s.limits.admitUser(user, lv.maxPerUser) {
+		if !s.limits.admitUser(rs.user, lv.maxPerUser) {
 			b.Release()
 			s.metrics.refuse(refMaxPerUser)
-			s.fail(lv, c, &req, user, cmd, target, errUserLimit, start)
+			s.fail(rs, &req, errUserLimit)
 			return
 		}
-		rs.userHeld, rs.user = true, user
+		rs.userHeld = true
 	}
+	s.serveRequest(ctx, rs, &req, b)
+}
+
+// serveRequest carries out the request a client negotiated: CONNECT, BIND or
+// UDP ASSOCIATE, up to the relay or the failure reply. b, which req aliases,
+// is released here.
+func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer) {
+	lv, c := rs.lv, rs.c
 	var up *net.TCPConn
+	var err error
 	switch req.Cmd {
 	case handshake.CmdConnect:
 		var fd int
 		up, fd, err = s.connect(ctx, lv, c, req.Addr)
 		if err == nil && fd >= 0 {
-			s.relayFd(ctx, rs, &req, b, fd, user, cmd, target)
+			s.relayFd(ctx, rs, req, b, fd)
 			return
 		}
 		if err == nil {
@@ -158,15 +166,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 			}
 		}
 	case handshake.CmdBind:
-		if lv.bindTimeout < 0 {
-			err = handshake.ErrCommandNotSupported
-			break
-		}
-		c.handOn() // BIND waits for the second connection
-		var tc *net.TCPConn
-		if tc, err = c.conn(); err == nil {
-			up, err = s.bind(ctx, lv, tc, &req)
-		}
+		up, err = s.bindRequest(ctx, lv, c, req)
 	case handshake.CmdUDPAssociate:
 		if lv.udpIdleTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
@@ -181,7 +181,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 			break
 		}
 		b.Release()
-		s.udpSession(ctx, lv, c, tc, &req, user, target, start)
+		s.udpSession(ctx, rs, tc, req)
 		return
 	default:
 		err = handshake.ErrCommandNotSupported
@@ -197,18 +197,30 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		if up != nil {
 			up.Close()
 		}
-		s.fail(lv, c, &req, user, cmd, target, err, start)
+		s.fail(rs, req, err)
 		return
 	}
-	rs.user, rs.cmd, rs.target = user, cmd, target
 	s.startRelay(ctx, rs, up, -1)
+}
+
+// bindRequest serves a BIND (bind), unless --bind=false turned it off.
+func (s *server) bindRequest(ctx context.Context, lv *live, c *client, req *handshake.Request) (*net.TCPConn, error) {
+	if lv.bindTimeout < 0 {
+		return nil, handshake.ErrCommandNotSupported
+	}
+	c.handOn() // BIND waits for the second connection
+	tc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	return s.bind(ctx, lv, tc, req)
 }
 
 // relayFd ends the handshake of a CONNECT whose upstream is a bare
 // descriptor (tune.DialFd) and hands the session to the relay, which owns
 // fd from then on: success reply, the bytes the client pipelined after its
 // request, startRelay. b is released here.
-func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int, user string, cmd int, target dest) {
+func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int) {
 	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
 	if err == nil && len(req.Rest) > 0 {
 		err = writeFd(fd, req.Rest)
@@ -216,10 +228,9 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 	b.Release() // req aliases b: not used past here
 	if err != nil {
 		sysClose(fd)
-		s.fail(rs.lv, rs.c, req, user, cmd, target, errReplied{err}, rs.start)
+		s.fail(rs, req, errReplied{err})
 		return
 	}
-	rs.user, rs.cmd, rs.target = user, cmd, target
 	s.startRelay(ctx, rs, nil, fd)
 }
 
@@ -378,11 +389,12 @@ func (s *server) endSession(rs *relaySession) {
 }
 
 // udpSession runs a UDP association and accounts for it.
-func (s *server) udpSession(ctx context.Context, lv *live, c *client, tc *net.TCPConn, req *handshake.Request, user string, target dest, start time.Time) {
+func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPConn, req *handshake.Request) {
+	lv, c, user, target, start := rs.lv, rs.c, rs.user, rs.target, rs.start
 	st, denied, err := s.associate(ctx, lv, tc, req)
 	s.metrics.datagramsRelayed(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
-		s.fail(lv, c, req, user, cmdLabelUDP, target, err, start)
+		s.fail(rs, req, err)
 		return
 	}
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
@@ -406,7 +418,8 @@ func sumDrops(st relay.DatagramStats) int64 {
 
 // fail ends a session that got no success reply, or failed after it
 // (errReplied): it replies to req where still possible, counts and logs.
-func (s *server) fail(lv *live, c *client, req *handshake.Request, user string, cmd int, target dest, err error, start time.Time) {
+func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
+	lv, c, user, cmd, target, start := rs.lv, rs.c, rs.user, rs.cmd, rs.target, rs.start
 	rep := replyNone
 	if !errors.As(err, new(errReplied)) {
 		s.reject(c, req, err)
