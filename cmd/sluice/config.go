@@ -27,6 +27,8 @@ type config struct {
 	// noWaiter (tests only) starts the server as when its waiter could not
 	// be made: bare clients that must wait do so in package os's poller.
 	noWaiter bool
+	// fallbackDelay (tests only), when not 0, replaces defaultFallbackDelay.
+	fallbackDelay time.Duration
 	// logNeverBlocks, set by run, says that the logger writes through a
 	// logWriter: a log line never waits on stderr, so sessions write theirs
 	// where they are, on an accept loop or an event loop.

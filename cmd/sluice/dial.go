@@ -108,10 +108,10 @@ func noSuchHost(a handshake.Addr) error {
 	return &net.DNSError{Err: "no such host", Name: string(a.Name), IsNotFound: true}
 }
 
-// fallbackDelay is how long the first address family has before the other
-// is tried beside it (RFC 8305's Connection Attempt Delay; net.Dialer's
-// default).
-const fallbackDelay = 300 * time.Millisecond
+// defaultFallbackDelay is how long the first address family has before the
+// other is tried beside it (RFC 8305's Connection Attempt Delay; net.Dialer's
+// default): server.fallbackDelay.
+const defaultFallbackDelay = 300 * time.Millisecond
 
 // dialNameFd resolves a domain target (rules checked as in resolve) and
 // dials it as a bare socket (tune.DialFdLate), as net.Dialer would dial the
@@ -139,7 +139,7 @@ func dialFd(ctx context.Context, s *server, ap netip.AddrPort) (int, error) {
 // addresses of the first one's family in turn, each with an equal share of
 // what is left of the dial timeout (at least 2 s), and when the name has
 // addresses of both families, the other family's in turn beside them after
-// fallbackDelay, or at once when the first family failed (Happy Eyeballs);
+// s.fallbackDelay, or at once when the first family failed (Happy Eyeballs);
 // the first connection made wins, and drop closes one that lost. With a
 // source address only the addresses of its family are dialled.
 func dialName[C any](ctx context.Context, s *server, p *policy, a handshake.Addr, dial dialFunc[C], drop func(C)) (C, error) {
@@ -228,7 +228,7 @@ func partialDeadline(now, deadline time.Time, n int) time.Time {
 	return now.Add(share)
 }
 
-// dialParallel races the serial dials of primaries and, fallbackDelay
+// dialParallel races the serial dials of primaries and, s.fallbackDelay
 // later or once they failed, of fallbacks; the winner's connection is
 // returned and the loser's dropped. Both failing gives the primaries'
 // error, as net.Dialer does.
@@ -248,7 +248,7 @@ func dialParallel[C any](ctx context.Context, s *server, primaries, fallbacks []
 		}()
 	}
 	race(primaries, true)
-	fallback := time.NewTimer(fallbackDelay)
+	fallback := time.NewTimer(s.fallbackDelay)
 	defer fallback.Stop()
 	pending, fellBack := 1, false
 	startFallback := func() {

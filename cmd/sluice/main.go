@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -225,6 +226,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
 		logBlocks:   !cfg.logNeverBlocks,
 	}
+	s.fallbackDelay = cmp.Or(cfg.fallbackDelay, defaultFallbackDelay)
 	if s.logBlocks {
 		s.refusals = newRefusals(log)
 	}

@@ -94,12 +94,19 @@ func startSluiceLog(t *testing.T, buf *syncBuffer, args ...string) (string, *ins
 // startSluiceResolver is startSluiceLog with r as the upstream resolver.
 func startSluiceResolver(t *testing.T, r *net.Resolver, buf *syncBuffer, args ...string) (string, *instance) {
 	t.Helper()
+	return startSluiceConfig(t, func(cfg *config) { cfg.resolver = r }, buf, args...)
+}
+
+// startSluiceConfig is startSluiceResolver with setup, which may set the
+// configuration's test-only fields, run on the parsed flags before start.
+func startSluiceConfig(t *testing.T, setup func(*config), buf *syncBuffer, args ...string) (string, *instance) {
+	t.Helper()
 	args = append([]string{"--listeners", "1", "--listen", "127.0.0.1:0"}, args...)
 	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatalf("parseFlags(%q): %v", args, err)
 	}
-	cfg.resolver = r
+	setup(cfg)
 	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	inst, err := start(context.Background(), cfg, log)
 	if err != nil {

@@ -32,7 +32,10 @@ type server struct {
 	bareSockets bool     // clients accepted (bareAccept) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
 	waiter      *waiter  // where bare clients wait to be readable; nil: in package os's poller
 	dialTimeout time.Duration
-	sessions    sync.WaitGroup
+	// fallbackDelay: a name's other address family is dialled this long
+	// after the first (defaultFallbackDelay), or once the first failed.
+	fallbackDelay time.Duration
+	sessions      sync.WaitGroup
 	// logBlocks: a log line may block (a logger that does not write
 	// through a logWriter, as in tests), so none is written on an accept
 	// loop or an event loop, and refused clients' lines go through
