@@ -94,6 +94,39 @@ func TestTputWrongSeed(t *testing.T) {
 	}
 }
 
+// TestTputSilentSource: a stream whose target sends nothing is an error
+// once CountTimeout has passed without its first byte, not a stream that
+// moved 0 bytes.
+func TestTputSilentSource(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			held <- c // open and silent until the test ends
+		}
+		close(held)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for c := range held {
+			c.Close()
+		}
+	})
+	r, err := Tput(context.Background(), TputOptions{Client: Client{Duration: shortRun}, Dir: Down,
+		Source: ln.Addr().String(), CountTimeout: 2 * shortRun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors.Total() != 1 || len(r.PerStream) != 1 || !strings.Contains(r.PerStream[0].Error, "not one byte read") {
+		t.Fatalf("errors %+v, streams %+v; want one stream with \"not one byte read\"", r.Errors, r.PerStream)
+	}
+}
+
 // corruptSource serves the pattern of seed with the byte at offset flipped.
 func corruptSource(t *testing.T, seed uint64, offset int) string {
 	t.Helper()

@@ -13,11 +13,10 @@ func TestSampleProcSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Burn some CPU and open descriptors, then both must show.
-	deadline := time.Now().Add(50 * time.Millisecond)
-	for x := 0; time.Now().Before(deadline); x++ {
-		_ = x * x
-	}
+	// Burn CPU until the kernel's count (in clock ticks) shows it, or give
+	// up after 10 s of trying: on a loaded machine 50 ms of wall time may
+	// buy the process no tick at all.
+	burnCPU(t, before.CPU)
 	var files []*os.File
 	for range 10 {
 		f, err := os.Open("/proc/self/stat")
@@ -48,5 +47,21 @@ func TestSampleProcMissing(t *testing.T) {
 	t.Parallel()
 	if _, err := SampleProc(1 << 30); err == nil {
 		t.Fatal("SampleProc of a PID that cannot exist succeeded")
+	}
+}
+
+// burnCPU spins until this process's CPU time, as SampleProc reads it, is
+// past was.
+func burnCPU(t *testing.T, was time.Duration) {
+	t.Helper()
+	giveUp := time.Now().Add(10 * time.Second)
+	for time.Now().Before(giveUp) {
+		spin := time.Now().Add(20 * time.Millisecond)
+		for x := 0; time.Now().Before(spin); x++ {
+			_ = x * x
+		}
+		if s, err := SampleProc(os.Getpid()); err == nil && s.CPU > was {
+			return
+		}
 	}
 }

@@ -60,7 +60,9 @@ type TputOptions struct {
 	Verify Verify
 	// BufBytes is the size of each write and read; 0 means 256 KiB.
 	BufBytes int
-	// CountTimeout bounds the wait for the sink's byte count after an upload; 0 means 5 s.
+	// CountTimeout bounds the wait for the sink's byte count after an
+	// upload, and for each stream's first transfer (a stream that moves no
+	// byte in it has an error); 0 means 5 s.
 	CountTimeout time.Duration
 }
 
@@ -275,10 +277,12 @@ func (o *TputOptions) runStream(ctx context.Context, wg *sync.WaitGroup, s *stre
 }
 
 // upload writes until the deadline, then half-closes and checks the sink's
-// count of what it received against what was written.
+// count of what it received against what was written. Its first buffer
+// goes whatever the clock says (within countTimeout, else an error): a
+// stream that a busy machine starts late still shows it moves bytes.
 func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end time.Time) error {
 	release := watch(ctx, s.c)
-	err := s.c.SetWriteDeadline(end)
+	err := s.c.SetWriteDeadline(time.Now().Add(o.countTimeout()))
 	var sent int64
 	// Invariant: sent is what the kernel accepted; the deadline ends the loop.
 	for err == nil {
@@ -286,11 +290,17 @@ func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end tim
 		n, err = s.c.Write(buf)
 		sent += int64(n)
 		s.bytes.n.Store(sent)
+		if err == nil && sent == int64(n) {
+			err = s.c.SetWriteDeadline(end) // the first buffer is out
+		}
 	}
 	s.end = time.Now()
 	release()
 	if !isTimeout(err) {
 		return fmt.Errorf("bench: tput up: %w", err)
+	}
+	if sent == 0 && ctx.Err() == nil {
+		return fmt.Errorf("bench: tput up: not one byte written in %v", o.countTimeout())
 	}
 	if o.Verify == VerifyNone {
 		return nil
@@ -312,10 +322,12 @@ func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end tim
 }
 
 // download reads until the deadline, comparing the data with the pattern.
+// Its first read waits whatever the clock says (within countTimeout, else
+// an error), as upload's first write does.
 func (o *TputOptions) download(ctx context.Context, s *stream, buf []byte, end time.Time, pat *pattern) error {
 	release := watch(ctx, s.c)
 	defer release()
-	err := s.c.SetReadDeadline(end)
+	err := s.c.SetReadDeadline(time.Now().Add(o.countTimeout()))
 	var got uint64
 	// Invariant: got bytes were read and matched the pattern from offset 0.
 	for err == nil {
@@ -325,12 +337,18 @@ func (o *TputOptions) download(ctx context.Context, s *stream, buf []byte, end t
 			s.end = time.Now()
 			return fmt.Errorf("%w: tput down: bytes %d..%d differ from the source pattern", ErrMismatch, got, got+uint64(n))
 		}
+		if err == nil && got == 0 && n > 0 {
+			err = s.c.SetReadDeadline(end) // the first bytes are in
+		}
 		got += uint64(n)
 		s.bytes.n.Store(int64(got))
 	}
 	s.end = time.Now()
 	if !isTimeout(err) {
 		return fmt.Errorf("bench: tput down: %w", err)
+	}
+	if got == 0 && ctx.Err() == nil {
+		return fmt.Errorf("bench: tput down: not one byte read in %v", o.countTimeout())
 	}
 	return nil
 }

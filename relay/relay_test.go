@@ -370,17 +370,18 @@ func TestPipeIdleTimeout(t *testing.T) {
 }
 
 // TestPipeIdleTrickle checks that the idle timeout spares a session that
-// keeps moving a byte every fifth of the timeout. It is not parallel: the
+// keeps moving a byte every tenth of the timeout. It is not parallel: the
 // bulk transfers of the parallel tests could stall the trickle for a whole
-// timeout on a small machine.
+// timeout on a small machine; and the timeout is long enough (500 ms) that
+// only a stall of 450 ms, not a busy machine's scheduling, fails it.
 func TestPipeIdleTrickle(t *testing.T) {
-	const idle = 250 * time.Millisecond
+	const idle = 500 * time.Millisecond
 	r := New(Options{IdleTimeout: idle})
 	defer r.Close()
 	g := newRig(t).start(context.Background(), r)
-	tick := time.NewTicker(idle / 5)
+	tick := time.NewTicker(idle / 10)
 	defer tick.Stop()
-	const drops = 15 // 3 idle periods of bytes, one every idle/5
+	const drops = 30 // 3 idle periods of bytes, one every idle/10
 	b := []byte{0}
 	for i := range drops {
 		<-tick.C
