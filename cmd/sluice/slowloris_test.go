@@ -62,7 +62,9 @@ func dialMany(t *testing.T, addr string, n int) ([]*net.TCPConn, []time.Time) {
 // process with --handshake-timeout 2s. While they hang, a normal client must
 // be served within 2 s; each of the 2,000 must then be closed by the server
 // no sooner than the handshake timeout after its connect and no later than
-// 8 s after it; and sluice's sockets must come back to their baseline. The
+// 12 s after it (the last close came 3.0 s after its connect on an idle
+// 2-core machine, 9.8 s at a load of 9 there); and sluice's sockets must
+// come back to their baseline. The
 // figures (time to serve, sluice's fds and RSS while holding them) are
 // logged.
 func TestSlowloris(t *testing.T) {
@@ -71,6 +73,7 @@ func TestSlowloris(t *testing.T) {
 	const (
 		clients = 2000
 		timeout = 2 * time.Second
+		lateBy  = 10 * time.Second
 	)
 	echo := startEcho(t)
 	p := spawnSluice(t, nil, "--handshake-timeout", timeout.String(), "--listeners", "1")
@@ -89,7 +92,7 @@ func TestSlowloris(t *testing.T) {
 	}
 	results := make(chan closed, clients)
 	for i, c := range conns {
-		c.SetReadDeadline(connected[i].Add(timeout + 10*time.Second)) // safety net only
+		c.SetReadDeadline(connected[i].Add(timeout + 20*time.Second)) // safety net only
 		go func() {
 			var b [1]byte
 			n, err := c.Read(b[:])
@@ -160,15 +163,15 @@ func TestSlowloris(t *testing.T) {
 			}
 		case d < timeout-100*time.Millisecond:
 			early++
-		case d > timeout+6*time.Second:
+		case d > timeout+lateBy:
 			late++
 		}
 	}
 	close(stopTrickle)
 	<-trickled
 	if early+late+notClosed > 0 {
-		t.Errorf("of %d hanging clients: %d closed before the %v handshake timeout, %d more than 6s after it, %d not closed by the server",
-			clients, early, timeout, late, notClosed)
+		t.Errorf("of %d hanging clients: %d closed before the %v handshake timeout, %d more than %v after it, %d not closed by the server",
+			clients, early, timeout, late, lateBy, notClosed)
 	}
 	if !waitFor(10*time.Second, func() bool { _, s := procFDs(t, pid); return s <= baseSockets }) {
 		_, s := procFDs(t, pid)
