@@ -64,12 +64,25 @@ func TestUpstreamKeepAliveLate(t *testing.T) {
 	if armed := time.Since(replied); armed < 900*time.Millisecond {
 		t.Errorf("keepalive armed %v after the reply; want after a second", armed)
 	}
-	for _, o := range []struct {
+	// SO_KEEPALIVE is the first of the four options set: wait for the
+	// other three too.
+	opts := []struct {
 		name      string
 		opt, want int
-	}{{"TCP_KEEPIDLE", unix.TCP_KEEPIDLE, 7}, {"TCP_KEEPINTVL", unix.TCP_KEEPINTVL, 3}, {"TCP_KEEPCNT", unix.TCP_KEEPCNT, 4}} {
-		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, o.opt); err != nil || v != o.want {
-			t.Errorf("%s = %d, %v; want %d", o.name, v, err, o.want)
+	}{{"TCP_KEEPIDLE", unix.TCP_KEEPIDLE, 7}, {"TCP_KEEPINTVL", unix.TCP_KEEPINTVL, 3}, {"TCP_KEEPCNT", unix.TCP_KEEPCNT, 4}}
+	set := func() bool {
+		for _, o := range opts {
+			if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, o.opt); err != nil || v != o.want {
+				return false
+			}
+		}
+		return true
+	}
+	if !waitFor(10*time.Second, set) {
+		for _, o := range opts {
+			if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, o.opt); err != nil || v != o.want {
+				t.Errorf("%s = %d, %v; want %d", o.name, v, err, o.want)
+			}
 		}
 	}
 	// The session still relays.

@@ -59,20 +59,22 @@ func dialMany(t *testing.T, addr string, n int) ([]*net.TCPConn, []time.Time) {
 
 // TestSlowloris holds 2,000 clients that connect and then send nothing (half
 // of them) or one byte a second (the other half) against a sluice child
-// process with --handshake-timeout 2s. While they hang, a normal client must
-// be served within 2 s; each of the 2,000 must then be closed by the server
-// no sooner than the handshake timeout after its connect and no later than
-// 12 s after it (the last close came 3.0 s after its connect on an idle
-// 2-core machine, 9.8 s at a load of 9 there); and sluice's sockets must
-// come back to their baseline. The
-// figures (time to serve, sluice's fds and RSS while holding them) are
-// logged.
+// process with --handshake-timeout 8s. While they hang, a normal client must
+// be served: before the server has closed any of them, which a server that
+// served it only once their timeout freed it could not do. Each of the 2,000
+// must then be closed by the server no sooner than the handshake timeout
+// after its connect and no later than 10 s past it (the last came 1.0 s past
+// it on an idle 2-core machine, 7.8 s at a load of 9 there); and sluice's
+// sockets must come back to their baseline. The figures (time to serve,
+// sluice's fds and RSS while holding them) are logged. The timeout is long
+// so that neither bound is about a busy machine's speed: there a normal
+// client took 3.9 s to be served.
 func TestSlowloris(t *testing.T) {
 	needProc(t)
 	t.Parallel()
 	const (
 		clients = 2000
-		timeout = 2 * time.Second
+		timeout = 8 * time.Second
 		lateBy  = 10 * time.Second
 	)
 	echo := startEcho(t)
@@ -145,8 +147,10 @@ func TestSlowloris(t *testing.T) {
 		t.Fatalf("normal client while %d clients hang: %v", clients, err)
 	}
 	served := time.Since(serveStart)
-	if served > 2*time.Second {
-		t.Errorf("normal client served in %v while %d clients hang, want under 2s", served, clients)
+	// Served while all of them still hang: a server that served it only
+	// once their handshake timeout had freed it would have closed some.
+	if n := len(results); n > 0 {
+		t.Errorf("normal client served in %v, after the server had closed %d of the %d hanging clients: it waited behind them", served, n, clients)
 	}
 
 	var early, late, notClosed int
