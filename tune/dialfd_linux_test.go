@@ -303,9 +303,12 @@ func TestDialFdYield(t *testing.T) {
 		yields := 0
 		ctx, cancel := context.WithTimeout(context.Background(), safety)
 		defer cancel()
+		// A second: the yield must come before it, which leaves a busy
+		// machine's scheduling room.
+		const timeout = time.Second
 		start := time.Now()
 		var yieldedAfter time.Duration
-		_, err := (&Options{DialTimeout: 200 * time.Millisecond}).DialFdYield(ctx, addr, func() {
+		_, err := (&Options{DialTimeout: timeout}).DialFdYield(ctx, addr, func() {
 			yields++
 			yieldedAfter = time.Since(start)
 		})
@@ -316,8 +319,8 @@ func TestDialFdYield(t *testing.T) {
 		if yields != 1 {
 			t.Fatalf("yield ran %d times for a pending connect; want 1", yields)
 		}
-		if yieldedAfter >= 200*time.Millisecond || waited < 200*time.Millisecond {
-			t.Errorf("yield after %v, dial returned after %v; want the yield before the 200 ms wait", yieldedAfter, waited)
+		if yieldedAfter >= timeout || waited < timeout {
+			t.Errorf("yield after %v, dial returned after %v; want the yield before the %v wait", yieldedAfter, waited, timeout)
 		}
 	})
 }
