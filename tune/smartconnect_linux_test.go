@@ -93,7 +93,13 @@ func TestSmartConnect(t *testing.T) {
 					}
 					took := time.Since(start)
 					if want := map[bool]uint32{true: 0, false: 1}[tc.holding]; queued != want {
-						if tc.holding && took > 150*time.Millisecond && try < 5 {
+						// Tries again (5 in all) when the check may have
+						// come too late to see the ACK held (over 150 ms,
+						// near the 200 ms it is held), or when a busy
+						// machine's softirq work did not queue the
+						// connection within 100 ms: an option that leaks
+						// fails every try.
+						if (!tc.holding || took > 150*time.Millisecond) && try < 5 {
 							c.Close()
 							drain(t, l)
 							continue

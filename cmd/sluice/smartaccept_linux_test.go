@@ -111,7 +111,10 @@ func TestSmartConnectFlag(t *testing.T) {
 				if !tc.holding && queued == 0 { // segments deferred to ksoftirqd on a busy machine: well under 200 ms
 					waitFor(100*time.Millisecond, func() bool { queued = ready(); return queued == 1 })
 				}
-				if tc.holding && queued != 0 && took > 150*time.Millisecond && try < 5 {
+				// Another try (5 in all) when the check may have come too
+				// late to see the ACK held, or when a busy machine did not
+				// queue the connection within 100 ms: a leak fails them all.
+				if (tc.holding && queued != 0 && took > 150*time.Millisecond || !tc.holding && queued != 1) && try < 5 {
 					c.Close()
 					l.Accept()
 					continue
