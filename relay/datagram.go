@@ -266,14 +266,18 @@ func (as *association) clientToUpstream() error {
 			return
 		}
 		as.sentTo(dst)
-		if err := up.send(payload, dst); err != nil {
+		if err := up.send(payload, dst, int64(len(payload))); err != nil {
 			st.Dropped[DropSendFailed]++
 			return
 		}
 		as.progress.Add(1)
 		st.FromClient++
 		st.FromClientBytes += int64(len(payload))
-	})
+	}, up)
+	refused, bytes := up.refused()
+	st.FromClient -= refused
+	st.FromClientBytes -= bytes
+	st.Dropped[DropSendFailed] += refused
 	return readErr("udp client->upstream", err)
 }
 
@@ -293,14 +297,18 @@ func (as *association) upstreamToClient() error {
 			return
 		}
 		start := as.a.Codec.Encode(buf, off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
-		if err := cl.send(buf[start:off+n], *client); err != nil {
+		if err := cl.send(buf[start:off+n], *client, int64(n)); err != nil {
 			st.Dropped[DropSendFailed]++
 			return
 		}
 		as.progress.Add(1)
 		st.ToClient++
 		st.ToClientBytes += int64(n)
-	})
+	}, cl)
+	refused, bytes := cl.refused()
+	st.ToClient -= refused
+	st.ToClientBytes -= bytes
+	st.Dropped[DropSendFailed] += refused
 	return readErr("udp upstream->client", err)
 }
 

@@ -89,10 +89,10 @@ func (r *batchReader) recvmmsg(fd uintptr) bool {
 }
 
 // readDatagrams reads datagrams from c with recvmmsg, up to batchSlots per
-// call, each at offset headroom of its slot, and hands them to handle, until
-// a read fails. Invariant: r.b is held only between a recvmmsg that returned
+// call, each at offset headroom of its slot, and hands them to handle, then
+// flushes what handle queued on out, until a read fails. Invariant: r.b is held only between a recvmmsg that returned
 // datagrams and the next one that finds none.
-func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
+func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc, out *sender) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -118,26 +118,40 @@ func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
 			}
 			handle(r.b.bufs[i][:], headroom, int(h.Len), r.b.from(i))
 		}
+		out.flush() // before the next recvmmsg reuses the buffers
 	}
 }
 
-// sender sends datagrams on one UDP socket with raw sendto calls
-// (rawsys.Sendto), for one direction of an association (one goroutine).
+// sender sends datagrams on one UDP socket with raw sendmmsg calls
+// (rawsys.Sendmmsg), for one direction of an association (one goroutine).
 // Package net's WriteToUDPAddrPort makes a system call that tells the
 // runtime, which wakes its sysmon (package rawsys says why that costs): at
 // 70,000 datagrams a second each way, sysmon took 10 % of the relay's
-// samples. The socket is non-blocking; a send that would block waits in the
-// runtime poller (RawConn.Write), as package net's would. Its callback is a
-// method value made once, so sending allocates nothing.
+// samples. send queues a datagram that the raw path can take; readDatagrams
+// flushes the queue after each batch it read, while the batch's buffers,
+// which the queue points into, are still unused: one system call for the
+// batch instead of one per datagram. The socket is non-blocking; a send that
+// would block waits in the runtime poller (RawConn.Write), as package net's
+// would. Its callback is a method value made once, so sending allocates
+// nothing.
 type sender struct {
 	c      *net.UDPConn
 	rc     syscall.RawConn
 	family int // the socket's: on AF_INET6, IPv4 destinations go v4-mapped
-	p      []byte
-	sa     rawsys.Sockaddr
-	salen  uintptr
-	err    error
 	fn     func(fd uintptr) bool
+
+	// The queue: n datagrams, of which the current flush has sent done.
+	hdrs [batchSlots]unix.Mmsghdr
+	iovs [batchSlots]unix.Iovec
+	sas  [batchSlots]rawsys.Sockaddr
+	acct [batchSlots]int64 // what each adds to its direction's byte count
+	n    int
+	done int
+
+	// Datagrams queued (so counted as relayed by the caller) that the
+	// kernel refused, and their bytes as the caller counted them.
+	failed      int64
+	failedBytes int64
 }
 
 func newSender(c *net.UDPConn) *sender {
@@ -154,43 +168,88 @@ func newSender(c *net.UDPConn) *sender {
 		return s
 	}
 	s.rc, s.family = rc, domain
-	s.fn = s.sendto
+	s.fn = s.sendmmsg
 	return s
 }
 
-// send sends p to dst, as c.WriteToUDPAddrPort(p, dst) would.
-func (s *sender) send(p []byte, dst netip.AddrPort) error {
+// send sends p to dst, as c.WriteToUDPAddrPort(p, dst) would, or queues it
+// for flush; acct is what the datagram adds to the caller's byte count,
+// taken back (failedBytes) if the kernel refuses it at the flush. p must
+// stay unchanged until then.
+func (s *sender) send(p []byte, dst netip.AddrPort, acct int64) error {
 	if a := dst.Addr(); s.rc == nil || !dst.IsValid() || a.Zone() != "" || s.family == unix.AF_INET && !a.Unmap().Is4() {
 		// No raw path; or package net's own answer (no address, an
 		// IPv6 destination on an IPv4 socket); or a scoped address,
-		// whose zone package net turns into an interface index.
+		// whose zone package net turns into an interface index. What
+		// is queued goes first, in order.
+		s.flush()
 		_, err := s.c.WriteToUDPAddrPort(p, dst)
 		return err
 	}
-	s.salen = s.sa.Set(dst, s.family)
-	s.p, s.err = p, nil
-	err := s.rc.Write(s.fn)
-	s.p = nil
-	if err != nil {
-		return err
+	if s.n == batchSlots {
+		s.flush()
 	}
-	return s.err
+	i := s.n
+	salen := s.sas[i].Set(dst, s.family)
+	s.iovs[i].Base = nil
+	if len(p) > 0 {
+		s.iovs[i].Base = &p[0]
+	}
+	s.iovs[i].SetLen(len(p))
+	h := &s.hdrs[i]
+	h.Hdr.Name = (*byte)(s.sas[i].Pointer())
+	h.Hdr.Namelen = uint32(salen)
+	h.Hdr.Iov = &s.iovs[i]
+	h.Hdr.SetIovlen(1)
+	h.Len = 0
+	s.acct[i] = acct
+	s.n++
+	return nil
 }
 
-// sendto is the RawConn.Write callback: one sendto call; false on EAGAIN,
-// so that the runtime poller waits until the socket is writable.
-func (s *sender) sendto(fd uintptr) bool {
-	for {
-		e := rawsys.Sendto(int(fd), s.p, &s.sa, s.salen)
+// flush sends what send queued. A datagram the kernel refuses is counted in
+// failed; so are those left unsent when the socket fails.
+func (s *sender) flush() {
+	if s.n == 0 {
+		return
+	}
+	s.done = 0
+	if err := s.rc.Write(s.fn); err != nil {
+		for i := s.done; i < s.n; i++ {
+			s.fail(i)
+		}
+	}
+	s.n = 0
+	for i := range s.iovs {
+		s.iovs[i].Base = nil // hold no reference to a batch's buffer
+	}
+}
+
+// refused reports the queued datagrams the kernel refused, and their bytes
+// as counted when they were queued.
+func (s *sender) refused() (n, bytes int64) { return s.failed, s.failedBytes }
+
+func (s *sender) fail(i int) {
+	s.failed++
+	s.failedBytes += s.acct[i]
+}
+
+// sendmmsg is the RawConn.Write callback: sendmmsg calls until the queue is
+// sent; false on EAGAIN, so that the runtime poller waits until the socket
+// is writable. A refused datagram is counted and skipped.
+func (s *sender) sendmmsg(fd uintptr) bool {
+	for s.done < s.n {
+		k, e := rawsys.Sendmmsg(int(fd), s.hdrs[s.done:s.n], 0)
 		switch e {
 		case nil:
-			return true
+			s.done += k
 		case unix.EINTR:
-			continue
 		case unix.EAGAIN:
 			return false
+		default: // the first datagram of the call was refused
+			s.fail(s.done)
+			s.done++
 		}
-		s.err = os.NewSyscallError("sendto", e)
-		return true
 	}
+	return true
 }

@@ -12,7 +12,7 @@ var datagramBufs = sync.Pool{New: func() any { return new([maxDatagram + 64]byte
 
 // readDatagrams reads datagrams from c one at a time, each at offset
 // headroom of a pooled buffer, and hands them to handle, until a read fails.
-func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc) error {
+func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc, _ *sender) error {
 	buf := datagramBufs.Get().(*[maxDatagram + 64]byte)
 	defer datagramBufs.Put(buf)
 	for {
@@ -29,7 +29,11 @@ type sender struct{ c *net.UDPConn }
 
 func newSender(c *net.UDPConn) *sender { return &sender{c: c} }
 
-func (s *sender) send(p []byte, dst netip.AddrPort) error {
+// send sends p to dst at once (acct: see the Linux sender).
+func (s *sender) send(p []byte, dst netip.AddrPort, _ int64) error {
 	_, err := s.c.WriteToUDPAddrPort(p, dst)
 	return err
 }
+
+// failed and failedBytes: what the Linux sender's flush refused; none here.
+func (s *sender) refused() (n, bytes int64) { return 0, 0 }

@@ -123,6 +123,9 @@ func TestDatagrams(t *testing.T) {
 	stranger.WriteToUDPAddrPort(append(header(localAP(g.target)), "stranger"...), localAP(g.relayClient))
 	otherPort := udpSocket(t, "127.0.0.1:0")
 	otherPort.WriteToUDPAddrPort(append(header(localAP(g.target)), "other"...), localAP(g.relayClient))
+	// Refused by the kernel: port 0 (EINVAL), counted as a drop, not as
+	// relayed.
+	g.client.WriteToUDPAddrPort(append(header(netip.MustParseAddrPort("127.0.0.1:0")), "port 0"...), localAP(g.relayClient))
 	g.exchange(t, []byte("still relayed"), buf)
 
 	g.cancel()
@@ -134,7 +137,7 @@ func TestDatagrams(t *testing.T) {
 	if st.FromClient != 3 || st.ToClient != 3 || st.FromClientBytes != int64(5+1400+13) || st.ToClientBytes != st.FromClientBytes {
 		t.Errorf("stats %+v: want 3 datagrams and %d bytes each way", st, 5+1400+13)
 	}
-	want := [NumDrops]int64{DropStranger: 2, DropFragment: 1, DropMalformed: 1}
+	want := [NumDrops]int64{DropStranger: 2, DropFragment: 1, DropMalformed: 1, DropSendFailed: 1}
 	if st.Dropped != want {
 		t.Errorf("dropped %v, want %v", st.Dropped, want)
 	}

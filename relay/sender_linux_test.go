@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -57,8 +58,12 @@ func TestSender(t *testing.T) {
 			to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
 			to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 			for _, msg := range []string{"first", "", "third"} {
-				if err := s.send([]byte(msg), to); err != nil {
+				if err := s.send([]byte(msg), to, int64(len(msg))); err != nil {
 					t.Fatalf("send %q to %v: %v", msg, to, err)
+				}
+				s.flush()
+				if n, _ := s.refused(); n != 0 {
+					t.Fatalf("send %q to %v: %d refused at the flush", msg, to, n)
 				}
 				got, from := receive(t, dst)
 				if got != msg {
@@ -75,10 +80,74 @@ func TestSender(t *testing.T) {
 		s := newSender(src)
 		for _, to := range []netip.AddrPort{{}, netip.MustParseAddrPort("[::1]:9")} {
 			_, want := src.WriteToUDPAddrPort([]byte("x"), to)
-			err := s.send([]byte("x"), to)
+			err := s.send([]byte("x"), to, 1)
 			if want == nil || err == nil || err.Error() != want.Error() {
 				t.Errorf("send to %v: %v, want package net's %v", to, err, want)
 			}
 		}
 	})
+}
+
+// TestSenderBatch checks the queue that flush sends with sendmmsg: more
+// datagrams than a batch holds arrive whole and in order; one the kernel
+// refuses (over the 65,507 bytes an IPv4 datagram holds) is counted in
+// refused, with the bytes it was queued with, and the others still go; and
+// a datagram that takes package net's path waits for those queued before
+// it.
+func TestSenderBatch(t *testing.T) {
+	t.Parallel()
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	dst.SetReadBuffer(1 << 20)
+	to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
+	s := newSender(src)
+	if s.rc == nil {
+		t.Fatal("no raw path on a UDP socket")
+	}
+	var want []string
+	for i := range batchSlots + 3 {
+		msg := fmt.Sprintf("datagram %d", i)
+		p := []byte(msg)
+		if i == 4 {
+			p = make([]byte, 70_000) // EMSGSIZE
+		} else {
+			want = append(want, msg)
+		}
+		if err := s.send(p, to, int64(len(p))); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	s.flush()
+	if n, bytes := s.refused(); n != 1 || bytes != 70_000 {
+		t.Errorf("refused %d datagrams of %d bytes; want 1 of 70000", n, bytes)
+	}
+	// Queued, then one through package net's path (a zoned address):
+	// the queued one must arrive first.
+	if err := s.send([]byte("queued"), to, 6); err != nil {
+		t.Fatal(err)
+	}
+	zoned := netip.AddrPortFrom(netip.MustParseAddr("::ffff:127.0.0.1").WithZone("lo"), to.Port())
+	if err := s.send([]byte("direct"), zoned, 6); err != nil {
+		t.Fatalf("send to %v: %v", zoned, err)
+	}
+	want = append(want, "queued", "direct")
+	buf := make([]byte, 2048)
+	dst.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, w := range want {
+		n, err := dst.Read(buf)
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", w, err)
+		}
+		if got := string(buf[:n]); got != w {
+			t.Fatalf("received %q, want %q", got, w)
+		}
+	}
 }

@@ -159,6 +159,18 @@ func Sendto(fd int, p []byte, sa *Sockaddr, n uintptr) error {
 	return nil
 }
 
+// Sendmmsg is sendmmsg(2) of hdrs (at least one), the count of messages
+// sent. An error on a message after the first is reported by the next call,
+// which starts with it.
+func Sendmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
+		uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 // Recvmmsg is recvmmsg(2) into hdrs (at least one) with no timeout, the
 // count of messages received.
 func Recvmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {

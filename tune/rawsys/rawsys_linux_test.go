@@ -3,6 +3,7 @@ package rawsys
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -240,7 +241,7 @@ func TestConnectRefused(t *testing.T) {
 	}
 }
 
-// TestDatagrams sends with Sendto and receives with Recvmmsg on IPv4, IPv6
+// TestDatagrams sends with Sendto and Sendmmsg and receives with Recvmmsg on IPv4, IPv6
 // and a dual-stack socket (IPv4 v4-mapped), and checks the source address
 // recvmmsg stores in a Sockaddr.
 func TestDatagrams(t *testing.T) {
@@ -272,6 +273,23 @@ func TestDatagrams(t *testing.T) {
 					t.Fatalf("sendto %v: %v", to, err)
 				}
 			}
+			// Two more in one sendmmsg.
+			var (
+				out    [2]unix.Mmsghdr
+				outIov [2]unix.Iovec
+				outBuf = [2][]byte{[]byte("four"), []byte("five")}
+			)
+			for i := range out {
+				outIov[i].Base = &outBuf[i][0]
+				outIov[i].SetLen(len(outBuf[i]))
+				out[i].Hdr.Name = (*byte)(dst.Pointer())
+				out[i].Hdr.Namelen = uint32(n)
+				out[i].Hdr.Iov = &outIov[i]
+				out[i].Hdr.SetIovlen(1)
+			}
+			if sent, err := Sendmmsg(sfd, out[:], 0); sent != 2 || err != nil {
+				t.Fatalf("sendmmsg %v: %d sent, %v; want 2", to, sent, err)
+			}
 			var (
 				hdrs  [4]unix.Mmsghdr
 				iovs  [4]unix.Iovec
@@ -287,7 +305,7 @@ func TestDatagrams(t *testing.T) {
 				hdrs[i].Hdr.SetIovlen(1)
 			}
 			var got []string
-			for len(got) < 3 {
+			for len(got) < 5 {
 				pfd := []unix.PollFd{{Fd: int32(rfd), Events: unix.POLLIN}}
 				if _, err := unix.Poll(pfd, 5000); err != nil {
 					t.Fatal(err)
@@ -304,7 +322,7 @@ func TestDatagrams(t *testing.T) {
 					}
 				}
 			}
-			if want := []string{"one", "", "three"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+			if want := []string{"one", "", "three", "four", "five"}; !slices.Equal(got, want) {
 				t.Fatalf("received %q, want %q", got, want)
 			}
 			if _, err := Recvmmsg(rfd, hdrs[:], unix.MSG_DONTWAIT); err != unix.EAGAIN {
