@@ -163,19 +163,19 @@ func Sendto(fd int, p []byte, sa *Sockaddr, n uintptr) error {
 // sent. An error on a message after the first is reported by the next call,
 // which starts with it.
 func Sendmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
-		uintptr(flags), 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
+	return mmsg(unix.SYS_SENDMMSG, fd, hdrs, flags)
 }
 
 // Recvmmsg is recvmmsg(2) into hdrs (at least one) with no timeout, the
 // count of messages received.
 func Recvmmsg(fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
-		uintptr(flags), 0, 0)
+	return mmsg(unix.SYS_RECVMMSG, fd, hdrs, flags)
+}
+
+// mmsg makes sendmmsg or recvmmsg (trap); recvmmsg's timeout, the fifth
+// argument, is nil.
+func mmsg(trap uintptr, fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {
+	r, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
