@@ -90,8 +90,9 @@ func (r *batchReader) recvmmsg(fd uintptr) bool {
 
 // readDatagrams reads datagrams from c with recvmmsg, up to batchSlots per
 // call, each at offset headroom of its slot, and hands them to handle, then
-// flushes what handle queued on out, until a read fails. Invariant: r.b is held only between a recvmmsg that returned
-// datagrams and the next one that finds none.
+// flushes what handle queued on out, until a read fails. Invariant: r.b is
+// held only between a recvmmsg that returned datagrams and the next one
+// that finds none.
 func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc, out *sender) error {
 	rc, err := c.SyscallConn()
 	if err != nil {

@@ -35,5 +35,6 @@ func (s *sender) send(p []byte, dst netip.AddrPort, _ int64) error {
 	return err
 }
 
-// failed and failedBytes: what the Linux sender's flush refused; none here.
+// refused: what the Linux sender's flush refused; none here, where send
+// sends at once.
 func (s *sender) refused() (n, bytes int64) { return 0, 0 }

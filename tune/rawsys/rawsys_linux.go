@@ -8,7 +8,7 @@ import (
 )
 
 // Sockaddr is room for an AF_INET or AF_INET6 socket address, in the
-// kernel's layout: what Set fills for connect and sendto, and what accept4,
+// kernel's layout: what Set fills for connect and sendmmsg, and what accept4,
 // getsockname and recvmmsg fill for AddrPort to read.
 type Sockaddr struct {
 	raw unix.RawSockaddrInet6 // large enough for IPv4 too
@@ -148,15 +148,6 @@ func Getsockname(fd int) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return sa.AddrPort()
-}
-
-// Sendto is sendto(2) of p to the first n bytes of sa, no flags.
-func Sendto(fd int, p []byte, sa *Sockaddr, n uintptr) error {
-	if _, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(bufPointer(p)), uintptr(len(p)), 0,
-		uintptr(sa.Pointer()), n); e != 0 {
-		return e
-	}
-	return nil
 }
 
 // Sendmmsg is sendmmsg(2) of hdrs (at least one), the count of messages

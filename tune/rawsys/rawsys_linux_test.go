@@ -241,7 +241,7 @@ func TestConnectRefused(t *testing.T) {
 	}
 }
 
-// TestDatagrams sends with Sendto and Sendmmsg and receives with Recvmmsg on IPv4, IPv6
+// TestDatagrams sends with Sendmmsg and receives with Recvmmsg on IPv4, IPv6
 // and a dual-stack socket (IPv4 v4-mapped), and checks the source address
 // recvmmsg stores in a Sockaddr.
 func TestDatagrams(t *testing.T) {
@@ -268,27 +268,24 @@ func TestDatagrams(t *testing.T) {
 			to := Getsockname(rfd)
 			var dst Sockaddr
 			n := dst.Set(to, tc.from)
-			for _, msg := range []string{"one", "", "three"} {
-				if err := Sendto(sfd, []byte(msg), &dst, n); err != nil {
-					t.Fatalf("sendto %v: %v", to, err)
+			// Three in one sendmmsg (an empty one among them), two in
+			// another.
+			for _, msgs := range [][]string{{"one", "", "three"}, {"four", "five"}} {
+				out := make([]unix.Mmsghdr, len(msgs))
+				iovs := make([]unix.Iovec, len(msgs))
+				for i, msg := range msgs {
+					if msg != "" {
+						iovs[i].Base = unsafe.StringData(msg)
+					}
+					iovs[i].SetLen(len(msg))
+					out[i].Hdr.Name = (*byte)(dst.Pointer())
+					out[i].Hdr.Namelen = uint32(n)
+					out[i].Hdr.Iov = &iovs[i]
+					out[i].Hdr.SetIovlen(1)
 				}
-			}
-			// Two more in one sendmmsg.
-			var (
-				out    [2]unix.Mmsghdr
-				outIov [2]unix.Iovec
-				outBuf = [2][]byte{[]byte("four"), []byte("five")}
-			)
-			for i := range out {
-				outIov[i].Base = &outBuf[i][0]
-				outIov[i].SetLen(len(outBuf[i]))
-				out[i].Hdr.Name = (*byte)(dst.Pointer())
-				out[i].Hdr.Namelen = uint32(n)
-				out[i].Hdr.Iov = &outIov[i]
-				out[i].Hdr.SetIovlen(1)
-			}
-			if sent, err := Sendmmsg(sfd, out[:], 0); sent != 2 || err != nil {
-				t.Fatalf("sendmmsg %v: %d sent, %v; want 2", to, sent, err)
+				if sent, err := Sendmmsg(sfd, out, 0); sent != len(msgs) || err != nil {
+					t.Fatalf("sendmmsg %v: %d sent, %v; want %d", to, sent, err, len(msgs))
+				}
 			}
 			var (
 				hdrs  [4]unix.Mmsghdr
