@@ -51,6 +51,23 @@ func checkTput(t *testing.T, r *TputResult, err error, streams int) {
 			t.Errorf("stream %d moved nothing", i)
 		}
 	}
+	checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.PerGiB == r.ClientCPU.Seconds/(float64(r.Bytes)/(1<<30)))
+}
+
+// checkClientCPU fails the test unless the load generator's own CPU figure
+// is there, positive, and its per-unit figure is the one computed from it
+// (perUnit). Parallel tests share the process, so the amount is not checked.
+func checkClientCPU(t *testing.T, c *CPU, perUnit bool) {
+	t.Helper()
+	if _, ok := selfCPU(); !ok {
+		if c != nil {
+			t.Errorf("client CPU %+v where getrusage is missing", c)
+		}
+		return
+	}
+	if c == nil || c.Seconds <= 0 || c.Cores <= 0 || c.PID != 0 || !perUnit {
+		t.Errorf("client CPU %+v; want a positive figure for this process and its per-unit share", c)
+	}
 }
 
 func TestTputDirect(t *testing.T) {
@@ -240,6 +257,7 @@ func TestRRDirect(t *testing.T) {
 		if l := r.Latency; !(l.Min <= l.P50 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max > 0) {
 			t.Errorf("latency out of order: %+v", l)
 		}
+		checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.Per1kConns == r.ClientCPU.Seconds/(float64(r.Conns)/1000))
 	}
 }
 

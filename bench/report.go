@@ -22,6 +22,9 @@ func (r *TputResult) WriteText(w io.Writer) error {
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "relay cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", r.CPU.Seconds, r.CPU.Cores, r.CPU.PerGiB)
 	}
+	if c := r.ClientCPU; c != nil {
+		fmt.Fprintf(tw, "client cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", c.Seconds, c.Cores, c.PerGiB)
+	}
 	return flushWithErrors(tw, w, &r.Errors)
 }
 
@@ -35,6 +38,9 @@ func (r *RRResult) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", l.Min, l.P50, l.P90, l.P99, l.P999, l.Max)
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "relay cpu\t%.2f s\t%.2f cores\t%.3f s/1k conns\t\n", r.CPU.Seconds, r.CPU.Cores, r.CPU.Per1kConns)
+	}
+	if c := r.ClientCPU; c != nil {
+		fmt.Fprintf(tw, "client cpu\t%.2f s\t%.2f cores\t%.3f s/1k conns\t\n", c.Seconds, c.Cores, c.Per1kConns)
 	}
 	return flushWithErrors(tw, w, &r.Errors)
 }

@@ -92,6 +92,8 @@ type RRResult struct {
 	Latency Latency `json:"latency"`
 	// CPU is the relay's processor time, when a PID was given.
 	CPU *CPU `json:"cpu,omitempty"`
+	// ClientCPU is the load generator's own processor time (this process).
+	ClientCPU *CPU `json:"client_cpu,omitempty"`
 	// Errors counts the failures.
 	Errors Errors `json:"errors"`
 }
@@ -124,6 +126,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 		return nil, err
 	}
 	workers := make([]rrWorker, len(dialers))
+	clock := startClientClock()
 	start := time.Now()
 	end := start.Add(o.duration())
 	done := make(chan struct{})
@@ -159,8 +162,11 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	res.Latency = Summarize(&h)
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
-		if res.Conns > 0 {
-			res.CPU.Per1kConns = res.CPU.Seconds / (float64(res.Conns) / 1000)
+	}
+	res.ClientCPU = clock.stop(elapsed)
+	for _, c := range []*CPU{res.CPU, res.ClientCPU} {
+		if c != nil && res.Conns > 0 {
+			c.Per1kConns = c.Seconds / (float64(res.Conns) / 1000)
 		}
 	}
 	return res, nil

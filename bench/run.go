@@ -38,8 +38,9 @@ func (c *Client) duration() time.Duration {
 
 // CPU is the relay's processor time over a run.
 type CPU struct {
-	// PID is the process sampled (with its descendants).
-	PID int `json:"pid"`
+	// PID is the process sampled (with its descendants); absent for the
+	// load generator's own figure.
+	PID int `json:"pid,omitempty"`
 	// Seconds is user plus system time spent during the load.
 	Seconds float64 `json:"seconds"`
 	// Cores is Seconds divided by the run's wall time.
@@ -69,6 +70,29 @@ func (s sampler) sample() (ProcSample, error) {
 		return ProcSample{}, nil
 	}
 	return SampleProc(s.pid)
+}
+
+// clientClock measures the load generator's own processor time over a run:
+// where it shares the cores with the relay and the targets, what it spends
+// is not the relay's to spend, and a workload that costs the client more
+// (a SOCKS handshake against none) leaves the relay less.
+type clientClock struct {
+	start time.Duration
+	ok    bool
+}
+
+func startClientClock() clientClock {
+	t, ok := selfCPU()
+	return clientClock{t, ok}
+}
+
+// stop returns the time used since start, or nil where it cannot be read.
+func (c clientClock) stop(elapsed time.Duration) *CPU {
+	t, ok := selfCPU()
+	if !c.ok || !ok {
+		return nil
+	}
+	return cpuBetween(0, ProcSample{CPU: c.start}, ProcSample{CPU: t}, elapsed)
 }
 
 // counter is a per-worker atomic count padded to its own cache line.

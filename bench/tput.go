@@ -127,6 +127,8 @@ type TputResult struct {
 	PerStream []StreamResult `json:"per_stream"`
 	// CPU is the relay's processor time, when a PID was given.
 	CPU *CPU `json:"cpu,omitempty"`
+	// ClientCPU is the load generator's own processor time (this process).
+	ClientCPU *CPU `json:"client_cpu,omitempty"`
 	// Errors counts the failures.
 	Errors Errors `json:"errors"`
 }
@@ -161,6 +163,7 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	clock := startClientClock()
 	start := time.Now()
 	end := start.Add(o.duration())
 	var pat *pattern
@@ -188,10 +191,14 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 		return nil, err
 	}
 	res.summarize(streams, start)
+	elapsed := time.Duration(res.Seconds * float64(time.Second))
 	if o.PID != 0 {
-		res.CPU = cpuBetween(o.PID, before, after, time.Duration(res.Seconds*float64(time.Second)))
-		if res.Bytes > 0 {
-			res.CPU.PerGiB = res.CPU.Seconds / (float64(res.Bytes) / (1 << 30))
+		res.CPU = cpuBetween(o.PID, before, after, elapsed)
+	}
+	res.ClientCPU = clock.stop(elapsed)
+	for _, c := range []*CPU{res.CPU, res.ClientCPU} {
+		if c != nil && res.Bytes > 0 {
+			c.PerGiB = c.Seconds / (float64(res.Bytes) / (1 << 30))
 		}
 	}
 	return res, nil

@@ -40,7 +40,9 @@ Reports:
   chart    read bench/peers.sh's results.json on stdin, write an SVG bar
            chart of throughput and conn/s per peer to stdout
 With --pid, clients report the relay's CPU seconds (its process and
-descendants) per GiB (tput) or per 1,000 connections (rr). A run with any
+descendants) per GiB (tput) or per 1,000 connections (rr); tput and rr
+always report their own ("client cpu"), which on shared cores the relay
+cannot have. A run with any
 error (connect, SOCKS reply, data mismatch) exits 1; bad flags exit 2.
 SIGINT stops a run early and still prints its results.
 
