@@ -152,7 +152,11 @@ func openSession(ctx context.Context, d *Dialer, rr *RROptions, msg, echo []byte
 	if err != nil {
 		return nil, err
 	}
-	if err := rr.echo(c, msg, echo, time.Now()); err != nil {
+	if err := c.SetDeadline(time.Now().Add(rr.timeout())); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := rr.echo(c, msg, echo); err != nil {
 		c.Close()
 		return nil, err
 	}

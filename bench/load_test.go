@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -339,5 +341,67 @@ func TestRRSpread(t *testing.T) {
 		if got := seen[target]; len(got) != 1 || got[src[i]] == 0 {
 			t.Errorf("target %s saw clients %v; want only %v", target, got, src[i])
 		}
+	}
+}
+
+// TestRRExchanges runs several echoes per connection against a counting echo
+// server: every message must reach it (Conns x Exchanges x size bytes), and
+// an echo that goes wrong after the first exchange must be caught.
+func TestRRExchanges(t *testing.T) {
+	t.Parallel()
+	for _, corrupt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("corrupt=%v", corrupt), func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var echoed atomic.Int64
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						b := make([]byte, 64)
+						for i := 0; ; i++ {
+							n, err := c.Read(b)
+							if err != nil {
+								return
+							}
+							echoed.Add(int64(n))
+							if corrupt && i > 0 {
+								b[0]++ // every read after a connection's first
+							}
+							c.Write(b[:n])
+						}
+					}()
+				}
+			}()
+			const size, exchanges = 10, 25
+			r, err := RR(context.Background(), RROptions{Client: Client{Duration: shortRun}, Target: ln.Addr().String(),
+				Workers: 2, SizeBytes: size, Exchanges: exchanges})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if corrupt {
+				if r.Errors.Data == 0 || r.Conns != 0 {
+					t.Fatalf("corrupted echoes: %d connections counted, errors %+v; want none counted, data errors", r.Conns, r.Errors)
+				}
+				return
+			}
+			if r.Errors.Total() != 0 || r.Conns == 0 || r.Exchanges != exchanges {
+				t.Fatalf("conns %d, exchanges %d, errors %+v", r.Conns, r.Exchanges, r.Errors)
+			}
+			if got, want := echoed.Load(), int64(r.Conns)*exchanges*size; got != want {
+				t.Errorf("the server echoed %d bytes; want %d (%d connections x %d exchanges x %d bytes)", got, want, r.Conns, exchanges, size)
+			}
+			if r.ExchangesPerSec != r.ConnsPerSec*exchanges {
+				t.Errorf("exchanges/s %v, conn/s %v", r.ExchangesPerSec, r.ConnsPerSec)
+			}
+		})
 	}
 }

@@ -31,8 +31,11 @@ func (r *TputResult) WriteText(w io.Writer) error {
 // WriteText writes the result as a readable table.
 func (r *RRResult) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "rr via %s, %d workers, %d-byte echo, %.2f s\n", via(r.Proxy), r.Workers, r.SizeBytes, r.Seconds)
+	fmt.Fprintf(tw, "rr via %s, %d workers, %d-byte echo x %d per connection, %.2f s\n", via(r.Proxy), r.Workers, r.SizeBytes, r.Exchanges, r.Seconds)
 	fmt.Fprintf(tw, "conns\t%d\t\nconn/s\t%.0f\t\n", r.Conns, r.ConnsPerSec)
+	if r.Exchanges > 1 {
+		fmt.Fprintf(tw, "exchanges/s\t%.0f\t\n", r.ExchangesPerSec)
+	}
 	l := r.Latency
 	fmt.Fprintln(tw, "latency µs\tmin\tp50\tp90\tp99\tp99.9\tmax\t")
 	fmt.Fprintf(tw, "\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", l.Min, l.P50, l.P90, l.P99, l.P999, l.Max)

@@ -31,7 +31,13 @@ type RROptions struct {
 	Workers int
 	// SizeBytes is the size of the echoed message; 0 means 1.
 	SizeBytes int
-	// Timeout bounds one connection's echo exchange; 0 means 5 s.
+	// Exchanges is the number of echo exchanges per connection, one message
+	// in flight at a time; 0 means 1. One is netperf's TCP_CRR (connect,
+	// request, response, close); many approach TCP_RR, the per-message
+	// cost of a long-lived request/response session.
+	Exchanges int
+	// Timeout bounds one exchange; a connection has Exchanges times it,
+	// counted from its connect. 0 means 5 s.
 	Timeout time.Duration
 }
 
@@ -43,6 +49,8 @@ func (o *RROptions) workers() int {
 }
 
 func (o *RROptions) size() int { return max(o.SizeBytes, 1) }
+
+func (o *RROptions) exchanges() int { return max(o.Exchanges, 1) }
 
 func (o *RROptions) timeout() time.Duration {
 	if o.Timeout > 0 {
@@ -84,11 +92,16 @@ type RRResult struct {
 	SizeBytes int `json:"size_bytes"`
 	// Seconds is the wall time until the last worker stopped.
 	Seconds float64 `json:"seconds"`
-	// Conns is the number of complete, verified exchanges.
+	// Exchanges repeats the option: echo exchanges per connection.
+	Exchanges int `json:"exchanges"`
+	// Conns is the number of connections whose exchanges all completed
+	// and checked out.
 	Conns uint64 `json:"conns"`
 	// ConnsPerSec is Conns over Seconds.
 	ConnsPerSec float64 `json:"conns_per_sec"`
-	// Latency is from the start of the connect to the echo's last byte.
+	// ExchangesPerSec is Conns times Exchanges over Seconds.
+	ExchangesPerSec float64 `json:"exchanges_per_sec"`
+	// Latency is from the start of the connect to the last echo's last byte.
 	Latency Latency `json:"latency"`
 	// CPU is the relay's processor time, when a PID was given.
 	CPU *CPU `json:"cpu,omitempty"`
@@ -151,7 +164,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 		return nil, err
 	}
 	res := &RRResult{Mode: "rr", Proxy: o.Proxy.Addr, Workers: len(workers), SizeBytes: o.size(),
-		Seconds: elapsed.Seconds()}
+		Exchanges: o.exchanges(), Seconds: elapsed.Seconds()}
 	var h Histogram
 	for i := range workers {
 		h.Merge(&workers[i].hist)
@@ -159,6 +172,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	}
 	res.Conns = h.Count()
 	res.ConnsPerSec = float64(res.Conns) / elapsed.Seconds()
+	res.ExchangesPerSec = res.ConnsPerSec * float64(res.Exchanges)
 	res.Latency = Summarize(&h)
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
@@ -172,18 +186,15 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	return res, nil
 }
 
-// rrLoop is one worker: exchanges until end or ctx, each message different
+// rrLoop is one worker: connections until end or ctx, each message different
 // so that crossed connections show up as mismatches.
 func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w *rrWorker, id uint64, end time.Time) {
 	defer wg.Done()
 	msg, echo := make([]byte, o.size()), make([]byte, o.size())
 	// Invariant: each pass opens and closes one connection.
 	for seq := id << 32; ctx.Err() == nil && time.Now().Before(end); seq++ {
-		for i := range msg {
-			msg[i] = byte(seq + uint64(i))
-		}
 		t0 := time.Now()
-		if err := o.exchange(ctx, d, msg, echo, t0); err != nil {
+		if err := o.exchange(ctx, d, seq, msg, echo, t0); err != nil {
 			w.errs.add(err)
 			continue
 		}
@@ -192,22 +203,30 @@ func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w
 	}
 }
 
-// exchange opens one connection, echoes msg through it and closes it.
-func (o *RROptions) exchange(ctx context.Context, d *Dialer, msg, echo []byte, t0 time.Time) error {
+// exchange opens one connection, echoes its messages through it (in msg,
+// each made from seq and its number) and closes it.
+func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, echo []byte, t0 time.Time) error {
 	c, err := d.Dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return o.echo(c, msg, echo, t0)
-}
-
-// echo sends msg on c and checks that it comes back, within the timeout
-// counted from t0.
-func (o *RROptions) echo(c *net.TCPConn, msg, echo []byte, t0 time.Time) error {
-	if err := c.SetDeadline(t0.Add(o.timeout())); err != nil {
+	if err := c.SetDeadline(t0.Add(o.timeout() * time.Duration(o.exchanges()))); err != nil {
 		return err
 	}
+	for k := range o.exchanges() {
+		for i := range msg {
+			msg[i] = byte(seq + uint64(i) + uint64(k)*131)
+		}
+		if err := o.echo(c, msg, echo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// echo sends msg on c and checks that it comes back.
+func (o *RROptions) echo(c *net.TCPConn, msg, echo []byte) error {
 	if _, err := c.Write(msg); err != nil {
 		return fmt.Errorf("bench: rr: %w", err)
 	}

@@ -132,3 +132,51 @@ func benchTransfer(b *testing.B, mid middle, chunk int) {
 		b.ReportMetric(float64(res.st.SpliceCalls)/float64(b.N), "splices/op")
 	}
 }
+
+// BenchmarkMessages sends one message at a time client->upstream, each
+// answered by a 1-byte acknowledgement upstream->client, through Pipe with
+// every read spliced and with small reads copied (CopyBelow 16 KiB), as a
+// request/response session does. cpu-ns/msg is the whole process's CPU time
+// per message and its answer.
+func BenchmarkMessages(b *testing.B) {
+	for _, m := range []struct {
+		name string
+		o    Options
+	}{{"splice", Options{}}, {"copy-below-16KiB", Options{CopyBelow: 16 << 10}}} {
+		for _, size := range []int{1, 512, 4 << 10, 64 << 10} {
+			b.Run(fmt.Sprintf("%s/size=%d", m.name, size), func(b *testing.B) {
+				r := New(m.o)
+				defer r.Close()
+				g := newRig(b).start(context.Background(), r)
+				g.client.SetDeadline(time.Time{})
+				g.upstream.SetDeadline(time.Time{})
+				msg, got, ack := make([]byte, size), make([]byte, size), []byte{1}
+				cpu0 := processCPU()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := g.client.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(g.upstream, got); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := g.upstream.Write(ack); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(g.client, ack); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+				}
+				g.client.CloseWrite()
+				g.upstream.CloseWrite()
+				if res := g.wait(b); res.err != nil {
+					b.Fatal(res.err)
+				}
+			})
+		}
+	}
+}

@@ -64,11 +64,15 @@ type flow struct {
 }
 
 type flowDir struct {
-	p     *pipe // held while bytes are in flight
-	bytes int64 // written to the destination
-	calls int64 // splice calls that moved bytes
-	eof   bool  // the source reached EOF
-	done  bool  // EOF passed on: the destination is half-closed
+	p      *pipe   // held while bytes are in flight
+	buf    *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
+	off, n int     // the bytes of buf not yet written: (*buf)[off:off+n]
+	bulk   bool    // the last read was not small: the next one splices
+	bytes  int64   // written to the destination
+	calls  int64   // splice calls that moved bytes
+	copies int64   // read and write calls of the small reads that moved bytes
+	eof    bool    // the source reached EOF
+	done   bool    // EOF passed on: the destination is half-closed
 }
 
 // errHandOff is returned by step when the session must move to the
@@ -110,7 +114,13 @@ var dirLabel = [2]string{"client->upstream", "upstream->client"}
 // step moves bytes in direction d (source side d, destination side 1-d)
 // until a socket would block, the direction ends, or it spent its budget
 // (more is then true). Invariant: a direction holds a pipe only while bytes
-// are in it or a splice into it is about to be made.
+// are in it or a splice into it is about to be made, and a buffer only while
+// bytes are in it; never both with bytes, so they leave in the order they came.
+//
+// Which way a read goes (loop.copyBelow): a direction starts with small
+// reads, read(2) into a buffer of copyBelow bytes and write(2) out of it; a
+// read that fills the buffer makes the next one a splice (bulk), and a splice
+// that brings fewer than copyBelow bytes makes the next one small again.
 func (l *loop) step(f *flow, d int) (more bool, err error) {
 	dir := &f.dirs[d]
 	src, dst := d, 1-d
@@ -130,20 +140,33 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			} else {
 				n, err = rawsys.Splice(dir.p.rfd, f.fds[dst], dir.p.data, spliceFlags)
 			}
-			switch {
-			case n > 0:
+			if n > 0 {
 				dir.p.data -= int(n)
 				dir.bytes += n
 				dir.calls++
 				f.last = l.now
-			case err == unix.EINTR:
-			case err == unix.EAGAIN:
-				f.writable[dst] = false
+			}
+			if stop, err := drained(f, dst, n, err, "splice"); stop {
+				return false, err
+			}
+		case dir.n > 0:
+			if !f.writable[dst] {
 				return false, nil
-			case err == nil:
-				return false, os.NewSyscallError("splice", io.ErrNoProgress)
-			default:
-				return false, os.NewSyscallError("splice", err)
+			}
+			b := *dir.buf
+			n, err := rawsys.Write(f.fds[dst], b[dir.off:dir.off+dir.n])
+			if n > 0 {
+				dir.off += n
+				dir.n -= n
+				dir.bytes += int64(n)
+				dir.copies++
+				f.last = l.now
+				if dir.n == 0 {
+					l.dropBuf(dir)
+				}
+			}
+			if stop, err := drained(f, dst, int64(n), err, "write"); stop {
+				return false, err
 			}
 		case dir.eof:
 			l.dropPipe(dir)
@@ -162,6 +185,36 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case !f.readable[src]:
 			l.dropPipe(dir)
 			return false, nil
+		case !dir.bulk && l.copyBelow > 0:
+			l.dropPipe(dir) // empty: the last splice was small
+			if dir.buf == nil {
+				dir.buf = l.bufs.Get().(*[]byte)
+			}
+			b := *dir.buf
+			n, err := rawsys.Read(f.fds[src], b)
+			switch {
+			case err == nil && n == 0:
+				dir.eof = true
+				l.dropBuf(dir)
+			case err == nil:
+				dir.off, dir.n = 0, n
+				dir.copies++
+				if n == len(b) {
+					dir.bulk = true
+				} else if !f.probe[src] {
+					// As for a splice below: a read that took less than
+					// it asked for took all the socket had.
+					f.readable[src] = false
+				}
+			case err == unix.EINTR:
+			case err == unix.EAGAIN:
+				f.readable[src] = false
+				l.dropBuf(dir)
+				return false, nil
+			default:
+				l.dropBuf(dir)
+				return false, os.NewSyscallError("read", err)
+			}
 		default:
 			if dir.p == nil {
 				p, err := l.pipes.get()
@@ -183,6 +236,9 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			case err == nil:
 				dir.p.data = int(n)
 				dir.calls++
+				if int(n) < l.copyBelow {
+					dir.bulk = false
+				}
 				if int(n) < dir.p.slots && !f.probe[src] {
 					// Fewer bytes than the pipe has slots: neither its
 					// bytes nor its slots ran out (a slot holds a byte
@@ -206,6 +262,23 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 	return !dir.done, nil
 }
 
+// drained sorts out a call that wrote n bytes of a direction into its
+// destination dst (a splice out of a pipe, a write out of the buffer):
+// stop reports that the direction waits for dst to take more (EAGAIN) or
+// failed (err).
+func drained(f *flow, dst int, n int64, err error, call string) (stop bool, _ error) {
+	switch {
+	case n > 0, err == unix.EINTR:
+		return false, nil
+	case err == unix.EAGAIN:
+		f.writable[dst] = false
+		return true, nil
+	case err == nil:
+		return true, os.NewSyscallError(call, io.ErrNoProgress)
+	}
+	return true, os.NewSyscallError(call, err)
+}
+
 // dropPipe gives back dir's pipe, if it holds one; the pool closes it when
 // bytes are stuck in it.
 func (l *loop) dropPipe(dir *flowDir) {
@@ -215,10 +288,18 @@ func (l *loop) dropPipe(dir *flowDir) {
 	}
 }
 
-// inFlight reports whether a pipe of f holds bytes.
+// dropBuf gives back dir's buffer, if it holds one, and forgets its bytes.
+func (l *loop) dropBuf(dir *flowDir) {
+	if dir.buf != nil {
+		l.bufs.Put(dir.buf)
+		dir.buf, dir.off, dir.n = nil, 0, 0
+	}
+}
+
+// inFlight reports whether a pipe or a buffer of f holds bytes.
 func (f *flow) inFlight() bool {
 	for i := range f.dirs {
-		if d := &f.dirs[i]; d.p != nil && d.p.data > 0 {
+		if d := &f.dirs[i]; d.p != nil && d.p.data > 0 || d.n > 0 {
 			return true
 		}
 	}
@@ -235,8 +316,9 @@ func (f *flow) stats() Stats {
 	return Stats{
 		ClientToUpstream: a.bytes,
 		UpstreamToClient: b.bytes,
-		Spliced:          a.bytes+b.bytes > 0,
+		Spliced:          a.calls+b.calls > 0,
 		SpliceCalls:      a.calls + b.calls,
+		CopyCalls:        a.copies + b.copies,
 	}
 }
 
@@ -249,6 +331,7 @@ func (l *loop) unlink(f *flow) {
 	l.mu.Unlock()
 	for i := range f.dirs {
 		l.dropPipe(&f.dirs[i])
+		l.dropBuf(&f.dirs[i])
 	}
 	if stop != nil {
 		stop()
@@ -301,6 +384,7 @@ func (l *loop) handOff(f *flow) {
 		st.ClientToUpstream += prev.ClientToUpstream
 		st.UpstreamToClient += prev.UpstreamToClient
 		st.SpliceCalls += prev.SpliceCalls
+		st.CopyCalls += prev.CopyCalls
 		st.Spliced = st.Spliced || prev.Spliced
 		f.done.Ended(st, err)
 	}()

@@ -597,3 +597,86 @@ func TestLoopCallerCloses(t *testing.T) {
 		})
 	}
 }
+
+// TestLoopCopyBelow follows one direction through the way its reads go: a
+// first read that fills the small buffer turns the direction to splice, a
+// small splice turns it back, and the bytes arrive whole and in order.
+func TestLoopCopyBelow(t *testing.T) {
+	t.Parallel()
+	const below = 16 << 10
+	r := newRelayLoops(t, 1, Options{CopyBelow: below})
+	g := newRig(t)
+	// 64 KiB wait in relayA before the session starts, so the first read
+	// fills its buffer whatever the timing.
+	first := make([]byte, 4*below)
+	for i := range first {
+		first[i] = byte(i*7 + i>>9)
+	}
+	if _, err := g.client.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued(t, g.relayA, len(first))
+	g.start(context.Background(), r)
+	got := make([]byte, len(first))
+	if _, err := io.ReadFull(g.upstream, got); err != nil || string(got) != string(first) {
+		t.Fatalf("first 64 KiB: %v, equal %v", err, string(got) == string(first))
+	}
+	// Three small messages, each read at the upstream before the next is
+	// sent: the first is spliced (the direction is bulk still) and turns it
+	// back; the other two are copied.
+	for i := range 3 {
+		msg := []byte(fmt.Sprintf("small message %d", i))
+		if _, err := g.client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(g.upstream, got); err != nil || string(got) != string(msg) {
+			t.Fatalf("message %d: %q, %v; want %q", i, got, err, msg)
+		}
+	}
+	g.client.CloseWrite()
+	if n, err := g.upstream.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("upstream read after the client's FIN: %d, %v; want EOF", n, err)
+	}
+	g.upstream.CloseWrite()
+	if n, err := g.client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read after the upstream's FIN: %d, %v; want EOF", n, err)
+	}
+	res := g.wait(t)
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	st := res.st
+	if want := int64(len(first) + 3*len("small message 0")); st.ClientToUpstream != want || st.UpstreamToClient != 0 {
+		t.Errorf("bytes %d up, %d down; want %d, 0", st.ClientToUpstream, st.UpstreamToClient, want)
+	}
+	// The copies: the first read and its write, then a read and a write for
+	// each of the last two messages. The splices: the rest of the 64 KiB
+	// and the first message, in and out.
+	if !st.Spliced || st.SpliceCalls < 4 || st.CopyCalls < 6 {
+		t.Errorf("Stats %+v; want Spliced, 4 splice calls or more, 6 copy calls or more", st)
+	}
+}
+
+// waitQueued waits until c's receive queue holds at least n bytes.
+func waitQueued(t *testing.T, c *net.TCPConn, n int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(safety); ; {
+		var q int
+		var qerr error
+		if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || qerr != nil {
+			t.Fatal(err, qerr)
+		}
+		if q >= n {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d bytes queued, want %d", q, n)
+		}
+		runtime.Gosched()
+	}
+}

@@ -21,6 +21,7 @@ const (
 	defaultPipeBytes       = 1 << 20
 	defaultMaxIdlePipes    = 1024
 	defaultCopyBufferBytes = 256 << 10
+	maxCopyBelow           = 1 << 20
 )
 
 // Options configures a Relay. The zero value works; each field documents its
@@ -50,6 +51,18 @@ type Options struct {
 	// CopyBufferBytes sizes the pooled buffer of the plain path.
 	// 0 or negative means 256 KiB.
 	CopyBufferBytes int
+
+	// CopyBelow, when positive, lets the size of what a socket brings pick
+	// the system calls that move it, on an event loop: a direction reads
+	// into a buffer of CopyBelow bytes with read(2) and writes it out with
+	// write(2) until a read fills that buffer; from then on it splices
+	// through a pipe, until a splice brings fewer than CopyBelow bytes.
+	// Small messages cost less copied than spliced, bulk transfers less
+	// spliced (README, --copy-below). The buffer, like a pipe, is held only
+	// while its bytes wait for the destination. At most 1 MiB is used. 0
+	// or negative: every read splices, and no payload byte enters user
+	// space.
+	CopyBelow int
 
 	// Loops is the number of event loops (Linux). 0 means four per P
 	// (GOMAXPROCS): a loop makes one splice call at a time, and a bulk
@@ -144,6 +157,10 @@ func (o *Options) maxIdlePipes() int {
 	return o.MaxIdlePipes
 }
 
+func (o *Options) copyBelow() int {
+	return min(max(o.CopyBelow, 0), maxCopyBelow)
+}
+
 func (o *Options) copyBufferBytes() int {
 	if o.CopyBufferBytes <= 0 {
 		return defaultCopyBufferBytes
@@ -164,6 +181,10 @@ type Stats struct {
 	// SpliceCalls counts the splice(2) calls that moved bytes, both
 	// directions, into and out of the pipes.
 	SpliceCalls int64
+
+	// CopyCalls counts the read(2) and write(2) calls of an event loop's
+	// small reads (Options.CopyBelow) that moved bytes, both directions.
+	CopyCalls int64
 
 	// Fallback is true when splice was refused (the kernel answered EINVAL
 	// or EOPNOTSUPP before any byte moved, as for some MPTCP sockets, or no

@@ -186,11 +186,16 @@ var spliceWanted = runtime.GOOS == "linux"
 func TestPipeTransfer(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		opts Options
-		copy bool
+		name  string
+		opts  Options
+		copy  bool // the plain path: nothing spliced
+		mixed bool // small reads throughout: whether a read filled the buffer and spliced is up to timing
+		chunk int  // the client's write size; 0: 100,000
 	}{
 		{name: "splice", opts: Options{}},
+		{name: "copy below 16K", opts: Options{CopyBelow: 16 << 10}},
+		{name: "copy below 16K, small writes", opts: Options{CopyBelow: 16 << 10}, mixed: true, chunk: 1000},
+		{name: "copy below 1M", opts: Options{CopyBelow: 1 << 20}, mixed: true},
 		{name: "copy", opts: Options{ForceCopy: true}, copy: true},
 		{name: "pipe=4096", opts: Options{PipeBytes: 4096}},
 		{name: "pipe=kernel-default", opts: Options{PipeBytes: -1, MaxIdlePipes: -1}},
@@ -207,7 +212,11 @@ func TestPipeTransfer(t *testing.T) {
 			g := newRig(t).start(context.Background(), r)
 			p, q := newPattern(1), newPattern(2)
 
-			up := sendAsync(p, g.client, n, 100_000)
+			chunk := tt.chunk
+			if chunk == 0 {
+				chunk = 100_000
+			}
+			up := sendAsync(p, g.client, n, chunk)
 			down := sendAsync(q, g.upstream, n, 64<<10)
 			atUpstream := drainAsync(g.upstream)
 			nc, sumc, err := drain(g.client)
@@ -233,8 +242,14 @@ func TestPipeTransfer(t *testing.T) {
 				t.Errorf("Stats bytes = %d, %d; want %d each", st.ClientToUpstream, st.UpstreamToClient, n)
 			}
 			wantSpliced := spliceWanted && !tt.copy
-			if st.Spliced != wantSpliced || (st.SpliceCalls > 0) != wantSpliced || st.Fallback {
+			if !tt.mixed && (st.Spliced != wantSpliced || (st.SpliceCalls > 0) != wantSpliced) || st.Fallback {
 				t.Errorf("Stats = %+v; want Spliced %v, SpliceCalls > 0 %v, no Fallback", st, wantSpliced, wantSpliced)
+			}
+			// With CopyBelow, every direction of a loop starts with a
+			// small read.
+			wantCopies := spliceWanted && !tt.copy && tt.opts.CopyBelow > 0
+			if (st.CopyCalls > 0) != wantCopies {
+				t.Errorf("Stats = %+v; want CopyCalls > 0 %v", st, wantCopies)
 			}
 		})
 	}

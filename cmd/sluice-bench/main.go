@@ -30,8 +30,8 @@ Targets (serve until killed, or for --duration when given):
 Clients (through a SOCKS5 proxy with --proxy, or --direct):
   tput     -P parallel streams, --dir up (to a sink), down (from a source)
            or both; aggregate and per-stream Gbit/s, byte counts checked
-  rr       -c workers each looping connect + handshake + one --size echo + close;
-           conn/s and latency p50/p90/p99/p99.9/max
+  rr       -c workers each looping connect + handshake + --exchanges echoes
+           of --size bytes + close; conn/s and latency p50/p90/p99/p99.9/max
   idle     open -n sessions (handshake + one echo), hold them for --hold,
            close; with --pid the relay's RSS and fds per session
   udp      datagrams through a UDP ASSOCIATE (or --direct) to a udp-echo
@@ -83,6 +83,8 @@ Flags:
   -c N               rr: concurrent workers (default 64); idle: concurrent
                      openers (default 64)
   --size BYTES       rr: echo size (default 1); udp: payload (default 512)
+  --exchanges N      rr: echo exchanges per connection, one at a time
+                     (default 1: connect, one echo, close)
   --window N         udp: datagrams awaiting their echo (default 32)
   -n N               idle: sessions (default 1000)
   --hold DURATION    idle: how long to hold the sessions (default 2s)
@@ -102,7 +104,7 @@ var flagsFor = map[string]string{
 	"source": "addr allow-public buf duration quiet seed",
 	"echo":   "addr allow-public buf duration quiet",
 	"tput":   "proxy user pass direct lockstep all-ports timeout duration pid json quiet target dir P seed verify buf",
-	"rr":     "proxy user pass direct lockstep all-ports timeout duration pid json quiet target c size source",
+	"rr":     "proxy user pass direct lockstep all-ports timeout duration pid json quiet target c size exchanges source",
 	"idle":   "proxy user pass direct lockstep all-ports timeout pid json quiet target c n hold",
 	"udp":    "proxy user pass direct lockstep timeout duration pid json quiet target size window",
 	// udp-echo is a target too, served by serveUDP.
@@ -111,15 +113,15 @@ var flagsFor = map[string]string{
 
 // options is every flag's value.
 type options struct {
-	addr, proxy, user, pass, target, dir, verify string
-	source                                       string
-	sources                                      []netip.Addr // parsed --source
-	allowPublic, direct, lockstep, json, quiet   bool
-	allPorts                                     bool
-	seed                                         uint64
-	buf, streams, workers, size, sessions, pid   int
-	window                                       int
-	hold, duration, timeout                      time.Duration
+	addr, proxy, user, pass, target, dir, verify          string
+	source                                                string
+	sources                                               []netip.Addr // parsed --source
+	allowPublic, direct, lockstep, json, quiet            bool
+	allPorts                                              bool
+	seed                                                  uint64
+	buf, streams, workers, size, exchanges, sessions, pid int
+	window                                                int
+	hold, duration, timeout                               time.Duration
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -199,6 +201,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.verify, "verify", "full", "")
 	fs.IntVar(&o.workers, "c", 64, "")
 	fs.IntVar(&o.size, "size", 1, "")
+	fs.IntVar(&o.exchanges, "exchanges", 1, "")
 	fs.IntVar(&o.window, "window", 32, "")
 	fs.IntVar(&o.sessions, "n", 1000, "")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "")
@@ -225,7 +228,7 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	if bad != nil {
 		return bad
 	}
-	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "n": o.sessions, "window": o.window}
+	positive := map[string]int{"buf": o.buf + 1, "P": o.streams, "c": o.workers, "size": o.size, "exchanges": o.exchanges, "n": o.sessions, "window": o.window}
 	for name, v := range positive {
 		if v < 1 {
 			return fmt.Errorf("invalid value for flag %s: must be positive", flagName(name))
@@ -444,7 +447,7 @@ func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.W
 		}
 	case "rr":
 		r, err := bench.RR(ctx, bench.RROptions{Client: c, Target: o.target, Sources: o.sources,
-			Workers: o.workers, SizeBytes: o.size, Timeout: o.timeout})
+			Workers: o.workers, SizeBytes: o.size, Exchanges: o.exchanges, Timeout: o.timeout})
 		res, runErr = r, err
 		if err == nil {
 			errs = &r.Errors

@@ -39,6 +39,8 @@ func TestStartupErrors(t *testing.T) {
 		{"negative-size", []string{"--rcvbuf", "-5"}, 2, []string{"--rcvbuf", "0 (the kernel's default) or more"}},
 		{"size-past-int32", []string{"--upstream-sndbuf", "4G"}, 2, []string{"--upstream-sndbuf", "at most 2147483647"}},
 		{"pipe-size-past-int32", []string{"--pipe-size", "2G"}, 2, []string{"--pipe-size", "at most 2147483647"}},
+		{"negative-copy-below", []string{"--copy-below", "-1"}, 2, []string{"--copy-below -1", "0 (splice every read) to 1M"}},
+		{"copy-below-past-1M", []string{"--copy-below", "2M"}, 2, []string{"--copy-below 2097152", "0 (splice every read) to 1M"}},
 		{"negative-keepalive", []string{"--client-keepalive-idle", "-5s"}, 2, []string{"--client-keepalive-idle", "0 or more"}},
 		{"negative-keepalive-count", []string{"--keepalive-count", "-3"}, 2, []string{"--keepalive-count", "0 or more"}},
 		{"negative-user-timeout", []string{"--user-timeout", "-1s"}, 2, []string{"--user-timeout", "0 or more"}},

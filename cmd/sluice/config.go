@@ -112,6 +112,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.StringVar(&cfg.udpFilter, "udp-filter", "addr-port", "UDP ASSOCIATE: relay to the client only datagrams from an address and port it sent to (`addr-port`), from any port of such an address (addr), or from anyone (none: full cone)")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
+	fs.Var(byteSize{&cfg.relay.CopyBelow}, "copy-below", "relay reads of fewer than `size` bytes (e.g. 16K) with read/write through a buffer that size, splicing once a read fills it; 0 = splice every read (at most 1M)")
 	fs.IntVar(&cfg.relay.Loops, "loops", 0, "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
 	fs.BoolVar(&cfg.relay.ForceCopy, "no-splice", false, "relay with read/write instead of splice(2) (for comparison)")
 	fs.BoolVar(&cfg.netSockets, "net-sockets", false, "accept and dial through Go's net package instead of bare sockets handed to the relay's event loops (for comparison)")
@@ -193,6 +194,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--udp-filter %q: want addr-port, addr or none", cfg.udpFilter)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
+	case cfg.relay.CopyBelow < 0 || cfg.relay.CopyBelow > 1<<20:
+		return fmt.Errorf("--copy-below %d: must be 0 (splice every read) to 1M", cfg.relay.CopyBelow)
 	case cfg.relay.IdleTimeout < 0:
 		return fmt.Errorf("--idle-timeout %v: must be 0 (never) or more", cfg.relay.IdleTimeout)
 	case cfg.drainTimeout < 0:

@@ -200,12 +200,24 @@ func (bt *bulkTarget) run(proxy string, up, down int64, seed uint64, timeout tim
 
 // TestConcurrentIntegrity runs 200 transfers at once through one sluice,
 // each of random sizes (up to 2 MiB each way, random write sizes), and
-// compares byte counts and SHA-256 sums of both directions.
+// compares byte counts and SHA-256 sums of both directions: with the
+// defaults, and with small reads copied (--copy-below), whose directions
+// switch between copying and splicing as the write sizes and the timing
+// make their reads small or large.
 func TestConcurrentIntegrity(t *testing.T) {
 	t.Parallel()
+	for _, args := range [][]string{nil, {"--copy-below", "16K"}} {
+		t.Run(fmt.Sprint(args), func(t *testing.T) {
+			t.Parallel()
+			concurrentIntegrity(t, args)
+		})
+	}
+}
+
+func concurrentIntegrity(t *testing.T, args []string) {
 	const transfers = 200
 	bt := startBulkTarget(t, false)
-	addr, _ := startSluice(t)
+	addr, _ := startSluice(t, args...)
 	sizes := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	var wg sync.WaitGroup
 	errs := make(chan error, transfers)

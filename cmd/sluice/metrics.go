@@ -48,7 +48,7 @@ const replyNone = 9
 const (
 	pathSplice   = iota // at least one byte moved through splice
 	pathFallback        // splice refused by the kernel; read/write instead
-	pathCopy            // read/write by choice (--no-splice), or nothing moved
+	pathCopy            // read/write by choice (--no-splice, or --copy-below with no read large enough to splice), or nothing moved
 	numPaths
 )
 
