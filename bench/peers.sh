@@ -14,7 +14,8 @@
 #              sluice-goroutines (--loops -1: no event loops),
 #              sluice-netsock (--net-sockets: accept and dial through package net),
 #              sluice-allports (--source-ports all: upstream connects search
-#              the whole ephemeral port range, odd and even ports alike)
+#              the whole ephemeral port range, odd and even ports alike),
+#              sluice-copybelow (--copy-below 16K: small reads copied)
 #        Before Dante the script waits up to 70 s for the TIME_WAITs of the
 #        runs before to expire (ss, from iproute2): Dante binds a port before
 #        each connect and meets them otherwise (sluice-allports leaves them
@@ -88,8 +89,8 @@ for peer in $PEERS; do
 	dante) need danted dante-server && need ss iproute2 ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
-	direct | sluice | sluice-allports | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports)" ;;
+	direct | sluice | sluice-allports | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock | sluice-copybelow) ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports sluice-copybelow)" ;;
 	esac
 done
 
@@ -158,6 +159,7 @@ start_peer() {
 		sluice-goroutines) extra=(--loops -1) ;;
 		sluice-netsock) extra=(--net-sockets) ;;
 		sluice-allports) extra=(--source-ports all) ;;
+		sluice-copybelow) extra=(--copy-below 16K) ;;
 		esac
 		# No access log: HAProxy and microsocks log nothing here either.
 		start "$1" "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$PROXY_PORT" --access-log=false "${extra[@]+"${extra[@]}"}"
