@@ -32,14 +32,20 @@ type RROptions struct {
 	// SizeBytes is the size of the echoed message; 0 means 1.
 	SizeBytes int
 	// Exchanges is the number of echo exchanges per connection, one message
-	// in flight at a time; 0 means 1. One is netperf's TCP_CRR (connect,
-	// request, response, close); many approach TCP_RR, the per-message
-	// cost of a long-lived request/response session.
+	// in flight at a time; 0 means 1, at most MaxExchanges are made. One is
+	// netperf's TCP_CRR (connect, request, response, close); many approach
+	// TCP_RR, the per-message cost of a long-lived request/response
+	// session. A connection under way when the duration ends makes all of
+	// its exchanges.
 	Exchanges int
-	// Timeout bounds one exchange; a connection has Exchanges times it,
-	// counted from its connect. 0 means 5 s.
+	// Timeout bounds one exchange, the first one counted from the connect.
+	// 0 means 5 s.
 	Timeout time.Duration
 }
+
+// MaxExchanges bounds RROptions.Exchanges, and so how far past its duration
+// a run can go.
+const MaxExchanges = 1_000_000
 
 func (o *RROptions) workers() int {
 	if o.Workers > 0 {
@@ -50,7 +56,7 @@ func (o *RROptions) workers() int {
 
 func (o *RROptions) size() int { return max(o.SizeBytes, 1) }
 
-func (o *RROptions) exchanges() int { return max(o.Exchanges, 1) }
+func (o *RROptions) exchanges() int { return min(max(o.Exchanges, 1), MaxExchanges) }
 
 func (o *RROptions) timeout() time.Duration {
 	if o.Timeout > 0 {
@@ -211,10 +217,13 @@ func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, ec
 		return err
 	}
 	defer c.Close()
-	if err := c.SetDeadline(t0.Add(o.timeout() * time.Duration(o.exchanges()))); err != nil {
-		return err
-	}
 	for k := range o.exchanges() {
+		if k > 0 {
+			t0 = time.Now()
+		}
+		if err := c.SetDeadline(t0.Add(o.timeout())); err != nil {
+			return err
+		}
 		for i := range msg {
 			msg[i] = byte(seq + uint64(i) + uint64(k)*131)
 		}

@@ -36,7 +36,8 @@ func (c *Client) duration() time.Duration {
 	return c.Duration
 }
 
-// CPU is the relay's processor time over a run.
+// CPU is a process's processor time over a run: the relay's, or the load
+// generator's own.
 type CPU struct {
 	// PID is the process sampled (with its descendants); absent for the
 	// load generator's own figure.

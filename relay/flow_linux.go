@@ -117,10 +117,11 @@ var dirLabel = [2]string{"client->upstream", "upstream->client"}
 // are in it or a splice into it is about to be made, and a buffer only while
 // bytes are in it; never both with bytes, so they leave in the order they came.
 //
-// Which way a read goes (loop.copyBelow): a direction starts with small
-// reads, read(2) into a buffer of copyBelow bytes and write(2) out of it; a
-// read that fills the buffer makes the next one a splice (bulk), and a splice
-// that brings fewer than copyBelow bytes makes the next one small again.
+// Which way a read goes: every read splices, unless loop.copyBelow is set;
+// then a direction starts with small reads, read(2) into a buffer of
+// copyBelow bytes and write(2) out of it, a read that fills the buffer makes
+// the next one a splice (bulk), and a splice that brings fewer than
+// copyBelow bytes makes the next one small again.
 func (l *loop) step(f *flow, d int) (more bool, err error) {
 	dir := &f.dirs[d]
 	src, dst := d, 1-d

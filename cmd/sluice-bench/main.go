@@ -84,7 +84,9 @@ Flags:
                      openers (default 64)
   --size BYTES       rr: echo size (default 1); udp: payload (default 512)
   --exchanges N      rr: echo exchanges per connection, one at a time
-                     (default 1: connect, one echo, close)
+                     (default 1: connect, one echo, close; at most 1000000);
+                     the connections in progress when --duration ends
+                     finish theirs
   --window N         udp: datagrams awaiting their echo (default 32)
   -n N               idle: sessions (default 1000)
   --hold DURATION    idle: how long to hold the sessions (default 2s)
@@ -239,6 +241,8 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 		return errors.New("invalid value for flag --duration: negative")
 	case o.hold < 0 || o.hold > bench.MaxDuration:
 		return fmt.Errorf("invalid value for flag --hold: must be within 0..%v", bench.MaxDuration)
+	case o.exchanges > bench.MaxExchanges:
+		return fmt.Errorf("invalid value for flag --exchanges: at most %d", bench.MaxExchanges)
 	case o.timeout <= 0:
 		return errors.New("invalid value for flag --timeout: must be positive")
 	case o.pid < 0:

@@ -40,6 +40,9 @@ func TestRunUsageErrors(t *testing.T) {
 		{[]string{"echo", "--addr", "127.0.0.1:5201,0.0.0.0:5201"}, 2, "not loopback"},
 		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--source", "127.0.0.9-127.0.0.2"}, 2, "flag --source"},
 		{[]string{"tput", "--direct", "--target", "127.0.0.1:1", "--source", "127.0.0.2"}, 2, "flag --source does not apply"},
+		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--exchanges", "0"}, 2, "flag --exchanges: must be positive"},
+		{[]string{"rr", "--direct", "--target", "127.0.0.1:1", "--exchanges", "1000001"}, 2, "flag --exchanges: at most 1000000"},
+		{[]string{"tput", "--direct", "--target", "127.0.0.1:1", "--exchanges", "5"}, 2, "flag --exchanges does not apply"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
