@@ -66,11 +66,11 @@ type flow struct {
 type flowDir struct {
 	p      *pipe   // held while bytes are in flight
 	buf    *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
-	off, n int     // the bytes of buf not yet written: (*buf)[off:off+n]
-	bulk   bool    // the last read was not small: the next one splices
+	off, n int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most 1 MiB (maxCopyBelow)
 	bytes  int64   // written to the destination
 	calls  int64   // splice calls that moved bytes
 	copies int64   // read and write calls of the small reads that moved bytes
+	bulk   bool    // the last read was not small: the next one splices
 	eof    bool    // the source reached EOF
 	done   bool    // EOF passed on: the destination is half-closed
 }
@@ -157,8 +157,8 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			b := *dir.buf
 			n, err := rawsys.Write(f.fds[dst], b[dir.off:dir.off+dir.n])
 			if n > 0 {
-				dir.off += n
-				dir.n -= n
+				dir.off += int32(n)
+				dir.n -= int32(n)
 				dir.bytes += int64(n)
 				dir.copies++
 				f.last = l.now
@@ -198,7 +198,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				dir.eof = true
 				l.dropBuf(dir)
 			case err == nil:
-				dir.off, dir.n = 0, n
+				dir.off, dir.n = 0, int32(n)
 				dir.copies++
 				if n == len(b) {
 					dir.bulk = true

@@ -33,6 +33,8 @@ func TestSessionAllocations(t *testing.T) {
 		// 15.0 and 17.0 before the session's state shared one allocation and
 		// accept, connect and getsockname read and wrote addresses in place.
 		{"no-log", []string{"--access-log=false"}, 1.5},
+		// Small reads copied: the buffers come from a pool and go back.
+		{"no-log-copy-below", []string{"--access-log=false", "--copy-below", "16K"}, 1.5},
 		{"access-log", nil, 4.5},
 	}
 	for _, tc := range cases {
