@@ -189,7 +189,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case !dir.bulk && l.copyBelow > 0:
 			l.dropPipe(dir) // empty: the last splice was small
 			if dir.buf == nil {
-				dir.buf = l.bufs.Get().(*[]byte)
+				dir.buf = l.getBuf()
 			}
 			b := *dir.buf
 			n, err := rawsys.Read(f.fds[src], b)
@@ -289,10 +289,30 @@ func (l *loop) dropPipe(dir *flowDir) {
 	}
 }
 
+// maxFreeBufs bounds the small-read buffers a loop keeps for reuse. A
+// direction holds one only while its bytes wait for a destination that is
+// not writable, so a loop rarely needs more than a few at once.
+const maxFreeBufs = 64
+
+// getBuf returns a small-read buffer of l.copyBelow bytes, reused if one is
+// free. The buffers are the loop goroutine's own.
+func (l *loop) getBuf() *[]byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs[n-1] = nil
+		l.bufs = l.bufs[:n-1]
+		return b
+	}
+	b := make([]byte, l.copyBelow)
+	return &b
+}
+
 // dropBuf gives back dir's buffer, if it holds one, and forgets its bytes.
 func (l *loop) dropBuf(dir *flowDir) {
 	if dir.buf != nil {
-		l.bufs.Put(dir.buf)
+		if len(l.bufs) < maxFreeBufs {
+			l.bufs = append(l.bufs, dir.buf)
+		}
 		dir.buf, dir.off, dir.n = nil, 0, 0
 	}
 }

@@ -35,9 +35,8 @@ type loop struct {
 	mature      func(int)     // Options.Mature; nil: none
 	matureAfter int64         // Options.MatureAfter in nanoseconds
 	fallback    func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
-	refuse      error      // set by tests before any session: every splice from a socket answers it
-	copyBelow   int        // Options.CopyBelow's size; 0: every read splices
-	bufs        *sync.Pool // of *[]byte of copyBelow bytes, shared by the loops of a Relay
+	refuse      error // set by tests before any session: every splice from a socket answers it
+	copyBelow   int   // Options.CopyBelow's size; 0: every read splices
 
 	epfd int
 	wake int // eventfd, registered with data 0: aborts and Close
@@ -65,9 +64,10 @@ type loop struct {
 	ready     []*flow
 	spare     []*flow
 	nextSweep int64
-	deadline  int64   // the read deadline set on file; 0: none
-	nextRipe  int64   // when ripen is due; 0: no flow waits for mature
-	ripe      []*flow // ripen's batch, taken from young
+	bufs      []*[]byte // free small-read buffers of copyBelow bytes, up to maxFreeBufs
+	deadline  int64     // the read deadline set on file; 0: none
+	nextRipe  int64     // when ripen is due; 0: no flow waits for mature
+	ripe      []*flow   // ripen's batch, taken from young
 	turnFn    func(fd uintptr) bool
 }
 
@@ -82,7 +82,7 @@ const (
 )
 
 // newLoop makes a loop and starts its goroutine.
-func newLoop(pipes *pipePool, bufs *sync.Pool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
+func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -106,8 +106,8 @@ func newLoop(pipes *pipePool, bufs *sync.Pool, o Options, fallback func(context.
 	l := &loop{
 		pipes: pipes, idle: max(o.IdleTimeout, 0), fallback: fallback,
 		mature: o.Mature, matureAfter: int64(o.matureAfter()),
-		copyBelow: o.copyBelow(), bufs: bufs,
-		epfd: epfd, wake: wake, base: time.Now(),
+		copyBelow: o.copyBelow(),
+		epfd:      epfd, wake: wake, base: time.Now(),
 		flows: make(map[uint64]*flow), watches: make(map[<-chan struct{}]*watch), finished: make(chan struct{}),
 	}
 	l.file = os.NewFile(uintptr(epfd), "epoll")
@@ -485,13 +485,8 @@ type loopSet struct {
 
 func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
 	ls := &loopSet{}
-	size := o.copyBelow()
-	bufs := &sync.Pool{New: func() any {
-		b := make([]byte, size)
-		return &b
-	}}
 	for range n {
-		l, err := newLoop(pipes, bufs, o, fallback)
+		l, err := newLoop(pipes, o, fallback)
 		if err != nil {
 			break // sessions take the goroutine path
 		}
