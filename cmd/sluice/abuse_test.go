@@ -49,6 +49,7 @@ type sluiceProc struct {
 // exec the binary so that the child's PID is sluice's.
 func spawnSluice(t *testing.T, wrap []string, args ...string) *sluiceProc {
 	t.Helper()
+	args = withTestFlags(args)
 	if !slices.ContainsFunc(args, func(a string) bool { return a == "--listen" || strings.HasPrefix(a, "--listen=") }) {
 		args = append(args, "--listen", "127.0.0.1:0")
 	}

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 // that answers NXDOMAIN, so no test ever asks the machine's resolver.
 func startSluice(t *testing.T, args ...string) (string, *instance) {
 	t.Helper()
+	args = withTestFlags(args)
 	if !slices.ContainsFunc(args, func(a string) bool { return a == "--listen" || strings.HasPrefix(a, "--listen=") }) {
 		args = append(args, "--listen", "127.0.0.1:0")
 	}
@@ -47,6 +48,17 @@ func startSluice(t *testing.T, args ...string) (string, *instance) {
 	}
 	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	return inst.addrs()[0], inst
+}
+
+// withTestFlags puts the flags of SLUICE_TEST_FLAGS (split at spaces) before
+// args, so that a second pass of the suite runs every server the tests start
+// with a setting of the data path changed (CI: --copy-below 16K).
+func withTestFlags(args []string) []string {
+	extra := strings.Fields(os.Getenv("SLUICE_TEST_FLAGS"))
+	if len(extra) == 0 {
+		return args
+	}
+	return append(extra, args...)
 }
 
 // lineAddr returns the value of a log line's addr= field, "" if none.
