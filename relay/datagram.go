@@ -274,10 +274,7 @@ func (as *association) clientToUpstream() error {
 		st.FromClient++
 		st.FromClientBytes += int64(len(payload))
 	}, up)
-	refused, bytes := up.refused()
-	st.FromClient -= refused
-	st.FromClientBytes -= bytes
-	st.Dropped[DropSendFailed] += refused
+	unsend(up, st, &st.FromClient, &st.FromClientBytes)
 	return readErr("udp client->upstream", err)
 }
 
@@ -305,11 +302,18 @@ func (as *association) upstreamToClient() error {
 		st.ToClient++
 		st.ToClientBytes += int64(n)
 	}, cl)
-	refused, bytes := cl.refused()
-	st.ToClient -= refused
-	st.ToClientBytes -= bytes
-	st.Dropped[DropSendFailed] += refused
+	unsend(cl, st, &st.ToClient, &st.ToClientBytes)
 	return readErr("udp upstream->client", err)
+}
+
+// unsend takes out of a direction's counts (datagrams and bytes, counted
+// as each was handed to s) the datagrams s queued and the kernel refused at
+// a flush, and counts them as DropSendFailed.
+func unsend(s *sender, st *DatagramStats, datagrams, bytes *int64) {
+	n, b := s.refused()
+	*datagrams -= n
+	*bytes -= b
+	st.Dropped[DropSendFailed] += n
 }
 
 // readErr labels a read error; a deadline is the abort signal and is

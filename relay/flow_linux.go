@@ -66,7 +66,7 @@ type flow struct {
 type flowDir struct {
 	p      *pipe   // held while bytes are in flight
 	buf    *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
-	off, n int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most 1 MiB (maxCopyBelow)
+	off, n int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most MaxCopyBelow
 	bytes  int64   // written to the destination
 	calls  int64   // splice calls that moved bytes
 	copies int64   // read and write calls of the small reads that moved bytes

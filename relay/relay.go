@@ -21,8 +21,10 @@ const (
 	defaultPipeBytes       = 1 << 20
 	defaultMaxIdlePipes    = 1024
 	defaultCopyBufferBytes = 256 << 10
-	maxCopyBelow           = 1 << 20
 )
+
+// MaxCopyBelow is the largest Options.CopyBelow used.
+const MaxCopyBelow = 1 << 20
 
 // Options configures a Relay. The zero value works; each field documents its
 // default (0 means the default, negative means off).
@@ -59,7 +61,7 @@ type Options struct {
 	// through a pipe, until a splice brings fewer than CopyBelow bytes.
 	// Small messages cost less copied than spliced, bulk transfers less
 	// spliced (README, --copy-below). The buffer, like a pipe, is held only
-	// while its bytes wait for the destination. At most 1 MiB is used. 0
+	// while its bytes wait for the destination. At most MaxCopyBelow is used. 0
 	// or negative: every read splices, and no payload byte enters user
 	// space.
 	CopyBelow int
@@ -158,7 +160,7 @@ func (o *Options) maxIdlePipes() int {
 }
 
 func (o *Options) copyBelow() int {
-	return min(max(o.CopyBelow, 0), maxCopyBelow)
+	return min(max(o.CopyBelow, 0), MaxCopyBelow)
 }
 
 func (o *Options) copyBufferBytes() int {

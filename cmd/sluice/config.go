@@ -194,8 +194,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--udp-filter %q: want addr-port, addr or none", cfg.udpFilter)
 	case cfg.handshakeTimeout < 0:
 		return fmt.Errorf("--handshake-timeout %v: must be 0 (off) or more", cfg.handshakeTimeout)
-	case cfg.relay.CopyBelow < 0 || cfg.relay.CopyBelow > 1<<20:
-		return fmt.Errorf("--copy-below %d: must be 0 (splice every read) to 1M", cfg.relay.CopyBelow)
+	case cfg.relay.CopyBelow < 0 || cfg.relay.CopyBelow > relay.MaxCopyBelow:
+		return fmt.Errorf("--copy-below %d: must be 0 (splice every read) to %dM", cfg.relay.CopyBelow, relay.MaxCopyBelow>>20)
 	case cfg.relay.IdleTimeout < 0:
 		return fmt.Errorf("--idle-timeout %v: must be 0 (never) or more", cfg.relay.IdleTimeout)
 	case cfg.drainTimeout < 0:
