@@ -193,19 +193,22 @@ haproxy_maxconn() {
 	fi
 }
 
-# haproxy_cfg FILE splice|nosplice MAXCONN FRONT:BACK[:N]...: write a
+# haproxy_cfg FILE splice|pipe1m|nosplice MAXCONN FRONT:BACK[:N]...: write a
 # TCP-mode HAProxy configuration forwarding each 127.0.0.1:FRONT to
 # 127.0.0.1:BACK (with N, round robin to 127.0.0.1..N:BACK), with splice in
-# both directions or none at all. Threads are HAProxy's default: one per CPU
-# it may run on (taskset narrows them).
+# both directions or none at all; pipe1m splices through 1 MiB pipes
+# (tune.pipesize 1048576, sluice's default) instead of the kernel's 64 KiB.
+# Threads are HAProxy's default: one per CPU it may run on (taskset narrows
+# them).
 haproxy_cfg() {
 	local file=$1 mode=$2 maxconn=$3 pair
 	shift 3
 	{
 		printf 'global\n\tmaxconn %s\n' "$maxconn"
 		if [ "$mode" = nosplice ]; then printf '\tnosplice\n'; fi
+		if [ "$mode" = pipe1m ]; then printf '\ttune.pipesize 1048576\n'; fi
 		printf 'defaults\n\tmode tcp\n\ttimeout connect 5s\n\ttimeout client 1m\n\ttimeout server 1m\n'
-		if [ "$mode" = splice ]; then printf '\toption splice-request\n\toption splice-response\n'; fi
+		if [ "$mode" != nosplice ]; then printf '\toption splice-request\n\toption splice-response\n'; fi
 		local front back n i
 		for pair in "$@"; do
 			IFS=: read -r front back n <<<"$pair"

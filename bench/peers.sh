@@ -8,6 +8,8 @@
 #        DURATION=4    seconds per timed run
 #        PEERS="direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice"
 #              (go-socks5 is github.com/armon/go-socks5, built from bench/gopeer)
+#              haproxy-pipe1m may be added: HAProxy splicing through 1 MiB
+#              pipes (tune.pipesize), as sluice does, instead of 64 KiB
 #              sluice variants for the tuning comparison may be added:
 #              sluice-l1 (--listeners 1), sluice-pin (--pin),
 #              sluice-workers (--workers $(nproc)), sluice-nosplice (--no-splice),
@@ -85,12 +87,12 @@ if [[ " $PEERS " == *" sluice"* ]]; then
 fi
 for peer in $PEERS; do
 	case $peer in
-	haproxy-*) need haproxy haproxy ;;
+	haproxy-splice | haproxy-nosplice | haproxy-pipe1m) need haproxy haproxy ;;
 	dante) need danted dante-server && need ss iproute2 ;;
 	microsocks) need microsocks microsocks ;;
 	go-socks5) GOPEER=$(go_bin go-socks5 bench/gopeer) ;;
 	direct | sluice | sluice-allports | sluice-l1 | sluice-pin | sluice-workers | sluice-nosplice | sluice-goroutines | sluice-netsock | sluice-copybelow) ;;
-	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports sluice-copybelow)" ;;
+	*) die "unknown peer $peer (direct haproxy-splice haproxy-nosplice haproxy-pipe1m dante microsocks go-socks5 sluice sluice-l1 sluice-pin sluice-workers sluice-nosplice sluice-goroutines sluice-netsock sluice-allports sluice-copybelow)" ;;
 	esac
 done
 
@@ -114,9 +116,8 @@ start_peer() {
 		VIA=(--direct)
 		return
 		;;
-	haproxy-splice | haproxy-nosplice)
-		local mode=splice
-		if [ "$1" = haproxy-nosplice ]; then mode=nosplice; fi
+	haproxy-splice | haproxy-nosplice | haproxy-pipe1m)
+		local mode=${1#haproxy-}
 		haproxy_cfg "$tmp/haproxy.cfg" "$mode" "$(haproxy_maxconn 4000)" \
 			"$FWD_SINK:$SINK_PORT" "$FWD_SOURCE:$SOURCE_PORT" "$FWD_ECHO:$ECHO_PORT:$SPREAD"
 		start "$1" "${relay_on[@]+"${relay_on[@]}"}" haproxy -db -f "$tmp/haproxy.cfg"
@@ -314,6 +315,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  else empty end),
 	  "## Notes\n",
 	  "- HAProxy is a plain TCP forwarder: the load generator runs `--direct` against its frontends, which forward to the targets; it does no SOCKS5 handshake.",
+	  (if ($peers | index("haproxy-pipe1m")) then "- haproxy-pipe1m is HAProxy splicing with `tune.pipesize 1048576`: the 1 MiB pipes sluice splices through by default, where HAProxy by default keeps the kernel default of 64 KiB." else empty end),
 	  "- CPU, RSS and descriptors are summed over the relay process and its descendants (Dante relays in child processes); RSS counts shared pages once per process.",
 	  "- microsocks drops bytes pipelined behind the greeting and closes both sides on the first EOF, so it runs with `--lockstep`, and uploads with `--verify none` (no sink count).",
 	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.",

@@ -13,11 +13,21 @@ import (
 
 // testProxy is a minimal SOCKS5 server for the client's tests: CONNECT
 // only, optional username/password, a fixed reply code, and a reply whose
-// bound address is a domain name so that the client must read its length.
+// bound address is by default a domain name so that the client must read
+// its length.
 type testProxy struct {
 	user, pass string
-	reply      byte // 0 dials the target; anything else is sent instead
+	reply      byte   // 0 dials the target; anything else is sent instead
+	bnd        []byte // the reply's ATYP, BND.ADDR and BND.PORT; nil: "localhost" port 0
+	hangUp     bool   // close after a success reply instead of relaying
 }
+
+// Bound addresses of each type for testProxy.bnd.
+var (
+	bndIPv4      = []byte{1, 127, 0, 0, 1, 0x1f, 0x90}
+	bndIPv6      = append(append([]byte{4}, net.IPv6loopback...), 0x1f, 0x90)
+	bndShortName = []byte{3, 2, 'a', 'b', 0, 0} // 9 bytes in all, one short of an IPv4 reply
+)
 
 // start serves on 127.0.0.1:0 until the test ends and returns the address.
 func (p *testProxy) start(t *testing.T) string {
@@ -93,9 +103,13 @@ func (p *testProxy) serveConn(c *net.TCPConn) {
 		return
 	}
 	target := net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b))))
-	// <- 5 rep 0 3 len "localhost" port
-	reply := append([]byte{5, p.reply, 0, 3, 9}, "localhost\x00\x00"...)
-	if p.reply != 0 {
+	// <- 5 rep 0 atyp addr port
+	bnd := p.bnd
+	if bnd == nil {
+		bnd = append([]byte{3, 9}, "localhost\x00\x00"...)
+	}
+	reply := append([]byte{5, p.reply, 0}, bnd...)
+	if p.reply != 0 || p.hangUp {
 		c.Write(reply)
 		return
 	}
@@ -134,6 +148,11 @@ func TestSocksTput(t *testing.T) {
 		{"noauth", testProxy{}, Proxy{}},
 		{"userpass", testProxy{user: "u", pass: "secret"}, Proxy{User: "u", Pass: "secret"}},
 		{"lockstep userpass", testProxy{user: "u", pass: "p"}, Proxy{User: "u", Pass: "p", Lockstep: true}},
+		// The source writes as soon as it is connected: a reply read past
+		// its end would take pattern bytes and fail the check.
+		{"bnd ipv4", testProxy{bnd: bndIPv4}, Proxy{}},
+		{"bnd ipv4 lockstep", testProxy{bnd: bndIPv4}, Proxy{Lockstep: true}},
+		{"bnd ipv6", testProxy{bnd: bndIPv6}, Proxy{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -187,6 +206,9 @@ func TestSocksErrors(t *testing.T) {
 		{"wrong password", testProxy{user: "u", pass: "p"}, Proxy{User: "u", Pass: "x"}, ErrAuthFailed},
 		{"wrong password lockstep", testProxy{user: "u", pass: "p"}, Proxy{User: "u", Pass: "x", Lockstep: true}, ErrAuthFailed},
 		{"auth required", testProxy{user: "u", pass: "p"}, Proxy{}, ErrBadReply},
+		{"bnd name of 2 bytes", testProxy{bnd: bndShortName, hangUp: true}, Proxy{}, ErrShortReply},
+		{"bnd type 2", testProxy{bnd: []byte{2, 0, 0, 0, 0, 0, 0}}, Proxy{}, ErrBadReply},
+		{"refused, then closed after the code", testProxy{reply: 2, bnd: []byte{}}, Proxy{}, &ReplyError{Code: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -54,3 +54,40 @@ func TestAllPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestNoKeepAlive: the load's connections carry no keepalive, whose four
+// setsockopt calls per connection would be a fifth of an rr client's system
+// calls, direct and from a --source address alike, with TCP_NODELAY kept.
+func TestNoKeepAlive(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d, err := NewDialer(Proxy{}, l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]*Dialer{"default": d, "source": d.From(netip.MustParseAddr("127.0.0.1"))} {
+		c, err := d.Dial(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var keep, nodelay int
+		var gerr error
+		rc, _ := c.SyscallConn()
+		if err := rc.Control(func(fd uintptr) {
+			keep, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+			if gerr == nil {
+				nodelay, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			}
+		}); err != nil || gerr != nil {
+			t.Fatal(err, gerr)
+		}
+		c.Close()
+		if keep != 0 || nodelay == 0 {
+			t.Errorf("%s: SO_KEEPALIVE %d, TCP_NODELAY %d; want 0 and set", name, keep, nodelay)
+		}
+	}
+}
