@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # guard.sh: performance regression guard. Runs bench/peers.sh with HAProxy
-# (plain TCP forwarding, with and without splice) and the Go peer (armon/go-socks5) beside
+# (plain TCP forwarding: splice through the kernel's 64 KiB pipes, splice
+# through 1 MiB pipes as sluice does, no splice) and the Go peer (armon/go-socks5) beside
 # sluice in one run, and exits non-zero when sluice's throughput or conn/s
-# falls below FLOOR (default 0.9) times either peer's figure from that run.
+# falls below FLOOR (default 0.9) times any peer's figure from that run.
 # It is not part of .ci/run: a shared CI machine is too noisy to fail on.
 #
 # usage: bench/guard.sh [path/to/sluice]
@@ -12,10 +13,10 @@ cd "$(dirname "$0")/.."
 FLOOR=${FLOOR:-0.9}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-PEERS="haproxy-splice haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null
+PEERS="haproxy-splice haproxy-pipe1m haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null
 jq -r --argjson floor "$FLOOR" '
 	[.medians[] | select(.lower_is_better | not) | select(.workload != "idle") as $m
-	 | ["haproxy-splice", "haproxy-nosplice", "go-socks5"][] as $p
+	 | ["haproxy-splice", "haproxy-pipe1m", "haproxy-nosplice", "go-socks5"][] as $p
 	 | select($m.values[$p] != null and $m.values[$p] > 0)
 	 | {label: $m.label, peer: $p, ratio: (($m.values.sluice // 0) / $m.values[$p])}]
 	| (.[] | "\(.label): sluice / \(.peer) = \(.ratio * 100 | round / 100)" + (if .ratio < $floor then "  BELOW \($floor)" else "" end)),

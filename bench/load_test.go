@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,7 @@ func checkTput(t *testing.T, r *TputResult, err error, streams int) {
 		}
 	}
 	checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.PerGiB == r.ClientCPU.Seconds/(float64(r.Bytes)/(1<<30)))
+	checkMachineCPU(t, r.MachineCPU, r.MachineCPU != nil && r.MachineCPU.PerGiB == r.MachineCPU.Seconds/(float64(r.Bytes)/(1<<30)))
 }
 
 // checkClientCPU fails the test unless the load generator's own CPU figure
@@ -69,6 +71,27 @@ func checkClientCPU(t *testing.T, c *CPU, perUnit bool) {
 	}
 	if c == nil || c.Seconds <= 0 || c.Cores <= 0 || c.PID != 0 || !perUnit {
 		t.Errorf("client CPU %+v; want a positive figure for this process and its per-unit share", c)
+	}
+}
+
+// checkMachineCPU fails the test unless the machine's busy time over a run
+// is there where /proc/stat is, with its per-unit share, and is no more than
+// every CPU busy for the whole run (the clock ticks of its two readings
+// allowed for): a load that kept a core busy throughout cannot have left
+// the machine idle.
+func checkMachineCPU(t *testing.T, c *CPU, perUnit bool) {
+	t.Helper()
+	if _, ok := machineCPU(); !ok {
+		if c != nil {
+			t.Errorf("machine CPU %+v where /proc/stat is missing", c)
+		}
+		return
+	}
+	if c == nil || c.Seconds <= 0 || c.PID != 0 || !perUnit {
+		t.Fatalf("machine CPU %+v; want a positive figure and its per-unit share", c)
+	}
+	if limit := float64(runtime.NumCPU()) * 1.1; c.Cores > limit+0.5 {
+		t.Errorf("machine CPU %.2f cores busy on %d CPUs", c.Cores, runtime.NumCPU())
 	}
 }
 
@@ -260,6 +283,7 @@ func TestRRDirect(t *testing.T) {
 			t.Errorf("latency out of order: %+v", l)
 		}
 		checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.Per1kConns == r.ClientCPU.Seconds/(float64(r.Conns)/1000))
+		checkMachineCPU(t, r.MachineCPU, r.MachineCPU != nil && r.MachineCPU.Per1kConns == r.MachineCPU.Seconds/(float64(r.Conns)/1000))
 	}
 }
 

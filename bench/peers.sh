@@ -265,7 +265,12 @@ figures='[
  ["tput8-down", ["cpu", "per_gib"],            "CPU s per GiB, 8 streams down", true],
  ["rr64",       ["cpu", "per_1k_conns"],       "CPU s per 1,000 connections", true],
  ["tput1-up",   ["client_cpu", "per_gib"],     "load generator CPU s per GiB, 1 stream up", true],
- ["rr64",       ["client_cpu", "per_1k_conns"], "load generator CPU s per 1,000 connections", true]
+ ["rr64",       ["client_cpu", "per_1k_conns"], "load generator CPU s per 1,000 connections", true],
+ ["tput1-up",   ["machine_cpu", "per_gib"],    "machine CPU s per GiB, 1 stream up", true],
+ ["tput1-down", ["machine_cpu", "per_gib"],    "machine CPU s per GiB, 1 stream down", true],
+ ["tput8-up",   ["machine_cpu", "per_gib"],    "machine CPU s per GiB, 8 streams up", true],
+ ["tput8-down", ["machine_cpu", "per_gib"],    "machine CPU s per GiB, 8 streams down", true],
+ ["rr64",       ["machine_cpu", "per_1k_conns"], "machine CPU s per 1,000 connections", true]
 ]'
 
 jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figures "$figures" '
@@ -320,6 +325,7 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  "- microsocks drops bytes pipelined behind the greeting and closes both sides on the first EOF, so it runs with `--lockstep`, and uploads with `--verify none` (no sink count).",
 	  "- `direct` has no relay process, so it has no CPU, RSS or descriptor figures.",
 	  "- The load generator CPU rows are the time `sluice-bench` itself used (getrusage) in the same runs: on shared cores, what it spends the relay cannot have. A SOCKS5 handshake costs the client a write and a read that the `--direct` runs against HAProxy do not make, so HAProxy has more of the shared cores to work with.",
+	  "- The machine CPU rows are every CPU'"'"'s busy time over the same runs (/proc/stat: user, nice, system, irq, softirq), relay, load generator, targets and kernel together. On loopback a segment'"'"'s receive work runs in whichever process'"'"'s context meets it (the sender'"'"'s system call, or the receiver'"'"'s when it holds the socket), so a relay'"'"'s own CPU per GiB moves with what its neighbours do; the machine'"'"'s holds all of it, and `direct` shows what the load itself costs.",
 	  "- Each run starts the relay afresh and measures the idle workload first, so RSS per session is what a new process pays, not memory reused from the other workloads.",
 	  "- Runs are interleaved (run 1 of every peer, then run 2, ...), so that the machine speeding up or slowing down during the script weighs on every peer alike.",
 	  "- sluice runs with its defaults and `--access-log=false` (HAProxy and microsocks log nothing here either); the access log cost about 8 % more relay CPU per connection before its lines went through a writer that never blocks (0.266 against 0.245 s per 1,000 connections, `sluice-bench rr -c 32 --duration 3s --pid PID`, median of 4 alternating runs with `--access-log` on and off), about 6 % after (README, `--access-log`).\n",

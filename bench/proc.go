@@ -27,6 +27,29 @@ const clockTicks = 100
 
 var errProcFormat = errors.New("bench: proc: unexpected format")
 
+// parseMachineStat returns the time every CPU of the machine spent busy
+// (user, nice, system, irq and softirq; guest time is inside user) from the
+// contents of /proc/stat: idle, iowait and steal (time the hypervisor gave
+// to others) are not work done here.
+func parseMachineStat(b []byte) (time.Duration, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 8 || string(f[0]) != "cpu" {
+		return 0, errProcFormat
+	}
+	var ticks uint64
+	for i, field := range f[1:8] {
+		v, err := strconv.ParseUint(string(field), 10, 64)
+		if err != nil {
+			return 0, errProcFormat
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			ticks += v
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
 // parseStat returns the parent PID and the CPU time (utime + stime + cutime +
 // cstime) from the contents of /proc/PID/stat.
 func parseStat(b []byte) (ppid int, cpu time.Duration, err error) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 )
 
 // SampleProc reads the resource use of process pid and its descendants
@@ -45,6 +46,16 @@ func SampleProc(pid int) (ProcSample, error) {
 		s.Procs++
 	}
 	return s, nil
+}
+
+// machineCPU returns the busy time of every CPU of the machine together.
+func machineCPU() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	t, err := parseMachineStat(b)
+	return t, err == nil
 }
 
 // descendants returns pid followed by every process below it.

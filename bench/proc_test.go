@@ -27,6 +27,29 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestParseMachineStat(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   string
+		busy time.Duration
+		err  error
+	}{
+		// user nice system idle iowait irq softirq steal guest guest_nice:
+		// busy is 100+2+50+3+4 ticks; idle, iowait and steal are not.
+		{"plain", "cpu  100 2 50 9000 70 3 4 600 0 0\ncpu0 50 1 25 4500 35 1 2 300 0 0\n", 1590 * time.Millisecond, nil},
+		{"old kernel", "cpu 1 0 1 5 0 0 0\n", 20 * time.Millisecond, nil},
+		{"per-CPU line first", "cpu0 1 0 1 5 0 0 0\n", 0, errProcFormat},
+		{"short", "cpu 1 2 3\n", 0, errProcFormat},
+		{"not a number", "cpu 1 2 x 4 5 6 7\n", 0, errProcFormat},
+	} {
+		busy, err := parseMachineStat([]byte(tc.in))
+		if busy != tc.busy || !errors.Is(err, tc.err) {
+			t.Errorf("%s: parseMachineStat = %v, %v; want %v, %v", tc.name, busy, err, tc.busy, tc.err)
+		}
+	}
+}
+
 func TestParseRSS(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

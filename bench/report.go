@@ -25,6 +25,9 @@ func (r *TputResult) WriteText(w io.Writer) error {
 	if c := r.ClientCPU; c != nil {
 		fmt.Fprintf(tw, "client cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", c.Seconds, c.Cores, c.PerGiB)
 	}
+	if c := r.MachineCPU; c != nil {
+		fmt.Fprintf(tw, "machine cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", c.Seconds, c.Cores, c.PerGiB)
+	}
 	return flushWithErrors(tw, w, &r.Errors)
 }
 
@@ -44,6 +47,9 @@ func (r *RRResult) WriteText(w io.Writer) error {
 	}
 	if c := r.ClientCPU; c != nil {
 		fmt.Fprintf(tw, "client cpu\t%.2f s\t%.2f cores\t%.3f s/1k conns\t\n", c.Seconds, c.Cores, c.Per1kConns)
+	}
+	if c := r.MachineCPU; c != nil {
+		fmt.Fprintf(tw, "machine cpu\t%.2f s\t%.2f cores\t%.3f s/1k conns\t\n", c.Seconds, c.Cores, c.Per1kConns)
 	}
 	return flushWithErrors(tw, w, &r.Errors)
 }

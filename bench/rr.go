@@ -113,6 +113,10 @@ type RRResult struct {
 	CPU *CPU `json:"cpu,omitempty"`
 	// ClientCPU is the load generator's own processor time (this process).
 	ClientCPU *CPU `json:"client_cpu,omitempty"`
+	// MachineCPU is the busy time of every CPU over the run (Linux): relay,
+	// load generator, targets, anything else running, and the kernel's
+	// interrupt work, which no process's figure holds whole.
+	MachineCPU *CPU `json:"machine_cpu,omitempty"`
 	// Errors counts the failures.
 	Errors Errors `json:"errors"`
 }
@@ -145,7 +149,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 		return nil, err
 	}
 	workers := make([]rrWorker, len(dialers))
-	clock := startClientClock()
+	clock, machine := startCPUClock(selfCPU), startCPUClock(machineCPU)
 	start := time.Now()
 	end := start.Add(o.duration())
 	done := make(chan struct{})
@@ -183,8 +187,8 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
 	}
-	res.ClientCPU = clock.stop(elapsed)
-	for _, c := range []*CPU{res.CPU, res.ClientCPU} {
+	res.ClientCPU, res.MachineCPU = clock.stop(elapsed), machine.stop(elapsed)
+	for _, c := range []*CPU{res.CPU, res.ClientCPU, res.MachineCPU} {
 		if c != nil && res.Conns > 0 {
 			c.Per1kConns = c.Seconds / (float64(res.Conns) / 1000)
 		}

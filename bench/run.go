@@ -73,23 +73,29 @@ func (s sampler) sample() (ProcSample, error) {
 	return SampleProc(s.pid)
 }
 
-// clientClock measures the load generator's own processor time over a run:
-// where it shares the cores with the relay and the targets, what it spends
-// is not the relay's to spend, and a workload that costs the client more
-// (a SOCKS handshake against none) leaves the relay less.
-type clientClock struct {
+// cpuClock measures processor time over a run from one reading: selfCPU,
+// the load generator's own (where it shares the cores with the relay and
+// the targets, what it spends is not the relay's to spend, and a workload
+// that costs the client more, a SOCKS handshake against none, leaves the
+// relay less), or machineCPU, every process's and the kernel's together
+// (on loopback the receiving socket's TCP work runs in the context of
+// whichever process's send or release of the socket meets it, so the
+// relay's own figure moves with what its neighbours happen to be doing,
+// where the machine's holds all of it).
+type cpuClock struct {
+	read  func() (time.Duration, bool)
 	start time.Duration
 	ok    bool
 }
 
-func startClientClock() clientClock {
-	t, ok := selfCPU()
-	return clientClock{t, ok}
+func startCPUClock(read func() (time.Duration, bool)) cpuClock {
+	t, ok := read()
+	return cpuClock{read, t, ok}
 }
 
 // stop returns the time used since start, or nil where it cannot be read.
-func (c clientClock) stop(elapsed time.Duration) *CPU {
-	t, ok := selfCPU()
+func (c cpuClock) stop(elapsed time.Duration) *CPU {
+	t, ok := c.read()
 	if !c.ok || !ok {
 		return nil
 	}

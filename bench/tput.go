@@ -129,6 +129,10 @@ type TputResult struct {
 	CPU *CPU `json:"cpu,omitempty"`
 	// ClientCPU is the load generator's own processor time (this process).
 	ClientCPU *CPU `json:"client_cpu,omitempty"`
+	// MachineCPU is the busy time of every CPU over the run (Linux): relay,
+	// load generator, targets, anything else running, and the kernel's
+	// interrupt work, which no process's figure holds whole.
+	MachineCPU *CPU `json:"machine_cpu,omitempty"`
 	// Errors counts the failures.
 	Errors Errors `json:"errors"`
 }
@@ -163,7 +167,7 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	clock := startClientClock()
+	clock, machine := startCPUClock(selfCPU), startCPUClock(machineCPU)
 	start := time.Now()
 	end := start.Add(o.duration())
 	var pat *pattern
@@ -195,8 +199,8 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
 	}
-	res.ClientCPU = clock.stop(elapsed)
-	for _, c := range []*CPU{res.CPU, res.ClientCPU} {
+	res.ClientCPU, res.MachineCPU = clock.stop(elapsed), machine.stop(elapsed)
+	for _, c := range []*CPU{res.CPU, res.ClientCPU, res.MachineCPU} {
 		if c != nil && res.Bytes > 0 {
 			c.PerGiB = c.Seconds / (float64(res.Bytes) / (1 << 30))
 		}

@@ -42,8 +42,10 @@ Reports:
 With --pid, clients report the relay's CPU seconds (its process and
 descendants) per GiB (tput) or per 1,000 connections (rr); tput and rr
 always report their own ("client cpu"), which on shared cores the relay
-cannot have. A run with any
-error (connect, SOCKS reply, data mismatch) exits 1; bad flags exit 2.
+cannot have, and on Linux the whole machine's ("machine cpu": every CPU's
+busy time, the kernel's TCP work on loopback included, whichever process
+it ran in). A run with any error (connect, SOCKS reply, data mismatch)
+exits 1; bad flags exit 2.
 SIGINT stops a run early and still prints its results.
 
 Flags:
