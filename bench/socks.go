@@ -294,7 +294,7 @@ func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) (netip.AddrPort
 	if cerr := d.checkAnswers(b[:min(n, pre)]); cerr != nil {
 		return netip.AddrPort{}, cerr
 	}
-	r := b[pre:n:len(b)] // the reply so far: a server may close after its code
+	r := b[pre:max(n, pre):len(b)] // the reply so far: a server may close after its code
 	size, rerr := replySize(r)
 	if rerr == nil {
 		rerr = err

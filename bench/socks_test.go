@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,6 +240,43 @@ func TestSocksErrors(t *testing.T) {
 				t.Fatalf("conns %d, errors %+v; want socks errors only", r.Conns, r.Errors)
 			}
 		})
+	}
+}
+
+// TestSocksCutShort: a server that closes part-way through the answers or
+// the reply gets an error naming the early end, never a panic, whatever the
+// byte it stopped after.
+func TestSocksCutShort(t *testing.T) {
+	t.Parallel()
+	full := []byte{5, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90} // method answer, then an IPv4 reply
+	for _, lockstep := range []bool{false, true} {
+		for n := 0; n < len(full); n++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if lockstep && n > 2 {
+					io.ReadFull(c, make([]byte, 3)) // the greeting, before the method answer
+				}
+				c.Write(full[:n])
+				c.Close()
+			}()
+			d, err := NewDialer(Proxy{Addr: ln.Addr().String(), Lockstep: lockstep}, "127.0.0.1:9")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = d.Dial(context.Background())
+			ln.Close()
+			if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) &&
+				!errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				t.Errorf("lockstep %v, closed after %d bytes: %v; want an early end", lockstep, n, err)
+			}
+		}
 	}
 }
 
