@@ -54,44 +54,32 @@ func checkTput(t *testing.T, r *TputResult, err error, streams int) {
 			t.Errorf("stream %d moved nothing", i)
 		}
 	}
-	checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.PerGiB == r.ClientCPU.Seconds/(float64(r.Bytes)/(1<<30)))
-	checkMachineCPU(t, r.MachineCPU, r.MachineCPU != nil && r.MachineCPU.PerGiB == r.MachineCPU.Seconds/(float64(r.Bytes)/(1<<30)))
+	perGiB, gib := func(c *CPU) float64 { return c.PerGiB }, float64(r.Bytes)/(1<<30)
+	checkRunCPU(t, "client", r.ClientCPU, selfCPU, perGiB, gib)
+	checkRunCPU(t, "machine", r.MachineCPU, machineCPU, perGiB, gib)
 }
 
-// checkClientCPU fails the test unless the load generator's own CPU figure
-// is there, positive, and its per-unit figure is the one computed from it
-// (perUnit). Parallel tests share the process, so the amount is not checked.
-func checkClientCPU(t *testing.T, c *CPU, perUnit bool) {
+// checkRunCPU fails the test unless a CPU figure of the run (what: the
+// load generator's own, read by selfCPU, or the machine's, by machineCPU)
+// is there wherever read can read it, positive, with its per-unit figure
+// (per) the one computed from it over the run's units, and no more than
+// every CPU busy for the whole run (the clock ticks of two /proc/stat
+// readings allowed for): a load that kept a core busy throughout cannot
+// have left the machine idle. Parallel tests share the process and the
+// machine, so the amount itself is not checked.
+func checkRunCPU(t *testing.T, what string, c *CPU, read func() (time.Duration, bool), per func(*CPU) float64, units float64) {
 	t.Helper()
-	if _, ok := selfCPU(); !ok {
+	if _, ok := read(); !ok {
 		if c != nil {
-			t.Errorf("client CPU %+v where getrusage is missing", c)
+			t.Errorf("%s CPU %+v where it cannot be read", what, c)
 		}
 		return
 	}
-	if c == nil || c.Seconds <= 0 || c.Cores <= 0 || c.PID != 0 || !perUnit {
-		t.Errorf("client CPU %+v; want a positive figure for this process and its per-unit share", c)
+	if c == nil || c.Seconds <= 0 || c.Cores <= 0 || c.PID != 0 || per(c) != c.Seconds/units {
+		t.Fatalf("%s CPU %+v; want a positive figure and its per-unit share", what, c)
 	}
-}
-
-// checkMachineCPU fails the test unless the machine's busy time over a run
-// is there where /proc/stat is, with its per-unit share, and is no more than
-// every CPU busy for the whole run (the clock ticks of its two readings
-// allowed for): a load that kept a core busy throughout cannot have left
-// the machine idle.
-func checkMachineCPU(t *testing.T, c *CPU, perUnit bool) {
-	t.Helper()
-	if _, ok := machineCPU(); !ok {
-		if c != nil {
-			t.Errorf("machine CPU %+v where /proc/stat is missing", c)
-		}
-		return
-	}
-	if c == nil || c.Seconds <= 0 || c.PID != 0 || !perUnit {
-		t.Fatalf("machine CPU %+v; want a positive figure and its per-unit share", c)
-	}
-	if limit := float64(runtime.NumCPU()) * 1.1; c.Cores > limit+0.5 {
-		t.Errorf("machine CPU %.2f cores busy on %d CPUs", c.Cores, runtime.NumCPU())
+	if limit := float64(runtime.NumCPU())*1.1 + 0.5; c.Cores > limit {
+		t.Errorf("%s CPU %.2f cores busy on %d CPUs", what, c.Cores, runtime.NumCPU())
 	}
 }
 
@@ -282,8 +270,9 @@ func TestRRDirect(t *testing.T) {
 		if l := r.Latency; !(l.Min <= l.P50 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max > 0) {
 			t.Errorf("latency out of order: %+v", l)
 		}
-		checkClientCPU(t, r.ClientCPU, r.ClientCPU != nil && r.ClientCPU.Per1kConns == r.ClientCPU.Seconds/(float64(r.Conns)/1000))
-		checkMachineCPU(t, r.MachineCPU, r.MachineCPU != nil && r.MachineCPU.Per1kConns == r.MachineCPU.Seconds/(float64(r.Conns)/1000))
+		per1k, thousands := func(c *CPU) float64 { return c.Per1kConns }, float64(r.Conns)/1000
+		checkRunCPU(t, "client", r.ClientCPU, selfCPU, per1k, thousands)
+		checkRunCPU(t, "machine", r.MachineCPU, machineCPU, per1k, thousands)
 	}
 }
 
