@@ -338,8 +338,8 @@ mkdir -p "$OUT"
 cp "$tmp/results.json" "$OUT/results.json"
 "$BENCH" chart <"$tmp/results.json" >"$OUT/chart.svg"
 # Sections measured by other commands, kept beside RESULTS.md: iperf.md is
-# written by bench/iperf.sh; cpusplit.md, udp.md, idle.md and tuning.md by
-# hand, commands included.
+# written by bench/iperf.sh; cpusplit.md's tables by bench/cpusplit.sh, with
+# its prose; udp.md, idle.md and tuning.md by hand, commands included.
 for extra in "cpusplit.md:Where a connection's CPU goes" "iperf.md:iperf3 through sluice (bench/iperf.sh)" "udp.md:UDP ASSOCIATE" \
 	"idle.md:Idle sessions at scale" "tuning.md:sluice's own settings"; do
 	file=${extra%%:*} title=${extra#*:}

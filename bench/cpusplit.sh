@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# cpusplit.sh: where the CPU of a short connection goes, sluice against
+# HAProxy's plain TCP forwarding (splice, no handshake). Both relays and one
+# echo target stay up; ROUNDS alternating rounds of `sluice-bench rr` (CONNS
+# workers, each looping connect + handshake + 1-byte echo + close), each
+# round once fewer than 1,000 sockets are in TIME_WAIT. Per 1,000
+# connections it reports the relay's user and system time and the echo
+# target's (from /proc/PID/stat), the load generator's own CPU, the whole
+# machine's (every CPU's busy time), and the TCP segments sent (the kernel's
+# OutSegs); medians over the rounds, and their ratio.
+#
+# Then, where perf can count system calls (root, the syscalls tracepoints),
+# one more run through each relay with every system call of the relay and of
+# the echo target counted, per connection. perf's tracing slows the run; the
+# counts stand, the rate of that run does not.
+#
+# usage: bench/cpusplit.sh
+# env:   ROUNDS=5  DURATION=4  (seconds per round and relay)  CONNS=64
+#        SYSCALLS=auto   1: count them or fail; 0: leave them out
+#        SETTLE=1   0: do not wait for TIME_WAITs to drain before a run (a
+#                   smoke test; the rates then meet ports still held)
+#        RELAY_CPUS=, LOAD_CPUS=   taskset lists, as in peers.sh
+#        SLUICE_FLAGS=   more flags for sluice (it runs with --access-log=false)
+#        PORT_BASE=17600  BIN=  (prebuilt binaries, bench/prebuild.sh)
+# Writes Markdown to stdout. Everything listens on 127.0.0.1, and every
+# process it starts is stopped on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4} CONNS=${CONNS:-64} SYSCALLS=${SYSCALLS:-auto} SETTLE=${SETTLE:-1}
+PORT_BASE=${PORT_BASE:-17600} SLUICE_FLAGS=${SLUICE_FLAGS:-}
+RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-}
+RELAY_QUOTA="" # both relays stay up: a shared cgroup would cap them together
+
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+need jq jq
+need haproxy haproxy
+place_relay_and_load
+case $SYSCALLS in auto | 0 | 1) ;; *) die "SYSCALLS=$SYSCALLS: auto, 0 or 1" ;; esac
+case $SETTLE in 0 | 1) ;; *) die "SETTLE=$SETTLE: 0 or 1" ;; esac
+
+ECHO_PORT=$((PORT_BASE + 1)) HAPROXY_PORT=$((PORT_BASE + 10)) SLUICE_PORT=$((PORT_BASE + 11))
+for p in $ECHO_PORT $HAPROXY_PORT $SLUICE_PORT; do port_free "$p"; done
+BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
+SLUICE=$(go_bin sluice ./cmd/sluice)
+hz=$(getconf CLK_TCK)
+
+start echo "${load_on[@]+"${load_on[@]}"}" "$BENCH" echo --addr "127.0.0.1:$ECHO_PORT"
+echo_pid=$started_pid
+haproxy_cfg "$tmp/haproxy.cfg" splice "$(haproxy_maxconn 4000)" "$HAPROXY_PORT:$ECHO_PORT"
+start haproxy "${relay_on[@]+"${relay_on[@]}"}" haproxy -db -f "$tmp/haproxy.cfg"
+haproxy_pid=$started_pid
+read -r -a sluice_flags <<<"$SLUICE_FLAGS"
+start sluice "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$SLUICE_PORT" --access-log=false \
+	"${sluice_flags[@]+"${sluice_flags[@]}"}"
+sluice_pid=$started_pid
+wait_port "$ECHO_PORT" echo
+wait_port "$HAPROXY_PORT" haproxy
+wait_port "$SLUICE_PORT" sluice
+
+# ticks PID: its user and system time so far, in clock ticks, all threads.
+ticks() {
+	# The fields after the command name, which may hold spaces: utime is the
+	# 12th of them, stime the 13th.
+	sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'
+}
+
+# out_segs: TCP segments the kernel has sent, all sockets.
+out_segs() {
+	awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
+# rr NAME PID ARGS...: one run of sluice-bench rr with ARGS, its JSON in $tmp/NAME.json.
+rr() {
+	local name=$1 pid=$2
+	shift 2
+	"${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --pid "$pid" --json "$@" >"$tmp/$name.json" ||
+		die "$name: sluice-bench rr failed: $(cat "$tmp/$name.json")"
+}
+
+haproxy_args=(--direct --target "127.0.0.1:$HAPROXY_PORT")
+sluice_args=(--proxy "127.0.0.1:$SLUICE_PORT" --target "127.0.0.1:$ECHO_PORT")
+
+# round NAME PID ARGS...: one measured round; appends its figures, as one
+# JSON line, to $tmp/rounds.
+round() {
+	local name=$1 pid=$2 ru rs eu es s0 s1
+	shift 2
+	if [ "$SETTLE" = 1 ]; then await_time_wait; fi
+	read -r ru rs < <(ticks "$pid")
+	read -r eu es < <(ticks "$echo_pid")
+	s0=$(out_segs)
+	rr "$name" "$pid" "$@"
+	s1=$(out_segs)
+	local -a d
+	read -r -a d < <(paste -d' ' <(ticks "$pid") <(ticks "$echo_pid"))
+	jq -c --arg peer "$name" --argjson hz "$hz" --argjson ru $((d[0] - ru)) --argjson rs $((d[1] - rs)) \
+		--argjson eu $((d[2] - eu)) --argjson es $((d[3] - es)) --argjson segs $((s1 - s0)) '
+		def per1k(t): t / $hz * 1e6 / .conns;
+		{peer: $peer, conns: .conns, "conn/s": .conns_per_sec, "p99 µs": .latency.p99_us,
+		 "relay user": per1k($ru), "relay system": per1k($rs),
+		 "load generator": (.client_cpu.per_1k_conns * 1000),
+		 "echo user": per1k($eu), "echo system": per1k($es),
+		 machine: ((.machine_cpu.per_1k_conns // 0) * 1000), segments: ($segs / .conns), errors: ([.errors[]] | add)}' \
+		"$tmp/$name.json" >>"$tmp/rounds"
+}
+
+log "$ROUNDS rounds of ${DURATION}s per relay, $CONNS workers; $placement"
+: >"$tmp/rounds"
+for r in $(seq "$ROUNDS"); do
+	round haproxy "$haproxy_pid" "${haproxy_args[@]}"
+	round sluice "$sluice_pid" "${sluice_args[@]}"
+	log "round $r: $(jq -r --slurp '.[-2:] | map("\(.peer) \(."conn/s" | round) conn/s") | join(", ")' "$tmp/rounds")"
+done
+
+cat <<EOF
+Milliseconds of CPU per 1,000 connections of \`sluice-bench rr -c $CONNS --duration ${DURATION}s\` (1-byte echo),
+HAProxy with splice (\`--direct\` to its frontend, no handshake) against sluice (\`--proxy\`, SOCKS5 handshake),
+medians of $ROUNDS alternating rounds; $placement.
+The relay's and the echo target's user and system time are from /proc/PID/stat, the load generator's is its own
+(\`client cpu\`), the machine's every CPU's busy time (/proc/stat); segments are TCP segments sent per
+connection, both of its TCP connections and both directions (OutSegs, /proc/net/snmp).
+
+EOF
+jq -rs 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+	def fixed(d): (pow(10; d)) as $p | (. * $p | round) as $x
+		| "\($x / $p | floor)" + (if d > 0 then "." + ("\($x % $p + $p)" | .[1:]) else "" end);
+	def fmt: if . >= 100 then fixed(0) else fixed(1) end;
+	def r2: fixed(2);
+	["conn/s", "p99 µs", "relay user", "relay system", "load generator", "echo user", "echo system", "machine", "segments"] as $k
+	| (map(select(.peer == "haproxy")) | [$k[] as $f | map(.[$f]) | median]) as $h
+	| (map(select(.peer == "sluice")) | [$k[] as $f | map(.[$f]) | median]) as $s
+	| "| \($CONNS) workers, 1-byte echo | " + ($k | join(" | ")) + " |",
+	  "| --- |" + ($k | map(" ---: |") | join("")),
+	  "| HAProxy splice | " + ($h | map(fmt) | join(" | ")) + " |",
+	  "| sluice | " + ($s | map(fmt) | join(" | ")) + " |",
+	  "| sluice / HAProxy | " + ([range($k | length)] | map(($s[.] / $h[.]) | r2) | join(" | ")) + " |",
+	  "",
+	  "Errors: \(map(.errors) | add). Per round, sluice / HAProxy conn/s: \([range(0; length; 2) as $i | .[$i + 1]["conn/s"] / .[$i]["conn/s"] | r2] | join(", "))."' \
+	--arg CONNS "$CONNS" "$tmp/rounds"
+if [ "$(jq -s 'map(.errors) | add' "$tmp/rounds")" != 0 ]; then die "the rounds had errors"; fi
+
+# System calls per connection, under perf stat.
+if [ "$SYSCALLS" = auto ]; then
+	if command -v perf >/dev/null 2>&1 && perf stat -e 'syscalls:sys_enter_close' -x, -o /dev/null true >/dev/null 2>&1; then
+		SYSCALLS=1
+	else
+		SYSCALLS=0
+		printf '\nSystem calls not counted: perf cannot open the syscalls tracepoints here (SYSCALLS=1 makes that an error).\n'
+	fi
+fi
+[ "$SYSCALLS" = 1 ] || exit 0
+command -v perf >/dev/null 2>&1 || die "SYSCALLS=1, and there is no perf"
+
+# count NAME PID ARGS...: one rr run with the system calls of the relay PID
+# and of the echo target counted while it runs (perf's control FIFOs enable
+# the counters right before the run and disable them right after);
+# $tmp/NAME.relay.csv and $tmp/NAME.echo.csv.
+count() {
+	local name=$1 pid=$2 who p perfs=() i=0
+	shift 2
+	if [ "$SETTLE" = 1 ]; then await_time_wait; fi
+	for who in relay echo; do
+		p=$pid
+		if [ "$who" = echo ]; then p=$echo_pid; fi
+		mkfifo "$tmp/$name.$who.ctl" "$tmp/$name.$who.ack"
+		perf stat -D -1 --control "fifo:$tmp/$name.$who.ctl,$tmp/$name.$who.ack" -e 'syscalls:sys_enter_*' \
+			-p "$p" -x, -o "$tmp/$name.$who.csv" >"$tmp/$name.$who.perflog" 2>&1 &
+		perfs+=($!)
+	done
+	exec 7>"$tmp/$name.relay.ctl" 8<"$tmp/$name.relay.ack" 5>"$tmp/$name.echo.ctl" 6<"$tmp/$name.echo.ack"
+	{ echo enable >&7 && read -r -t 60 _ <&8; } || die "perf stat did not start (see $tmp/$name.relay.perflog)"
+	{ echo enable >&5 && read -r -t 60 _ <&6; } || die "perf stat did not start (see $tmp/$name.echo.perflog)"
+	rr "$name.counted" "$pid" "$@"
+	echo disable >&7 && read -r -t 60 _ <&8
+	echo disable >&5 && read -r -t 60 _ <&6
+	exec 7>&- 8<&- 5>&- 6<&-
+	# perf stat prints its counts on SIGINT; closing hundreds of tracepoint
+	# events takes it a few seconds.
+	for i in "${perfs[@]}"; do kill -INT "$i"; done
+	for i in "${perfs[@]}"; do wait "$i" || true; done # its status after SIGINT says nothing
+	for who in relay echo; do
+		grep -q ',syscalls:sys_enter_' "$tmp/$name.$who.csv" 2>/dev/null ||
+			die "perf stat counted nothing for the $who of $name: $(cat "$tmp/$name.$who.perflog")"
+	done
+}
+log "counting system calls (perf stat), one run through each relay"
+count haproxy "$haproxy_pid" "${haproxy_args[@]}"
+count sluice "$sluice_pid" "${sluice_args[@]}"
+
+printf '\nSystem calls per connection (one more run each, counted with `perf stat -e '"'"'syscalls:sys_enter_*'"'"'`; %s and %s connections), those at 0.05 or more in a column:\n\n' \
+	"$(jq .conns "$tmp/haproxy.counted.json")" "$(jq .conns "$tmp/sluice.counted.json")"
+awk -F, -v hc="$(jq .conns "$tmp/haproxy.counted.json")" -v sc="$(jq .conns "$tmp/sluice.counted.json")" '
+	FNR == 1 { f++ }
+	$1 ~ /^[0-9]+$/ && $3 ~ /^syscalls:sys_enter_/ {
+		n = substr($3, 20); names[n] = 1
+		v[f, n] = $1 / (f <= 2 ? hc : sc)
+	}
+	END {
+		print "| system call | HAProxy | sluice | echo behind HAProxy | echo behind sluice |"
+		print "| --- | ---: | ---: | ---: | ---: |"
+		sort = "sort -t\"|\" -k4,4 -gr"
+		for (n in names) {
+			show = 0
+			for (i = 1; i <= 4; i++) {
+				t[i] += v[i, n]
+				if (v[i, n] >= 0.05) show = 1
+			}
+			if (show) printf "| %s | %.2f | %.2f | %.2f | %.2f |\n", n, v[1, n], v[3, n], v[2, n], v[4, n] | sort
+		}
+		close(sort)
+		printf "| all | %.2f | %.2f | %.2f | %.2f |\n", t[1], t[3], t[2], t[4]
+	}' "$tmp/haproxy.relay.csv" "$tmp/haproxy.echo.csv" "$tmp/sluice.relay.csv" "$tmp/sluice.echo.csv"
