@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cpusplit.sh: where the CPU of a short connection goes, sluice against
-# HAProxy's plain TCP forwarding (splice, no handshake). Both relays and one
-# echo target stay up; ROUNDS alternating rounds of `sluice-bench rr` (CONNS
+# another relay: HAProxy's plain TCP forwarding (splice, no handshake) by
+# default, or a SOCKS5 peer. Both relays and one echo target stay up; ROUNDS alternating rounds of `sluice-bench rr` (CONNS
 # workers, each looping connect + handshake + 1-byte echo + close), each
 # round once fewer than 1,000 sockets are in TIME_WAIT. Per 1,000
 # connections it reports the relay's user and system time and the echo
@@ -15,7 +15,11 @@
 # counts stand, the rate of that run does not.
 #
 # usage: bench/cpusplit.sh
-# env:   ROUNDS=5  DURATION=4  (seconds per round and relay)  CONNS=64
+# env:   PEER=haproxy   the other relay: haproxy (TCP mode, splice, reached
+#                       with --direct), go-socks5 (bench/gopeer) or microsocks
+#                       (which drops pipelined bytes: both relays are then run
+#                       with --lockstep, the client waiting for each answer)
+#        ROUNDS=5  DURATION=4  (seconds per round and relay)  CONNS=64
 #        SYSCALLS=auto   1: count them or fail; 0: leave them out
 #        SETTLE=1   0: do not wait for TIME_WAITs to drain before a run (a
 #                   smoke test; the rates then meet ports still held)
@@ -27,7 +31,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4} CONNS=${CONNS:-64} SYSCALLS=${SYSCALLS:-auto} SETTLE=${SETTLE:-1}
+PEER=${PEER:-haproxy} ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4} CONNS=${CONNS:-64} SYSCALLS=${SYSCALLS:-auto} SETTLE=${SETTLE:-1}
 PORT_BASE=${PORT_BASE:-17600} SLUICE_FLAGS=${SLUICE_FLAGS:-}
 RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-}
 RELAY_QUOTA="" # both relays stay up: a shared cgroup would cap them together
@@ -36,28 +40,57 @@ RELAY_QUOTA="" # both relays stay up: a shared cgroup would cap them together
 . bench/lib.sh
 
 need jq jq
-need haproxy haproxy
 place_relay_and_load
 case $SYSCALLS in auto | 0 | 1) ;; *) die "SYSCALLS=$SYSCALLS: auto, 0 or 1" ;; esac
 case $SETTLE in 0 | 1) ;; *) die "SETTLE=$SETTLE: 0 or 1" ;; esac
 
-ECHO_PORT=$((PORT_BASE + 1)) HAPROXY_PORT=$((PORT_BASE + 10)) SLUICE_PORT=$((PORT_BASE + 11))
-for p in $ECHO_PORT $HAPROXY_PORT $SLUICE_PORT; do port_free "$p"; done
+ECHO_PORT=$((PORT_BASE + 1)) PEER_PORT=$((PORT_BASE + 10)) SLUICE_PORT=$((PORT_BASE + 11))
+for p in $ECHO_PORT $PEER_PORT $SLUICE_PORT; do port_free "$p"; done
 BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
 SLUICE=$(go_bin sluice ./cmd/sluice)
 hz=$(getconf CLK_TCK)
 
 start echo "${load_on[@]+"${load_on[@]}"}" "$BENCH" echo --addr "127.0.0.1:$ECHO_PORT"
 echo_pid=$started_pid
-haproxy_cfg "$tmp/haproxy.cfg" splice "$(haproxy_maxconn 4000)" "$HAPROXY_PORT:$ECHO_PORT"
-start haproxy "${relay_on[@]+"${relay_on[@]}"}" haproxy -db -f "$tmp/haproxy.cfg"
-haproxy_pid=$started_pid
+# The peer: its name in the tables, how it is described, and how the load
+# generator reaches the echo target through it (peer_args), and through
+# sluice (sluice_args).
+sluice_args=(--proxy "127.0.0.1:$SLUICE_PORT" --target "127.0.0.1:$ECHO_PORT")
+peer_args=(--proxy "127.0.0.1:$PEER_PORT" --target "127.0.0.1:$ECHO_PORT")
+case $PEER in
+haproxy)
+	need haproxy haproxy
+	haproxy_cfg "$tmp/haproxy.cfg" splice "$(haproxy_maxconn 4000)" "$PEER_PORT:$ECHO_PORT"
+	start haproxy "${relay_on[@]+"${relay_on[@]}"}" haproxy -db -f "$tmp/haproxy.cfg"
+	peer_name="HAProxy" peer_row="HAProxy splice"
+	# shellcheck disable=SC2016 # backquotes for Markdown
+	peer_desc='HAProxy with splice (`--direct` to its frontend, no handshake) against sluice (`--proxy`, SOCKS5 handshake)'
+	peer_args=(--direct --target "127.0.0.1:$PEER_PORT")
+	;;
+go-socks5)
+	GOPEER=$(go_bin go-socks5 ./bench/gopeer)
+	start go-socks5 "${relay_on[@]+"${relay_on[@]}"}" "$GOPEER" --listen "127.0.0.1:$PEER_PORT"
+	peer_name="go-socks5" peer_row="go-socks5"
+	# shellcheck disable=SC2016 # backquotes for Markdown
+	peer_desc='github.com/armon/go-socks5 (bench/gopeer) against sluice, both through `--proxy`, the same SOCKS5 handshake'
+	;;
+microsocks)
+	need microsocks microsocks
+	start microsocks "${relay_on[@]+"${relay_on[@]}"}" microsocks -i 127.0.0.1 -p "$PEER_PORT"
+	peer_name="microsocks" peer_row="microsocks"
+	# shellcheck disable=SC2016 # backquotes for Markdown
+	peer_desc='microsocks against sluice, both through `--proxy --lockstep` (microsocks drops bytes sent before it answers)'
+	peer_args+=(--lockstep) sluice_args+=(--lockstep)
+	;;
+*) die "PEER=$PEER: haproxy, go-socks5 or microsocks" ;;
+esac
+peer_pid=$started_pid
 read -r -a sluice_flags <<<"$SLUICE_FLAGS"
 start sluice "${relay_on[@]+"${relay_on[@]}"}" "$SLUICE" --listen "127.0.0.1:$SLUICE_PORT" --access-log=false \
 	"${sluice_flags[@]+"${sluice_flags[@]}"}"
 sluice_pid=$started_pid
 wait_port "$ECHO_PORT" echo
-wait_port "$HAPROXY_PORT" haproxy
+wait_port "$PEER_PORT" "$PEER"
 wait_port "$SLUICE_PORT" sluice
 
 # ticks PID: its user and system time so far, in clock ticks, all threads.
@@ -79,9 +112,6 @@ rr() {
 	"${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --pid "$pid" --json "$@" >"$tmp/$name.json" ||
 		die "$name: sluice-bench rr failed: $(cat "$tmp/$name.json")"
 }
-
-haproxy_args=(--direct --target "127.0.0.1:$HAPROXY_PORT")
-sluice_args=(--proxy "127.0.0.1:$SLUICE_PORT" --target "127.0.0.1:$ECHO_PORT")
 
 # round NAME PID ARGS...: one measured round; appends its figures, as one
 # JSON line, to $tmp/rounds.
@@ -110,14 +140,14 @@ round() {
 log "$ROUNDS rounds of ${DURATION}s per relay, $CONNS workers; $placement"
 : >"$tmp/rounds"
 for r in $(seq "$ROUNDS"); do
-	round haproxy "$haproxy_pid" "${haproxy_args[@]}"
+	round peer "$peer_pid" "${peer_args[@]}"
 	round sluice "$sluice_pid" "${sluice_args[@]}"
-	log "round $r: $(jq -r --slurp '.[-2:] | map("\(.peer) \(."conn/s" | round) conn/s") | join(", ")' "$tmp/rounds")"
+	log "round $r: $(jq -r --slurp --arg name "$peer_name" '.[-2:] | map("\(if .peer == "peer" then $name else .peer end) \(."conn/s" | round) conn/s") | join(", ")' "$tmp/rounds")"
 done
 
 cat <<EOF
 Milliseconds of CPU per 1,000 connections of \`sluice-bench rr -c $CONNS --duration ${DURATION}s\` (1-byte echo),
-HAProxy with splice (\`--direct\` to its frontend, no handshake) against sluice (\`--proxy\`, SOCKS5 handshake),
+$peer_desc,
 medians of $ROUNDS alternating rounds; $placement.
 The relay's and the echo target's user and system time are from /proc/PID/stat, the load generator's is its own
 (\`client cpu\`), the machine's every CPU's busy time (/proc/stat); segments are TCP segments sent per
@@ -130,16 +160,16 @@ jq -rs 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.
 	def fmt: if . >= 100 then fixed(0) else fixed(1) end;
 	def r2: fixed(2);
 	["conn/s", "p99 µs", "relay user", "relay system", "load generator", "echo user", "echo system", "machine", "segments"] as $k
-	| (map(select(.peer == "haproxy")) | [$k[] as $f | map(.[$f]) | median]) as $h
+	| (map(select(.peer == "peer")) | [$k[] as $f | map(.[$f]) | median]) as $h
 	| (map(select(.peer == "sluice")) | [$k[] as $f | map(.[$f]) | median]) as $s
 	| "| \($CONNS) workers, 1-byte echo | " + ($k | join(" | ")) + " |",
 	  "| --- |" + ($k | map(" ---: |") | join("")),
-	  "| HAProxy splice | " + ($h | map(fmt) | join(" | ")) + " |",
+	  "| \($row) | " + ($h | map(fmt) | join(" | ")) + " |",
 	  "| sluice | " + ($s | map(fmt) | join(" | ")) + " |",
-	  "| sluice / HAProxy | " + ([range($k | length)] | map(($s[.] / $h[.]) | r2) | join(" | ")) + " |",
+	  "| sluice / \($name) | " + ([range($k | length)] | map(($s[.] / $h[.]) | r2) | join(" | ")) + " |",
 	  "",
-	  "Errors: \(map(.errors) | add). Per round, sluice / HAProxy conn/s: \([range(0; length; 2) as $i | .[$i + 1]["conn/s"] / .[$i]["conn/s"] | r2] | join(", "))."' \
-	--arg CONNS "$CONNS" "$tmp/rounds"
+	  "Errors: \(map(.errors) | add). Per round, sluice / \($name) conn/s: \([range(0; length; 2) as $i | .[$i + 1]["conn/s"] / .[$i]["conn/s"] | r2] | join(", "))."' \
+	--arg CONNS "$CONNS" --arg row "$peer_row" --arg name "$peer_name" "$tmp/rounds"
 if [ "$(jq -s 'map(.errors) | add' "$tmp/rounds")" != 0 ]; then die "the rounds had errors"; fi
 
 # System calls per connection, under perf stat.
@@ -187,19 +217,19 @@ count() {
 	done
 }
 log "counting system calls (perf stat), one run through each relay"
-count haproxy "$haproxy_pid" "${haproxy_args[@]}"
+count peer "$peer_pid" "${peer_args[@]}"
 count sluice "$sluice_pid" "${sluice_args[@]}"
 
 printf '\nSystem calls per connection (one more run each, counted with `perf stat -e '"'"'syscalls:sys_enter_*'"'"'`; %s and %s connections), those at 0.05 or more in a column:\n\n' \
-	"$(jq .conns "$tmp/haproxy.counted.json")" "$(jq .conns "$tmp/sluice.counted.json")"
-awk -F, -v hc="$(jq .conns "$tmp/haproxy.counted.json")" -v sc="$(jq .conns "$tmp/sluice.counted.json")" '
+	"$(jq .conns "$tmp/peer.counted.json")" "$(jq .conns "$tmp/sluice.counted.json")"
+awk -F, -v hc="$(jq .conns "$tmp/peer.counted.json")" -v sc="$(jq .conns "$tmp/sluice.counted.json")" -v name="$peer_name" '
 	FNR == 1 { f++ }
 	$1 ~ /^[0-9]+$/ && $3 ~ /^syscalls:sys_enter_/ {
 		n = substr($3, 20); names[n] = 1
 		v[f, n] = $1 / (f <= 2 ? hc : sc)
 	}
 	END {
-		print "| system call | HAProxy | sluice | echo behind HAProxy | echo behind sluice |"
+		print "| system call | " name " | sluice | echo behind " name " | echo behind sluice |"
 		print "| --- | ---: | ---: | ---: | ---: |"
 		sort = "sort -t\"|\" -k4,4 -gr"
 		for (n in names) {
@@ -212,4 +242,4 @@ awk -F, -v hc="$(jq .conns "$tmp/haproxy.counted.json")" -v sc="$(jq .conns "$tm
 		}
 		close(sort)
 		printf "| all | %.2f | %.2f | %.2f | %.2f |\n", t[1], t[3], t[2], t[4]
-	}' "$tmp/haproxy.relay.csv" "$tmp/haproxy.echo.csv" "$tmp/sluice.relay.csv" "$tmp/sluice.echo.csv"
+	}' "$tmp/peer.relay.csv" "$tmp/peer.echo.csv" "$tmp/sluice.relay.csv" "$tmp/sluice.echo.csv"
