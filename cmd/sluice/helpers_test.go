@@ -91,16 +91,24 @@ func nxdomainResolver(t *testing.T) *net.Resolver {
 // UDP socket served by serve until the test ends.
 func loopbackResolver(t *testing.T, serve func(net.PacketConn)) *net.Resolver {
 	t.Helper()
+	addr := dnsServer(t, serve)
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+// dnsServer serves DNS on a loopback UDP socket with serve until the test
+// ends, and returns its address.
+func dnsServer(t *testing.T, serve func(net.PacketConn)) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
 	go serve(pc)
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
-	}}
+	return pc.LocalAddr().String()
 }
 
 // serveNXDOMAIN answers each DNS query on pc with its header flipped to a

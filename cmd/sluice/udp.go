@@ -97,16 +97,40 @@ func drainControl(c *net.TCPConn, cancel context.CancelFunc, done chan<- struct{
 // maxCachedNames bounds the per-association cache of resolved names.
 const maxCachedNames = 256
 
+// unresolvedRetry is how long a name that did not resolve stays unresolved
+// in an association's cache before a datagram to it has it looked up again,
+// at the least: a failed lookup that took longer (a DNS server that times
+// out) waits three times as long as it took, so that a failing name holds
+// the association's datagrams (Decode waits for its lookups) for at most a
+// quarter of the time. A transient failure is not kept for the association's
+// life.
+const unresolvedRetry = 5 * time.Second
+
 // socksCodec is the RFC 1928 section 7 datagram header, for relay.Datagrams.
 // Decode runs in one goroutine only, so its cache needs no lock. Domain
-// destinations are resolved once and cached for the association's life.
+// destinations are resolved once and cached for the association's life; a
+// name that did not resolve is looked up again after unresolvedRetry.
 type socksCodec struct {
 	ctx      context.Context
 	resolver *net.Resolver
 	timeout  time.Duration
-	names    map[string]netip.Addr // an invalid Addr: the name did not resolve
-	rules    *policy               // nil: every destination
-	denied   int64                 // datagrams the rules refused
+	names    map[string]nameEntry
+	rules    *policy          // nil: every destination
+	denied   int64            // datagrams the rules refused
+	now      func() time.Time // nil: time.Now
+}
+
+// nameEntry is a name in an association's cache.
+type nameEntry struct {
+	ip    netip.Addr // invalid: the name did not resolve
+	retry time.Time  // when an unresolved name is looked up again
+}
+
+func (k *socksCodec) clock() time.Time {
+	if k.now != nil {
+		return k.now()
+	}
+	return time.Now()
 }
 
 // Decode parses the header of a client datagram.
@@ -124,10 +148,11 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 		}
 		return netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port), b[n:], relay.Relayed
 	}
-	ip, ok := k.names[string(h.Addr.Name)]
-	if !ok {
-		ip = k.resolve(string(h.Addr.Name))
+	e, ok := k.names[string(h.Addr.Name)]
+	if !ok || (!e.ip.IsValid() && !k.clock().Before(e.retry)) {
+		e.ip = k.resolve(string(h.Addr.Name))
 	}
+	ip := e.ip
 	if !ip.IsValid() {
 		return netip.AddrPort{}, nil, relay.DropUnresolved
 	}
@@ -139,7 +164,8 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 }
 
 // resolve looks name up, preferring IPv4, and caches the answer (a failure
-// too) while the cache has room.
+// too, until its retry time) while the cache has room; a name already in
+// the cache keeps its place.
 func (k *socksCodec) resolve(name string) netip.Addr {
 	timeout := k.timeout
 	if timeout <= 0 {
@@ -152,6 +178,7 @@ func (k *socksCodec) resolve(name string) netip.Addr {
 		r = net.DefaultResolver
 	}
 	var ip netip.Addr
+	start := k.clock()
 	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil && len(ips) > 0 {
 		ip = ips[0].Unmap()
 		for _, a := range ips {
@@ -161,11 +188,16 @@ func (k *socksCodec) resolve(name string) netip.Addr {
 			}
 		}
 	}
-	if k.names == nil {
-		k.names = make(map[string]netip.Addr)
+	e := nameEntry{ip: ip}
+	if !ip.IsValid() {
+		now := k.clock()
+		e.retry = now.Add(max(unresolvedRetry, 3*now.Sub(start)))
 	}
-	if len(k.names) < maxCachedNames {
-		k.names[name] = ip
+	if k.names == nil {
+		k.names = make(map[string]nameEntry)
+	}
+	if _, held := k.names[name]; held || len(k.names) < maxCachedNames {
+		k.names[name] = e
 	}
 	return ip
 }

@@ -2,16 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"sluice/handshake"
+	"sluice/relay"
 )
 
 // udpEcho starts a UDP echo server on addr and counts what it receives.
@@ -221,4 +224,93 @@ func TestUDPFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUDPNameRetry checks an association's name cache: a name that did not
+// resolve is looked up again once its retry time has come, not before (5 s
+// after a quick failure, three times the lookup's time after a slow one),
+// and a name that resolved stays cached.
+func TestUDPNameRetry(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		now     = time.Unix(1_000_000, 0)
+		slow    time.Duration // the fake clock moves this much per DNS query while failing
+		failing = true
+		queries int
+	)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+	}
+	nx := dnsServer(t, serveNXDOMAIN)
+	ok := dnsServer(t, func(pc net.PacketConn) { serveFixed(pc, [4]byte{127, 0, 0, 9}, nil) })
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		mu.Lock()
+		queries++
+		to := ok
+		if failing {
+			to = nx
+			now = now.Add(slow)
+		}
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", to)
+	}}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return queries
+	}
+	k := &socksCodec{ctx: context.Background(), resolver: r, timeout: 5 * time.Second, now: clock}
+	dgram := append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{
+		Addr: handshake.Addr{Type: handshake.AddrDomain, Name: []byte("svc.example"), Port: 53}}), "payload"...)
+	decode := func(wantLookup bool, want relay.Drop) {
+		t.Helper()
+		before := count()
+		to, rest, drop := k.Decode(dgram)
+		if looked := count() > before; looked != wantLookup {
+			t.Fatalf("looked the name up: %v, want %v", looked, wantLookup)
+		}
+		if drop != want {
+			t.Fatalf("drop %v, want %v", drop, want)
+		}
+		if want == relay.Relayed && (to != netip.MustParseAddrPort("127.0.0.9:53") || string(rest) != "payload") {
+			t.Fatalf("relayed to %v with %q, want 127.0.0.9:53 with %q", to, rest, "payload")
+		}
+	}
+
+	// A quick failure is kept for unresolvedRetry.
+	decode(true, relay.DropUnresolved)
+	decode(false, relay.DropUnresolved)
+	advance(unresolvedRetry - time.Nanosecond)
+	decode(false, relay.DropUnresolved)
+	advance(time.Nanosecond)
+	decode(true, relay.DropUnresolved)
+
+	// A slow failure is kept three times as long as its lookup took.
+	advance(unresolvedRetry)
+	mu.Lock()
+	slow = 2 * time.Second
+	mu.Unlock()
+	before := count()
+	decode(true, relay.DropUnresolved)
+	took := time.Duration(count()-before) * 2 * time.Second
+	advance(3*took - time.Nanosecond)
+	decode(false, relay.DropUnresolved)
+	advance(time.Nanosecond)
+
+	// Once it resolves, it stays: no lookup for the association's life.
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	decode(true, relay.Relayed)
+	advance(time.Hour)
+	decode(false, relay.Relayed)
 }
