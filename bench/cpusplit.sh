@@ -23,7 +23,9 @@
 #        SYSCALLS=auto   1: count them or fail; 0: leave them out
 #        SETTLE=1   0: do not wait for TIME_WAITs to drain before a run (a
 #                   smoke test; the rates then meet ports still held)
-#        RELAY_CPUS=, LOAD_CPUS=   taskset lists, as in peers.sh
+#        RELAY_CPUS=, LOAD_CPUS=   taskset lists, as in peers.sh (no
+#                   RELAY_QUOTA: both relays stay up, and a cgroup would cap
+#                   them together)
 #        SLUICE_FLAGS=   more flags for sluice (it runs with --access-log=false)
 #        PORT_BASE=17600  BIN=  (prebuilt binaries, bench/prebuild.sh)
 # Writes Markdown to stdout. Everything listens on 127.0.0.1, and every
@@ -34,10 +36,13 @@ cd "$(dirname "$0")/.."
 PEER=${PEER:-haproxy} ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4} CONNS=${CONNS:-64} SYSCALLS=${SYSCALLS:-auto} SETTLE=${SETTLE:-1}
 PORT_BASE=${PORT_BASE:-17600} SLUICE_FLAGS=${SLUICE_FLAGS:-}
 RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-}
-RELAY_QUOTA="" # both relays stay up: a shared cgroup would cap them together
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+
+# Both relays stay up, so one cgroup would cap them together.
+[ -z "${RELAY_QUOTA:-}" ] || die "RELAY_QUOTA is not supported here (both relays stay up, and one cgroup would cap them together); use RELAY_CPUS and LOAD_CPUS"
+RELAY_QUOTA=""
 
 need jq jq
 place_relay_and_load
