@@ -204,8 +204,10 @@ count() {
 		perf stat -D -1 --control "fifo:$tmp/$name.$who.ctl,$tmp/$name.$who.ack" -e 'syscalls:sys_enter_*' \
 			-p "$p" -x, -o "$tmp/$name.$who.csv" >"$tmp/$name.$who.perflog" 2>&1 &
 		perfs+=($!)
+		pids+=($!) # stopped on exit should the script stop before its counts are in
 	done
-	exec 7>"$tmp/$name.relay.ctl" 8<"$tmp/$name.relay.ack" 5>"$tmp/$name.echo.ctl" 6<"$tmp/$name.echo.ack"
+	# Opened read-write, so that no open waits for perf, should it never come.
+	exec 7<>"$tmp/$name.relay.ctl" 8<>"$tmp/$name.relay.ack" 5<>"$tmp/$name.echo.ctl" 6<>"$tmp/$name.echo.ack"
 	{ echo enable >&7 && read -r -t 60 _ <&8; } || die "perf stat did not start (see $tmp/$name.relay.perflog)"
 	{ echo enable >&5 && read -r -t 60 _ <&6; } || die "perf stat did not start (see $tmp/$name.echo.perflog)"
 	rr "$name.counted" "$pid" "$@"
@@ -215,7 +217,10 @@ count() {
 	# perf stat prints its counts on SIGINT; closing hundreds of tracepoint
 	# events takes it a few seconds.
 	for i in "${perfs[@]}"; do kill -INT "$i"; done
-	for i in "${perfs[@]}"; do wait "$i" || true; done # its status after SIGINT says nothing
+	for i in "${perfs[@]}"; do
+		wait "$i" || true # its status after SIGINT says nothing
+		forget "$i"
+	done
 	for who in relay echo; do
 		grep -q ',syscalls:sys_enter_' "$tmp/$name.$who.csv" 2>/dev/null ||
 			die "perf stat counted nothing for the $who of $name: $(cat "$tmp/$name.$who.perflog")"
