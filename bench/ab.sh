@@ -84,7 +84,7 @@ for r in $(seq "$ROUNDS"); do
 	echo "round $r: A $(cat "$tmp/a.fig")"
 	echo "round $r: B $(cat "$tmp/b.fig")"
 done
-jq -rs 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+jq -rs "$jq_median"'
 	def r2: . * 1000 | round / 1000;
 	(.[0] | keys_unsorted) as $keys
 	| $keys[] as $k | [.[][$k]] as $v

@@ -110,11 +110,11 @@ out_segs() {
 	awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
 }
 
-# rr NAME PID ARGS...: one run of sluice-bench rr with ARGS, its JSON in $tmp/NAME.json.
+# rr NAME ARGS...: one run of sluice-bench rr with ARGS, its JSON in $tmp/NAME.json.
 rr() {
-	local name=$1 pid=$2
-	shift 2
-	"${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --pid "$pid" --json "$@" >"$tmp/$name.json" ||
+	local name=$1
+	shift
+	"${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --json "$@" >"$tmp/$name.json" ||
 		die "$name: sluice-bench rr failed: $(cat "$tmp/$name.json")"
 }
 
@@ -127,7 +127,7 @@ round() {
 	read -r ru rs < <(ticks "$pid")
 	read -r eu es < <(ticks "$echo_pid")
 	s0=$(out_segs)
-	rr "$name" "$pid" "$@"
+	rr "$name" "$@"
 	s1=$(out_segs)
 	local -a d
 	read -r -a d < <(paste -d' ' <(ticks "$pid") <(ticks "$echo_pid"))
@@ -159,7 +159,7 @@ The relay's and the echo target's user and system time are from /proc/PID/stat, 
 connection, both of its TCP connections and both directions (OutSegs, /proc/net/snmp).
 
 EOF
-jq -rs 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+jq -rs "$jq_median"'
 	def fixed(d): (pow(10; d)) as $p | (. * $p | round) as $x
 		| "\($x / $p | floor)" + (if d > 0 then "." + ("\($x % $p + $p)" | .[1:]) else "" end);
 	def fmt: if . >= 100 then fixed(0) else fixed(1) end;
@@ -210,7 +210,7 @@ count() {
 	exec 7<>"$tmp/$name.relay.ctl" 8<>"$tmp/$name.relay.ack" 5<>"$tmp/$name.echo.ctl" 6<>"$tmp/$name.echo.ack"
 	{ echo enable >&7 && read -r -t 60 _ <&8; } || die "perf stat did not start (see $tmp/$name.relay.perflog)"
 	{ echo enable >&5 && read -r -t 60 _ <&6; } || die "perf stat did not start (see $tmp/$name.echo.perflog)"
-	rr "$name.counted" "$pid" "$@"
+	rr "$name.counted" "$@"
 	echo disable >&7 && read -r -t 60 _ <&8
 	echo disable >&5 && read -r -t 60 _ <&6
 	exec 7>&- 8<&- 5>&- 6<&-

@@ -248,6 +248,13 @@ await_time_wait() {
 	log "still $n sockets in TIME_WAIT after 70 s"
 }
 
+# jq_median: the median of an array of numbers (null for none), for the
+# scripts' jq programs to start with.
+# shellcheck disable=SC2034 # read by the sourcing scripts
+jq_median='def median: sort | if length == 0 then null
+	elif length % 2 == 1 then .[length / 2 | floor]
+	else (.[length / 2 - 1] + .[length / 2]) / 2 end;'
+
 # spread_sources N: set the array spread_from to rr's --source for N
 # loopback sources; empty for N=1, which leaves the source to the kernel.
 # shellcheck disable=SC2034 # spread_from is read by the sourcing script

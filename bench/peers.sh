@@ -273,10 +273,7 @@ figures='[
  ["rr64",       ["machine_cpu", "per_1k_conns"], "machine CPU s per 1,000 connections", true]
 ]'
 
-jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figures "$figures" '
-	def median: sort | if length == 0 then null
-		elif length % 2 == 1 then .[length / 2 | floor]
-		else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figures "$figures" "$jq_median"'
 	. as $runs
 	| {machine: $machine, settings: $settings, runs: $runs,
 	   medians: [$figures[] as $f | {workload: $f[0], path: $f[1], label: $f[2], lower_is_better: $f[3],
