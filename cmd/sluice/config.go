@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +24,8 @@ import (
 // config is everything the flags say. Libraries get their part as option
 // structs; nothing below cmd reads flags.
 type config struct {
-	// resolver, when set (tests only), resolves upstream names instead of
-	// the system's resolver.
+	// resolver, when set (tests only), resolves upstream names and --listen
+	// host names instead of the system's resolver.
 	resolver *net.Resolver
 	// noWaiter (tests only) starts the server as when its waiter could not
 	// be made: bare clients that must wait do so in package os's poller.
@@ -245,10 +248,71 @@ func checkOpenRelay(cfg *config) error {
 	}
 	for _, a := range cfg.listen {
 		if !isLoopback(a) {
-			return fmt.Errorf("--listen %s is not a loopback address: refusing to run an open relay; add --users FILE, or --allow-open-relay if you mean it", a)
+			return openRelayError(a, "")
 		}
 	}
 	return nil
+}
+
+func openRelayError(given, resolved string) error {
+	if resolved != "" {
+		given += " (" + resolved + ")"
+	}
+	return fmt.Errorf("--listen %s is not a loopback address: refusing to run an open relay; add --users FILE, or --allow-open-relay if you mean it", given)
+}
+
+// listenAddr is one --listen address and what it listens on.
+type listenAddr struct {
+	given string
+	addrs []string // given itself, or for a host name one host:port per address
+}
+
+// named reports whether la.given is a host name.
+func (la listenAddr) named() bool {
+	return len(la.addrs) != 1 || la.addrs[0] != la.given
+}
+
+// planListen resolves each --listen address that names a host to all of
+// its addresses, once, and refuses an open relay on what they resolved to,
+// so that the check and the bind see the same addresses. An IP literal or an
+// empty host (":1080", every address) stands for itself. A host name listens
+// on every address it has, so that "localhost:1080" serves both 127.0.0.1
+// and ::1 where the hosts file lists both: a client that tries only the
+// first address of the name finds sluice whichever family it prefers.
+func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
+	r := cmp.Or(cfg.resolver, net.DefaultResolver)
+	open := cfg.usersFile != "" || cfg.allowOpenRelay
+	plan := make([]listenAddr, 0, len(cfg.listen))
+	for _, given := range cfg.listen {
+		la := listenAddr{given: given, addrs: []string{given}}
+		host, port, err := net.SplitHostPort(given)
+		if _, perr := netip.ParseAddr(host); err == nil && host != "" && perr != nil {
+			ips, err := r.LookupNetIP(ctx, "ip", host)
+			if err == nil && len(ips) == 0 {
+				err = errors.New("no address")
+			}
+			if err != nil {
+				return nil, fmt.Errorf("--listen %s: %w", given, err)
+			}
+			la.addrs = la.addrs[:0]
+			for _, ip := range ips {
+				a := net.JoinHostPort(ip.Unmap().String(), port)
+				if !slices.Contains(la.addrs, a) {
+					la.addrs = append(la.addrs, a)
+				}
+			}
+		}
+		for _, a := range la.addrs {
+			if !open && !isLoopback(a) {
+				if la.named() {
+					return nil, openRelayError(given, a)
+				}
+				return nil, openRelayError(given, "")
+			}
+		}
+		plan = append(plan, la)
+	}
+	return plan, nil
 }
 
 // isLoopback reports whether every address hostport can bind is a loopback

@@ -146,7 +146,8 @@ type instance struct {
 // start checks the configuration, opens every listener and starts one accept
 // loop per listener. It logs one line per listen address.
 func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error) {
-	if err := checkOpenRelay(cfg); err != nil {
+	plan, err := planListen(ctx, cfg)
+	if err != nil {
 		return nil, err
 	}
 	lv, warn, err := buildLive(cfg)
@@ -163,12 +164,40 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inst := &instance{cancel: cancel, srv: newServer(cfg, &topts, relayOptions(cfg, &topts, log), log)}
 	inst.srv.live.Store(lv)
-	for _, addr := range cfg.listen {
-		ls, err := topts.Listen(ctx, addr)
-		if err != nil {
+	for _, la := range plan {
+		if err := inst.listen(ctx, &topts, la, lv, log); err != nil {
 			inst.shutdown(0)
-			return nil, fmt.Errorf("--listen %s: %w", addr, err)
+			return nil, err
 		}
+	}
+	inst.startAccepting(sctx, cfg.pin, log)
+	return inst, nil
+}
+
+// listen opens the listeners of one --listen address: of each of its
+// addresses, for a host name, all on the port the first one got (so that
+// port 0 means one port). An address of a name that this host cannot bind
+// (EADDRNOTAVAIL: IPv6 turned off, say, with ::1 still in /etc/hosts;
+// EAFNOSUPPORT) is skipped with a warning, as long as another one binds;
+// any other error, EADDRINUSE included, stops the start.
+func (inst *instance) listen(ctx context.Context, topts *tune.Options, la listenAddr, lv *live, log *slog.Logger) error {
+	port := ""
+	var skipped error
+	for _, a := range la.addrs {
+		if port != "" {
+			host, _, _ := net.SplitHostPort(a)
+			a = net.JoinHostPort(host, port)
+		}
+		ls, err := topts.Listen(ctx, a)
+		if err != nil {
+			if la.named() && (errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)) {
+				log.Warn("--listen: an address of the name cannot be bound on this host; skipped", "listen", la.given, "addr", a, "err", err)
+				skipped = err
+				continue
+			}
+			return fmt.Errorf("--listen %s: %w", la.given, err)
+		}
+		_, port, _ = net.SplitHostPort(ls[0].Addr().String())
 		inst.listeners = append(inst.listeners, ls...)
 		for _, l := range ls {
 			var f *os.File
@@ -179,8 +208,10 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		}
 		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
 	}
-	inst.startAccepting(sctx, cfg.pin, log)
-	return inst, nil
+	if port == "" {
+		return fmt.Errorf("--listen %s: no address of the name can be bound: %w", la.given, skipped)
+	}
+	return nil
 }
 
 // relayOptions are cfg's relay options as this process runs them: its
