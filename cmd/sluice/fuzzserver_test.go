@@ -34,12 +34,8 @@ cidr = ["127.0.0.0/8", "::1/128"]
 // configured before any accept loop runs. Names never reach a DNS server
 // (every lookup fails, /etc/hosts still answers), and the rules refuse
 // anything but loopback, so no input makes a test talk to the network.
-func startFuzzSluice(f *testing.F, args ...string) string {
+func startFuzzSluice(f *testing.F, rules string, args ...string) string {
 	f.Helper()
-	rules := f.TempDir() + "/rules.toml"
-	if err := os.WriteFile(rules, []byte(loopbackOnly), 0o600); err != nil {
-		f.Fatal(err)
-	}
 	args = append([]string{"--config", rules, "--listeners", "1", "--listen", "127.0.0.1:0"}, args...)
 	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
@@ -69,11 +65,23 @@ func startFuzzSluice(f *testing.F, args ...string) string {
 func FuzzServer(f *testing.F) {
 	echo := startEcho(f)
 	common := []string{"--handshake-timeout", "250ms", "--dial-timeout", "1s", "--bind=false", "--udp-idle-timeout", "1s"}
-	users := f.TempDir() + "/users"
-	if err := os.WriteFile(users, []byte("alice:s3cret\n"), 0o600); err != nil {
+	// The rules and users files are read at start only, and go right
+	// after: a fuzzing worker is killed when fuzzing ends, before any
+	// cleanup of F's (f.TempDir's directories stayed behind, one per
+	// worker and run).
+	dir, err := os.MkdirTemp("", "sluice-fuzz")
+	if err != nil {
 		f.Fatal(err)
 	}
-	servers := [2]string{startFuzzSluice(f, common...), startFuzzSluice(f, append(common, "--users", users)...)}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	rules, users := dir+"/rules.toml", dir+"/users"
+	if err := errors.Join(os.WriteFile(rules, []byte(loopbackOnly), 0o600), os.WriteFile(users, []byte("alice:s3cret\n"), 0o600)); err != nil {
+		f.Fatal(err)
+	}
+	servers := [2]string{startFuzzSluice(f, rules, common...), startFuzzSluice(f, rules, append(common, "--users", users)...)}
+	if err := os.RemoveAll(dir); err != nil {
+		f.Fatal(err)
+	}
 	// The guard against the network: a non-loopback CONNECT gets 0x02
 	// (not allowed) without a dial.
 	if c, err := net.Dial("tcp", servers[0]); err != nil {
