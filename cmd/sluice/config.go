@@ -102,7 +102,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	var listen listFlag
 	fs.StringVar(&cfg.configFile, "config", "", "read settings from this TOML `file` first; flags given too override it")
 	fs.BoolVar(&cfg.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
-	fs.Var(&listen, "listen", "`address` to serve SOCKS5 on; repeatable (default "+defaultListen+")")
+	fs.Var(&listen, "listen", "`address` to serve SOCKS5 on, host:port; a host name serves on each of its addresses; repeatable (default "+defaultListen+")")
 	fs.StringVar(&cfg.usersFile, "users", "", "`file` of name:password lines; makes RFC 1929 username/password mandatory")
 	fs.BoolVar(&cfg.allowOpenRelay, "allow-open-relay", false, "allow listening on a non-loopback address without --users")
 	fs.DurationVar(&cfg.handshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not completed the SOCKS handshake in this `duration`")
