@@ -243,15 +243,28 @@ func (cfg *config) check() error {
 // checkOpenRelay refuses a listener reachable from other hosts unless clients
 // must authenticate or the operator explicitly allowed it.
 func checkOpenRelay(cfg *config) error {
+	return refuseOpenRelay(cfg, cfg.listen)
+}
+
+// refuseOpenRelay is checkOpenRelay on addrs, host:port each.
+func refuseOpenRelay(cfg *config, addrs []string) error {
 	if cfg.usersFile != "" || cfg.allowOpenRelay {
 		return nil
 	}
-	for _, a := range cfg.listen {
+	for _, a := range addrs {
 		if !isLoopback(a) {
 			return openRelayError(a, "")
 		}
 	}
 	return nil
+}
+
+// checkOpenRelay is checkOpenRelay for a reload to cfg: the listeners stay
+// as they are until a restart, so what counts is the addresses they are
+// bound to, not what their host names resolve to now (a DNS server down at
+// the reload would otherwise fail it).
+func (inst *instance) checkOpenRelay(cfg *config) error {
+	return refuseOpenRelay(cfg, inst.addrs())
 }
 
 func openRelayError(given, resolved string) error {

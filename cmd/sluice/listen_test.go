@@ -127,3 +127,55 @@ func TestListenNamePortTaken(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestListenNameReload: a reload checks the addresses the listeners are
+// bound to for an open relay, without resolving their host names again
+// (here the name is known to the test's resolver only, so resolving it
+// again would fail the reload).
+func TestListenNameReload(t *testing.T) {
+	var log syncBuffer
+	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
+	args := []string{"--listeners", "1", "--listen", "relay.test:0", "--handshake-timeout", "3s"}
+	cfg, err := parseFlags(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.resolver = r
+	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	args[len(args)-1] = "4s"
+	if got := inst.reload(args, cfg, nil); got == cfg || got.handshakeTimeout != 4*time.Second ||
+		!strings.Contains(log.String(), "configuration reloaded") {
+		t.Fatalf("reload kept the old configuration:\n%s", log.String())
+	}
+}
+
+// TestRefuseOpenRelay: the check a reload makes on the running listeners'
+// addresses refuses a non-loopback one unless --users or
+// --allow-open-relay is given.
+func TestRefuseOpenRelay(t *testing.T) {
+	bound := []string{"127.0.0.1:1080", "[::1]:1080", "0.0.0.0:1080"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--listen 0.0.0.0:1080 is not a loopback address"},
+		{[]string{"--allow-open-relay"}, ""},
+		{[]string{"--users", writeConfig(t, "alice:s3cret\n")}, ""},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = refuseOpenRelay(cfg, bound)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+		if err := refuseOpenRelay(cfg, bound[:2]); err != nil {
+			t.Errorf("%q, loopback only: %v", tc.args, err)
+		}
+	}
+}

@@ -85,7 +85,7 @@ func (inst *instance) reload(args []string, old *config, level *slog.LevelVar) *
 	log := inst.srv.log
 	cfg, err := parseFlags(args, io.Discard)
 	if err == nil {
-		err = checkOpenRelay(cfg)
+		err = inst.checkOpenRelay(cfg)
 	}
 	var lv *live
 	var warn string
