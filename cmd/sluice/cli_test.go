@@ -52,6 +52,7 @@ func TestStartupErrors(t *testing.T) {
 		{"size-overflow", []string{"--notsent-lowat", "9999999999999G"}, 2, []string{"--notsent-lowat", "size in bytes"}},
 		{"bad-log-format", []string{"--log-format", "xml"}, 2, []string{"--log-format"}},
 		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
+		{"workers-port-0", []string{"--workers", "2", "--listen", "127.0.0.1:0"}, 2, []string{"--listen 127.0.0.1:0 with --workers", "give a port"}},
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
 		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},

@@ -121,7 +121,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.netSockets, "net-sockets", false, "accept and dial through Go's net package instead of bare sockets handed to the relay's event loops (for comparison)")
 	fs.IntVar(&cfg.tune.Listeners, "listeners", 0, "SO_REUSEPORT listening sockets per --listen address, each with its own accept loop; 0 = one per usable CPU")
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
-	fs.IntVar(&cfg.workers, "workers", 0, "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners; 0 = one process")
+	fs.IntVar(&cfg.workers, "workers", 0, "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners (every --listen needs a port, not 0); 0 = one process")
 	fs.IntVar(&cfg.tune.Backlog, "backlog", 0, "listen backlog; 0 = the kernel's somaxconn")
 	fs.IntVar(&cfg.tune.FastOpenQueue, "fastopen", 0, "TCP_FASTOPEN queue `length` on listeners; 0 = off")
 	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
@@ -233,8 +233,12 @@ func (cfg *config) check() error {
 		}
 	}
 	for _, a := range cfg.listen {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
 			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
+		}
+		if cfg.workers > 0 && (port == "" || port == "0") {
+			return fmt.Errorf("--listen %s with --workers: each worker would listen on a port of its own; give a port", a)
 		}
 	}
 	return nil
