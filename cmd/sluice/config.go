@@ -252,15 +252,25 @@ func checkOpenRelay(cfg *config) error {
 
 // refuseOpenRelay is checkOpenRelay on addrs, host:port each.
 func refuseOpenRelay(cfg *config, addrs []string) error {
+	if a := openAddr(cfg, addrs); a != "" {
+		return openRelayError(a, "")
+	}
+	return nil
+}
+
+// openAddr returns the first of addrs that would serve an open relay under
+// cfg: not a loopback address, with neither --users nor --allow-open-relay.
+// "" when there is none.
+func openAddr(cfg *config, addrs []string) string {
 	if cfg.usersFile != "" || cfg.allowOpenRelay {
-		return nil
+		return ""
 	}
 	for _, a := range addrs {
 		if !isLoopback(a) {
-			return openRelayError(a, "")
+			return a
 		}
 	}
-	return nil
+	return ""
 }
 
 // checkOpenRelay is checkOpenRelay for a reload to cfg: the listeners stay
@@ -298,7 +308,6 @@ func (la listenAddr) named() bool {
 // first address of the name finds sluice whichever family it prefers.
 func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 	r := cmp.Or(cfg.resolver, net.DefaultResolver)
-	open := cfg.usersFile != "" || cfg.allowOpenRelay
 	plan := make([]listenAddr, 0, len(cfg.listen))
 	for _, given := range cfg.listen {
 		la := listenAddr{given: given, addrs: []string{given}}
@@ -319,13 +328,11 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 				}
 			}
 		}
-		for _, a := range la.addrs {
-			if !open && !isLoopback(a) {
-				if la.named() {
-					return nil, openRelayError(given, a)
-				}
-				return nil, openRelayError(given, "")
+		if a := openAddr(cfg, la.addrs); a != "" {
+			if !la.named() {
+				a = "" // given is the address
 			}
+			return nil, openRelayError(given, a)
 		}
 		plan = append(plan, la)
 	}

@@ -15,8 +15,8 @@ import (
 )
 
 // startNamed starts sluice with args, --listen names resolved by r, and
-// its log in buf.
-func startNamed(t *testing.T, r *net.Resolver, buf *syncBuffer, args ...string) (*instance, error) {
+// its log in buf. It returns the configuration it started with too.
+func startNamed(t *testing.T, r *net.Resolver, buf *syncBuffer, args ...string) (*instance, *config, error) {
 	t.Helper()
 	cfg, err := parseFlags(append([]string{"--listeners", "1"}, args...), io.Discard)
 	if err != nil {
@@ -27,7 +27,7 @@ func startNamed(t *testing.T, r *net.Resolver, buf *syncBuffer, args ...string) 
 	if err == nil {
 		t.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	}
-	return inst, err
+	return inst, cfg, err
 }
 
 // TestListenName: a --listen host name that resolves to 127.0.0.1 and ::1
@@ -37,7 +37,7 @@ func TestListenName(t *testing.T) {
 	echo := echoServer(t, "tcp", "127.0.0.1:0")
 	var log syncBuffer
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
-	inst, err := startNamed(t, r, &log, "--listen", "relay.test:0")
+	inst, _, err := startNamed(t, r, &log, "--listen", "relay.test:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestListenName(t *testing.T) {
 func TestListenNameOpenRelay(t *testing.T) {
 	var log syncBuffer
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("2001:db8::1"))
-	_, err := startNamed(t, r, &log, "--listen", "relay.test:1080")
+	_, _, err := startNamed(t, r, &log, "--listen", "relay.test:1080")
 	if err == nil || !strings.Contains(err.Error(), "--listen relay.test:1080 ([2001:db8::1]:1080) is not a loopback address") {
 		t.Fatalf("start: %v, want the open relay refused naming [2001:db8::1]:1080", err)
 	}
@@ -83,7 +83,7 @@ func TestListenNameOpenRelay(t *testing.T) {
 func TestListenNameSkipsMissing(t *testing.T) {
 	var log syncBuffer
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("2001:db8::1"))
-	inst, err := startNamed(t, r, &log, "--listen", "relay.test:0", "--allow-open-relay")
+	inst, _, err := startNamed(t, r, &log, "--listen", "relay.test:0", "--allow-open-relay")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestListenNameSkipsMissing(t *testing.T) {
 	}
 
 	r = dualResolver(t, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1"))
-	if _, err := startNamed(t, r, &log, "--listen", "relay.test:0", "--allow-open-relay"); err == nil ||
+	if _, _, err := startNamed(t, r, &log, "--listen", "relay.test:0", "--allow-open-relay"); err == nil ||
 		!strings.Contains(err.Error(), "--listen relay.test:0: no address of the name can be bound") {
 		t.Errorf("start with no address of the host: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestListenNamePortTaken(t *testing.T) {
 	var log syncBuffer
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
 	given := "relay.test:" + strconv.Itoa(int(port))
-	if _, err := startNamed(t, r, &log, "--listen", given); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	if _, _, err := startNamed(t, r, &log, "--listen", given); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("start: %v, want address already in use", err)
 	}
 	v6 := netip.AddrPortFrom(netip.IPv6Loopback(), port).String()
@@ -136,16 +136,10 @@ func TestListenNameReload(t *testing.T) {
 	var log syncBuffer
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
 	args := []string{"--listeners", "1", "--listen", "relay.test:0", "--handshake-timeout", "3s"}
-	cfg, err := parseFlags(args, io.Discard)
+	inst, cfg, err := startNamed(t, r, &log, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.resolver = r
-	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
 	args[len(args)-1] = "4s"
 	if got := inst.reload(args, cfg, nil); got == cfg || got.handshakeTimeout != 4*time.Second ||
 		!strings.Contains(log.String(), "configuration reloaded") {
