@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -201,5 +202,43 @@ func TestAccessLog(t *testing.T) {
 	waitFor(10*time.Second, func() bool { return quietInst.srv.limits.active.Load() == 0 }) // its session ended
 	if strings.Contains(off.String(), "msg=session") {
 		t.Errorf("--access-log=false logged a session: %s", off.String())
+	}
+}
+
+// TestPipelinedBytesCounted: bytes a client sends in the same write as its
+// request reach the target ahead of the relay and count in the session's
+// up_bytes all the same, on the bare-socket path and through package net.
+// Before, the 3 pipelined bytes went uncounted: up_bytes=2.
+func TestPipelinedBytesCounted(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
+	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var log syncBuffer
+			addr, inst := startSluiceLog(t, &log, flags...)
+			c := dialSluice(t, addr)
+			req := append([]byte{5, 1, 0, 5, 1, 0, 1}, target.IP.To4()...)
+			req = binary.BigEndian.AppendUint16(req, uint16(target.Port))
+			mustWrite(t, c, append(req, "abc"...))
+			expect(t, c, []byte{5, 0})
+			if rep, _ := readReply(t, c); rep != 0 {
+				t.Fatalf("REP %#02x", rep)
+			}
+			expect(t, c, []byte("abc"))
+			mustWrite(t, c, []byte("de"))
+			expect(t, c, []byte("de"))
+			c.Close()
+			if !waitFor(10*time.Second, func() bool {
+				return inst.srv.limits.active.Load() == 0 && strings.Contains(log.String(), "msg=session")
+			}) {
+				t.Fatalf("session did not end; log:\n%s", log.String())
+			}
+			for _, w := range []string{"up_bytes=5 ", "down_bytes=5 "} {
+				if !strings.Contains(log.String(), w) {
+					t.Errorf("access line lacks %q:\n%s", w, log.String())
+				}
+			}
+		})
 	}
 }

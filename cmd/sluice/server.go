@@ -194,6 +194,7 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 		if _, err = up.Write(req.Rest); err != nil {
 			err = errReplied{err} // the success reply is out: no other reply now
 		}
+		rs.ahead = len(req.Rest)
 	}
 	b.Release() // req aliases b: not used past here
 	if err != nil {
@@ -227,6 +228,7 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
 	if err == nil && len(req.Rest) > 0 {
 		err = writeFd(fd, req.Rest)
+		rs.ahead = len(req.Rest)
 	}
 	b.Release() // req aliases b: not used past here
 	if err != nil {
@@ -350,6 +352,7 @@ type relaySession struct {
 	ip       netip.Addr
 	perIP    bool
 	userHeld bool // a --max-sessions-per-user slot of user is held
+	ahead    int  // bytes the client pipelined behind its request, written upstream before the relay started
 	user     string
 	cmd      int
 	target   dest
@@ -364,6 +367,7 @@ type relaySession struct {
 // relay's event loop, and nothing in it blocks.
 func (s *server) relayed(rs *relaySession, st relay.Stats, err error) {
 	defer s.endSession(rs)
+	st.ClientToUpstream += int64(rs.ahead) // the client's bytes, though not the relay's
 	s.metrics.relayed(st, s.forceCopy)
 	s.metrics.end(rs.cmd, int(handshake.Succeeded))
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), st.ClientToUpstream, st.UpstreamToClient, rs.start, err)
