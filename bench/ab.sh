@@ -21,7 +21,9 @@
 #        PORT_BASE=17400  BIN=  (prebuilt sluice-bench, bench/prebuild.sh)
 #        TARGET_HOST=127.0.0.1   how the load names the target: "localhost"
 #                      sends a domain name, resolved by the relay
-# Both builds run with --access-log=false, as in peers.sh. Everything listens
+# Both builds run with --access-log=false, as in peers.sh, unless their own
+# flags say otherwise ("./sluice --access-log", its lines going to a file in
+# the run's temporary directory, as the relay's stderr). Everything listens
 # on 127.0.0.1 and every process it starts is stopped on exit.
 set -euo pipefail
 
@@ -58,7 +60,7 @@ wait_port "$TARGET_PORT" target
 measure() {
 	local name=$1
 	shift
-	start "$name" "${relay_on[@]+"${relay_on[@]}"}" "$@" --listen "127.0.0.1:$PROXY_PORT" --access-log=false
+	start "$name" "${relay_on[@]+"${relay_on[@]}"}" "$1" --access-log=false "${@:2}" --listen "127.0.0.1:$PROXY_PORT"
 	local pid=$started_pid
 	wait_port "$PROXY_PORT" "$name"
 	local args

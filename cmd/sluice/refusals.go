@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -55,14 +54,8 @@ func (r *refusals) write() {
 		if n := r.dropped.Swap(0); n > 0 {
 			r.log.Warn("refused clients not logged: the log fell behind", "count", n)
 		}
-		logRefused(r.log, x.client, x.why)
+		logRefused(r.log, x.client, x.why, false)
 	}
-}
-
-// logRefused writes the access log line of a client refused for why.
-func logRefused(log *slog.Logger, client netip.AddrPort, why refusal) {
-	log.LogAttrs(context.Background(), slog.LevelInfo, "refused", slog.String("client", peerString(client)),
-		slog.String("reason", why.String()))
 }
 
 // close stops the writer once it has written what is queued. No add may

@@ -81,7 +81,7 @@ func (s *server) refuse(c *client, lv *live, r refusal) {
 	case s.logBlocks:
 		s.refusals.add(c.peer, r)
 	default:
-		logRefused(s.log, c.peer, r)
+		logRefused(s.log, c.peer, r, true)
 	}
 	c.Close()
 }
@@ -405,14 +405,7 @@ func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPCo
 		return
 	}
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))
-	if lv.accessLog {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "session", slog.String("client", c.addr()),
-			slog.String("user", user), slog.String("cmd", "udp_associate"), slog.String("target", target.String()),
-			slog.String("reply", "succeeded"), slog.Int64("up_bytes", st.FromClientBytes), slog.Int64("down_bytes", st.ToClientBytes),
-			slog.Int64("datagrams_up", st.FromClient), slog.Int64("datagrams_down", st.ToClient),
-			slog.Int64("dropped", sumDrops(st)), slog.Int64("denied", denied),
-			slog.Duration("duration", time.Since(start)), errAttr(err))
-	}
+	s.udpLog(lv, c, user, target, st, denied, start, err)
 }
 
 func sumDrops(st relay.DatagramStats) int64 {
@@ -440,27 +433,6 @@ func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 	}
 	s.metrics.end(cmd, rep)
 	s.accessLog(lv, c, user, cmdLabels[cmd], target, rep, 0, 0, start, err)
-}
-
-// accessLog writes the one line of a session, when the access log is on.
-func (s *server) accessLog(lv *live, c *client, user, cmd string, target dest, rep int, up, down int64, start time.Time, err error) {
-	if !lv.accessLog {
-		return
-	}
-	if s.logBlocks {
-		c.handOn() // the line may block: not on the accept loop
-	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "session", slog.String("client", c.addr()),
-		slog.String("user", user), slog.String("cmd", cmd), slog.String("target", target.String()),
-		slog.String("reply", replyLabels[rep]), slog.Int64("up_bytes", up), slog.Int64("down_bytes", down),
-		slog.Duration("duration", time.Since(start)), errAttr(err))
-}
-
-func errAttr(err error) slog.Attr {
-	if err == nil {
-		return slog.Attr{}
-	}
-	return slog.Any("err", err)
 }
 
 // cmdLabelOf maps a request command to its metric label.
