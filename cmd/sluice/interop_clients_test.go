@@ -2,14 +2,15 @@ package main
 
 // Interop tests: each case drives a freshly started sluice with a real,
 // widely used SOCKS5 client (curl, proxychains4 with iperf3, PySocks,
-// headless Chromium, ncat) against a local target on loopback. A missing
-// client skips its case with a reason, or fails it when
+// headless Chromium, ncat, OpenBSD netcat) against a local target on
+// loopback. A missing client skips its case with a reason, or fails it when
 // SLUICE_REQUIRE_CLIENTS=1.
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -222,4 +223,80 @@ func serveReadThenReply(l *net.TCPListener, received chan<- targetRead) {
 	if err == nil {
 		io.WriteString(c, ncatReply(got)) // a failed write shows in ncat's output
 	}
+}
+
+// TestNetcatOpenBSD drives sluice with OpenBSD netcat's SOCKS5 client
+// (nc -X 5 -x), the ProxyCommand ssh users write into their configuration:
+// a payload to an IPv4, an IPv6 and a named target (nc sends the name,
+// sluice resolves it), half-closed after stdin's EOF (-N), and the target's
+// answer exactly on stdout. Against --users, which this nc cannot speak, a
+// refusal nc understands: it exits non-zero, and no connection reaches the
+// target.
+func TestNetcatOpenBSD(t *testing.T) {
+	t.Parallel()
+	nc := needClient(t, "nc.openbsd")
+	payload := bytes.Repeat([]byte("nc -X 5 to target, then EOF\n"), 20000) // ~560 KB
+	var log syncBuffer
+	addr, _ := startSluiceLog(t, &log)
+	for _, tc := range []struct{ name, network, listen, host string }{
+		{"ipv4", "tcp4", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv6", "tcp6", "[::1]:0", "::1"},
+		{"name", "tcp4", "127.0.0.1:0", "localhost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l, err := net.Listen(tc.network, tc.listen)
+			if err != nil {
+				t.Skipf("no %s loopback: %v", tc.network, err)
+			}
+			t.Cleanup(func() { l.Close() })
+			received := make(chan targetRead, 1)
+			go serveReadThenReply(l.(*net.TCPListener), received)
+			_, port, _ := net.SplitHostPort(l.Addr().String())
+			cmd := exec.Command(nc, "-N", "-X", "5", "-x", addr, tc.host, port)
+			cmd.Stdin = bytes.NewReader(payload)
+			r := runClient(t, "nc.openbsd", 20*time.Second, cmd)
+			var tr targetRead
+			select {
+			case tr = <-received:
+			case <-time.After(5 * time.Second): // safety net only
+				r.fatalf(t, "the target never finished reading")
+			}
+			if tr.err != nil || !bytes.Equal(tr.got, payload) {
+				r.fatalf(t, "the target read %d bytes (err %v), want the %d-byte payload, then EOF", len(tr.got), tr.err, len(payload))
+			}
+			if want := ncatReply(tr.got); r.stdout.String() != want {
+				r.fatalf(t, "stdout is not the target's reply %q", want)
+			}
+			// The session's line says what nc asked for: the name itself, not an address.
+			target := " target=" + net.JoinHostPort(tc.host, port) + " "
+			if !waitFor(10*time.Second, func() bool { return strings.Contains(log.String(), target) }) {
+				t.Errorf("no access line with%s; log:\n%s", target, log.String())
+			}
+		})
+	}
+	t.Run("users", func(t *testing.T) {
+		t.Parallel()
+		withAuth, _ := startSluice(t, "--users", writeUsers(t, "alice:s3cret\n"))
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		var stderr bytes.Buffer
+		cmd := exec.Command(nc, "-N", "-w", "10", "-X", "5", "-x", withAuth, "127.0.0.1", port)
+		cmd.Stdin = strings.NewReader("never relayed\n")
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Fatalf("nc against --users: %v (stderr %q), want a non-zero exit", err, stderr.String())
+		}
+		t.Logf("nc: %v: %s", err, strings.TrimSpace(stderr.String()))
+		l.(*net.TCPListener).SetDeadline(time.Now())
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+			t.Errorf("a connection reached the target from %v", c.RemoteAddr())
+		}
+	})
 }
