@@ -140,9 +140,13 @@ func (l *accessLine) sessionAttrs(c *client, user, cmd string, target dest, repl
 	l.add(slog.Int64("down_bytes", down))
 }
 
+// addErr adds err as a string: slog's text handler would format an error
+// value with fmt.Sprintf("%+v"), an allocation that gives the same text for
+// errors that do not format themselves, which none of sluice's do (its JSON
+// handler writes err.Error() either way).
 func (l *accessLine) addErr(err error) {
 	if err != nil {
-		l.add(slog.Any("err", err))
+		l.add(slog.String("err", err.Error()))
 	}
 }
 
