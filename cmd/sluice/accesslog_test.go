@@ -101,11 +101,13 @@ func TestAccessLogLine(t *testing.T) {
 	s := &server{log: newLogger(&config{}, slog.LevelInfo, io.Discard)}
 	lv := &live{accessLog: true}
 	target := newDest(name)
+	failed := errors.New("relay: connection reset by peer")
 	if n := testing.AllocsPerRun(1000, func() {
 		s.accessLog(lv, bare, "alice", "connect", target, int(handshake.Succeeded), 1, 2, start, nil)
+		s.accessLog(lv, bare, "", "connect", target, replyNone, 0, 0, start, failed)
 		logRefused(s.log, bare.peer, refMaxSessions, true)
 	}); n != 0 {
-		t.Errorf("%v allocations per session and refusal line; want 0", n)
+		t.Errorf("%v allocations per session line, failed session line and refusal line; want 0", n)
 	}
 }
 
