@@ -35,7 +35,10 @@ type config struct {
 	// logNeverBlocks, set by run, says that the logger writes through a
 	// logWriter: a log line never waits on stderr, so sessions write theirs
 	// where they are, on an accept loop or an event loop.
-	logNeverBlocks   bool
+	logNeverBlocks bool
+	// logDropped, set by run, counts the lines its log writer dropped
+	// (sluice_log_lines_dropped_total); nil: a logger that drops none.
+	logDropped       func() int64
 	listen           []string
 	usersFile        string
 	allowOpenRelay   bool

@@ -31,7 +31,8 @@ type logWriter struct {
 	mu      sync.Mutex
 	buf     []byte // lines not yet handed to w
 	spare   []byte // the buffer w wrote last, reused
-	dropped int64
+	dropped int64  // since the last notice
+	lost    int64  // since the start (droppedLines)
 	closed  bool
 	wake    chan struct{} // capacity 1; closed by close
 	done    chan struct{} // closed when the writer goroutine returns
@@ -50,6 +51,7 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 	defer lw.mu.Unlock()
 	if lw.closed || len(lw.buf)+len(p) > lw.max {
 		lw.dropped++
+		lw.lost++
 		return len(p), nil
 	}
 	if lw.dropped > 0 && lw.notice != nil {
@@ -62,6 +64,14 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 	default: // the writer is already due to look
 	}
 	return len(p), nil
+}
+
+// droppedLines is how many lines were dropped since the start: the
+// sluice_log_lines_dropped_total metric, read at each scrape.
+func (lw *logWriter) droppedLines() int64 {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.lost
 }
 
 // run writes out what Write queued until close, and what is left then.

@@ -79,6 +79,9 @@ func TestLogWriterStuck(t *testing.T) {
 	if got := w.out.String(); got != want.String() {
 		t.Fatalf("output:\n%s\nwant:\n%s", got, want.String())
 	}
+	if n := lw.droppedLines(); n != dropped {
+		t.Errorf("droppedLines() = %d, want %d", n, dropped)
+	}
 
 	// close gives up on a stderr that stays stuck.
 	w2 := &stuckWriter{started: make(chan struct{}, 1), release: make(chan struct{})}

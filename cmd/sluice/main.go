@@ -71,6 +71,7 @@ func run(args []string, stderr io.Writer) int {
 	defer lw.close(logFlushWait)
 	stderr = lw
 	cfg.logNeverBlocks = true
+	cfg.logDropped = lw.droppedLines
 	log := newLogger(cfg, level, stderr)
 	if cfg.profile != "" {
 		defer startProfile(cfg).Stop()
@@ -276,7 +277,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		s.waiter = w
 	}
 	if cfg.metricsAddr != "" {
-		s.metrics = newMetrics()
+		s.metrics = newMetrics(cfg.logDropped)
 	}
 	return s
 }

@@ -77,8 +77,13 @@ type metrics struct {
 	connections prometheus.Counter
 }
 
-func newMetrics() *metrics {
+func newMetrics(logDropped func() int64) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
+	if logDropped == nil {
+		logDropped = func() int64 { return 0 }
+	}
+	logLost := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_log_lines_dropped_total", Help: "Log lines dropped because stderr fell behind (the access log's included)."},
+		func() float64 { return float64(logDropped()) })
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_sessions_active", Help: "Sessions past their request, by command."}, []string{"command"})
 	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request)."}, []string{"command", "reply"})
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: "TCP payload bytes relayed, counted when a session ends; up is client to target."}, []string{"direction"})
@@ -92,7 +97,7 @@ func newMetrics() *metrics {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason, counted when an association ends."}, []string{"reason"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_config_reloads_total", Help: "SIGHUP reloads, by result."}, []string{"result"})
 	conns := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_connections_accepted_total", Help: "TCP connections accepted, refused ones included."})
-	m.reg.MustRegister(active, sessions, bytes, paths, hs, dial, acceptErrs, refused, dgrams, udpBytes, dropped, reloads, conns)
+	m.reg.MustRegister(active, sessions, bytes, paths, hs, dial, acceptErrs, refused, dgrams, udpBytes, dropped, reloads, conns, logLost)
 	for c := range numCmdLabels {
 		m.active[c] = active.WithLabelValues(cmdLabels[c])
 		for r := range replyLabels {

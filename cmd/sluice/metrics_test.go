@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -240,5 +241,49 @@ func TestPipelinedBytesCounted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLogDroppedMetric: the lines a log writer drops while stderr is stuck
+// show in sluice_log_lines_dropped_total, read from the writer at each
+// scrape; a server whose logger drops nothing reports 0.
+func TestLogDroppedMetric(t *testing.T) {
+	t.Parallel()
+	w := &stuckWriter{started: make(chan struct{}, 16), release: make(chan struct{})}
+	w.armed.Store(true)
+	lw := newLogWriter(w, 1000, nil)
+	t.Cleanup(func() {
+		w.armed.Store(false)
+		close(w.release)
+		lw.close(10 * time.Second)
+	})
+	lw.Write([]byte("first\n")) // the writer takes it and blocks in w.Write
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first line never reached the writer")
+	}
+	line := bytes.Repeat([]byte("x"), 99)
+	for range 10 + 7 { // 10 lines fill the 1,000 bytes, 7 are dropped
+		lw.Write(append(line, '\n'))
+	}
+	var log syncBuffer
+	_, inst := startSluiceConfig(t, func(cfg *config) { cfg.logDropped = lw.droppedLines }, &log, "--metrics", "127.0.0.1:0")
+	_, quiet := startSluice(t, "--metrics", "127.0.0.1:0")
+	for _, tc := range []struct {
+		inst *instance
+		want float64
+	}{{inst, 7}, {quiet, 0}} {
+		maddr, err := serveMetrics(t.Context(), "127.0.0.1:0", tc.inst.srv.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs := scrape(t, maddr)
+		if _, ok := mfs["sluice_log_lines_dropped_total"]; !ok {
+			t.Fatal("no sluice_log_lines_dropped_total")
+		}
+		if got := value(mfs, "sluice_log_lines_dropped_total"); got != tc.want {
+			t.Errorf("sluice_log_lines_dropped_total = %v, want %v", got, tc.want)
+		}
 	}
 }
