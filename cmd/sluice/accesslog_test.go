@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -29,7 +28,7 @@ func TestAccessLogLine(t *testing.T) {
 	colon := handshake.Addr{Type: handshake.AddrDomain, Name: []byte("odd:name \"quoted\""), Port: 1}
 	bare := &client{fd: -1, peer: netip.MustParseAddrPort("[::ffff:127.0.0.1]:41234")}
 	zoned := &client{fd: -1, peer: netip.MustParseAddrPort("[fe80::1%eth0]:65535")}
-	tc := &client{fd: -1, tc: tcpConnFrom(t, "127.0.0.1:0")}
+	tc := &client{fd: -1, tc: dialSluice(t, echoServer(t, "tcp", "127.0.0.1:0").Addr().String())} // any package net socket
 	udpStats := relay.DatagramStats{FromClient: 3, ToClient: 4, FromClientBytes: 300, ToClientBytes: 400}
 	cases := []struct {
 		name   string
@@ -159,69 +158,4 @@ func durationOf(t *testing.T, line string) time.Duration {
 	}
 	t.Fatalf("no duration in %q", line)
 	return 0
-}
-
-// tcpConnFrom returns the accepted side of a loopback connection to a
-// listener on addr, closed at the test's end.
-func tcpConnFrom(t *testing.T, addr string) *net.TCPConn {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
-
-// BenchmarkAccessLog writes one session's access log line and one refused
-// client's through the binary's own logger (slog's text or JSON handler,
-// here over io.Discard): the work a session adds with --access-log on.
-func BenchmarkAccessLog(b *testing.B) {
-	peer := netip.MustParseAddrPort("[::ffff:127.0.0.1]:41234")
-	targets := map[string]handshake.Addr{
-		"ipv4":   {Type: handshake.AddrIPv4, IP: netip.MustParseAddr("10.1.2.3"), Port: 443},
-		"domain": {Type: handshake.AddrDomain, Name: []byte("www.example.com"), Port: 443},
-	}
-	for _, format := range []string{"text", "json"} {
-		for _, tn := range []string{"ipv4", "domain"} {
-			b.Run(format+"/"+tn, func(b *testing.B) {
-				s := &server{log: newLogger(&config{logFormat: format}, slog.LevelInfo, io.Discard)}
-				lv := &live{accessLog: true}
-				c := &client{fd: -1, peer: peer}
-				target := newDest(targets[tn])
-				start := time.Now()
-				b.ReportAllocs()
-				for b.Loop() {
-					s.accessLog(lv, c, "alice", cmdLabels[cmdLabelConnect], target, int(handshake.Succeeded), 1234, 56789, start, nil)
-				}
-			})
-		}
-	}
-	b.Run("refused", func(b *testing.B) {
-		log := newLogger(&config{logFormat: "text"}, slog.LevelInfo, io.Discard)
-		b.ReportAllocs()
-		for b.Loop() {
-			logRefused(log, peer, refMaxSessions, true)
-		}
-	})
-	b.Run("text/error", func(b *testing.B) {
-		s := &server{log: newLogger(&config{logFormat: "text"}, slog.LevelInfo, io.Discard)}
-		c := &client{fd: -1, peer: peer}
-		lv := &live{accessLog: true}
-		err := errors.New("relay: connection reset by peer")
-		b.ReportAllocs()
-		for b.Loop() {
-			s.accessLog(lv, c, "", cmdLabels[cmdLabelConnect], dest{}, replyNone, 0, 0, time.Now(), err)
-		}
-	})
 }

@@ -182,6 +182,14 @@ func TestNcatHalfClose(t *testing.T) {
 	cmd := exec.Command(ncat, "--proxy", addr, "--proxy-type", "socks5", "127.0.0.1", targetPort)
 	cmd.Stdin = bytes.NewReader(payload)
 	r := runClient(t, "ncat", 20*time.Second, cmd)
+	checkReadThenReply(t, r, received, payload)
+}
+
+// checkReadThenReply checks a client run r against serveReadThenReply's
+// target: the target read exactly payload, then EOF, and the client's
+// stdout is exactly the target's answer.
+func checkReadThenReply(t *testing.T, r *clientRun, received <-chan targetRead, payload []byte) {
+	t.Helper()
 	var tr targetRead
 	select {
 	case tr = <-received:
@@ -256,18 +264,7 @@ func TestNetcatOpenBSD(t *testing.T) {
 			cmd := exec.Command(nc, "-N", "-X", "5", "-x", addr, tc.host, port)
 			cmd.Stdin = bytes.NewReader(payload)
 			r := runClient(t, "nc.openbsd", 20*time.Second, cmd)
-			var tr targetRead
-			select {
-			case tr = <-received:
-			case <-time.After(5 * time.Second): // safety net only
-				r.fatalf(t, "the target never finished reading")
-			}
-			if tr.err != nil || !bytes.Equal(tr.got, payload) {
-				r.fatalf(t, "the target read %d bytes (err %v), want the %d-byte payload, then EOF", len(tr.got), tr.err, len(payload))
-			}
-			if want := ncatReply(tr.got); r.stdout.String() != want {
-				r.fatalf(t, "stdout is not the target's reply %q", want)
-			}
+			checkReadThenReply(t, r, received, payload)
 			// The session's line says what nc asked for: the name itself, not an address.
 			target := " target=" + net.JoinHostPort(tc.host, port) + " "
 			if !waitFor(10*time.Second, func() bool { return strings.Contains(log.String(), target) }) {
