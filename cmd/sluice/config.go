@@ -32,13 +32,12 @@ type config struct {
 	noWaiter bool
 	// fallbackDelay (tests only), when not 0, replaces defaultFallbackDelay.
 	fallbackDelay time.Duration
-	// logNeverBlocks, set by run, says that the logger writes through a
-	// logWriter: a log line never waits on stderr, so sessions write theirs
-	// where they are, on an accept loop or an event loop.
-	logNeverBlocks bool
-	// logDropped, set by run, counts the lines its log writer dropped
-	// (sluice_log_lines_dropped_total); nil: a logger that drops none.
-	logDropped       func() int64
+	// logWriter, set by run, is the writer the logger writes through: a
+	// log line never waits on stderr, so sessions write theirs where they
+	// are, on an accept loop or an event loop, and the lines it drops are
+	// sluice_log_lines_dropped_total. nil: a logger handed to start, which
+	// may block.
+	logWriter        *logWriter
 	listen           []string
 	usersFile        string
 	allowOpenRelay   bool

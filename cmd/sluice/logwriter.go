@@ -67,8 +67,12 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 }
 
 // droppedLines is how many lines were dropped since the start: the
-// sluice_log_lines_dropped_total metric, read at each scrape.
+// sluice_log_lines_dropped_total metric, read at each scrape. A nil lw (a
+// logger that is not a logWriter's) dropped none.
 func (lw *logWriter) droppedLines() int64 {
+	if lw == nil {
+		return 0
+	}
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	return lw.lost

@@ -70,8 +70,7 @@ func run(args []string, stderr io.Writer) int {
 	})
 	defer lw.close(logFlushWait)
 	stderr = lw
-	cfg.logNeverBlocks = true
-	cfg.logDropped = lw.droppedLines
+	cfg.logWriter = lw
 	log := newLogger(cfg, level, stderr)
 	if cfg.profile != "" {
 		defer startProfile(cfg).Stop()
@@ -256,7 +255,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		limits:      newLimiter(),
 		forceCopy:   cfg.relay.ForceCopy,
 		dialTimeout: dialTimeout(cfg.tune.DialTimeout),
-		logBlocks:   !cfg.logNeverBlocks,
+		logBlocks:   cfg.logWriter == nil,
 	}
 	s.fallbackDelay = cmp.Or(cfg.fallbackDelay, defaultFallbackDelay)
 	if s.logBlocks {
@@ -277,7 +276,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		s.waiter = w
 	}
 	if cfg.metricsAddr != "" {
-		s.metrics = newMetrics(cfg.logDropped)
+		s.metrics = newMetrics(cfg.logWriter)
 	}
 	return s
 }

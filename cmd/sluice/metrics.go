@@ -77,13 +77,12 @@ type metrics struct {
 	connections prometheus.Counter
 }
 
-func newMetrics(logDropped func() int64) *metrics {
+// newMetrics registers every metric; lw (nil: none) is the log's writer,
+// whose dropped lines are read at each scrape.
+func newMetrics(lw *logWriter) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
-	if logDropped == nil {
-		logDropped = func() int64 { return 0 }
-	}
 	logLost := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_log_lines_dropped_total", Help: "Log lines dropped because stderr fell behind (the access log's included)."},
-		func() float64 { return float64(logDropped()) })
+		func() float64 { return float64(lw.droppedLines()) })
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_sessions_active", Help: "Sessions past their request, by command."}, []string{"command"})
 	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request)."}, []string{"command", "reply"})
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: "TCP payload bytes relayed, counted when a session ends; up is client to target."}, []string{"direction"})

@@ -268,7 +268,7 @@ func TestLogDroppedMetric(t *testing.T) {
 		lw.Write(append(line, '\n'))
 	}
 	var log syncBuffer
-	_, inst := startSluiceConfig(t, func(cfg *config) { cfg.logDropped = lw.droppedLines }, &log, "--metrics", "127.0.0.1:0")
+	_, inst := startSluiceConfig(t, func(cfg *config) { cfg.logWriter = lw }, &log, "--metrics", "127.0.0.1:0")
 	_, quiet := startSluice(t, "--metrics", "127.0.0.1:0")
 	for _, tc := range []struct {
 		inst *instance
