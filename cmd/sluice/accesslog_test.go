@@ -159,3 +159,46 @@ func durationOf(t *testing.T, line string) time.Duration {
 	t.Fatalf("no duration in %q", line)
 	return 0
 }
+
+// BenchmarkAccessLog writes one session's access log line and one refused
+// client's through the binary's own logger (slog's text or JSON handler,
+// here over io.Discard): the work a session adds with --access-log on.
+func BenchmarkAccessLog(b *testing.B) {
+	peer := netip.MustParseAddrPort("[::ffff:127.0.0.1]:41234")
+	targets := map[string]handshake.Addr{
+		"ipv4":   {Type: handshake.AddrIPv4, IP: netip.MustParseAddr("10.1.2.3"), Port: 443},
+		"domain": {Type: handshake.AddrDomain, Name: []byte("www.example.com"), Port: 443},
+	}
+	for _, format := range []string{"text", "json"} {
+		for _, tn := range []string{"ipv4", "domain"} {
+			b.Run(format+"/"+tn, func(b *testing.B) {
+				s := &server{log: newLogger(&config{logFormat: format}, slog.LevelInfo, io.Discard)}
+				lv := &live{accessLog: true}
+				c := &client{fd: -1, peer: peer}
+				target := newDest(targets[tn])
+				start := time.Now()
+				b.ReportAllocs()
+				for b.Loop() {
+					s.accessLog(lv, c, "alice", cmdLabels[cmdLabelConnect], target, int(handshake.Succeeded), 1234, 56789, start, nil)
+				}
+			})
+		}
+	}
+	b.Run("refused", func(b *testing.B) {
+		log := newLogger(&config{logFormat: "text"}, slog.LevelInfo, io.Discard)
+		b.ReportAllocs()
+		for b.Loop() {
+			logRefused(log, peer, refMaxSessions, true)
+		}
+	})
+	b.Run("text/error", func(b *testing.B) {
+		s := &server{log: newLogger(&config{logFormat: "text"}, slog.LevelInfo, io.Discard)}
+		c := &client{fd: -1, peer: peer}
+		lv := &live{accessLog: true}
+		err := errors.New("relay: connection reset by peer")
+		b.ReportAllocs()
+		for b.Loop() {
+			s.accessLog(lv, c, "", cmdLabels[cmdLabelConnect], dest{}, replyNone, 0, 0, time.Now(), err)
+		}
+	})
+}
