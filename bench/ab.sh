@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # ab.sh: compare two sluice builds, or two sets of flags, side by side.
-# ROUNDS alternating rounds of one workload (A, then B, then A, ...), each
-# relay started afresh; per round the ratio B/A of every figure, and the
-# median and range of those ratios at the end. A machine whose speed drifts
-# by 20 % over minutes (a shared VM) still gives a steady ratio this way,
-# where two separate runs would not.
+# ROUNDS rounds of one workload, A then B in odd rounds and B then A in
+# even ones, each relay started afresh; per round the ratio B/A of every
+# figure, and the median and range of those ratios at the end. A machine
+# whose speed drifts by 20 % over minutes (a shared VM) still gives a steady
+# ratio this way, where two separate runs would not.
 #
 # usage: bench/ab.sh A B       each a sluice binary and its flags, one word list:
 #        bench/ab.sh old/sluice ./sluice
@@ -80,8 +80,16 @@ measure() {
 echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s; $placement"
 : >"$tmp/ratios"
 for r in $(seq "$ROUNDS"); do
-	measure a "${builds_a[@]}"
-	measure b "${builds_b[@]}"
+	# The order alternates (A B, then B A): a run that follows another
+	# meets what it left (TIME_WAITs, a warm target), and whatever that
+	# costs falls on both builds alike.
+	if [ $((r % 2)) = 1 ]; then
+		measure a "${builds_a[@]}"
+		measure b "${builds_b[@]}"
+	else
+		measure b "${builds_b[@]}"
+		measure a "${builds_a[@]}"
+	fi
 	jq -cn --slurpfile a "$tmp/a.fig" --slurpfile b "$tmp/b.fig" '$a[0] | with_entries(.value = ($b[0][.key] / .value))' >>"$tmp/ratios"
 	echo "round $r: A $(cat "$tmp/a.fig")"
 	echo "round $r: B $(cat "$tmp/b.fig")"
