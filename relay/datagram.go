@@ -98,6 +98,29 @@ type DatagramStats struct {
 	Dropped                        [NumDrops]int64
 }
 
+// udpCount counts one direction's datagrams and their payload bytes as they
+// leave, for Relay.RelayedDatagrams, alone on its cache line.
+type udpCount struct {
+	n, bytes atomic.Int64
+	_        [48]byte
+}
+
+// add counts n datagrams of b bytes; a nil c counts nothing.
+func (c *udpCount) add(n, b int64) {
+	if c != nil && n > 0 {
+		c.n.Add(n)
+		c.bytes.Add(b)
+	}
+}
+
+// RelayedDatagrams returns the datagrams r's associations have sent on
+// from their clients and to them, and their payload bytes, running
+// associations' included: counted as the kernel takes each batch, not when
+// an association ends. It is safe to call at any time, from any goroutine.
+func (r *Relay) RelayedDatagrams() (fromClient, toClient, fromClientBytes, toClientBytes int64) {
+	return r.udp[0].n.Load(), r.udp[1].n.Load(), r.udp[0].bytes.Load(), r.udp[1].bytes.Load()
+}
+
 // errDatagramIdle ends an association that moved nothing for the idle
 // timeout; IsIdle tells it.
 var errDatagramIdle = errors.New("relay: udp association idle")
@@ -113,6 +136,7 @@ type handleFunc func(buf []byte, off, n int, from netip.AddrPort)
 // client address, written once by the client-side loop.
 type association struct {
 	a        *Association
+	r        *Relay
 	client   atomic.Pointer[netip.AddrPort]
 	progress atomic.Int64
 	stopped  atomic.Bool
@@ -174,7 +198,7 @@ func (as *association) solicited(src netip.AddrPort) bool {
 // timeout, which the caller tells by IdleTimedOut. Steady-state relaying
 // allocates nothing.
 func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, error) {
-	as := &association{a: a}
+	as := &association{a: a, r: r}
 	if a.From.Port() != 0 {
 		from := netip.AddrPortFrom(a.From.Addr().Unmap(), a.From.Port())
 		as.client.Store(&from)
@@ -246,7 +270,7 @@ func (as *association) abort() {
 func (as *association) clientToUpstream() error {
 	st := &as.stats[0]
 	wantIP := as.a.From.Addr().Unmap()
-	up := newSender(as.a.Upstream)
+	up := newSender(as.a.Upstream, &as.r.udp[0])
 	err := readDatagrams(as.a.Client, 0, func(buf []byte, _, n int, from netip.AddrPort) {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if from.Addr() != wantIP {
@@ -282,7 +306,7 @@ func (as *association) clientToUpstream() error {
 // read behind enough headroom for the codec to put its header in front.
 func (as *association) upstreamToClient() error {
 	st := &as.stats[1]
-	cl := newSender(as.a.Client)
+	cl := newSender(as.a.Client, &as.r.udp[1])
 	err := readDatagrams(as.a.Upstream, as.a.Codec.Headroom(), func(buf []byte, off, n int, from netip.AddrPort) {
 		client := as.client.Load()
 		if client == nil {

@@ -153,10 +153,15 @@ type sender struct {
 	// kernel refused, and their bytes as the caller counted them.
 	failed      int64
 	failedBytes int64
+
+	queuedBytes int64     // what the queue's datagrams add to the byte count
+	live        *udpCount // where sent datagrams are counted as they leave; nil: nowhere
 }
 
-func newSender(c *net.UDPConn) *sender {
-	s := &sender{c: c}
+// newSender returns a sender on c that counts what it sends in live (nil:
+// nowhere).
+func newSender(c *net.UDPConn, live *udpCount) *sender {
+	s := &sender{c: c, live: live}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return s // send falls back to package net
@@ -185,6 +190,9 @@ func (s *sender) send(p []byte, dst netip.AddrPort, acct int64) error {
 		// is queued goes first, in order.
 		s.flush()
 		_, err := s.c.WriteToUDPAddrPort(p, dst)
+		if err == nil {
+			s.live.add(1, acct)
+		}
 		return err
 	}
 	if s.n == batchSlots {
@@ -204,23 +212,27 @@ func (s *sender) send(p []byte, dst netip.AddrPort, acct int64) error {
 	h.Hdr.SetIovlen(1)
 	h.Len = 0
 	s.acct[i] = acct
+	s.queuedBytes += acct
 	s.n++
 	return nil
 }
 
-// flush sends what send queued. A datagram the kernel refuses is counted in
-// failed; so are those left unsent when the socket fails.
+// flush sends what send queued and counts what left in s.live. A datagram
+// the kernel refuses is counted in failed; so are those left unsent when the
+// socket fails.
 func (s *sender) flush() {
 	if s.n == 0 {
 		return
 	}
 	s.done = 0
+	failed, failedBytes := s.failed, s.failedBytes
 	if err := s.rc.Write(s.fn); err != nil {
 		for i := s.done; i < s.n; i++ {
 			s.fail(i)
 		}
 	}
-	s.n = 0
+	s.live.add(int64(s.n)-(s.failed-failed), s.queuedBytes-(s.failedBytes-failedBytes))
+	s.n, s.queuedBytes = 0, 0
 	for i := range s.iovs {
 		s.iovs[i].Base = nil // hold no reference to a batch's buffer
 	}

@@ -25,13 +25,19 @@ func readDatagrams(c *net.UDPConn, headroom int, handle handleFunc, _ *sender) e
 }
 
 // sender sends datagrams on one UDP socket through package net.
-type sender struct{ c *net.UDPConn }
+type sender struct {
+	c    *net.UDPConn
+	live *udpCount // where sent datagrams are counted; nil: nowhere
+}
 
-func newSender(c *net.UDPConn) *sender { return &sender{c: c} }
+func newSender(c *net.UDPConn, live *udpCount) *sender { return &sender{c: c, live: live} }
 
 // send sends p to dst at once (acct: see the Linux sender).
-func (s *sender) send(p []byte, dst netip.AddrPort, _ int64) error {
+func (s *sender) send(p []byte, dst netip.AddrPort, acct int64) error {
 	_, err := s.c.WriteToUDPAddrPort(p, dst)
+	if err == nil {
+		s.live.add(1, acct)
+	}
 	return err
 }
 

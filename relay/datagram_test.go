@@ -59,6 +59,7 @@ type udpRig struct {
 	stats                                DatagramStats
 	err                                  error
 	cancel                               context.CancelFunc
+	r                                    *Relay
 }
 
 func startAssociation(t testing.TB, idle time.Duration) *udpRig {
@@ -78,6 +79,7 @@ func startAssociationFilter(t testing.TB, idle time.Duration, filter Filter) *ud
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	r := New(Options{})
+	g.r = r
 	a := &Association{Client: g.relayClient, Upstream: g.relayUp, From: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0), Codec: addrCodec{}, IdleTimeout: idle, Filter: filter}
 	go func() {
 		defer close(g.done)
@@ -108,11 +110,26 @@ func (g *udpRig) exchange(t testing.TB, payload []byte, buf []byte) {
 	}
 }
 
+// counted checks that the relay's RelayedDatagrams reach want (polled,
+// bounded: a batch is counted just after the kernel took it, which may be
+// just after the far end read it).
+func (g *udpRig) counted(t testing.TB, want [4]int64) {
+	t.Helper()
+	var got [4]int64
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); runtime.Gosched() {
+		if got[0], got[1], got[2], got[3] = g.r.RelayedDatagrams(); got == want {
+			return
+		}
+	}
+	t.Errorf("RelayedDatagrams() = %v, want %v", got, want)
+}
+
 func TestDatagrams(t *testing.T) {
 	t.Parallel()
 	g := startAssociation(t, 0)
 	buf := make([]byte, 70000)
 	g.exchange(t, []byte("hello"), buf)
+	g.counted(t, [4]int64{1, 1, 5, 5}) // counted while the association runs
 	g.exchange(t, bytes.Repeat([]byte{7}, 1400), buf)
 
 	// Dropped: a fragment, a short header, a stranger, and another port of
@@ -141,6 +158,7 @@ func TestDatagrams(t *testing.T) {
 	if st.Dropped != want {
 		t.Errorf("dropped %v, want %v", st.Dropped, want)
 	}
+	g.counted(t, [4]int64{3, 3, 5 + 1400 + 13, 5 + 1400 + 13}) // the refused one left out
 }
 
 func TestDatagramsIdle(t *testing.T) {

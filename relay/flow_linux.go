@@ -144,6 +144,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if n > 0 {
 				dir.p.data -= int(n)
 				dir.bytes += n
+				l.live[d].Add(n)
 				dir.calls++
 				f.last = l.now
 			}
@@ -160,6 +161,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				dir.off += int32(n)
 				dir.n -= int32(n)
 				dir.bytes += int64(n)
+				l.live[d].Add(int64(n))
 				dir.copies++
 				f.last = l.now
 				if dir.n == 0 {

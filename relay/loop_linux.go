@@ -69,6 +69,10 @@ type loop struct {
 	nextRipe  int64     // when ripen is due; 0: no flow waits for mature
 	ripe      []*flow   // ripen's batch, taken from young
 	turnFn    func(fd uintptr) bool
+
+	// live counts the bytes the loop's flows wrote, per direction, as they
+	// move: written by the loop goroutine, read by Relay.Relayed.
+	live [2]lineCount
 }
 
 // sessionFlow: a Session holds its session's flow.
@@ -503,6 +507,15 @@ func (ls *loopSet) start(ctx context.Context, sess *Session, client, upstream *n
 	}
 	l := ls.loops[int(ls.turn.Add(1))%len(ls.loops)]
 	return l.add(ctx, sess, client, upstream, fds, done, callerCloses, take)
+}
+
+// relayed sums the loops' live byte counts (Relay.Relayed).
+func (ls *loopSet) relayed() (up, down int64) {
+	for _, l := range ls.loops {
+		up += l.live[0].Load()
+		down += l.live[1].Load()
+	}
+	return up, down
 }
 
 // close makes every loop return once its sessions ended.

@@ -210,6 +210,13 @@ type Relay struct {
 	bufsOut atomic.Int64
 	closed  atomic.Bool
 
+	// live counts the bytes that goroutine-path halves wrote, per
+	// direction, as they move (Relayed); each on a cache line of its own.
+	live [2]lineCount
+	// udp counts the datagrams associations sent on, per direction
+	// (RelayedDatagrams).
+	udp [2]udpCount
+
 	// refuseSplice, when set by tests, stands for the kernel's answer to
 	// every direction's first splice.
 	refuseSplice error
@@ -239,6 +246,27 @@ func (r *Relay) Close() error {
 	}
 	r.pipes.close()
 	return nil
+}
+
+// lineCount is a counter alone on its cache line, so that two goroutines
+// adding to neighbouring counters do not take the line from each other.
+type lineCount struct {
+	atomic.Int64
+	_ [56]byte
+}
+
+// Relayed returns the bytes r's sessions have written to their
+// destinations so far, client to upstream and upstream to client, running
+// sessions' included: bytes count as they move, not when a session ends.
+// It is safe to call at any time, from any goroutine; each counter is
+// loaded on its own, so the two may be a splice call apart.
+func (r *Relay) Relayed() (up, down int64) {
+	up, down = r.live[0].Load(), r.live[1].Load()
+	if r.loops != nil {
+		lu, ld := r.loops.relayed()
+		up, down = up+lu, down+ld
+	}
+	return up, down
 }
 
 // getBuf takes a copy buffer from the pool.
@@ -283,12 +311,14 @@ type half struct {
 	err         error
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
+	live        *lineCount   // the Relay's count of this direction (Relayed)
 	_           [64]byte     // keep the other half's progress off this cache line
 }
 
 // moved records n more bytes written to dst.
 func (h *half) moved(n int) {
 	h.bytes += int64(n)
+	h.live.Add(int64(n))
 	if h.watched {
 		h.progress.Store(h.bytes)
 	}
@@ -464,8 +494,8 @@ func (r *Relay) onLoop() bool {
 // upstream->client.
 func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
 	s := &session{client: client, upstream: upstream}
-	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, src: client, dst: upstream}
-	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, src: upstream, dst: client}
+	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, src: client, dst: upstream, live: &r.live[0]}
+	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, src: upstream, dst: client, live: &r.live[1]}
 
 	stop := context.AfterFunc(ctx, s.abortContext)
 	defer stop()

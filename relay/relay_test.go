@@ -241,6 +241,9 @@ func TestPipeTransfer(t *testing.T) {
 			if st.ClientToUpstream != n || st.UpstreamToClient != n {
 				t.Errorf("Stats bytes = %d, %d; want %d each", st.ClientToUpstream, st.UpstreamToClient, n)
 			}
+			if up, down := r.Relayed(); up != n || down != n {
+				t.Errorf("Relayed() = %d, %d; want %d each", up, down, n)
+			}
 			wantSpliced := spliceWanted && !tt.copy
 			if !tt.mixed && (st.Spliced != wantSpliced || (st.SpliceCalls > 0) != wantSpliced) || st.Fallback {
 				t.Errorf("Stats = %+v; want Spliced %v, SpliceCalls > 0 %v, no Fallback", st, wantSpliced, wantSpliced)
@@ -250,6 +253,79 @@ func TestPipeTransfer(t *testing.T) {
 			wantCopies := spliceWanted && !tt.copy && tt.opts.CopyBelow > 0
 			if (st.CopyCalls > 0) != wantCopies {
 				t.Errorf("Stats = %+v; want CopyCalls > 0 %v", st, wantCopies)
+			}
+		})
+	}
+}
+
+// TestRelayedLive checks that Relayed counts a session's bytes while it
+// runs, not when it ends, on every path: each step sends bytes one way,
+// reads them at the far end, and then expects the count to reach exactly
+// what was sent so far (it may trail the read by the splice call that
+// moved them, so it is polled, bounded) with the session still running.
+func TestRelayedLive(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		opts Options
+	}{
+		{"loops", Options{}},
+		{"goroutines", Options{Loops: -1}},
+		{"copy", Options{ForceCopy: true}},
+		{"copy below 16K", Options{CopyBelow: 16 << 10}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := New(tt.opts)
+			defer r.Close()
+			g := newRig(t).start(context.Background(), r)
+			var want [2]int64
+			for i, step := range []struct {
+				d    int   // 0: client to upstream
+				size int64 // 100: a small read; 300,000: spliced in several calls
+			}{{0, 100}, {1, 300}, {0, 300_000}, {1, 300_000}, {1, 7}} {
+				src, dst := g.client, g.upstream
+				if step.d == 1 {
+					src, dst = dst, src
+				}
+				sent := make(chan error, 1)
+				go func() {
+					_, err := src.Write(make([]byte, step.size))
+					sent <- err
+				}()
+				if _, err := io.CopyN(io.Discard, dst, step.size); err != nil {
+					t.Fatalf("step %d: read: %v", i, err)
+				}
+				if err := <-sent; err != nil {
+					t.Fatalf("step %d: send: %v", i, err)
+				}
+				want[step.d] += step.size
+				var up, down int64
+				for end := time.Now().Add(safety); time.Now().Before(end); runtime.Gosched() {
+					if up, down = r.Relayed(); up == want[0] && down == want[1] {
+						break
+					}
+				}
+				if up != want[0] || down != want[1] {
+					t.Fatalf("step %d: Relayed() = %d, %d; want %d, %d", i, up, down, want[0], want[1])
+				}
+				select {
+				case res := <-g.done:
+					t.Fatalf("step %d: Pipe returned early: %+v", i, res)
+				default:
+				}
+			}
+			g.client.CloseWrite()
+			g.upstream.CloseWrite()
+			res := g.wait(t)
+			if res.err != nil {
+				t.Fatalf("Pipe: %v", res.err)
+			}
+			if res.st.ClientToUpstream != want[0] || res.st.UpstreamToClient != want[1] {
+				t.Errorf("Stats bytes = %d, %d; want %d, %d", res.st.ClientToUpstream, res.st.UpstreamToClient, want[0], want[1])
+			}
+			if up, down := r.Relayed(); up != want[0] || down != want[1] {
+				t.Errorf("after the end: Relayed() = %d, %d; want %d, %d", up, down, want[0], want[1])
 			}
 		})
 	}

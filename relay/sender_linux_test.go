@@ -51,7 +51,7 @@ func TestSender(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := listen(t, tc.network, tc.from)
 			dst := listen(t, "udp", tc.to)
-			s := newSender(src)
+			s := newSender(src, nil)
 			if inet6 := s.family == unix.AF_INET6; s.rc == nil || inet6 != tc.inet6 {
 				t.Fatalf("raw path: rc %v, inet6 %v; want a raw path with inet6 %v", s.rc != nil, inet6, tc.inet6)
 			}
@@ -77,7 +77,7 @@ func TestSender(t *testing.T) {
 	}
 	t.Run("refused like package net", func(t *testing.T) {
 		src := listen(t, "udp4", "127.0.0.1:0")
-		s := newSender(src)
+		s := newSender(src, nil)
 		for _, to := range []netip.AddrPort{{}, netip.MustParseAddrPort("[::1]:9")} {
 			_, want := src.WriteToUDPAddrPort([]byte("x"), to)
 			err := s.send([]byte("x"), to, 1)
@@ -93,7 +93,7 @@ func TestSender(t *testing.T) {
 // refuses (over the 65,507 bytes an IPv4 datagram holds) is counted in
 // refused, with the bytes it was queued with, and the others still go; and
 // a datagram that takes package net's path waits for those queued before
-// it.
+// it. What was sent, and only that, is counted in the sender's udpCount.
 func TestSenderBatch(t *testing.T) {
 	t.Parallel()
 	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -108,11 +108,19 @@ func TestSenderBatch(t *testing.T) {
 	defer dst.Close()
 	dst.SetReadBuffer(1 << 20)
 	to := dst.LocalAddr().(*net.UDPAddr).AddrPort()
-	s := newSender(src)
+	var live udpCount
+	s := newSender(src, &live)
 	if s.rc == nil {
 		t.Fatal("no raw path on a UDP socket")
 	}
+	counted := func(n, bytes int64) {
+		t.Helper()
+		if ln, lb := live.n.Load(), live.bytes.Load(); ln != n || lb != bytes {
+			t.Errorf("counted %d datagrams of %d bytes; want %d of %d", ln, lb, n, bytes)
+		}
+	}
 	var want []string
+	var wantBytes, firstBatch int64 // what leaves in all, and at the flush that a full queue makes
 	for i := range batchSlots + 3 {
 		msg := fmt.Sprintf("datagram %d", i)
 		p := []byte(msg)
@@ -120,15 +128,21 @@ func TestSenderBatch(t *testing.T) {
 			p = make([]byte, 70_000) // EMSGSIZE
 		} else {
 			want = append(want, msg)
+			wantBytes += int64(len(msg))
+			if i < batchSlots {
+				firstBatch += int64(len(msg))
+			}
 		}
 		if err := s.send(p, to, int64(len(p))); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
+	counted(batchSlots-1, firstBatch) // the full queue went, but for the one refused; 3 wait
 	s.flush()
 	if n, bytes := s.refused(); n != 1 || bytes != 70_000 {
 		t.Errorf("refused %d datagrams of %d bytes; want 1 of 70000", n, bytes)
 	}
+	counted(batchSlots+2, wantBytes)
 	// Queued, then one through package net's path (a zoned address):
 	// the queued one must arrive first.
 	if err := s.send([]byte("queued"), to, 6); err != nil {
@@ -138,6 +152,7 @@ func TestSenderBatch(t *testing.T) {
 	if err := s.send([]byte("direct"), zoned, 6); err != nil {
 		t.Fatalf("send to %v: %v", zoned, err)
 	}
+	counted(batchSlots+4, wantBytes+12)
 	want = append(want, "queued", "direct")
 	buf := make([]byte, 2048)
 	dst.SetReadDeadline(time.Now().Add(10 * time.Second))

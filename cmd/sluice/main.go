@@ -276,7 +276,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		s.waiter = w
 	}
 	if cfg.metricsAddr != "" {
-		s.metrics = newMetrics(cfg.logWriter)
+		s.metrics = newMetrics(cfg.logWriter, s.relay)
 	}
 	return s
 }

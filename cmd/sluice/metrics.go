@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-reuseport"
@@ -58,45 +59,62 @@ const dropNotAllowed = relay.NumDrops
 
 // metrics are the Prometheus collectors, resolved to their label values once
 // so that updating them takes no map lookup and no lock. They are updated
-// when a session or association ends, never per read. A nil *metrics
-// ignores every update.
+// when a session or association ends, never per read, but for the bytes and
+// datagrams relayed, which the relay counts as they move and a scrape reads
+// (relay.Relayed, relay.RelayedDatagrams). A nil *metrics ignores every update.
 type metrics struct {
 	reg         *prometheus.Registry
 	active      [numCmdLabels]prometheus.Gauge
 	sessions    [numCmdLabels][len(replyLabels)]prometheus.Counter
-	bytes       [2]prometheus.Counter // up (client to target), down
+	ahead       atomic.Int64 // bytes clients pipelined behind their requests, written upstream before the relay started
 	paths       [numPaths]prometheus.Counter
 	handshake   prometheus.Observer
 	dial        prometheus.Observer
 	acceptErrs  prometheus.Counter
 	refused     [numRefusals]prometheus.Counter
-	datagrams   [2]prometheus.Counter
-	udpBytes    [2]prometheus.Counter
 	dropped     [relay.NumDrops + 1]prometheus.Counter
 	reloads     [2]prometheus.Counter // ok, failed
 	connections prometheus.Counter
 }
 
 // newMetrics registers every metric; lw (nil: none) is the log's writer,
-// whose dropped lines are read at each scrape.
-func newMetrics(lw *logWriter) *metrics {
+// whose dropped lines are read at each scrape, and r the relay, whose bytes
+// are.
+func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	logLost := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_log_lines_dropped_total", Help: "Log lines dropped because stderr fell behind (the access log's included)."},
 		func() float64 { return float64(lw.droppedLines()) })
+	const bytesHelp = "TCP payload bytes relayed, counted as they move (running sessions' included); up is client to target."
+	up := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: bytesHelp, ConstLabels: prometheus.Labels{"direction": "up"}},
+		func() float64 { n, _ := r.Relayed(); return float64(n + m.ahead.Load()) })
+	down := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: bytesHelp, ConstLabels: prometheus.Labels{"direction": "down"}},
+		func() float64 { _, n := r.Relayed(); return float64(n) })
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_sessions_active", Help: "Sessions past their request, by command."}, []string{"command"})
 	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request)."}, []string{"command", "reply"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: "TCP payload bytes relayed, counted when a session ends; up is client to target."}, []string{"direction"})
 	paths := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relay_sessions_total", Help: "Relayed TCP sessions by data path: splice, fallback (splice refused by the kernel) or copy."}, []string{"path"})
 	hs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_handshake_duration_seconds", Help: "Time from accept to a parsed request.", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
 	dial := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_dial_duration_seconds", Help: "Time to connect to the target, name resolution included (successful dials).", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
 	acceptErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_accept_errors_total", Help: "Failed accept calls (EMFILE and the like)."})
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_refused_total", Help: "Clients or requests refused by rules or limits, by reason."}, []string{"reason"})
-	dgrams := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_total", Help: "UDP datagrams relayed, counted when an association ends; up is client to destination."}, []string{"direction"})
-	udpBytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_relayed_bytes_total", Help: "UDP payload bytes relayed, counted when an association ends."}, []string{"direction"})
+	// UDP: each family's two directions read r's four counts, each load
+	// made once per scrape.
+	udp := func(i int) func() float64 {
+		return func() float64 {
+			var v [4]int64
+			v[0], v[1], v[2], v[3] = r.RelayedDatagrams()
+			return float64(v[i])
+		}
+	}
+	var udpFams [4]prometheus.Collector
+	for i, d := range [2]string{"up", "down"} {
+		udpFams[i] = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_udp_datagrams_total", Help: "UDP datagrams relayed, counted as they leave (running associations' included); up is client to destination.", ConstLabels: prometheus.Labels{"direction": d}}, udp(i))
+		udpFams[2+i] = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_udp_relayed_bytes_total", Help: "UDP payload bytes relayed, counted as they leave (running associations' included).", ConstLabels: prometheus.Labels{"direction": d}}, udp(2+i))
+	}
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason, counted when an association ends."}, []string{"reason"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_config_reloads_total", Help: "SIGHUP reloads, by result."}, []string{"result"})
 	conns := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_connections_accepted_total", Help: "TCP connections accepted, refused ones included."})
-	m.reg.MustRegister(active, sessions, bytes, paths, hs, dial, acceptErrs, refused, dgrams, udpBytes, dropped, reloads, conns, logLost)
+	m.reg.MustRegister(active, sessions, up, down, paths, hs, dial, acceptErrs, refused, dropped, reloads, conns, logLost)
+	m.reg.MustRegister(udpFams[:]...)
 	for c := range numCmdLabels {
 		m.active[c] = active.WithLabelValues(cmdLabels[c])
 		for r := range replyLabels {
@@ -104,11 +122,6 @@ func newMetrics(lw *logWriter) *metrics {
 				m.sessions[c][r] = sessions.WithLabelValues(cmdLabels[c], replyLabels[r])
 			}
 		}
-	}
-	for i, d := range [2]string{"up", "down"} {
-		m.bytes[i] = bytes.WithLabelValues(d)
-		m.datagrams[i] = dgrams.WithLabelValues(d)
-		m.udpBytes[i] = udpBytes.WithLabelValues(d)
 	}
 	for i, p := range [numPaths]string{"splice", "fallback", "copy"} {
 		m.paths[i] = paths.WithLabelValues(p)
@@ -185,13 +198,20 @@ func (m *metrics) end(cmd int, rep int) {
 	m.sessions[cmd][rep].Inc()
 }
 
-// relayed counts what one TCP relay moved.
+// pipelined counts n bytes a client sent behind its request, which the
+// server wrote upstream itself before the relay started.
+func (m *metrics) pipelined(n int) {
+	if m != nil {
+		m.ahead.Add(int64(n))
+	}
+}
+
+// relayed counts the data path of one TCP relay that ended (its bytes were
+// counted as they moved).
 func (m *metrics) relayed(st relay.Stats, forceCopy bool) {
 	if m == nil {
 		return
 	}
-	m.bytes[0].Add(float64(st.ClientToUpstream))
-	m.bytes[1].Add(float64(st.UpstreamToClient))
 	switch {
 	case st.Fallback && !forceCopy:
 		m.paths[pathFallback].Inc()
@@ -202,16 +222,13 @@ func (m *metrics) relayed(st relay.Stats, forceCopy bool) {
 	}
 }
 
-// datagramsRelayed counts what one association moved and dropped; denied is
-// the part of DropUnresolved that the rules refused.
-func (m *metrics) datagramsRelayed(st relay.DatagramStats, denied int64) {
+// datagramsDropped counts what one association dropped (what it relayed
+// was counted as it left); denied is the part of DropUnresolved that the
+// rules refused.
+func (m *metrics) datagramsDropped(st relay.DatagramStats, denied int64) {
 	if m == nil {
 		return
 	}
-	m.datagrams[0].Add(float64(st.FromClient))
-	m.datagrams[1].Add(float64(st.ToClient))
-	m.udpBytes[0].Add(float64(st.FromClientBytes))
-	m.udpBytes[1].Add(float64(st.ToClientBytes))
 	st.Dropped[relay.DropUnresolved] -= denied
 	for d := relay.DropStranger; d < relay.NumDrops; d++ {
 		if st.Dropped[d] > 0 {

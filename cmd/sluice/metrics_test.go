@@ -103,6 +103,17 @@ func TestMetrics(t *testing.T) {
 	u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: denied}), "no"...))
 	allowed := handshake.AddrFromAddrPort(uecho.LocalAddr().(*net.UDPAddr).AddrPort())
 	roundTrip(t, u, allowed, []byte("yes"), allowed.AddrPort())
+	// Counted as they leave: the association still runs.
+	var udpNow [4]float64
+	if !waitFor(10*time.Second, func() bool {
+		mfs := scrape(t, maddr)
+		for i, f := range []string{"sluice_udp_datagrams_total", "sluice_udp_relayed_bytes_total"} {
+			udpNow[2*i], udpNow[2*i+1] = value(mfs, f, "direction", "up"), value(mfs, f, "direction", "down")
+		}
+		return udpNow == [4]float64{1, 1, 3, 3}
+	}) {
+		t.Errorf("during the association: UDP datagrams up, down, bytes up, down = %v, want [1 1 3 3]", udpNow)
+	}
 	c.Close()
 	if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 0 }) {
 		t.Fatal("sessions did not end")
@@ -139,6 +150,8 @@ func TestMetrics(t *testing.T) {
 		{"sluice_connections_accepted_total", nil, 8},
 		{"sluice_udp_datagrams_total", []string{"direction", "up"}, 1},
 		{"sluice_udp_datagrams_total", []string{"direction", "down"}, 1},
+		{"sluice_udp_relayed_bytes_total", []string{"direction", "up"}, 3},
+		{"sluice_udp_relayed_bytes_total", []string{"direction", "down"}, 3},
 		{"sluice_udp_datagrams_dropped_total", []string{"reason", "not_allowed"}, 1},
 		{"sluice_udp_datagrams_dropped_total", []string{"reason", "unresolved"}, 0},
 		{"sluice_dial_duration_seconds", nil, 2},
@@ -206,6 +219,21 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
+// connectPipelined sends greeting, a CONNECT to target and ahead in one
+// write, as a client that pipelines does, and reads sluice's two answers.
+func connectPipelined(t *testing.T, addr string, target *net.TCPAddr, ahead []byte) *net.TCPConn {
+	t.Helper()
+	c := dialSluice(t, addr)
+	req := append([]byte{5, 1, 0, 5, 1, 0, 1}, target.IP.To4()...)
+	req = binary.BigEndian.AppendUint16(req, uint16(target.Port))
+	mustWrite(t, c, append(req, ahead...))
+	expect(t, c, []byte{5, 0})
+	if rep, _ := readReply(t, c); rep != 0 {
+		t.Fatalf("REP %#02x", rep)
+	}
+	return c
+}
+
 // TestPipelinedBytesCounted: bytes a client sends in the same write as its
 // request reach the target ahead of the relay and count in the session's
 // up_bytes all the same, on the bare-socket path and through package net.
@@ -218,14 +246,7 @@ func TestPipelinedBytesCounted(t *testing.T) {
 			t.Parallel()
 			var log syncBuffer
 			addr, inst := startSluiceLog(t, &log, flags...)
-			c := dialSluice(t, addr)
-			req := append([]byte{5, 1, 0, 5, 1, 0, 1}, target.IP.To4()...)
-			req = binary.BigEndian.AppendUint16(req, uint16(target.Port))
-			mustWrite(t, c, append(req, "abc"...))
-			expect(t, c, []byte{5, 0})
-			if rep, _ := readReply(t, c); rep != 0 {
-				t.Fatalf("REP %#02x", rep)
-			}
+			c := connectPipelined(t, addr, target, []byte("abc"))
 			expect(t, c, []byte("abc"))
 			mustWrite(t, c, []byte("de"))
 			expect(t, c, []byte("de"))
@@ -240,6 +261,60 @@ func TestPipelinedBytesCounted(t *testing.T) {
 					t.Errorf("access line lacks %q:\n%s", w, log.String())
 				}
 			}
+		})
+	}
+}
+
+// TestRelayedBytesLive: sluice_relayed_bytes_total counts a session's bytes
+// as they move, not when it ends: with the session still open, a scrape
+// finds the bytes the client pipelined behind its request and those it sent
+// later, and their echo, once the client read it back; after the session
+// ends the counts stay where they were (nothing counted twice). On each
+// path: the event loops with bare sockets, package net's sockets, the
+// goroutine path, and read/write.
+func TestRelayedBytesLive(t *testing.T) {
+	t.Parallel()
+	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
+	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"},
+		"goroutines": {"--loops=-1"}, "no-splice": {"--no-splice"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			addr, inst := startSluice(t, append([]string{"--metrics", "127.0.0.1:0"}, flags...)...)
+			maddr, err := serveMetrics(t.Context(), "127.0.0.1:0", inst.srv.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := connectPipelined(t, addr, target, []byte("abc"))
+			// counts waits until a scrape shows n bytes each way and
+			// active connect sessions.
+			counts := func(n float64, active float64) {
+				t.Helper()
+				var up, down, act float64
+				if !waitFor(10*time.Second, func() bool {
+					mfs := scrape(t, maddr)
+					up, down = value(mfs, "sluice_relayed_bytes_total", "direction", "up"), value(mfs, "sluice_relayed_bytes_total", "direction", "down")
+					act = value(mfs, "sluice_sessions_active", "command", "connect")
+					return up == n && down == n && act == active
+				}) {
+					t.Fatalf("sluice_relayed_bytes_total up %v, down %v, sluice_sessions_active %v; want %v, %v, %v", up, down, act, n, n, active)
+				}
+			}
+			expect(t, c, []byte("abc")) // the pipelined bytes' echo
+			counts(3, 1)
+			sent := make(chan error, 1)
+			go func() {
+				_, err := c.Write(make([]byte, 200_000)) // more than the sockets hold: the echo is read meanwhile
+				sent <- err
+			}()
+			if _, err := io.CopyN(io.Discard, c, 200_000); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			counts(200_003, 1)
+			c.Close()
+			counts(200_003, 0)
 		})
 	}
 }

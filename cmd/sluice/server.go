@@ -195,6 +195,9 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 			err = errReplied{err} // the success reply is out: no other reply now
 		}
 		rs.ahead = len(req.Rest)
+		if err == nil {
+			s.metrics.pipelined(rs.ahead)
+		}
 	}
 	b.Release() // req aliases b: not used past here
 	if err != nil {
@@ -229,6 +232,9 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 	if err == nil && len(req.Rest) > 0 {
 		err = writeFd(fd, req.Rest)
 		rs.ahead = len(req.Rest)
+		if err == nil {
+			s.metrics.pipelined(rs.ahead)
+		}
 	}
 	b.Release() // req aliases b: not used past here
 	if err != nil {
@@ -399,7 +405,7 @@ func (s *server) endSession(rs *relaySession) {
 func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPConn, req *handshake.Request) {
 	lv, c, user, target, start := rs.lv, rs.c, rs.user, rs.target, rs.start
 	st, denied, err := s.associate(ctx, lv, tc, req)
-	s.metrics.datagramsRelayed(st, denied)
+	s.metrics.datagramsDropped(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
 		s.fail(rs, req, err)
 		return
