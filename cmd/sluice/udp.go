@@ -26,12 +26,10 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, r *han
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	// Datagrams are taken from the control connection's IP only; a non-zero
-	// DST.PORT also fixes the client's port. DST.ADDR is not trusted: behind
-	// a NAT it is often the client's private address.
-	var port uint16
-	if req.Type != handshake.AddrDomain {
-		port = req.Port
-	}
+	// DST.PORT also fixes the client's port, whatever type DST.ADDR has.
+	// DST.ADDR is not trusted: behind a NAT it is often the client's
+	// private address.
+	port := req.Port
 	clientSide, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
 	if err != nil {
 		return st, 0, err

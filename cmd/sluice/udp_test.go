@@ -145,6 +145,73 @@ func TestUDPAssociate(t *testing.T) {
 	}
 }
 
+// TestUDPAssociateDstPort: a non-zero DST.PORT in the request fixes the
+// client's port for the association, whatever type DST.ADDR has (RFC 1928
+// section 7: the address and port the client will send from; the address
+// is not trusted, a name included): a datagram from another port of the
+// client's IP is dropped even when it comes first, and the given port's go
+// through.
+func TestUDPAssociateDstPort(t *testing.T) {
+	t.Parallel()
+	echo, got := udpEcho(t, "udp4", "127.0.0.1:0")
+	e := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	addr, _ := startSluice(t)
+	for _, tc := range []struct {
+		name string
+		dst  func(port uint16) handshake.Addr
+	}{
+		{"ipv4", func(port uint16) handshake.Addr {
+			return handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), port))
+		}},
+		{"domain", func(port uint16) handshake.Addr {
+			return handshake.Addr{Type: handshake.AddrDomain, Name: []byte("client.invalid"), Port: port}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mine, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mine.Close()
+			mine.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialSluice(t, addr)
+			defer c.Close()
+			dst := tc.dst(mine.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+			req := append([]byte{5, 1, 0, 5, 3, 0}, handshake.AppendAddr(nil, dst)...)
+			mustWrite(t, c, req)
+			expect(t, c, []byte{5, 0})
+			rep, bnd := readReply(t, c)
+			if rep != 0 || len(bnd) != 6 {
+				t.Fatalf("UDP ASSOCIATE reply REP %#02x BND %x", rep, bnd)
+			}
+			ip, _ := netip.AddrFromSlice(bnd[:4])
+			relayAddr := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+			datagram := func(payload string) []byte {
+				return append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: handshake.AddrFromAddrPort(e)}), payload...)
+			}
+			before := got.Load()
+			other := udpClient(t, "127.0.0.1", relayAddr) // the client's IP, another port, first
+			if _, err := other.Write(datagram("other port")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := mine.WriteToUDPAddrPort(datagram("mine"), relayAddr); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 1500)
+			n, from, err := mine.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("no echo on the port DST.PORT named: %v", err)
+			}
+			if from != relayAddr || !bytes.HasSuffix(buf[:n], []byte("mine")) {
+				t.Fatalf("got %q from %v, want the echo of \"mine\" from %v", buf[:n], from, relayAddr)
+			}
+			if n := got.Load() - before; n != 1 {
+				t.Fatalf("the echo server got %d datagrams, want 1: the other port's must be dropped", n)
+			}
+		})
+	}
+}
+
 // TestUDPIdleTimeout checks that an association with no traffic ends after
 // the UDP idle timeout, closing its control connection.
 func TestUDPIdleTimeout(t *testing.T) {
