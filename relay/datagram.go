@@ -3,6 +3,8 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -194,8 +196,9 @@ func (as *association) solicited(src netip.AddrPort) bool {
 // Datagrams relays between an association's client and upstream sockets
 // until ctx ends, the idle timeout fires, or a socket fails. It starts one
 // goroutine, for upstream-to-client, and joins it before returning. A ctx
-// that ends is a normal end: the error is nil, as it is for the idle
-// timeout, which the caller tells by IdleTimedOut. Steady-state relaying
+// that ends is a normal end: the error is nil; the idle timeout's end
+// returns an error that IsIdle tells; a socket that fails ends the
+// association with its error. Steady-state relaying
 // allocates nothing.
 func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, error) {
 	as := &association{a: a, r: r}
@@ -207,7 +210,11 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 	defer stop()
 	if a.IdleTimeout > 0 {
 		as.last = -1
-		as.timer.Store(time.AfterFunc(a.IdleTimeout, as.checkIdle))
+		// Stored before it is armed: checkIdle re-arms it through
+		// as.timer, and a short timeout could fire before a Store.
+		t := time.AfterFunc(math.MaxInt64, as.checkIdle)
+		as.timer.Store(t)
+		t.Reset(a.IdleTimeout)
 		defer func() {
 			as.stopped.Store(true)
 			as.timer.Load().Stop()
@@ -218,17 +225,19 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		downErr = as.upstreamToClient()
+		if downErr = as.upstreamToClient(); downErr != nil {
+			as.halt() // a failed socket ends the association
+		}
 	}()
 	upErr := as.clientToUpstream()
-	as.abort()
+	as.halt()
 	wg.Wait()
 	st := as.stats[0]
 	st.ToClient, st.ToClientBytes = as.stats[1].ToClient, as.stats[1].ToClientBytes
 	for i, n := range as.stats[1].Dropped {
 		st.Dropped[i] += n
 	}
-	if as.stopped.Load() {
+	if as.stopped.Load() { // ctx or the idle timeout ended it
 		if as.idle.Load() {
 			return st, errDatagramIdle
 		}
@@ -257,9 +266,15 @@ func (as *association) checkIdle() {
 	as.timer.Load().Reset(as.a.IdleTimeout)
 }
 
-// abort unblocks both loops by pushing the sockets' deadlines into the past.
+// abort ends the association normally (ctx, idle timeout): it records that
+// and halts both loops.
 func (as *association) abort() {
 	as.stopped.Store(true)
+	as.halt()
+}
+
+// halt unblocks both loops by pushing the sockets' deadlines into the past.
+func (as *association) halt() {
 	past := time.Unix(1, 0)
 	as.a.Client.SetReadDeadline(past)
 	as.a.Upstream.SetReadDeadline(past)
@@ -346,5 +361,5 @@ func readErr(dir string, err error) error {
 	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil
 	}
-	return errors.New("relay: " + dir + ": " + err.Error())
+	return fmt.Errorf("relay: %s: %w", dir, err)
 }

@@ -3,10 +3,12 @@ package relay
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -173,6 +175,42 @@ func TestDatagramsIdle(t *testing.T) {
 	}
 	if !IsIdle(g.err) {
 		t.Fatalf("err = %v, want the idle timeout", g.err)
+	}
+}
+
+// TestDatagramsTinyIdle: an idle timeout so short that its timer fires
+// before Datagrams has stored it still ends the association as idle (the
+// timer's first run used to find no timer to re-arm, and panicked).
+func TestDatagramsTinyIdle(t *testing.T) {
+	t.Parallel()
+	r := New(Options{})
+	defer r.Close()
+	from := netip.MustParseAddrPort("127.0.0.1:0")
+	for i := range 300 {
+		a := &Association{Client: udpSocket(t, "127.0.0.1:0"), Upstream: udpSocket(t, "127.0.0.1:0"), From: from,
+			Codec: addrCodec{}, IdleTimeout: time.Duration(i%3 + 1)}
+		if _, err := r.Datagrams(context.Background(), a); !IsIdle(err) {
+			t.Fatalf("round %d, idle timeout %v: err = %v, want the idle timeout", i, a.IdleTimeout, err)
+		}
+		a.Client.Close()
+		a.Upstream.Close()
+	}
+}
+
+// TestDatagramsSocketFails: a socket that fails ends the association with
+// its error, where a ctx that ends gives nil (TestDatagrams).
+func TestDatagramsSocketFails(t *testing.T) {
+	t.Parallel()
+	g := startAssociation(t, 0)
+	g.exchange(t, []byte("one"), make([]byte, 2048))
+	g.relayClient.Close()
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("association still running 10s after its client socket closed")
+	}
+	if g.err == nil || !strings.Contains(g.err.Error(), "udp client->upstream") || !errors.Is(g.err, net.ErrClosed) {
+		t.Fatalf("err = %v, want the client socket's read error", g.err)
 	}
 }
 
