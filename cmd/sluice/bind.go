@@ -56,7 +56,10 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	// Watch the control connection while waiting: if the client goes away, the
 	// listener is closed and AcceptTCP returns.
 	stop := watchClose(c, func() { tl.Close() })
+	// A drain that runs out ends the wait too, as it ends relayed sessions.
+	stopCtx := context.AfterFunc(ctx, func() { tl.Close() })
 	peer, err := tl.AcceptTCP()
+	stopCtx()
 	stop()
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -125,7 +128,9 @@ func watchClose(c *net.TCPConn, onClose func()) (stop func()) {
 }
 
 // watchPeer waits until rc is readable and calls onClose if that is because
-// of EOF or an error. It closes done when it returns.
+// of EOF or an error. Bytes the client sends meanwhile stay queued for the
+// relay; where the system can tell a FIN or reset behind them (hungUp), the
+// watch goes on past them. It closes done when it returns.
 func watchPeer(rc syscall.RawConn, onClose func(), done chan<- struct{}) {
 	defer close(done)
 	var b [1]byte
@@ -137,8 +142,14 @@ func watchPeer(rc syscall.RawConn, onClose func(), done chan<- struct{}) {
 			return false // wait until readable
 		case err != nil || n == 0:
 			closed = true
+		default: // bytes wait, and maybe a FIN or reset behind them
+			hung, known := hungUp(fd)
+			if known && !hung {
+				return false // wait for more: bytes, a FIN, a reset
+			}
+			closed = hung
 		}
-		return true // data waiting, EOF or error: stop watching
+		return true // EOF, an error, or data where a FIN cannot be told: stop watching
 	})
 	if closed || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) {
 		onClose()

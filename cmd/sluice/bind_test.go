@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -59,8 +60,9 @@ func TestBind(t *testing.T) {
 	}
 }
 
-// TestBindFailures checks timeout (0x06), a peer from the wrong address
-// (0x02) and a client that leaves: in each case the listening socket closes.
+// TestBindFailures checks timeout (0x06) and a peer from the wrong address
+// (0x02): in each case the listening socket closes. TestBindWait has the
+// client that leaves.
 func TestBindFailures(t *testing.T) {
 	t.Parallel()
 	addr, _ := startSluice(t, "--bind-timeout", "300ms")
@@ -90,12 +92,51 @@ func TestBindFailures(t *testing.T) {
 		expectClosed(t, peer)
 		expectRefused(t, listening)
 	})
-	t.Run("client-gone", func(t *testing.T) {
-		t.Parallel()
-		c, listening := bindRequest(t, addr, netip.IPv4Unspecified())
+}
+
+// TestBindWait: a client that sends bytes while BIND waits for its peer
+// has them relayed to the peer once it comes; one that leaves, with or
+// without sending first, is noticed at once, not at the end of
+// --bind-timeout (a minute here): the session's slot is given back and the
+// listening socket closes.
+func TestBindWait(t *testing.T) {
+	t.Parallel()
+	addr, inst := startSluice(t, "--bind-timeout", "1m")
+	idle := func(t *testing.T) {
+		t.Helper()
+		if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 0 }) {
+			t.Fatalf("%d sessions still held", inst.srv.limits.active.Load())
+		}
+	}
+	t.Run("sends-then-peer", func(t *testing.T) {
+		c, listening := bindRequest(t, addr, netip.MustParseAddr("127.0.0.1"))
+		mustWrite(t, c, []byte("early"))
+		peer, err := net.Dial("tcp", listening.String())
+		if err != nil {
+			t.Fatalf("peer dial %v: %v", listening, err)
+		}
+		defer peer.Close()
+		if rep, _ := readReply(t, c); rep != 0 {
+			t.Fatalf("second reply REP %#02x, want 0x00", rep)
+		}
+		expect(t, peer, []byte("early"))
 		c.Close()
-		expectRefused(t, listening)
+		peer.Close()
+		idle(t)
 	})
+	for _, early := range []string{"", "early"} {
+		t.Run("leaves/sent="+strconv.Itoa(len(early)), func(t *testing.T) {
+			c, listening := bindRequest(t, addr, netip.IPv4Unspecified())
+			if early != "" {
+				mustWrite(t, c, []byte(early))
+			}
+			c.Close()
+			// The slot first: a probe of the listening socket would
+			// connect as the peer and end the wait itself.
+			idle(t)
+			expectRefused(t, listening)
+		})
+	}
 }
 
 // expectRefused waits until nothing listens on a anymore.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -101,6 +102,26 @@ func TestDrainEndsHandshakes(t *testing.T) {
 			t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// TestDrainEndsBindWait sends SIGTERM while a BIND waits for its peer, with
+// a bind timeout far longer than the drain timeout: the drain's end closes
+// the wait, the client gets its second reply (a failure) and a close, and
+// sluice exits.
+func TestDrainEndsBindWait(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, "--listen", "127.0.0.1:0", "--listeners", "1", "--bind-timeout", "10m", "--drain-timeout", "1s")
+	c, listening := bindRequest(t, p.addr, netip.MustParseAddr("127.0.0.1"))
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitLine(t, "drain timeout")
+	if err := p.wait(t); err != nil {
+		t.Fatalf("exit: %v, want 0", err)
+	}
+	if rep, _ := readReply(t, c); rep != 0x01 {
+		t.Errorf("second reply REP %#02x, want 0x01 (general failure)", rep)
+	}
+	expectClosed(t, c)
+	expectRefused(t, listening)
 }
 
 // TestReloadSIGHUP changes users, rules and a restart-only key, then sends

@@ -56,3 +56,16 @@ func dupCloexec(fd int) (int, error) {
 	}
 	return nfd, nil
 }
+
+// hungUp reports whether the peer of socket fd shut down its sending side,
+// or the connection failed, even while received bytes wait to be read
+// before the FIN (which a peeking recv cannot see past): poll's POLLRDHUP,
+// without waiting. known is false when poll failed.
+func hungUp(fd uintptr) (hung, known bool) {
+	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	n, err := unix.Poll(p[:], 0)
+	if err != nil {
+		return false, false
+	}
+	return n > 0 && p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0, true
+}

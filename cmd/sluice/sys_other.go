@@ -27,3 +27,8 @@ func fdLocalAddrPort(int) netip.AddrPort { return netip.AddrPort{} }
 func sysClose(int) error { return errors.ErrUnsupported }
 
 func dupCloexec(int) (int, error) { return -1, errors.ErrUnsupported }
+
+// hungUp cannot tell a FIN behind received bytes here (no POLLRDHUP):
+// BIND's watch (watchPeer) then ends at the first byte, and a client that
+// sends before its peer came and then leaves is noticed when the wait ends.
+func hungUp(uintptr) (hung, known bool) { return false, false }
