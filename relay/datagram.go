@@ -284,14 +284,22 @@ func (as *association) halt() {
 // the client's address get past the source check.
 func (as *association) clientToUpstream() error {
 	st := &as.stats[0]
-	wantIP := as.a.From.Addr().Unmap()
+	// A link-local client's address comes with its zone from the control
+	// connection, and without one from a raw read: compare without, and
+	// send to it with the control connection's zone.
+	wantIP := as.a.From.Addr().Unmap().WithZone("")
+	zone := as.a.From.Addr().Zone()
 	up := newSender(as.a.Upstream, &as.r.udp[0])
 	err := readDatagrams(as.a.Client, 0, func(buf []byte, _, n int, from netip.AddrPort) {
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if from.Addr() != wantIP {
+		ip := from.Addr().Unmap()
+		if ip.WithZone("") != wantIP {
 			st.Dropped[DropStranger]++
 			return
 		}
+		if ip.Zone() == "" {
+			ip = ip.WithZone(zone) // no-op for IPv4 and for an empty zone
+		}
+		from = netip.AddrPortFrom(ip, from.Port())
 		if c := as.client.Load(); c == nil {
 			first := from // its own variable: only the first datagram's escapes
 			as.client.Store(&first)

@@ -28,6 +28,7 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // to the peer that connects, with the name DST.ADDR gave, if any.
 func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
 	want := req.Addr
+	want.IP = want.IP.Unmap() // ::ffff:0.0.0.0 is all-zeros too
 	p := lv.rules
 	switch {
 	case p == nil:
@@ -68,8 +69,10 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 		return nil, err
 	}
 	pa := peer.RemoteAddr().(*net.TCPAddr).AddrPort()
+	// The peer's address carries its zone (a link-local peer); DST.ADDR,
+	// from the wire, has none.
 	if want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified() &&
-		want.IP.Unmap() != pa.Addr().Unmap() {
+		want.IP != pa.Addr().Unmap().WithZone("") {
 		peer.Close()
 		return nil, errPeerNotAllowed
 	}

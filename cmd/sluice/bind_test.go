@@ -139,6 +139,34 @@ func TestBindWait(t *testing.T) {
 	}
 }
 
+// TestBindMappedZeros: DST.ADDR ::ffff:0.0.0.0 (ATYP 4) is the all-zeros
+// address, as 0.0.0.0 is: any peer may connect (it was taken for a peer
+// that must come from 0.0.0.0, and every peer got 0x02).
+func TestBindMappedZeros(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t)
+	c := dialSluice(t, addr)
+	req := []byte{5, 1, 0, 5, 2, 0, 4}
+	mapped := netip.AddrFrom16(netip.IPv4Unspecified().As16()).As16() // ::ffff:0.0.0.0
+	mustWrite(t, c, append(append(req, mapped[:]...), 0, 0))
+	expect(t, c, []byte{5, 0})
+	rep, bnd := readReply(t, c)
+	if rep != 0 || len(bnd) != 6 {
+		t.Fatalf("first BIND reply: REP %#02x BND %x", rep, bnd)
+	}
+	ip, _ := netip.AddrFromSlice(bnd[:4])
+	listening := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	peer, err := d.Dial("tcp", listening.String())
+	if err != nil {
+		t.Fatalf("peer dial %v: %v", listening, err)
+	}
+	defer peer.Close()
+	if rep, _ := readReply(t, c); rep != 0 {
+		t.Fatalf("second reply REP %#02x, want 0x00: any peer may come", rep)
+	}
+}
+
 // expectRefused waits until nothing listens on a anymore.
 func expectRefused(t *testing.T, a netip.AddrPort) {
 	t.Helper()

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"sluice/handshake"
+)
+
+// TestLinkLocalClient serves a client that reaches sluice on an IPv6
+// link-local address, whose addresses carry a zone (the interface) where
+// the wire's have none: sluice in one network namespace, the client in
+// another, joined by a veth pair (fe80::1 and fe80::2, without duplicate
+// address detection). A UDP association's datagrams from the client are
+// relayed and answered (they were all dropped as a stranger's), and a BIND
+// whose DST.ADDR is the client's link-local address takes a peer from it
+// (it got 0x02).
+func TestLinkLocalClient(t *testing.T) {
+	needNetns(t)
+	t.Parallel()
+	id := os.Getpid() % 100000
+	nsS, nsC := fmt.Sprintf("sluice-ls%d", id), fmt.Sprintf("sluice-lc%d", id)
+	vethS, vethC := fmt.Sprintf("sll%d", id), fmt.Sprintf("slc%d", id)
+	for _, ns := range []string{nsS, nsC} {
+		ipCmd(t, "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	ipCmd(t, "link", "add", vethS, "netns", nsS, "type", "veth", "peer", "name", vethC, "netns", nsC)
+	for _, side := range [][3]string{{nsS, vethS, "fe80::1/64"}, {nsC, vethC, "fe80::2/64"}} {
+		ipCmd(t, "-n", side[0], "link", "set", "lo", "up")
+		ipCmd(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
+		ipCmd(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
+		ipCmd(t, "-n", side[0], "link", "set", side[1], "up")
+	}
+
+	// A UDP echo target beside sluice.
+	var echo *net.UDPConn
+	inNetns(t, nsS, func() (err error) {
+		echo, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	})
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+
+	p := spawnSluice(t, []string{"ip", "netns", "exec", nsS}, "--listen", "[fe80::1%"+vethS+"]:0", "--allow-open-relay", "--listeners", "1")
+	port := netip.MustParseAddrPort(p.addr).Port()
+	server := netip.AddrPortFrom(netip.MustParseAddr("fe80::1%"+vethC), port)
+	client := netip.MustParseAddr("fe80::2%" + vethC)
+	// dial opens a TCP connection from the client's namespace.
+	dial := func(to netip.AddrPort) *net.TCPConn {
+		t.Helper()
+		var c *net.TCPConn
+		inNetns(t, nsC, func() (err error) {
+			c, err = net.DialTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0)), net.TCPAddrFromAddrPort(to))
+			return err
+		})
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	// request sends greeting and a request of cmd for dst and returns the
+	// reply's BND as an address on the client's side of the link.
+	request := func(c *net.TCPConn, cmd byte, dst handshake.Addr) netip.AddrPort {
+		t.Helper()
+		mustWrite(t, c, append([]byte{5, 1, 0, 5, cmd, 0}, handshake.AppendAddr(nil, dst)...))
+		expect(t, c, []byte{5, 0})
+		rep, bnd := readReply(t, c)
+		if rep != 0 || len(bnd) != 18 {
+			t.Fatalf("command %d: REP %#02x BND %x, want 0x00 and an IPv6 address", cmd, rep, bnd)
+		}
+		ip := netip.AddrFrom16([16]byte(bnd[:16]))
+		if ip != netip.MustParseAddr("fe80::1") {
+			t.Fatalf("command %d: BND %v, want fe80::1", cmd, ip)
+		}
+		return netip.AddrPortFrom(ip.WithZone(vethC), uint16(bnd[16])<<8|uint16(bnd[17]))
+	}
+
+	t.Run("udp", func(t *testing.T) {
+		ctl := dial(server)
+		relayAddr := request(ctl, 3, handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv6Unspecified(), 0)))
+		var u *net.UDPConn
+		inNetns(t, nsC, func() (err error) {
+			u, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(client, 0)))
+			return err
+		})
+		defer u.Close()
+		u.SetDeadline(time.Now().Add(10 * time.Second))
+		target := handshake.AddrFromAddrPort(echo.LocalAddr().(*net.UDPAddr).AddrPort())
+		msg := append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: target}), "over the link"...)
+		if _, err := u.WriteToUDPAddrPort(msg, relayAddr); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		n, _, err := u.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("no answer through the association: %v; log:\n%s", err, p.log())
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("answer %q, want %q", buf[:n], msg)
+		}
+	})
+	t.Run("bind", func(t *testing.T) {
+		ctl := dial(server)
+		listening := request(ctl, 2, handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("fe80::2"), 0)))
+		peer := dial(listening)
+		rep, bnd := readReply(t, ctl)
+		if rep != 0 || len(bnd) != 18 || netip.AddrFrom16([16]byte(bnd[:16])) != netip.MustParseAddr("fe80::2") {
+			t.Fatalf("second reply REP %#02x BND %x, want 0x00 and fe80::2", rep, bnd)
+		}
+		mustWrite(t, peer, []byte("from the peer"))
+		expect(t, ctl, []byte("from the peer"))
+	})
+}
