@@ -7,11 +7,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"sluice/handshake"
 )
+
+// errClientLeft ends a BIND whose client closed or reset its connection
+// while waiting for the peer.
+var errClientLeft = errors.New("bind: client left while waiting for the peer")
 
 // errPeerNotAllowed is the BIND failure for a peer whose IP is not the one the
 // client named in DST.ADDR.
@@ -56,15 +61,19 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	tl.SetDeadline(time.Now().Add(lv.bindTimeout))
 	// Watch the control connection while waiting: if the client goes away, the
 	// listener is closed and AcceptTCP returns.
-	stop := watchClose(c, func() { tl.Close() })
+	var gone atomic.Bool
+	stop := watchClose(c, func() { gone.Store(true); tl.Close() })
 	// A drain that runs out ends the wait too, as it ends relayed sessions.
 	stopCtx := context.AfterFunc(ctx, func() { tl.Close() })
 	peer, err := tl.AcceptTCP()
 	stopCtx()
 	stop()
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil, handshake.ErrTTLExpired
+		case gone.Load():
+			return nil, errReplied{errClientLeft} // nobody to reply to
 		}
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,7 +102,8 @@ func TestBindFailures(t *testing.T) {
 // listening socket closes.
 func TestBindWait(t *testing.T) {
 	t.Parallel()
-	addr, inst := startSluice(t, "--bind-timeout", "1m")
+	var log syncBuffer
+	addr, inst := startSluiceLog(t, &log, "--bind-timeout", "1m")
 	idle := func(t *testing.T) {
 		t.Helper()
 		if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 0 }) {
@@ -135,6 +137,16 @@ func TestBindWait(t *testing.T) {
 			// connect as the peer and end the wait itself.
 			idle(t)
 			expectRefused(t, listening)
+			// Nobody to reply to: the access line says no reply.
+			line := "client=" + c.LocalAddr().String() + " "
+			if !waitFor(10*time.Second, func() bool { return strings.Contains(log.String(), line) }) {
+				t.Fatalf("no access line for %s; log:\n%s", c.LocalAddr(), log.String())
+			}
+			for l := range strings.Lines(log.String()) {
+				if strings.Contains(l, line) && !strings.Contains(l, "reply=none") {
+					t.Errorf("access line %q, want reply=none", l)
+				}
+			}
 		})
 	}
 }
