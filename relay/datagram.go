@@ -145,6 +145,7 @@ type association struct {
 	idle     atomic.Bool
 	timer    atomic.Pointer[time.Timer] // idle watchdog, when on
 	last     int64                      // progress at the previous check; the watchdog's own
+	quiet    int                        // looks in a row that found no progress; the watchdog's own
 	stats    [2]DatagramStats           // one per direction, summed at the end
 
 	peersMu sync.Mutex
@@ -214,7 +215,7 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 		// as.timer, and a short timeout could fire before a Store.
 		t := time.AfterFunc(math.MaxInt64, as.checkIdle)
 		as.timer.Store(t)
-		t.Reset(a.IdleTimeout)
+		t.Reset(as.idlePeriod())
 		defer func() {
 			as.stopped.Store(true)
 			as.timer.Load().Stop()
@@ -249,21 +250,32 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 // IsIdle reports whether err is the idle-timeout end of Datagrams.
 func IsIdle(err error) bool { return errors.Is(err, errDatagramIdle) }
 
+// idleChecks is how many times per idle timeout the watchdog looks: an
+// association ends after idleChecks looks in a row found that no datagram
+// moved, between 1 and 1 + 1/idleChecks idle timeouts after its last one,
+// as a TCP session's --idle-timeout does.
+const idleChecks = 4
+
+// idlePeriod is the time between the watchdog's looks.
+func (as *association) idlePeriod() time.Duration {
+	return max(as.a.IdleTimeout/idleChecks, 1)
+}
+
 // checkIdle runs once per idle period in a timer goroutine: it aborts the
-// association when no datagram moved since the previous check and re-arms
-// itself otherwise (one timer per period, no work per datagram).
+// association when idleChecks looks in a row found no datagram moved, and
+// re-arms itself otherwise (one timer, no work per datagram).
 func (as *association) checkIdle() {
 	if as.stopped.Load() {
 		return
 	}
-	now := as.progress.Load()
-	if now == as.last {
+	if now := as.progress.Load(); now != as.last {
+		as.last, as.quiet = now, 0
+	} else if as.quiet++; as.quiet >= idleChecks {
 		as.idle.Store(true)
 		as.abort()
 		return
 	}
-	as.last = now
-	as.timer.Load().Reset(as.a.IdleTimeout)
+	as.timer.Load().Reset(as.idlePeriod())
 }
 
 // abort ends the association normally (ctx, idle timeout): it records that

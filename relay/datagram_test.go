@@ -163,19 +163,39 @@ func TestDatagrams(t *testing.T) {
 	g.counted(t, [4]int64{3, 3, 5 + 1400 + 13, 5 + 1400 + 13}) // the refused one left out
 }
 
+// TestDatagramsIdle: an association ends by its idle timeout, and not
+// before the timeout has passed since its last datagram, with datagrams
+// every tenth of the timeout keeping it alive for several timeouts first.
 func TestDatagramsIdle(t *testing.T) {
 	t.Parallel()
-	g := startAssociation(t, 200*time.Millisecond)
+	const idle = 200 * time.Millisecond
+	g := startAssociation(t, idle)
 	buf := make([]byte, 2048)
-	g.exchange(t, []byte("one"), buf)
+	var last time.Time
+	for end := time.Now().Add(3 * idle); time.Now().Before(end); {
+		g.exchange(t, []byte("one"), buf)
+		last = time.Now()
+		select {
+		case <-g.done:
+			t.Fatalf("ended (%v) while a datagram moved every %v", g.err, idle/10)
+		case <-time.After(idle / 10):
+		}
+	}
 	select {
 	case <-g.done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("idle association still running after 10s")
 	}
+	took := time.Since(last)
 	if !IsIdle(g.err) {
 		t.Fatalf("err = %v, want the idle timeout", g.err)
 	}
+	// The relay counts a datagram just before the client reads it: a
+	// millisecond's grace for the two clocks.
+	if took < idle-time.Millisecond {
+		t.Errorf("ended %v after the last datagram, want at least %v", took, idle)
+	}
+	t.Logf("ended %v after the last datagram (idle timeout %v)", took, idle)
 }
 
 // TestDatagramsTinyIdle: an idle timeout so short that its timer fires
