@@ -137,7 +137,7 @@ func (a *acceptor) acceptLoop() {
 		lv := s.live.Load()
 		var ip netip.Addr
 		if lv.clients != nil || lv.maxPerIP > 0 {
-			ip = c.peer.Addr().Unmap()
+			ip = c.peer.Addr().Unmap().WithZone("") // package net's has a zone, a bare socket's none: one key per client
 		}
 		if !lv.clients.allowed(0, nil, ip, 0) {
 			s.refuse(c, lv, refClientRule)

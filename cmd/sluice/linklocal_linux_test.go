@@ -20,7 +20,8 @@ import (
 // address detection). A UDP association's datagrams from the client are
 // relayed and answered (they were all dropped as a stranger's), and a BIND
 // whose DST.ADDR is the client's link-local address takes a peer from it
-// (it got 0x02).
+// (it got 0x02). A client rule that denies link-local clients refuses this
+// one on every accept path.
 func TestLinkLocalClient(t *testing.T) {
 	needNetns(t)
 	t.Parallel()
@@ -125,4 +126,16 @@ func TestLinkLocalClient(t *testing.T) {
 		mustWrite(t, peer, []byte("from the peer"))
 		expect(t, ctl, []byte("from the peer"))
 	})
+	// A client rule denying link-local clients holds on every accept path
+	// (package net's addresses carry the zone, and no prefix contained them).
+	cfg := writeConfig(t, "[[client-rule]]\naction = \"deny\"\ncidr = [\"fe80::/10\"]\n")
+	for _, mode := range [][]string{nil, {"--net-sockets"}, {"--loops=-1"}} {
+		t.Run(fmt.Sprintf("client-rule%v", mode), func(t *testing.T) {
+			args := append([]string{"--listen", "[fe80::1%" + vethS + "]:0", "--allow-open-relay", "--listeners", "1", "--config", cfg}, mode...)
+			q := spawnSluice(t, []string{"ip", "netns", "exec", nsS}, args...)
+			c := dial(netip.AddrPortFrom(netip.MustParseAddr("fe80::1%"+vethC), netip.MustParseAddrPort(q.addr).Port()))
+			mustWrite(t, c, []byte{5, 1, 0})
+			expectClosed(t, c)
+		})
+	}
 }

@@ -212,7 +212,9 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 	if p == nil {
 		return true
 	}
-	ip = ip.Unmap()
+	// A zone (a link-local address from package net) would keep every
+	// prefix from containing ip.
+	ip = ip.Unmap().WithZone("")
 	for i := range p.rules {
 		if p.rules[i].matches(cmd, name, ip, port) {
 			return p.rules[i].allow

@@ -56,6 +56,8 @@ func TestPolicy(t *testing.T) {
 		{"rfc1918", cmdConnect, "", "192.168.1.1", 80, false},
 		{"ula", cmdConnect, "", "fd00::1", 80, false},
 		{"link-local-v6", cmdConnect, "", "fe80::1", 80, false},
+		{"link-local-v6-zone", cmdBind, "", "fe80::1%eth0", 80, false}, // a BIND peer, a client from package net
+		{"udp-cidr-v6-zone", cmdUDP, "", "2001:db8::1%eth0", 53, false},
 		{"unspecified", cmdConnect, "", "0.0.0.0", 80, false},
 		{"public-v6", cmdConnect, "", "2606:4700::1111", 443, true},
 		{"name-to-private", cmdConnect, "rebind.example", "127.0.0.1", 80, false},
