@@ -346,6 +346,17 @@ func (l *loop) dispatch(n int) (woken bool) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			f.writable[side] = true
 		}
+		if ev&unix.EPOLLERR != 0 && f.dirs[side].done && !f.ended {
+			// A socket whose reading is over (its FIN was passed on)
+			// failed: a reset after the half-close. Nothing reads it,
+			// and the other direction writes to it only if its own
+			// source has bytes, which a silent far side never sends:
+			// take the error here.
+			if err := sockError(f.fds[side]); err != nil {
+				l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
+				continue
+			}
+		}
 		l.run(f)
 	}
 	return woken

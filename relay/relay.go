@@ -329,6 +329,7 @@ type session struct {
 	client, upstream *net.TCPConn
 	halves           [2]half // client->upstream, upstream->client
 	cause            atomic.Int32
+	finished         atomic.Int32 // halves that passed their EOF on
 }
 
 // aLongTimeAgo is a deadline in the past, set to unblock both directions.
@@ -535,6 +536,44 @@ func (r *Relay) runHalf(s *session, h *half) {
 	if err != nil {
 		h.err = fmt.Errorf("relay: %s: %w", h.label, err)
 		s.abort(h.cause)
+		return
+	}
+	if s.finished.Add(1) == 1 {
+		if watchErrors {
+			s.watchSource(h)
+		}
+		return
+	}
+	// The other half finished first and watches its source: release it.
+	other := &s.halves[0]
+	if h == other {
+		other = &s.halves[1]
+	}
+	other.src.SetReadDeadline(aLongTimeAgo)
+}
+
+// watchSource waits, once h passed its source's EOF on, until the other
+// half ends or h's source fails: a reset after the half-close, which nothing
+// would read otherwise, and which the other half meets only if its own
+// source sends bytes to write there. The failure ends the session. The half
+// that ends second releases the watch with a past read deadline, cleared
+// here.
+func (s *session) watchSource(h *half) {
+	rc, err := h.src.SyscallConn()
+	if err != nil {
+		return
+	}
+	var failed error
+	err = rc.Read(func(fd uintptr) bool {
+		failed = sockError(int(fd))
+		return failed != nil
+	})
+	switch {
+	case failed != nil:
+		h.err = fmt.Errorf("relay: %s: %w", h.label, failed)
+		s.abort(h.cause)
+	case isDeadline(err) && s.cause.Load() == causeNone:
+		h.src.SetReadDeadline(time.Time{})
 	}
 }
 

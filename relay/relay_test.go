@@ -534,6 +534,46 @@ func TestPipeReset(t *testing.T) {
 	}
 }
 
+// TestPipeResetAfterHalfClose: a side that half-closed and then resets is
+// noticed though nothing reads it any more and the far side stays silent
+// (the session lasted until the far side wrote, or for ever): Pipe returns
+// the reset, labelled with that side's direction. Both sides, each way.
+func TestPipeResetAfterHalfClose(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []struct {
+		name string
+		opts Options
+	}{{"loops", Options{}}, {"goroutines", Options{Loops: -1}}, {"copy", Options{ForceCopy: true}}} {
+		for _, resetter := range []string{"client", "upstream"} {
+			t.Run(mode.name+"/"+resetter, func(t *testing.T) {
+				t.Parallel()
+				r := New(mode.opts)
+				defer r.Close()
+				g := newRig(t).start(context.Background(), r)
+				from, to, label := g.client, g.upstream, "relay: client->upstream: "
+				if resetter == "upstream" {
+					from, to, label = g.upstream, g.client, "relay: upstream->client: "
+				}
+				if _, err := from.Write([]byte("req")); err != nil {
+					t.Fatal(err)
+				}
+				from.CloseWrite()
+				if got, err := io.ReadAll(to); err != nil || string(got) != "req" {
+					t.Fatalf("read %q, %v; want \"req\" then EOF", got, err)
+				}
+				from.SetLinger(0)
+				from.Close() // a reset; the other side stays silent and open
+				res := g.wait(t)
+				// Linux reports a reset that finds the socket in
+				// CLOSE_WAIT (its FIN received) as EPIPE.
+				if !errors.Is(res.err, syscall.ECONNRESET) && !errors.Is(res.err, syscall.EPIPE) || !strings.Contains(res.err.Error(), label) {
+					t.Fatalf("Pipe: %v; want ECONNRESET or EPIPE labelled %q", res.err, label)
+				}
+			})
+		}
+	}
+}
+
 // TestPipeGoroutines is not parallel: it counts the whole process's goroutines.
 func TestPipeGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
