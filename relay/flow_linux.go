@@ -52,6 +52,7 @@ type flow struct {
 	dirs     [2]flowDir
 	readable [2]bool
 	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
+	urgent   [2]bool // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
 	writable [2]bool
 	queued   bool // in l.ready
 	ended    bool
@@ -232,6 +233,15 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			n, err := int64(0), l.refuse
 			if err == nil {
 				n, err = rawsys.Splice(f.fds[src], dir.p.wfd, dir.p.size, spliceFlags)
+			}
+			if f.urgent[src] && (err == unix.EAGAIN || err == nil && n == 0) {
+				// Urgent data came: EAGAIN or 0 may be the mark.
+				m, at, merr := passMark(f.fds[src], dir.p)
+				if at {
+					n, err = int64(m), merr // 0 and nil: EOF right after the urgent byte
+				} else {
+					f.urgent[src] = false
+				}
 			}
 			switch {
 			case err == nil && n == 0:

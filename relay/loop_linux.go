@@ -343,6 +343,9 @@ func (l *loop) dispatch(n int) (woken bool) {
 		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
 			f.probe[side] = true
 		}
+		if ev&unix.EPOLLPRI != 0 {
+			f.urgent[side] = true
+		}
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			f.writable[side] = true
 		}

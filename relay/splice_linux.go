@@ -107,6 +107,16 @@ func (s *splicer) fillFrom(fd uintptr) bool {
 	}
 	for {
 		n, err := unix.Splice(int(fd), nil, s.p.wfd, nil, s.p.size, spliceFlags)
+		if err == nil && n == 0 || err == unix.EAGAIN {
+			// Either may be an urgent mark that splice cannot pass.
+			// The runtime poller does not report urgent data
+			// (EPOLLPRI), and the bytes behind a mark raise no new
+			// edge, so each is checked (one ioctl); the event loops
+			// check only after EPOLLPRI.
+			if m, at, merr := passMark(int(fd), s.p); at {
+				n, err = int64(m), merr
+			}
+		}
 		switch err {
 		case nil:
 			s.n = int(n)
