@@ -65,15 +65,16 @@ type flow struct {
 }
 
 type flowDir struct {
-	p      *pipe   // held while bytes are in flight
-	buf    *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
-	off, n int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most MaxCopyBelow
-	bytes  int64   // written to the destination
-	calls  int64   // splice calls that moved bytes
-	copies int64   // read and write calls of the small reads that moved bytes
-	bulk   bool    // the last read was not small: the next one splices
-	eof    bool    // the source reached EOF
-	done   bool    // EOF passed on: the destination is half-closed
+	p        *pipe   // held while bytes are in flight
+	buf      *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
+	off, n   int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most MaxCopyBelow
+	bytes    int64   // written to the destination
+	calls    int64   // splice calls that moved bytes
+	copies   int64   // read and write calls of the small reads that moved bytes
+	bulk     bool    // the last read was not small: the next one splices
+	copyOnly bool    // the kernel refused to splice while the other direction held bytes: every read is small
+	eof      bool    // the source reached EOF
+	done     bool    // EOF passed on: the destination is half-closed
 }
 
 // errHandOff is returned by step when the session must move to the
@@ -189,7 +190,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case !f.readable[src]:
 			l.dropPipe(dir)
 			return false, nil
-		case !dir.bulk && l.copyBelow > 0:
+		case (!dir.bulk || dir.copyOnly) && l.copyBelow > 0:
 			l.dropPipe(dir) // empty: the last splice was small
 			if dir.buf == nil {
 				dir.buf = l.getBuf()
@@ -265,8 +266,14 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				f.readable[src] = false
 				l.dropPipe(dir)
 				return false, nil
-			case isRefused(err) && !f.moved():
+			case isRefused(err) && !f.moved() && !f.inFlight():
 				return false, errHandOff
+			case isRefused(err) && !f.moved() && l.copyBelow > 0:
+				// The other direction's small-read buffer holds bytes,
+				// which a hand-off would drop: this direction reads
+				// through its own buffer from now on instead.
+				dir.copyOnly = true
+				l.dropPipe(dir)
 			default:
 				return false, os.NewSyscallError("splice", err)
 			}
