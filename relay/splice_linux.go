@@ -114,7 +114,11 @@ func (s *splicer) fillFrom(fd uintptr) bool {
 			// edge, so each is checked (one ioctl); the event loops
 			// check only after EPOLLPRI.
 			if m, at, merr := passMark(int(fd), s.p); at {
-				n, err = int64(m), merr
+				if merr == nil {
+					s.n = m // 0: EOF right after the urgent byte
+					return true
+				}
+				n, err = 0, merr
 			}
 		}
 		switch err {
