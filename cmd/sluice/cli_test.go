@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,5 +107,75 @@ func TestRunAndSignal(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v, want exit 0", err)
+	}
+}
+
+// TestFlagErrorDashes checks that every error of the flag package names the
+// flag --name, as sluice writes flags, and leaves the value quoted in it as
+// it was, dashes, quotes and all.
+func TestFlagErrorDashes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nodelay=maybe"}, `invalid boolean value "maybe" for --nodelay: invalid syntax`},
+		{[]string{"--udp=no for -bind"}, `invalid boolean value "no for -bind" for --udp: parse error`},
+		{[]string{"--dial-timeout", "flag -x"}, `invalid value "flag -x" for flag --dial-timeout: parse error`},
+		{[]string{"--dial-timeout", `a" for flag -b`}, `invalid value "a\" for flag -b" for flag --dial-timeout: parse error`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined: --no-such-flag"},
+		{[]string{"--listen"}, "flag needs an argument: --listen"},
+	}
+	for _, tc := range cases {
+		_, err := parseFlags(tc.args, io.Discard)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("sluice %q: %v; want %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestUsersFileNames checks that a UTF-8 byte order mark at the start of a
+// users file and spaces or tabs around a name are not part of the name, so
+// that those users can log in, while the password stays everything after
+// the first ':', spaces included.
+func TestUsersFileNames(t *testing.T) {
+	t.Parallel()
+	path := writeUsers(t, "\ufeffalice:pw1\r\n  bob\t: pw 2 \n\t# a comment\n\tcarol :p:w\n")
+	users, _, err := loadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"alice": "pw1", "bob": " pw 2 ", "carol": "p:w"}
+	if len(users) != len(want) {
+		t.Errorf("users %q; want %q", users, want)
+	}
+	for name, pass := range want {
+		if got, ok := users[name]; !ok || got != pass {
+			t.Errorf("user %q: password %q (listed: %v); want %q", name, got, ok, pass)
+		}
+	}
+	addr, _ := startSluice(t, "--users", path)
+	for _, tc := range []struct {
+		user, pass string
+		ok         bool
+	}{
+		{"alice", "pw1", true},
+		{"bob", " pw 2 ", true},
+		{"carol", "p:w", true},
+		{"\ufeffalice", "pw1", false},
+		{"  bob\t", " pw 2 ", false},
+		{"bob", "pw 2", false},
+	} {
+		t.Run(tc.user+":"+tc.pass, func(t *testing.T) {
+			c := dialSluice(t, addr)
+			msg := append([]byte{5, 1, 2, 1, byte(len(tc.user))}, tc.user...)
+			mustWrite(t, c, append(append(msg, byte(len(tc.pass))), tc.pass...))
+			expect(t, c, []byte{5, 2})
+			if tc.ok {
+				expect(t, c, []byte{1, 0})
+			} else {
+				expect(t, c, []byte{1, 1})
+			}
+		})
 	}
 }

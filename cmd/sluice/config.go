@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -75,12 +76,15 @@ type config struct {
 	// values is every flag's effective value, as --print-config shows it
 	// and as a reload compares it.
 	values map[string]flagValue
+	// fileLines is the line of each top-level key of configFile.
+	fileLines map[string]int
 }
 
 // flagValue is one key's effective value and the TOML type it takes.
 type flagValue struct {
-	val  string
-	kind string // kindBool, kindInt, kindSize, kindDuration, kindString, kindList
+	val   string
+	kind  string // kindBool, kindInt, kindSize, kindDuration, kindString, kindList
+	unset bool   // a socket option no flag or key set: the kernel's default
 }
 
 const defaultListen = "127.0.0.1:1080"
@@ -160,9 +164,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 			return nil, err
 		}
 		// The flag package names flags -name; sluice writes --name.
-		msg := strings.Replace(err.Error(), "flag -", "flag --", 1)
-		msg = strings.Replace(msg, "argument: -", "argument: --", 1)
-		return nil, errors.New(strings.Replace(msg, "defined: -", "defined: --", 1))
+		return nil, errors.New(flagDashRE.ReplaceAllString(err.Error(), "$1-"))
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -173,13 +175,30 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 		cfg.listen = []string{defaultListen}
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+		return nil, cfg.fileValueError(fs, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level))
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, cfg.fileValueError(fs, err)
 	}
 	cfg.values = flagValues(fs)
 	return cfg, nil
+}
+
+// flagDashRE finds the -name in the flag package's errors; the quoted value
+// before it, which may hold "-" too, is matched whole, escapes and all.
+var flagDashRE = regexp.MustCompile(`^((?:invalid (?:boolean )?value "(?:[^"\\]|\\.)*" for (?:flag )?|flag provided but not defined: |flag needs an argument: )-)`)
+
+// fileValueError rewrites err, an error of check that starts "--NAME ",
+// as "--config FILE:LINE: NAME: ..." when the value of NAME came from the
+// configuration file, not the command line.
+func (cfg *config) fileValueError(fs *flag.FlagSet, err error) error {
+	name, rest, ok := strings.Cut(strings.TrimPrefix(err.Error(), "--"), " ")
+	line, inFile := cfg.fileLines[name]
+	fs.Visit(func(f *flag.Flag) { inFile = inFile && f.Name != name })
+	if !ok || !inFile {
+		return err
+	}
+	return fmt.Errorf("--config %s:%d: %s: %s", cfg.configFile, line, name, rest)
 }
 
 // check validates values that flag types cannot.

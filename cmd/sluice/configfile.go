@@ -81,12 +81,17 @@ func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
 			return fmt.Errorf("--config %s:%d: unknown key %q in [[%s]]", path, keyLine(text, k), k[len(k)-1], k[0])
 		}
 	}
+	cfg.fileLines = make(map[string]int)
 	for _, k := range md.Keys() {
-		if len(k) != 1 || k[0] == "rule" || k[0] == "client-rule" {
+		// A dotted key or a [table] is a table under its first part
+		// (k[0]): an unknown key, or a wrong type for a flag's key.
+		name := k[0]
+		if _, seen := cfg.fileLines[name]; seen || name == "rule" || name == "client-rule" {
 			continue // the tables are decoded above; their keys are checked there
 		}
-		if err := setKey(fs, k[0], generic[k[0]]); err != nil {
-			return fmt.Errorf("--config %s:%d: %w", path, keyLine(text, k), err)
+		cfg.fileLines[name] = keyLine(text, k)
+		if err := setKey(fs, name, generic[name]); err != nil {
+			return fmt.Errorf("--config %s:%d: %w", path, cfg.fileLines[name], err)
 		}
 	}
 	for _, set := range []struct {
@@ -212,11 +217,11 @@ func flagKind(f *flag.Flag) string {
 	return kindString
 }
 
-// keyLine finds the line that sets key k (a top-level key, or one inside
-// the last table named k[:len(k)-1]); 0 when not found. The TOML library
-// gives positions for syntax and type errors only.
+// keyLine finds the line that sets key k (a top-level key, dotted or not,
+// or one inside the last table that holds it); 0 when not found. The TOML
+// library gives positions for syntax and type errors only.
 func keyLine(text string, k toml.Key) int {
-	table, want := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+	want := dottedKey(strings.Join(k, "."))
 	cur := ""
 	found := 0
 	for i, line := range strings.Split(text, "\n") {
@@ -226,20 +231,37 @@ func keyLine(text string, k toml.Key) int {
 			if j := strings.Index(cur, "]"); j >= 0 {
 				cur = cur[:j]
 			}
-			if found == 0 && cur == strings.Join(k, ".") {
+			cur = dottedKey(cur)
+			if found == 0 && cur == want {
 				found = i + 1 // the key is a table: its header
 			}
 			continue
 		}
 		name, _, ok := strings.Cut(line, "=")
-		if ok && cur == table && strings.Trim(strings.TrimSpace(name), `"'`) == want {
+		if !ok {
+			continue
+		}
+		if name = dottedKey(name); cur != "" {
+			name = cur + "." + name
+		}
+		if name == want {
 			found = i + 1
-			if table == "" {
+			if cur == "" {
 				return found
 			}
 		}
 	}
 	return found
+}
+
+// dottedKey writes a TOML key as its parts joined by dots, without the
+// spaces and quotes around each.
+func dottedKey(s string) string {
+	parts := strings.Split(s, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
 }
 
 // tableLine finds the line of the n-th (from 0) [[name]] header; 0 when not
@@ -261,7 +283,8 @@ func flagValues(fs *flag.FlagSet) map[string]flagValue {
 	vals := make(map[string]flagValue)
 	fs.VisitAll(func(f *flag.Flag) {
 		if !fileOnly[f.Name] {
-			vals[f.Name] = flagValue{f.Value.String(), flagKind(f)}
+			s, ok := f.Value.(interface{ wasSet() bool })
+			vals[f.Name] = flagValue{f.Value.String(), flagKind(f), ok && !s.wasSet()}
 		}
 	})
 	return vals
@@ -269,7 +292,8 @@ func flagValues(fs *flag.FlagSet) map[string]flagValue {
 
 // printConfig writes the effective configuration as a TOML file that
 // --config reads back to the same configuration. Keys without a value (a
-// socket option left to the kernel) are written as comments.
+// socket option left to the kernel, whatever its kind) are written as
+// comments.
 func printConfig(w io.Writer, cfg *config) error {
 	for _, a := range cfg.listen {
 		if !utf8.ValidString(a) {
@@ -299,12 +323,14 @@ func printConfig(w io.Writer, cfg *config) error {
 				b.WriteString(tomlString(a))
 			}
 			b.WriteString("]\n")
-		case v.val == "" && v.kind != kindString:
+		case v.unset:
 			fmt.Fprintf(&b, "# %s = (not set)\n", n)
 		case v.kind == kindBool:
 			fmt.Fprintf(&b, "%s = %s\n", n, v.val)
 		case v.kind == kindInt || v.kind == kindSize:
-			if _, err := strconv.ParseInt(v.val, 0, 64); err == nil {
+			// A TOML integer only when TOML reads it as the flag does:
+			// decimal, no leading zero; else a string, which the flag parses.
+			if i, err := strconv.ParseInt(v.val, 10, 64); err == nil && strconv.FormatInt(i, 10) == v.val {
 				fmt.Fprintf(&b, "%s = %s\n", n, v.val)
 				break
 			}

@@ -201,3 +201,99 @@ func TestPrintConfigOddStrings(t *testing.T) {
 		t.Errorf("printConfig of a value that is not UTF-8: %v; want an error naming profile-dir", err)
 	}
 }
+
+// TestConfigFileNestedKeys checks that a dotted key or a nested table is an
+// error naming its first part, as a plain unknown [table] is: none of them
+// was read (the keys were skipped without a word). A flag's key used as a
+// table is a wrong type naming it. Rules, arrays of tables, still load.
+func TestConfigFileNestedKeys(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, file string
+		want       []string
+	}{
+		{"dotted-unknown", "tune.rcvbuf = \"4M\"\n", []string{":1:", `unknown key "tune"`}},
+		{"dotted-unknown-deep", "bind = true\n\"tune\" . rcvbuf.x = 1\n", []string{":2:", `unknown key "tune"`}},
+		{"dotted-flag", "max-sessions.x = 1\n", []string{":1:", "max-sessions", "wrong type table", "an integer"}},
+		{"nested-table", "[a.b]\nc = 1\n", []string{":1:", `unknown key "a"`}},
+		{"nested-table-later", "udp = false\n\n[x.y.z]\n", []string{":3:", `unknown key "x"`}},
+		{"flag-table", "bind = true\n[max-sessions]\nx = 1\n", []string{":2:", "max-sessions", "wrong type table"}},
+		{"flag-nested-table", "[listen.x]\ny = \"z\"\n", []string{":1:", "listen", "wrong type table"}},
+		{"inline-table", "log-level = { x = 1 }\n", []string{":1:", "log-level", "wrong type table"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeConfig(t, tc.file)
+			_, err := parseFlags([]string{"--config", path}, io.Discard)
+			if err == nil {
+				t.Fatalf("file %q: no error", tc.file)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--config "+path+":") {
+				t.Errorf("error %q: want one line naming the file", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+	cfg, err := parseFlags([]string{"--config", writeConfig(t, "bind = false\n[[rule]]\naction = \"deny\"\nports = [\"25\"]\n[[client-rule]]\naction = \"allow\"\ncidr = [\"::1\"]\n")}, io.Discard)
+	if err != nil || len(cfg.rules) != 1 || len(cfg.clientRules) != 1 || cfg.bind {
+		t.Errorf("file with [[rule]] and [[client-rule]]: err %v; want them loaded", err)
+	}
+}
+
+// TestConfigFileValueErrors checks that a value the checks after parsing
+// refuse names the file, the line and the key when it came from the file,
+// and the flag as before when it came from the command line (which
+// overrides the file's value, bad or good).
+func TestConfigFileValueErrors(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "bind = true\nmax-sessions = -1\n")
+	_, err := parseFlags([]string{"--config", path}, io.Discard)
+	if want := "--config " + path + ":2: max-sessions: -1: must be 0 (no limit) or more"; err == nil || err.Error() != want {
+		t.Errorf("max-sessions = -1 in the file: %v; want %s", err, want)
+	}
+	if _, err := parseFlags([]string{"--config", path, "--max-sessions", "3"}, io.Discard); err != nil {
+		t.Errorf("bad file value overridden by a flag: %v", err)
+	}
+	good := writeConfig(t, "max-sessions = 5\n")
+	_, err = parseFlags([]string{"--config", good, "--max-sessions", "-1"}, io.Discard)
+	if want := "--max-sessions -1: must be 0 (no limit) or more"; err == nil || err.Error() != want {
+		t.Errorf("--max-sessions -1 over the file: %v; want %s", err, want)
+	}
+	cases := []struct {
+		name, file string
+		want       []string
+	}{
+		{"log-level", "\nlog-level = \"loud\"\n", []string{":2: log-level: \"loud\": want debug"}},
+		{"workers", "workers = -2\n", []string{":1: workers: -2: must be 0 or more"}},
+		{"bind-timeout", "udp = true\nbind-timeout = \"0s\"\n", []string{":2: bind-timeout: 0s: must be more than 0"}},
+		{"udp-filter", "udp-filter = \"cone\"\n", []string{":1: udp-filter: \"cone\": want addr-port"}},
+		{"default-policy", "# policy\ndefault-policy = \"maybe\"\n", []string{":2: default-policy: \"maybe\": want allow or deny"}},
+		{"listen-workers", "workers = 2\nlisten = [\"127.0.0.1:0\"]\n", []string{":2: listen: 127.0.0.1:0 with --workers"}},
+		{"debug-addr", "debug-addr = \"0.0.0.0:6060\"\n", []string{":1: debug-addr: 0.0.0.0:6060: must be a loopback address"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeConfig(t, tc.file)
+			_, err := parseFlags([]string{"--config", path}, io.Discard)
+			if err == nil {
+				t.Fatalf("file %q: no error", tc.file)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--config "+path+":") {
+				t.Errorf("error %q: want one line naming the file", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}

@@ -15,44 +15,74 @@ type sockOpt struct {
 	name, usage string
 	kind        string // its TOML type in a configuration file
 	set         func(o *tune.SockOpts, v string) error
-	isBool      bool
+	// get gives the value set wrote into a zeroed SockOpts, written as
+	// --print-config writes it and set reads it back: "true" for "1" or
+	// "T", 10 for "010", 1048576 for "1M", "1m0s" for "60s".
+	get    func(o *tune.SockOpts) string
+	isBool bool
 }
 
 var sockOpts = []sockOpt{
-	{name: "rcvbuf", kind: kindSize, usage: "SO_RCVBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.RecvBufferBytes, v) }},
-	{name: "sndbuf", kind: kindSize, usage: "SO_SNDBUF `size` (e.g. 4M); 0 = kernel autotuning", set: func(o *tune.SockOpts, v string) error { return setSize(&o.SendBufferBytes, v) }},
-	{name: "nodelay", kind: kindBool, usage: "TCP_NODELAY (Nagle off), as Go sets by default", isBool: true, set: func(o *tune.SockOpts, v string) error {
-		b, err := strconv.ParseBool(v)
-		o.Nagle = !b
-		return err
-	}},
-	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off", isBool: true, set: func(o *tune.SockOpts, v string) error {
-		b, err := strconv.ParseBool(v)
-		if err == nil && !b {
-			o.KeepAliveIdle = -1
-		}
-		return err
-	}},
-	{name: "keepalive-idle", kind: kindDuration, usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) }},
-	{name: "keepalive-interval", kind: kindDuration, usage: "`duration` between keepalive probes; 0 = Go's 15s", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) }},
-	{name: "keepalive-count", kind: kindInt, usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9", set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) }},
-	{name: "user-timeout", kind: kindDuration, usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off", set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) }},
-	{name: "congestion", kind: kindString, usage: "TCP_CONGESTION `algorithm` (e.g. bbr, cubic); empty = system default", set: func(o *tune.SockOpts, v string) error { o.Congestion = v; return nil }},
-	{name: "notsent-lowat", kind: kindSize, usage: "TCP_NOTSENT_LOWAT `size`; 0 = system default", set: func(o *tune.SockOpts, v string) error { return setSize(&o.NotSentLowatBytes, v) }},
-	{name: "quickack", kind: kindBool, usage: "TCP_QUICKACK", isBool: true, set: func(o *tune.SockOpts, v string) error {
-		b, err := strconv.ParseBool(v)
-		o.QuickAck = b
-		return err
-	}},
-	{name: "mark", kind: kindInt, usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none", set: func(o *tune.SockOpts, v string) error {
-		n, err := strconv.ParseUint(v, 0, 32)
-		o.Mark = uint32(n)
-		return err
-	}},
+	{name: "rcvbuf", kind: kindSize, usage: "SO_RCVBUF `size` (e.g. 4M); 0 = kernel autotuning",
+		set: func(o *tune.SockOpts, v string) error { return setSize(&o.RecvBufferBytes, v) },
+		get: func(o *tune.SockOpts) string { return strconv.Itoa(o.RecvBufferBytes) }},
+	{name: "sndbuf", kind: kindSize, usage: "SO_SNDBUF `size` (e.g. 4M); 0 = kernel autotuning",
+		set: func(o *tune.SockOpts, v string) error { return setSize(&o.SendBufferBytes, v) },
+		get: func(o *tune.SockOpts) string { return strconv.Itoa(o.SendBufferBytes) }},
+	{name: "nodelay", kind: kindBool, usage: "TCP_NODELAY (Nagle off), as Go sets by default", isBool: true,
+		set: func(o *tune.SockOpts, v string) error {
+			b, err := strconv.ParseBool(v)
+			o.Nagle = !b
+			return err
+		},
+		get: func(o *tune.SockOpts) string { return strconv.FormatBool(!o.Nagle) }},
+	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off", isBool: true,
+		set: func(o *tune.SockOpts, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err == nil && !b {
+				o.KeepAliveIdle = -1
+			}
+			return err
+		},
+		get: func(o *tune.SockOpts) string { return strconv.FormatBool(o.KeepAliveIdle >= 0) }},
+	{name: "keepalive-idle", kind: kindDuration, usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s",
+		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) },
+		get: func(o *tune.SockOpts) string { return o.KeepAliveIdle.String() }},
+	{name: "keepalive-interval", kind: kindDuration, usage: "`duration` between keepalive probes; 0 = Go's 15s",
+		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) },
+		get: func(o *tune.SockOpts) string { return o.KeepAliveInterval.String() }},
+	{name: "keepalive-count", kind: kindInt, usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9",
+		set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) },
+		get: func(o *tune.SockOpts) string { return strconv.Itoa(o.KeepAliveCount) }},
+	{name: "user-timeout", kind: kindDuration, usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off",
+		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) },
+		get: func(o *tune.SockOpts) string { return o.UserTimeout.String() }},
+	{name: "congestion", kind: kindString, usage: "TCP_CONGESTION `algorithm` (e.g. bbr, cubic); empty = system default",
+		set: func(o *tune.SockOpts, v string) error { o.Congestion = v; return nil },
+		get: func(o *tune.SockOpts) string { return o.Congestion }},
+	{name: "notsent-lowat", kind: kindSize, usage: "TCP_NOTSENT_LOWAT `size`; 0 = system default",
+		set: func(o *tune.SockOpts, v string) error { return setSize(&o.NotSentLowatBytes, v) },
+		get: func(o *tune.SockOpts) string { return strconv.Itoa(o.NotSentLowatBytes) }},
+	{name: "quickack", kind: kindBool, usage: "TCP_QUICKACK", isBool: true,
+		set: func(o *tune.SockOpts, v string) error {
+			b, err := strconv.ParseBool(v)
+			o.QuickAck = b
+			return err
+		},
+		get: func(o *tune.SockOpts) string { return strconv.FormatBool(o.QuickAck) }},
+	{name: "mark", kind: kindInt, usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none",
+		set: func(o *tune.SockOpts, v string) error {
+			n, err := strconv.ParseUint(v, 0, 32)
+			o.Mark = uint32(n)
+			return err
+		},
+		get: func(o *tune.SockOpts) string { return strconv.FormatUint(uint64(o.Mark), 10) }},
 }
 
 // sideFlag is the flag.Value of one registration. Set only validates and
-// keeps the value; sockFlagSet.apply writes it into each SockOpts in sides.
+// keeps the value, normalised by opt.get so that --print-config writes what
+// --config reads back; sockFlagSet.apply writes it into each SockOpts in
+// sides.
 type sideFlag struct {
 	opt    *sockOpt
 	sides  []*tune.SockOpts
@@ -64,6 +94,7 @@ type sideFlag struct {
 func (f *sideFlag) String() string   { return f.val }
 func (f *sideFlag) IsBoolFlag() bool { return f.opt != nil && f.opt.isBool }
 func (f *sideFlag) kind() string     { return f.opt.kind }
+func (f *sideFlag) wasSet() bool     { return f.isSet }
 func (f *sideFlag) Set(v string) error {
 	var probe tune.SockOpts
 	if err := f.opt.set(&probe, v); err != nil {
@@ -73,7 +104,7 @@ func (f *sideFlag) Set(v string) error {
 		}
 		return err
 	}
-	f.val, f.isSet = v, true
+	f.val, f.isSet = f.opt.get(&probe), true
 	return nil
 }
 

@@ -10,7 +10,9 @@ import (
 )
 
 // loadUsers reads a users file: one "name:password" per line, '#' comments and
-// blank lines ignored. The password is everything after the first ':'.
+// blank lines ignored. Spaces and tabs around the name are not part of it,
+// nor is a UTF-8 byte order mark at the start of the file; the password is
+// everything after the first ':', byte for byte.
 // RFC 1929 limits both fields to 1..255 bytes. Errors name the file and line.
 // warn is non-empty when the file is readable by users other than its owner.
 func loadUsers(path string) (users handshake.Users, warn string, err error) {
@@ -26,10 +28,14 @@ func loadUsers(path string) (users handshake.Users, warn string, err error) {
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
 		text := bytes.TrimRight(sc.Bytes(), "\r")
+		if line == 1 {
+			text = bytes.TrimPrefix(text, []byte("\ufeff"))
+		}
 		if len(bytes.TrimSpace(text)) == 0 || bytes.HasPrefix(bytes.TrimSpace(text), []byte("#")) {
 			continue
 		}
 		name, pass, ok := bytes.Cut(text, []byte(":"))
+		name = bytes.Trim(name, " \t")
 		switch {
 		case !ok:
 			return nil, "", fmt.Errorf("--users %s:%d: want name:password", path, line)
