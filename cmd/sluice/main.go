@@ -48,6 +48,7 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
+		workerStarted(err)
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 2
 	}
@@ -82,14 +83,17 @@ func run(args []string, stderr io.Writer) int {
 	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
+		workerStarted(err)
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
 	if err := inst.serveHTTP(ctx, cfg, log); err != nil {
+		workerStarted(err)
 		inst.shutdown(0)
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
+	workerStarted(nil) // a worker of --workers tells its parent that it serves
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -108,12 +112,12 @@ func run(args []string, stderr io.Writer) int {
 // serveHTTP starts the --debug-addr and --metrics servers that cfg asks for.
 func (inst *instance) serveHTTP(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.debugAddr != "" {
-		if err := serveDebug(cfg.debugAddr, log); err != nil {
+		if err := serveDebug(workerAddr(cfg.debugAddr), log); err != nil {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 	}
 	if cfg.metricsAddr != "" {
-		if _, err := serveMetrics(ctx, workerMetricsAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
+		if _, err := serveMetrics(ctx, workerAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
 			return fmt.Errorf("--metrics %s: %w", cfg.metricsAddr, err)
 		}
 	}

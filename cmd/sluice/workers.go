@@ -1,12 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,31 +24,64 @@ import (
 // index.
 const workerEnv = "SLUICE_WORKER"
 
-// workerExit reports that worker i ended.
+// workerStatusEnv names, in a worker's environment, the descriptor on which
+// it tells its parent how its start went (workerStarted).
+const workerStatusEnv = "SLUICE_WORKER_STATUS"
+
+// workerListening is the status line of a worker that serves.
+const workerListening = "listening"
+
+// workerExit reports that worker i ended: listened tells whether it had
+// reported that it serves, status is the line it reported (its start error
+// when it had not), "" when it reported none.
 type workerExit struct {
-	i   int
-	err error
+	i        int
+	err      error
+	listened bool
+	status   string
 }
 
 // runWorkers is the parent of --workers N: it starts N copies of this
 // program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
 // SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them, and
 // SIGHUP (each worker then reloads on its own), and restarts a worker that
-// dies. It returns the exit status once every worker has ended after a
-// signal.
+// dies after it served. It returns the exit status once every worker has
+// ended after a signal: 0, or 1 when the configuration cannot start (checked
+// here before any worker starts, with the line sluice without --workers
+// prints) or a worker ends before it listens (an address only the worker
+// finds it cannot bind), which a restart would only repeat.
 func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, hup <-chan os.Signal) int {
-	exe, err := os.Executable()
-	if err != nil {
-		log.Error("--workers: cannot find own executable", "err", err)
+	var stderr io.Writer = os.Stderr
+	if cfg.logWriter != nil {
+		stderr = cfg.logWriter
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
-	if err := checkOpenRelay(cfg); err != nil {
-		log.Error(err.Error())
-		return 1
+	exe, err := os.Executable()
+	if err != nil {
+		return fail(fmt.Errorf("--workers: cannot find own executable: %w", err))
+	}
+	// What start checks before it binds, each worker would fail on alike.
+	if _, err := planListen(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	if _, _, err := buildLive(cfg); err != nil {
+		return fail(err)
 	}
 	cpus, err := tune.CPUs()
 	if err != nil || len(cpus) == 0 {
 		cpus = nil
+	}
+	// The drain timeout the workers may be using: the longest of the
+	// configuration's at the start and at each reload or restart since (a
+	// worker whose reload fails keeps its old one).
+	drain := cfg.drainTimeout
+	noteDrain := func() {
+		if c, err := parseFlags(args, io.Discard); err == nil && c.drainTimeout > drain {
+			drain = c.drainTimeout
+		}
 	}
 	// Later flags win: each worker serves with one listener per address and
 	// is pinned as a whole process, not per accept loop.
@@ -52,45 +92,95 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		cmd := exec.Command(exe, wargs...)
 		cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(i), "GOMAXPROCS=1")
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		// The worker reports its start on a pipe, its descriptor 3 (none
+		// past stderr passes on Windows: every worker counts as serving).
+		var r *os.File
+		if runtime.GOOS != "windows" {
+			var w *os.File
+			var err error
+			if r, w, err = os.Pipe(); err != nil {
+				return err
+			}
+			defer w.Close() // once started: the worker's copy alone is left, EOF when it exits
+			cmd.ExtraFiles = []*os.File{w}
+			cmd.Env = append(cmd.Env, workerStatusEnv+"=3")
+		}
 		cpu := -1
 		if len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
 		}
 		if err := startPinned(cmd, cpu); err != nil {
+			if r != nil {
+				r.Close()
+			}
 			return err
 		}
 		procs[i] = cmd
 		log.Info("worker started", "worker", i, "pid", cmd.Process.Pid, "cpu", cpu)
-		go func() { exited <- workerExit{i, cmd.Wait()} }()
+		go func() {
+			line := workerListening
+			if r != nil {
+				line, _ = bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+				r.Close()
+				line = strings.TrimSpace(line)
+			}
+			exited <- workerExit{i, cmd.Wait(), line == workerListening, line}
+		}()
 		return nil
 	}
 	live := 0
+	stopAll := func() {
+		log.Info("stopping workers", "workers", live, "drain_timeout", drain)
+		signalAll(procs, syscall.SIGTERM)
+		if !waitAllTimeout(exited, live, drain+5*time.Second) {
+			signalAll(procs, syscall.SIGKILL)
+		}
+	}
 	for i := range cfg.workers {
 		if err := startWorker(i); err != nil {
-			log.Error("--workers: cannot start worker", "worker", i, "err", err)
 			signalAll(procs, syscall.SIGTERM)
 			waitAll(exited, live)
-			return 1
+			return fail(fmt.Errorf("--workers: cannot start worker %d: %w", i, err))
 		}
 		live++
 	}
 	lastRestart := make([]time.Time, cfg.workers)
+	served := make([]bool, cfg.workers) // the slot's worker has listened once
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping workers", "workers", live)
-			signalAll(procs, syscall.SIGTERM)
-			if !waitAllTimeout(exited, live, cfg.drainTimeout+5*time.Second) {
-				signalAll(procs, syscall.SIGKILL)
-			}
+			stopAll()
 			return 0
 		case <-hup:
 			log.Info("forwarding SIGHUP to workers", "workers", live)
 			signalAll(procs, syscall.SIGHUP)
+			noteDrain()
 		case e := <-exited:
 			live--
 			procs[e.i] = nil
-			log.Error("worker died; restarting", "worker", e.i, "err", e.err)
+			served[e.i] = served[e.i] || e.listened
+			if !served[e.i] && !killed(e.err) {
+				if ctx.Err() != nil {
+					continue // told to stop while starting
+				}
+				// A first start that ended before it served, on an error
+				// of its own (a port in use, a file gone), would most
+				// likely end alike once a second for ever: sluice stops
+				// instead. One killed by a signal (a SIGHUP before its
+				// handler, the OOM killer) is restarted. So is a slot
+				// that served before: its restart failing (a
+				// configuration file broken since) must not take the
+				// other workers down; it is retried every second, its
+				// error logged, until the file is mended.
+				why := cmp.Or(e.status, "no start error reported")
+				stopAll()
+				return fail(fmt.Errorf("--workers: worker %d exited before it listened (%s); stopping rather than restarting it: %s", e.i, exitStatus(e.err), why))
+			}
+			if e.listened {
+				log.Error("worker died; restarting", "worker", e.i, "err", e.err)
+			} else {
+				log.Error("worker died; restarting", "worker", e.i, "err", e.err, "start_error", e.status)
+			}
 			// A worker that dies again within a second is restarted after one.
 			if d := time.Until(lastRestart[e.i].Add(time.Second)); d > 0 {
 				t := time.NewTimer(d)
@@ -102,6 +192,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				}
 			}
 			lastRestart[e.i] = time.Now()
+			noteDrain() // the configuration file the worker reads now
 			if err := startWorker(e.i); err != nil {
 				log.Error("cannot restart worker", "worker", e.i, "err", err)
 				continue
@@ -109,6 +200,38 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			live++
 		}
 	}
+}
+
+// workerStarted tells the parent of this worker, if this process is one,
+// how its start went: err, the error that stops it, or nil once it serves.
+// Only the first call reports.
+func workerStarted(err error) {
+	fd, e := strconv.Atoi(os.Getenv(workerStatusEnv))
+	if os.Getenv(workerEnv) == "" || e != nil || fd < 3 {
+		return
+	}
+	os.Unsetenv(workerStatusEnv)
+	f := os.NewFile(uintptr(fd), "worker-status")
+	line := workerListening
+	if err != nil {
+		line = strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	f.WriteString(line + "\n")
+	f.Close()
+}
+
+// killed reports whether a worker's Wait error says that a signal ended it.
+func killed(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == -1
+}
+
+// exitStatus describes how a worker ended from its Wait error.
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // signalAll sends sig to every running worker.
@@ -150,9 +273,10 @@ func workerAttr() []any {
 	return nil
 }
 
-// workerMetricsAddr is the --metrics address of this process: worker i of
-// --workers serves on the given port plus i, so that each can be scraped.
-func workerMetricsAddr(addr string) string {
+// workerAddr is the --metrics or --debug-addr address of this process:
+// worker i of --workers serves on the given port plus i, so that each can
+// be scraped or profiled, where one port would let only the first bind.
+func workerAddr(addr string) string {
 	w := os.Getenv(workerEnv)
 	host, port, err := net.SplitHostPort(addr)
 	if w == "" || err != nil {
