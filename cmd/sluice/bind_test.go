@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sluice/handshake"
 )
 
 // bindRequest sends greeting + BIND for DST.ADDR want:0 and returns the
@@ -16,15 +18,7 @@ import (
 func bindRequest(t *testing.T, addr string, want netip.Addr) (*net.TCPConn, netip.AddrPort) {
 	t.Helper()
 	c := dialSluice(t, addr)
-	req := append([]byte{5, 1, 0, 5, 2, 0, 1}, want.AsSlice()...)
-	mustWrite(t, c, append(req, 0, 0)) // -> greeting, BIND want:0
-	expect(t, c, []byte{5, 0})         // <- no auth
-	rep, bnd := readReply(t, c)        // <- first reply
-	if rep != 0 || len(bnd) != 6 {
-		t.Fatalf("first BIND reply: REP %#02x BND %x", rep, bnd)
-	}
-	ip, _ := netip.AddrFromSlice(bnd[:4])
-	return c, netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+	return c, requestOK(t, c, handshake.CmdBind, handshake.AddrFromAddrPort(netip.AddrPortFrom(want, 0)))
 }
 
 // TestBind runs the whole two-reply BIND exchange with a raw client, then
@@ -158,16 +152,8 @@ func TestBindMappedZeros(t *testing.T) {
 	t.Parallel()
 	addr, _ := startSluice(t)
 	c := dialSluice(t, addr)
-	req := []byte{5, 1, 0, 5, 2, 0, 4}
-	mapped := netip.AddrFrom16(netip.IPv4Unspecified().As16()).As16() // ::ffff:0.0.0.0
-	mustWrite(t, c, append(append(req, mapped[:]...), 0, 0))
-	expect(t, c, []byte{5, 0})
-	rep, bnd := readReply(t, c)
-	if rep != 0 || len(bnd) != 6 {
-		t.Fatalf("first BIND reply: REP %#02x BND %x", rep, bnd)
-	}
-	ip, _ := netip.AddrFromSlice(bnd[:4])
-	listening := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+	mapped := netip.AddrFrom16(netip.IPv4Unspecified().As16()) // ::ffff:0.0.0.0, ATYP 4
+	listening := requestOK(t, c, handshake.CmdBind, handshake.Addr{Type: handshake.AddrIPv6, IP: mapped})
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
 	peer, err := d.Dial("tcp", listening.String())
 	if err != nil {

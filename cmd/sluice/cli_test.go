@@ -70,14 +70,7 @@ func TestStartupErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			var stderr bytes.Buffer
-			cmd := sluiceCmd(ctx, tc.args...)
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			code := cmd.ProcessState.ExitCode()
-			out := strings.TrimRight(stderr.String(), "\n")
+			code, out, err := runExit(30*time.Second, tc.args...)
 			if code != tc.code || strings.Count(out, "\n") != 0 {
 				t.Fatalf("sluice %q: exit %d (%v), stderr:\n%s\nwant exit %d and one line", tc.args, code, err, out, tc.code)
 			}
@@ -178,4 +171,17 @@ func TestUsersFileNames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runExit runs sluice with args until it exits, killed after timeout (a
+// safety net), and returns its exit status, its stderr without the last
+// newline, and Run's error.
+func runExit(timeout time.Duration, args ...string) (code int, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var buf bytes.Buffer
+	cmd := sluiceCmd(ctx, args...)
+	cmd.Stderr = &buf
+	err = cmd.Run()
+	return cmd.ProcessState.ExitCode(), strings.TrimRight(buf.String(), "\n"), err
 }

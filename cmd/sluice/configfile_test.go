@@ -224,20 +224,7 @@ func TestConfigFileNestedKeys(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			path := writeConfig(t, tc.file)
-			_, err := parseFlags([]string{"--config", path}, io.Discard)
-			if err == nil {
-				t.Fatalf("file %q: no error", tc.file)
-			}
-			msg := err.Error()
-			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--config "+path+":") {
-				t.Errorf("error %q: want one line naming the file", msg)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("error %q does not contain %q", msg, w)
-				}
-			}
+			expectFileError(t, tc.file, tc.want...)
 		})
 	}
 	cfg, err := parseFlags([]string{"--config", writeConfig(t, "bind = false\n[[rule]]\naction = \"deny\"\nports = [\"25\"]\n[[client-rule]]\naction = \"allow\"\ncidr = [\"::1\"]\n")}, io.Discard)
@@ -280,20 +267,27 @@ func TestConfigFileValueErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			path := writeConfig(t, tc.file)
-			_, err := parseFlags([]string{"--config", path}, io.Discard)
-			if err == nil {
-				t.Fatalf("file %q: no error", tc.file)
-			}
-			msg := err.Error()
-			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--config "+path+":") {
-				t.Errorf("error %q: want one line naming the file", msg)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("error %q does not contain %q", msg, w)
-				}
-			}
+			expectFileError(t, tc.file, tc.want...)
 		})
+	}
+}
+
+// expectFileError loads a configuration file holding text and checks that
+// it fails with one line that names the file and holds each of want.
+func expectFileError(t *testing.T, text string, want ...string) {
+	t.Helper()
+	path := writeConfig(t, text)
+	_, err := parseFlags([]string{"--config", path}, io.Discard)
+	if err == nil {
+		t.Fatalf("file %q: no error", text)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "--config "+path+":") {
+		t.Errorf("error %q: want one line naming the file", msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not contain %q", msg, w)
+		}
 	}
 }

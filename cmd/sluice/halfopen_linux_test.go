@@ -42,6 +42,22 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
+// vethNamespaces makes two network namespaces, named after a and b and this
+// process, joined by a veth pair whose ends are named alike, and removes
+// them when the test ends; the links are left down, without addresses.
+func vethNamespaces(t *testing.T, a, b string) (nsA, nsB, vethA, vethB string) {
+	t.Helper()
+	id := os.Getpid() % 100000
+	nsA, nsB = fmt.Sprintf("sluice-%s%d", a, id), fmt.Sprintf("sluice-%s%d", b, id)
+	vethA, vethB = fmt.Sprintf("sl%s%d", a, id), fmt.Sprintf("sl%s%d", b, id)
+	for _, ns := range []string{nsA, nsB} {
+		ipCmd(t, "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	}
+	ipCmd(t, "link", "add", vethA, "netns", nsA, "type", "veth", "peer", "name", vethB, "netns", nsB)
+	return nsA, nsB, vethA, vethB
+}
+
 // inNetns runs fn on an OS thread that has joined network namespace ns
 // (created by ip netns add). Sockets fn creates belong to ns for life and
 // may then be used from any goroutine. The thread is discarded afterwards.
@@ -78,14 +94,7 @@ func inNetns(t *testing.T, ns string, fn func() error) {
 func TestHalfOpenTarget(t *testing.T) {
 	needNetns(t)
 	t.Parallel()
-	id := os.Getpid() % 100000
-	nsS, nsT := fmt.Sprintf("sluice-s%d", id), fmt.Sprintf("sluice-t%d", id)
-	vethS, vethT := fmt.Sprintf("sls%d", id), fmt.Sprintf("slt%d", id)
-	for _, ns := range []string{nsS, nsT} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	ipCmd(t, "link", "add", vethS, "netns", nsS, "type", "veth", "peer", "name", vethT, "netns", nsT)
+	nsS, nsT, vethS, vethT := vethNamespaces(t, "s", "t")
 	ipCmd(t, "-n", nsS, "addr", "add", "10.250.0.1/30", "dev", vethS)
 	ipCmd(t, "-n", nsT, "addr", "add", "10.250.0.2/30", "dev", vethT)
 	for _, ns := range [][2]string{{nsS, vethS}, {nsT, vethT}} {

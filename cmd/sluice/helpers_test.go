@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"sluice/handshake"
 )
 
 // TestMain lets a test re-run this binary as the sluice command: with
@@ -197,6 +200,21 @@ func expectClosed(t *testing.T, c net.Conn) {
 	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read = %d %x, %v; want the server to close (EOF or reset)", n, b[:n], err)
 	}
+}
+
+// requestOK sends a greeting offering no authentication and a request of
+// cmd for dst on c, and returns the IPv4 BND of its success reply (for
+// BIND, the first).
+func requestOK(t *testing.T, c net.Conn, cmd handshake.Command, dst handshake.Addr) netip.AddrPort {
+	t.Helper()
+	mustWrite(t, c, handshake.AppendRequest([]byte{5, 1, 0}, cmd, dst))
+	expect(t, c, []byte{5, 0})
+	rep, bnd := readReply(t, c)
+	if rep != 0 || len(bnd) != 6 {
+		t.Fatalf("command %d for %v: reply REP %#02x BND %x, want 0x00 and an IPv4 address", cmd, dst, rep, bnd)
+	}
+	ip, _ := netip.AddrFromSlice(bnd[:4])
+	return netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
 }
 
 // readReply reads a full SOCKS5 reply (IPv4 or IPv6 BND) and returns REP and BND.

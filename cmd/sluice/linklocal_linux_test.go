@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -25,14 +23,7 @@ import (
 func TestLinkLocalClient(t *testing.T) {
 	needNetns(t)
 	t.Parallel()
-	id := os.Getpid() % 100000
-	nsS, nsC := fmt.Sprintf("sluice-ls%d", id), fmt.Sprintf("sluice-lc%d", id)
-	vethS, vethC := fmt.Sprintf("sll%d", id), fmt.Sprintf("slc%d", id)
-	for _, ns := range []string{nsS, nsC} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	ipCmd(t, "link", "add", vethS, "netns", nsS, "type", "veth", "peer", "name", vethC, "netns", nsC)
+	nsS, nsC, vethS, vethC := vethNamespaces(t, "ls", "lc")
 	for _, side := range [][3]string{{nsS, vethS, "fe80::1/64"}, {nsC, vethC, "fe80::2/64"}} {
 		ipCmd(t, "-n", side[0], "link", "set", "lo", "up")
 		ipCmd(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")

@@ -153,6 +153,13 @@ func (p *workersProc) waitLines(t *testing.T, want map[string]int) (pids []int) 
 func (p *workersProc) stop(t *testing.T) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.exited(t)
+}
+
+// exited waits for the parent, told to stop, to exit 0, reading its stderr
+// to the end meanwhile.
+func (p *workersProc) exited(t *testing.T) {
+	t.Helper()
 	go func() {
 		for range p.lines {
 		}

@@ -45,14 +45,7 @@ func udpEcho(t *testing.T, network, addr string) (*net.UDPConn, *atomic.Int64) {
 func associateUDP(t *testing.T, addr string) (*net.TCPConn, netip.AddrPort) {
 	t.Helper()
 	c := dialSluice(t, addr)
-	mustWrite(t, c, []byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}) // -> greeting, UDP ASSOCIATE 0.0.0.0:0
-	expect(t, c, []byte{5, 0})
-	rep, bnd := readReply(t, c)
-	if rep != 0 || len(bnd) != 6 {
-		t.Fatalf("UDP ASSOCIATE reply REP %#02x BND %x", rep, bnd)
-	}
-	ip, _ := netip.AddrFromSlice(bnd[:4])
-	relayAddr := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+	relayAddr := requestOK(t, c, handshake.CmdUDPAssociate, handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
 	if relayAddr.Addr() != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("relay socket on %v, want the IP the client reached sluice on (127.0.0.1)", relayAddr)
 	}
@@ -177,15 +170,7 @@ func TestUDPAssociateDstPort(t *testing.T) {
 			c := dialSluice(t, addr)
 			defer c.Close()
 			dst := tc.dst(mine.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-			req := append([]byte{5, 1, 0, 5, 3, 0}, handshake.AppendAddr(nil, dst)...)
-			mustWrite(t, c, req)
-			expect(t, c, []byte{5, 0})
-			rep, bnd := readReply(t, c)
-			if rep != 0 || len(bnd) != 6 {
-				t.Fatalf("UDP ASSOCIATE reply REP %#02x BND %x", rep, bnd)
-			}
-			ip, _ := netip.AddrFromSlice(bnd[:4])
-			relayAddr := netip.AddrPortFrom(ip, uint16(bnd[4])<<8|uint16(bnd[5]))
+			relayAddr := requestOK(t, c, handshake.CmdUDPAssociate, dst)
 			datagram := func(payload string) []byte {
 				return append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: handshake.AddrFromAddrPort(e)}), payload...)
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,14 +40,7 @@ func TestWorkersStartupErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // safety net
-			defer cancel()
-			var stderr bytes.Buffer
-			cmd := sluiceCmd(ctx, tc.args...)
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			code := cmd.ProcessState.ExitCode()
-			out := strings.TrimRight(stderr.String(), "\n")
+			code, out, err := runExit(5*time.Second, tc.args...)
 			if code != 1 || strings.Count(out, "\n") != 0 || !strings.HasPrefix(out, "sluice: ") {
 				t.Fatalf("sluice %q: exit %d (%v), stderr:\n%s\nwant exit 1 and one line", tc.args, code, err, out)
 			}
@@ -87,14 +79,7 @@ func TestWorkersGiveUpBeforeListening(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second) // safety net
-			defer cancel()
-			var stderr bytes.Buffer
-			cmd := sluiceCmd(ctx, tc.args...)
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			code := cmd.ProcessState.ExitCode()
-			out := strings.TrimRight(stderr.String(), "\n")
+			code, out, err := runExit(8*time.Second, tc.args...)
 			lines := strings.Split(out, "\n")
 			last := lines[len(lines)-1]
 			if code != 1 || strings.Contains(out, "worker died; restarting") {
@@ -157,13 +142,7 @@ func TestWorkersReloadDrainTimeout(t *testing.T) {
 	mustWrite(t, c, []byte("after"))
 	expect(t, c, []byte("after"))
 	c.Close() // the worker's last session ends: it and the parent exit
-	go func() {
-		for range p.lines {
-		}
-	}()
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("parent after SIGTERM: %v, want exit 0", err)
-	}
+	p.exited(t)
 }
 
 // TestWorkersRestartKeepsTrying: a worker that served and died is
@@ -190,12 +169,7 @@ func TestWorkersRestartKeepsTrying(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.waitLines(t, map[string]int{"sluice listening": 1})
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	for range p.lines {
-	}
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("parent after SIGTERM: %v, want exit 0", err)
-	}
+	p.stop(t)
 }
 
 // TestWorkersDebugAddr: with --workers 2, worker i serves --debug-addr on its
