@@ -174,8 +174,19 @@ func testHappyEyeballs(t *testing.T, args []string) {
 	// answer, though ::1 (listening) comes first.
 	var buf4 syncBuffer
 	_, inst4 := startSluiceResolver(t, r, &buf4, append([]string{"--source-addr", "127.0.0.1"}, args...)...)
-	l = echoServer(t, "tcp6", netip.AddrPortFrom(v6, 0).String())
-	port = uint16(l.Addr().(*net.TCPAddr).Port)
+	// The port must be free on 127.0.0.1 too: a parallel test's listener
+	// there once answered in its place.
+	for tries := 0; ; tries++ {
+		l = echoServer(t, "tcp6", netip.AddrPortFrom(v6, 0).String())
+		port = uint16(l.Addr().(*net.TCPAddr).Port)
+		if l4, err := net.Listen("tcp4", netip.AddrPortFrom(v4, port).String()); err == nil {
+			l4.Close()
+			break
+		}
+		if tries == 10 {
+			t.Fatal("no port free on both families")
+		}
+	}
 	if _, err := dialNamePeer(t, inst4, name, port); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("with --source-addr 127.0.0.1 and only ::1 listening: %v; want ECONNREFUSED", err)
 	}
