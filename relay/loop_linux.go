@@ -499,6 +499,7 @@ func (l *loop) release() {
 type loopSet struct {
 	loops []*loop
 	turn  atomic.Uint32
+	err   error // why fewer loops than asked for were made; nil: none
 }
 
 func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
@@ -506,6 +507,7 @@ func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context
 	for range n {
 		l, err := newLoop(pipes, o, fallback)
 		if err != nil {
+			ls.err = fmt.Errorf("%d of %d event loops made: %w", len(ls.loops), n, err)
 			break // sessions take the goroutine path
 		}
 		ls.loops = append(ls.loops, l)

@@ -9,7 +9,10 @@ import (
 
 // loopSet is empty where there is no splice(2): every session takes the
 // goroutine path.
-type loopSet struct{ loops []struct{} }
+type loopSet struct {
+	loops []struct{}
+	err   error
+}
 
 // sessionFlow: a Session holds nothing without event loops.
 type sessionFlow struct{}

@@ -485,6 +485,16 @@ func (r *Relay) Loops() int {
 	return len(r.loops.loops)
 }
 
+// LoopsErr reports why New made fewer event loops than Options asked for
+// (the process ran out of descriptors, say), nil when it made them all;
+// sessions the missing loops would have served take the goroutine path.
+func (r *Relay) LoopsErr() error {
+	if r.loops == nil {
+		return nil
+	}
+	return r.loops.err
+}
+
 // onLoop reports whether new sessions go to the event loops.
 func (r *Relay) onLoop() bool {
 	return r.loops != nil && !r.closed.Load()

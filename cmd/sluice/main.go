@@ -166,7 +166,12 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		log.Warn(w.Error())
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	inst := &instance{cancel: cancel, srv: newServer(cfg, &topts, relayOptions(cfg, &topts, log), log)}
+	srv, err := newServer(cfg, &topts, relayOptions(cfg, &topts, log), log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	inst := &instance{cancel: cancel, srv: srv}
 	inst.srv.live.Store(lv)
 	for _, la := range plan {
 		if err := inst.listen(ctx, &topts, la, lv, log); err != nil {
@@ -249,12 +254,18 @@ func relayOptions(cfg *config, topts *tune.Options, log *slog.Logger) relay.Opti
 }
 
 // newServer builds the server that every session of this process shares,
-// before any accept loop runs.
-func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.Logger) *server {
+// before any accept loop runs. It fails when the relay could not make the
+// event loops asked for.
+func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.Logger) (*server, error) {
+	r := relay.New(ropts)
+	if err := r.LoopsErr(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("--loops %d: %w", cfg.relay.Loops, err)
+	}
 	s := &server{
 		tune:        topts,
 		dialer:      topts.Dialer(),
-		relay:       relay.New(ropts),
+		relay:       r,
 		log:         log,
 		limits:      newLimiter(),
 		forceCopy:   cfg.relay.ForceCopy,
@@ -282,7 +293,7 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 	if cfg.metricsAddr != "" {
 		s.metrics = newMetrics(cfg.logWriter, s.relay)
 	}
-	return s
+	return s, nil
 }
 
 // startAccepting starts an accept loop per listener, the i-th pinned to
