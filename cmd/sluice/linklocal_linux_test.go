@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"sluice/handshake"
+
+	"sluice/tune/netnstest"
 )
 
 // TestLinkLocalClient serves a client that reaches sluice on an IPv6
@@ -21,19 +23,19 @@ import (
 // (it got 0x02). A client rule that denies link-local clients refuses this
 // one on every accept path.
 func TestLinkLocalClient(t *testing.T) {
-	needNetns(t)
+	netnstest.Need(t)
 	t.Parallel()
-	nsS, nsC, vethS, vethC := vethNamespaces(t, "ls", "lc")
+	nsS, nsC, vethS, vethC := netnstest.Veth(t, "ls", "lc")
 	for _, side := range [][3]string{{nsS, vethS, "fe80::1/64"}, {nsC, vethC, "fe80::2/64"}} {
-		ipCmd(t, "-n", side[0], "link", "set", "lo", "up")
-		ipCmd(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
-		ipCmd(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
-		ipCmd(t, "-n", side[0], "link", "set", side[1], "up")
+		netnstest.IP(t, "-n", side[0], "link", "set", "lo", "up")
+		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
+		netnstest.IP(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
+		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "up")
 	}
 
 	// A UDP echo target beside sluice.
 	var echo *net.UDPConn
-	inNetns(t, nsS, func() (err error) {
+	netnstest.In(t, nsS, func() (err error) {
 		echo, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		return err
 	})
@@ -57,7 +59,7 @@ func TestLinkLocalClient(t *testing.T) {
 	dial := func(to netip.AddrPort) *net.TCPConn {
 		t.Helper()
 		var c *net.TCPConn
-		inNetns(t, nsC, func() (err error) {
+		netnstest.In(t, nsC, func() (err error) {
 			c, err = net.DialTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0)), net.TCPAddrFromAddrPort(to))
 			return err
 		})
@@ -86,7 +88,7 @@ func TestLinkLocalClient(t *testing.T) {
 		ctl := dial(server)
 		relayAddr := request(ctl, 3, handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv6Unspecified(), 0)))
 		var u *net.UDPConn
-		inNetns(t, nsC, func() (err error) {
+		netnstest.In(t, nsC, func() (err error) {
 			u, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(client, 0)))
 			return err
 		})

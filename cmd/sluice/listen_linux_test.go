@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sluice/tune/netnstest"
 )
 
 // TestListenNameNoIPv6 is the case the skip of TestListenNameSkipsMissing
@@ -20,12 +22,12 @@ import (
 // /etc/hosts), where a name that resolves to ::1 and 127.0.0.1 must listen
 // on 127.0.0.1 with one warning for ::1 instead of failing to start.
 func TestListenNameNoIPv6(t *testing.T) {
-	needNetns(t)
+	netnstest.Need(t)
 	t.Parallel()
 	ns := fmt.Sprintf("sluice-v4only%d", os.Getpid()%100000)
-	ipCmd(t, "netns", "add", ns)
+	netnstest.IP(t, "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ipCmd(t, "-n", ns, "link", "set", "lo", "up")
+	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
 	off := "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6"
 	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", off).CombinedOutput(); err != nil {
 		t.Fatalf("turning IPv6 off in %s: %v\n%s", ns, err, out)
@@ -40,7 +42,7 @@ func TestListenNameNoIPv6(t *testing.T) {
 	cfg.resolver = dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
 	var log syncBuffer
 	var inst *instance
-	inNetns(t, ns, func() (err error) {
+	netnstest.In(t, ns, func() (err error) {
 		inst, err = start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
 		return err
 	})
@@ -53,7 +55,7 @@ func TestListenNameNoIPv6(t *testing.T) {
 		t.Errorf("want one warning naming [::1]:\n%s", log.String())
 	}
 	var c net.Conn
-	inNetns(t, ns, func() (err error) { c, err = net.Dial("tcp", addrs[0]); return err })
+	netnstest.In(t, ns, func() (err error) { c, err = net.Dial("tcp", addrs[0]); return err })
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	mustWrite(t, c, []byte{5, 1, 0})
