@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -96,11 +95,11 @@ func bindAddr(fd int, a netip.Addr) error {
 	}
 	sa := &unix.SockaddrInet6{Addr: a.As16()}
 	if z := a.Zone(); z != "" {
-		ifi, err := net.InterfaceByName(z)
+		id, err := rawsys.ZoneIndex(z)
 		if err != nil {
 			return err
 		}
-		sa.ZoneId = uint32(ifi.Index)
+		sa.ZoneId = id
 	}
 	return unix.Bind(fd, sa)
 }

@@ -1,7 +1,9 @@
 package rawsys
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,7 +24,9 @@ const SizeofSockaddr = unix.SizeofSockaddrInet6
 // length: AF_INET takes a's IPv4 address (IPv4-mapped IPv6 unmapped), and
 // AF_INET6 takes a's 16 bytes, IPv4 addresses v4-mapped. The caller checks
 // that a fits the family: an IPv6 address (or none) with AF_INET panics, as
-// netip.Addr.As4 does. a's zone is dropped.
+// netip.Addr.As4 does. a's zone becomes the scope id (ZoneIndex); one that
+// names no interface is dropped, and the kernel then refuses a link-local
+// address as it would without one.
 func (s *Sockaddr) Set(a netip.AddrPort, family int) uintptr {
 	port := a.Port()
 	bport := [2]byte{byte(port >> 8), byte(port)}
@@ -33,8 +37,25 @@ func (s *Sockaddr) Set(a netip.AddrPort, family int) uintptr {
 		return unix.SizeofSockaddrInet4
 	}
 	s.raw = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr().As16()}
+	if z := a.Addr().Zone(); z != "" {
+		s.raw.Scope_id, _ = ZoneIndex(z)
+	}
 	*(*[2]byte)(unsafe.Pointer(&s.raw.Port)) = bport
 	return unix.SizeofSockaddrInet6
+}
+
+// ZoneIndex is the interface index an IPv6 zone stands for: the zone itself
+// when it is a number ("4"), as package net reads it, or the index of the
+// interface it names ("eth0").
+func ZoneIndex(zone string) (uint32, error) {
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	ifi, err := net.InterfaceByName(zone)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(ifi.Index), nil
 }
 
 // AddrPort reads the address the kernel stored: the zero AddrPort for a

@@ -19,12 +19,15 @@ func TestSockaddrSet(t *testing.T) {
 		family int
 		n      uintptr
 		want   string // AddrPort's answer
+		scope  uint32 // the scope id written
 	}{
-		{"ipv4", "192.0.2.7:4660", unix.AF_INET, unix.SizeofSockaddrInet4, "192.0.2.7:4660"},
-		{"mapped on AF_INET", "[::ffff:192.0.2.7]:4660", unix.AF_INET, unix.SizeofSockaddrInet4, "192.0.2.7:4660"},
-		{"ipv4 on AF_INET6", "192.0.2.7:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[::ffff:192.0.2.7]:4660"},
-		{"ipv6", "[2001:db8::1]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[2001:db8::1]:4660"},
-		{"ipv6 zone dropped", "[fe80::1%lo]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[fe80::1]:4660"},
+		{"ipv4", "192.0.2.7:4660", unix.AF_INET, unix.SizeofSockaddrInet4, "192.0.2.7:4660", 0},
+		{"mapped on AF_INET", "[::ffff:192.0.2.7]:4660", unix.AF_INET, unix.SizeofSockaddrInet4, "192.0.2.7:4660", 0},
+		{"ipv4 on AF_INET6", "192.0.2.7:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[::ffff:192.0.2.7]:4660", 0},
+		{"ipv6", "[2001:db8::1]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[2001:db8::1]:4660", 0},
+		{"ipv6 zone by name", "[fe80::1%lo]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[fe80::1]:4660", 1},
+		{"ipv6 zone by number", "[fe80::1%7]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[fe80::1]:4660", 7},
+		{"ipv6 zone of no interface", "[fe80::1%nosuch0]:4660", unix.AF_INET6, unix.SizeofSockaddrInet6, "[fe80::1]:4660", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var sa Sockaddr
@@ -39,8 +42,8 @@ func TestSockaddrSet(t *testing.T) {
 			if !bytes.Equal(raw[2:4], []byte{0x12, 0x34}) { // 4660, network byte order
 				t.Fatalf("port bytes % x, want 12 34", raw[2:4])
 			}
-			if tc.family == unix.AF_INET6 && sa.raw.Scope_id != 0 {
-				t.Fatalf("scope id %d left over", sa.raw.Scope_id)
+			if tc.family == unix.AF_INET6 && sa.raw.Scope_id != tc.scope {
+				t.Fatalf("scope id %d, want %d (none left over)", sa.raw.Scope_id, tc.scope)
 			}
 			if got := sa.AddrPort().String(); got != tc.want {
 				t.Fatalf("AddrPort %s, want %s", got, tc.want)
