@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 )
@@ -49,19 +48,24 @@ func (o *UDPOptions) window() int {
 
 // UDPResult is the outcome of a datagram run.
 type UDPResult struct {
-	Mode      string  `json:"mode"`
-	Proxy     string  `json:"proxy,omitempty"`
-	SizeBytes int     `json:"size_bytes"`
-	Window    int     `json:"window"`
-	Seconds   float64 `json:"seconds"`
-	// Sent and Received count datagrams; Lost is Sent - Received after the
-	// run drained.
+	Mode      string `json:"mode"`
+	Proxy     string `json:"proxy,omitempty"`
+	SizeBytes int    `json:"size_bytes"`
+	Window    int    `json:"window"`
+	// Seconds runs from the first datagram sent to the last echo counted in
+	// Received (or to the end of sending, if that is later), without the
+	// wait for the last datagrams that may be lost.
+	Seconds float64 `json:"seconds"`
+	// Sent and Received count datagrams; Lost counts those whose echo did
+	// not come back within 100 ms of their sending (Sent = Received + Lost).
+	// Late counts echoes that came after that, or twice, and freed nothing.
 	Sent     uint64 `json:"sent"`
 	Received uint64 `json:"received"`
 	Lost     uint64 `json:"lost"`
+	Late     uint64 `json:"late,omitempty"`
 	// LossPercent is Lost over Sent.
 	LossPercent float64 `json:"loss_percent"`
-	// DatagramsPerSec counts verified echoes; Mbps is their payload, one way.
+	// DatagramsPerSec is Received over Seconds; Mbps is their payload, one way.
 	DatagramsPerSec float64 `json:"datagrams_per_sec"`
 	Mbps            float64 `json:"mbps"`
 	CPU             *CPU    `json:"cpu,omitempty"`
@@ -73,6 +77,9 @@ func (r *UDPResult) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "udp via %s, %d-byte datagrams, window %d, %.2f s\n", via(r.Proxy), r.SizeBytes, r.Window, r.Seconds)
 	fmt.Fprintf(tw, "sent\t%d\t\nreceived\t%d\t\nlost\t%d\t%.3f %%\t\n", r.Sent, r.Received, r.Lost, r.LossPercent)
+	if r.Late > 0 {
+		fmt.Fprintf(tw, "late echoes\t%d\t\n", r.Late)
+	}
 	fmt.Fprintf(tw, "datagrams/s\t%.0f\t\nMbit/s\t%.1f\t\n", r.DatagramsPerSec, r.Mbps)
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "relay cpu\t%.2f s\t%.2f cores\t\t\n", r.CPU.Seconds, r.CPU.Cores)
@@ -155,10 +162,19 @@ func targetPort(hostport string) uint16 {
 	return n
 }
 
+// lossTimeout is how long a datagram waits for its echo: then it counts as
+// lost, its window slot takes the next datagram, and an echo that still comes
+// is ignored.
+const lossTimeout = 100 * time.Millisecond
+
 // UDP runs datagrams through an association (or directly) until the
 // duration or ctx ends, keeping Window datagrams in flight; each echo is
-// checked against what was sent. A datagram whose echo does not come back
-// within 100 ms frees its window slot and counts as lost at the end.
+// checked against what was sent and frees its own datagram's window slot. A
+// datagram whose echo does not come back within lossTimeout (100 ms) counts
+// as lost, and its slot takes the next datagram. The rate is taken from the
+// first datagram sent until the last echo came back (or sending stopped, if
+// that is later); the wait for the last datagrams, up to lossTimeout after
+// sending stops, decides only whether they were lost.
 func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	path, err := openUDP(ctx, &o)
 	res := &UDPResult{Mode: "udp", Proxy: o.Proxy.Addr, SizeBytes: o.size(), Window: o.window()}
@@ -176,30 +192,26 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sent, received atomic.Uint64
-	slots := make(chan struct{}, o.window())
 	start := time.Now()
-	end := start.Add(o.duration())
+	w := newUDPWindow(o.window(), start, lossTimeout)
 	var wg sync.WaitGroup
 	var recvErrs Errors
 	wg.Add(1)
-	go udpReceive(path, o.size(), slots, &received, &recvErrs, &wg)
-	sendErr := udpSend(ctx, path, o.size(), slots, &sent, end)
-	// Drain: let the last echoes arrive, then unblock the receiver.
-	drainUntil := time.Now().Add(200 * time.Millisecond)
-	for received.Load() < sent.Load() && time.Now().Before(drainUntil) {
-		<-time.After(5 * time.Millisecond)
-	}
-	elapsed := time.Since(start)
+	go udpReceive(path, o.size(), w, &recvErrs, &wg)
+	sendErr := udpSend(ctx, path, o.size(), w, o.duration())
+	sending := time.Since(start)
+	w.drain()
 	path.conn.SetReadDeadline(aLongTimeAgo)
 	wg.Wait()
 	after, err := smp.sample()
 	if err != nil {
 		return nil, err
 	}
+	w.mu.Lock()
+	res.Sent, res.Received, res.Lost, res.Late = w.sent, w.received, w.lost, w.late
+	elapsed := max(sending, w.lastEcho)
+	w.mu.Unlock()
 	res.Seconds = elapsed.Seconds()
-	res.Sent, res.Received = sent.Load(), received.Load()
-	res.Lost = res.Sent - min(res.Received, res.Sent)
 	if res.Sent > 0 {
 		res.LossPercent = 100 * float64(res.Lost) / float64(res.Sent)
 	}
@@ -215,40 +227,207 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	return res, nil
 }
 
-// udpSend sends numbered datagrams while a window slot is free, until end.
-func udpSend(ctx context.Context, p *udpPath, size int, slots chan struct{}, sent *atomic.Uint64, end time.Time) error {
+// udpWindow tracks the datagrams in flight, in window slots. A datagram's
+// sequence number names its slot (seq % slots) and the slot's turn (seq /
+// slots), so that an echo frees exactly its own datagram's slot, and a
+// second echo, or one that comes after the datagram counted as lost, frees
+// nothing. The slots in flight are linked oldest first, so that the oldest is
+// reclaimed, and counted lost, once the loss timeout has passed.
+type udpWindow struct {
+	start   time.Time
+	timeout time.Duration
+	freed   chan struct{} // wakes a waiter when a slot is freed
+
+	mu         sync.Mutex
+	slots      []udpSlot
+	head, tail int  // slots in flight, oldest first; -1 when none
+	free       int  // free slots, linked by next; -1 when none
+	waiting    bool // someone waits on freed
+	// sent, received and lost count datagrams (received + lost = sent once
+	// nothing is in flight); late counts echoes that freed nothing.
+	sent, received, lost, late uint64
+	lastEcho                   time.Duration // since start, of the last echo that freed a slot
+}
+
+type udpSlot struct {
+	seq        uint64        // the datagram in the slot, while busy
+	turns      uint64        // datagrams the slot has carried
+	sentAt     time.Duration // since start
+	prev, next int
+	busy       bool
+}
+
+func newUDPWindow(n int, start time.Time, timeout time.Duration) *udpWindow {
+	w := &udpWindow{start: start, timeout: timeout, freed: make(chan struct{}, 1),
+		slots: make([]udpSlot, n), head: -1, tail: -1, free: 0}
+	for i := range w.slots {
+		w.slots[i].next = i + 1
+	}
+	w.slots[n-1].next = -1
+	return w
+}
+
+// expire counts as lost the datagrams sent timeout or longer before now and
+// frees their slots. w.mu is held.
+func (w *udpWindow) expire(now time.Duration) {
+	for w.head >= 0 && now-w.slots[w.head].sentAt >= w.timeout {
+		w.release(w.head)
+		w.lost++
+	}
+}
+
+// release takes slot i off the list in flight and frees it. w.mu is held.
+func (w *udpWindow) release(i int) {
+	s := &w.slots[i]
+	if s.prev >= 0 {
+		w.slots[s.prev].next = s.next
+	} else {
+		w.head = s.next
+	}
+	if s.next >= 0 {
+		w.slots[s.next].prev = s.prev
+	} else {
+		w.tail = s.prev
+	}
+	s.busy = false
+	s.next = w.free
+	w.free = i
+}
+
+// take claims a free slot for a datagram sent now and returns its sequence
+// number. With every slot in flight it returns false and, in wake, when the
+// oldest datagram's time runs out; freed then signals an echo.
+func (w *udpWindow) take(now time.Duration) (seq uint64, ok bool, wake time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.expire(now)
+	i := w.free
+	if i < 0 {
+		w.waiting = true
+		return 0, false, w.slots[w.head].sentAt + w.timeout
+	}
+	s := &w.slots[i]
+	w.free = s.next
+	s.seq = s.turns*uint64(len(w.slots)) + uint64(i)
+	s.turns++
+	s.sentAt, s.busy = now, true
+	s.prev, s.next = w.tail, -1
+	if w.tail >= 0 {
+		w.slots[w.tail].next = i
+	} else {
+		w.head = i
+	}
+	w.tail = i
+	w.sent++
+	return s.seq, true, 0
+}
+
+// untake gives back the slot of a datagram that could not be sent.
+func (w *udpWindow) untake(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.release(int(seq % uint64(len(w.slots))))
+	w.sent--
+}
+
+// echo records a verified echo of seq arriving now: it frees the datagram's
+// slot if the datagram is still in flight, and is counted late if not.
+func (w *udpWindow) echo(seq uint64, now time.Duration) {
+	w.mu.Lock()
+	i := int(seq % uint64(len(w.slots)))
+	if s := &w.slots[i]; !s.busy || s.seq != seq {
+		w.late++
+		w.mu.Unlock()
+		return
+	}
+	w.release(i)
+	w.received++
+	w.lastEcho = now
+	wake := w.waiting
+	w.waiting = false
+	w.mu.Unlock()
+	if wake {
+		select {
+		case w.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// settle counts as lost what has run out of time and reports whether any
+// datagram is still in flight, and if so when the oldest one's time runs out.
+func (w *udpWindow) settle(now time.Duration) (busy bool, wake time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.expire(now)
+	if w.head < 0 {
+		return false, 0
+	}
+	w.waiting = true
+	return true, w.slots[w.head].sentAt + w.timeout
+}
+
+// drain waits until every datagram sent has its echo or has counted as lost.
+func (w *udpWindow) drain() {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Since(w.start)
+		busy, wake := w.settle(now)
+		if !busy {
+			return
+		}
+		t.Reset(wake - now)
+		select {
+		case <-w.freed:
+		case <-t.C:
+		}
+	}
+}
+
+// udpSend sends numbered datagrams while a window slot is free, for d from
+// w's start.
+func udpSend(ctx context.Context, p *udpPath, size int, w *udpWindow, d time.Duration) error {
 	msg := make([]byte, len(p.header)+size)
 	copy(msg, p.header)
 	payload := msg[len(p.header):]
-	lost := time.NewTimer(time.Hour)
-	defer lost.Stop()
-	for seq := uint64(0); ctx.Err() == nil && time.Now().Before(end); seq++ {
-		select {
-		case slots <- struct{}{}:
-		default:
-			// The window is full: wait for an echo, or give up on one.
-			lost.Reset(100 * time.Millisecond)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		now := time.Since(w.start)
+		if now >= d {
+			return nil
+		}
+		seq, ok, wake := w.take(now)
+		if !ok {
+			// The window is full: wait for an echo, for the oldest
+			// datagram's time to run out, or for the end.
 			select {
-			case slots <- struct{}{}:
-			case <-lost.C:
-				<-slots // a datagram (or its echo) was lost: free its slot
-				slots <- struct{}{}
+			case <-w.freed:
+				continue
+			default:
+			}
+			t.Reset(min(wake, d) - now)
+			select {
+			case <-w.freed:
+			case <-t.C:
 			case <-ctx.Done():
 				return nil
 			}
+			continue
 		}
 		fillDatagram(payload, seq)
 		if _, err := p.conn.Write(msg); err != nil {
+			w.untake(seq)
 			return fmt.Errorf("bench: udp: send: %w", err)
 		}
-		sent.Add(1)
 	}
 	return nil
 }
 
 // udpReceive reads echoes until its socket's deadline passes, checks them
-// and frees a window slot for each.
-func udpReceive(p *udpPath, size int, slots chan struct{}, received *atomic.Uint64, errs *Errors, wg *sync.WaitGroup) {
+// and gives each to w.
+func udpReceive(p *udpPath, size int, w *udpWindow, errs *Errors, wg *sync.WaitGroup) {
 	defer wg.Done()
 	buf := make([]byte, 65536)
 	want := make([]byte, size)
@@ -260,6 +439,7 @@ func udpReceive(p *udpPath, size int, slots chan struct{}, received *atomic.Uint
 			}
 			return
 		}
+		now := time.Since(w.start)
 		got := buf[:n]
 		if p.header != nil {
 			hl := udpHeaderLen(got)
@@ -273,16 +453,13 @@ func udpReceive(p *udpPath, size int, slots chan struct{}, received *atomic.Uint
 			errs.add(fmt.Errorf("%w: udp: echo of %d bytes, want %d", ErrMismatch, len(got), size))
 			continue
 		}
-		fillDatagram(want, binary.BigEndian.Uint64(got))
+		seq := binary.BigEndian.Uint64(got)
+		fillDatagram(want, seq)
 		if string(got) != string(want) {
 			errs.add(fmt.Errorf("%w: udp: echo differs from the datagram", ErrMismatch))
 			continue
 		}
-		received.Add(1)
-		select {
-		case <-slots:
-		default:
-		}
+		w.echo(seq, now)
 	}
 }
 
