@@ -138,6 +138,9 @@ func (o *IdleOptions) openLoop(ctx context.Context, wg *sync.WaitGroup, d *Diale
 		}
 		c, err := openSession(ctx, d, &rr, msg, echo)
 		if err != nil {
+			if stopped(ctx, err) {
+				return
+			}
 			errs.add(err)
 			continue
 		}

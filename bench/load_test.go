@@ -91,12 +91,14 @@ func TestTputDirect(t *testing.T) {
 		dir     Direction
 		verify  Verify
 		streams int
+		counted string // UpCounted
 	}{
-		{"up", Up, VerifyFull, 2},
-		{"down", Down, VerifyFull, 2},
-		{"down sample", Down, VerifySample, 1},
-		{"up without count", Up, VerifyNone, 1},
-		{"both", Both, VerifyFull, 1},
+		{"up", Up, VerifyFull, 2, "delivered"},
+		{"down", Down, VerifyFull, 2, ""},
+		{"down sample", Down, VerifySample, 1, ""},
+		{"up without count", Up, VerifyNone, 1, "written"},
+		{"both", Both, VerifyFull, 1, "delivered"},
+		{"both without count", Both, VerifyNone, 1, "written"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -108,6 +110,9 @@ func TestTputDirect(t *testing.T) {
 				want *= 2
 			}
 			checkTput(t, r, err, want)
+			if r.UpCounted != tc.counted || r.Gbps != r.UpGbps+r.DownGbps {
+				t.Errorf("up counted %q, %v Gbit/s (up %v, down %v); want %q, up plus down", r.UpCounted, r.Gbps, r.UpGbps, r.DownGbps, tc.counted)
+			}
 		})
 	}
 }

@@ -19,6 +19,9 @@ func (r *TputResult) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%.2f\t%s\t\n", i, s.Dir, s.Bytes, s.Gbps, status)
 	}
 	fmt.Fprintf(tw, "total\t%s\t%d\t%.2f\t\t\n", r.Dir, r.Bytes, r.Gbps)
+	if r.UpCounted == "written" {
+		fmt.Fprintln(tw, "(up: bytes written, not delivered: no sink count with --verify none)")
+	}
 	if r.CPU != nil {
 		fmt.Fprintf(tw, "relay cpu\t%.2f s\t%.2f cores\t%.3f s/GiB\t\n", r.CPU.Seconds, r.CPU.Cores, r.CPU.PerGiB)
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -205,12 +206,23 @@ func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w
 	for seq := id << 32; ctx.Err() == nil && time.Now().Before(end); seq++ {
 		t0 := time.Now()
 		if err := o.exchange(ctx, d, seq, msg, echo, t0); err != nil {
+			if stopped(ctx, err) {
+				return
+			}
 			w.errs.add(err)
 			continue
 		}
 		w.hist.Record(time.Since(t0))
 		w.conns.n.Add(1)
 	}
+}
+
+// stopped reports whether err is ctx's end cutting an operation short, a
+// connect under way when SIGINT stops a run: the run's end, not a failure
+// of the relay, so not counted (a run stopped early still reports what it
+// did, and exits 0 if nothing else failed).
+func stopped(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
 // exchange opens one connection, echoes its messages through it (in msg,

@@ -93,10 +93,12 @@ func (o *TputOptions) countTimeout() time.Duration {
 type StreamResult struct {
 	// Dir is "up" or "down".
 	Dir string `json:"dir"`
-	// Bytes is what the stream moved: written (and confirmed by the sink's
-	// count unless VerifyNone) for up, read (and verified) for down.
+	// Bytes is what the stream moved: for up the sink's count of what it
+	// received, which must equal what was written (with VerifyNone, what
+	// was written), for down what was read (and verified).
 	Bytes int64 `json:"bytes"`
-	// Gbps is Bytes over the run's wall time, in Gbit/s.
+	// Gbps is Bytes over its direction's wall time (TputResult's UpGbps
+	// and DownGbps), in Gbit/s.
 	Gbps float64 `json:"gbps"`
 	// Error is why the stream failed, if it did.
 	Error string `json:"error,omitempty"`
@@ -114,15 +116,30 @@ type TputResult struct {
 	Streams int `json:"streams"`
 	// Verify is the verification level.
 	Verify string `json:"verify"`
-	// Seconds is the wall time of the transfer, connection setup excluded.
+	// Seconds is the wall time of the transfer, connection setup excluded:
+	// from the start until the last stream's bytes were in, for an upload
+	// until the sink's count came back after the half-close (the sink
+	// sends it on EOF, when it has read every byte; with VerifyNone, until
+	// the writes stopped), for a download until its last read ended. The
+	// CPU figures are over this time too.
 	Seconds float64 `json:"seconds"`
 	// Bytes is the sum over all streams.
 	Bytes int64 `json:"bytes"`
-	// Gbps is the aggregate rate in Gbit/s.
+	// Gbps is the aggregate rate in Gbit/s, UpGbps plus DownGbps.
 	Gbps float64 `json:"gbps"`
-	// UpGbps and DownGbps split Gbps by direction.
+	// UpGbps and DownGbps split Gbps by direction, each the direction's
+	// bytes over its own time: up until the last sink count came back,
+	// down until the last read ended.
 	UpGbps   float64 `json:"up_gbps"`
 	DownGbps float64 `json:"down_gbps"`
+	// UpCounted says what an upload's bytes are, for runs with uploads:
+	// "delivered", the sink's count, over the time until it came back; or
+	// "written" (VerifyNone, no sink count): what the local kernel took by
+	// the end of the duration, over the time until then, bytes still in
+	// buffers on the way to the sink (the client's send buffer, the
+	// relay's, the sink's receive buffer) included, so that the figure is
+	// above the delivered rate by what those buffers hold.
+	UpCounted string `json:"up_counted,omitempty"`
 	// PerStream lists every stream that connected.
 	PerStream []StreamResult `json:"per_stream"`
 	// CPU is the relay's processor time, when a PID was given.
@@ -157,6 +174,12 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 	}
 	res := &TputResult{Mode: "tput", Proxy: o.Proxy.Addr, Dir: o.dir().String(),
 		Streams: o.streams(), Verify: o.Verify.String()}
+	if _, ok := dirs[Up]; ok {
+		res.UpCounted = "delivered"
+		if o.Verify == VerifyNone {
+			res.UpCounted = "written"
+		}
+	}
 	streams, err := o.connect(ctx, dirs, &res.Errors)
 	if err != nil {
 		return nil, err
@@ -230,7 +253,9 @@ func (o *TputOptions) directions() (map[Direction]string, error) {
 }
 
 // connect dials every stream concurrently; failures are counted in errs and
-// leave the stream out. Bad addresses end the run.
+// leave the stream out, but for connects that ctx's end cut short (SIGINT
+// during the setup), which leave it out uncounted. Bad addresses end the
+// run.
 func (o *TputOptions) connect(ctx context.Context, dirs map[Direction]string, errs *Errors) ([]*stream, error) {
 	var all []*stream
 	for _, d := range []Direction{Up, Down} {
@@ -255,7 +280,9 @@ func (o *TputOptions) connect(ctx context.Context, dirs map[Direction]string, er
 	ok := all[:0]
 	for _, s := range all {
 		if s.err != nil {
-			errs.add(s.err)
+			if !stopped(ctx, s.err) {
+				errs.add(s.err)
+			}
 			continue
 		}
 		ok = append(ok, s)
@@ -291,6 +318,13 @@ func (o *TputOptions) runStream(ctx context.Context, wg *sync.WaitGroup, s *stre
 // count of what it received against what was written. Its first buffer
 // goes whatever the clock says (within countTimeout, else an error): a
 // stream that a busy machine starts late still shows it moves bytes.
+//
+// The stream's transfer ends when the count comes back, not when the
+// writes stop: what the kernel accepted by then may still be in the
+// client's send buffer, the relay's buffers and the sink's receive buffer,
+// and is delivered only later; the sink answers after its EOF, when every
+// byte is in. With VerifyNone there is no count, and the transfer ends
+// with the writes.
 func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end time.Time) error {
 	release := watch(ctx, s.c)
 	err := s.c.SetWriteDeadline(time.Now().Add(o.countTimeout()))
@@ -326,6 +360,7 @@ func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end tim
 	if _, err := io.ReadFull(s.c, b[:]); err != nil {
 		return fmt.Errorf("bench: tput up: reading the sink's count (does the relay forward half-close?): %w", err)
 	}
+	s.end = time.Now() // the sink has read everything
 	if got := binary.BigEndian.Uint64(b[:]); got != uint64(sent) {
 		return fmt.Errorf("%w: tput up: sink received %d bytes, %d were sent", ErrMismatch, got, sent)
 	}
@@ -364,20 +399,24 @@ func (o *TputOptions) download(ctx context.Context, s *stream, buf []byte, end t
 	return nil
 }
 
-// summarize fills the totals from the streams.
+// summarize fills the totals from the streams: each direction's bytes
+// over the time from start until its last stream ended.
 func (r *TputResult) summarize(streams []*stream, start time.Time) {
-	var last time.Time
+	last := map[Direction]time.Time{}
 	for _, s := range streams {
-		if s.end.After(last) {
-			last = s.end
+		if s.end.After(last[s.dir]) {
+			last[s.dir] = s.end
 		}
 	}
-	elapsed := max(last.Sub(start), 0)
-	r.Seconds = elapsed.Seconds()
+	elapsed := map[Direction]time.Duration{}
+	for d, t := range last {
+		elapsed[d] = max(t.Sub(start), 0)
+	}
+	r.Seconds = max(elapsed[Up], elapsed[Down]).Seconds()
 	var up, down int64
 	for _, s := range streams {
 		n := s.bytes.n.Load()
-		sr := StreamResult{Dir: s.dir.String(), Bytes: n, Gbps: gbps(n, elapsed)}
+		sr := StreamResult{Dir: s.dir.String(), Bytes: n, Gbps: gbps(n, elapsed[s.dir])}
 		if s.err != nil {
 			sr.Error = s.err.Error()
 			r.Errors.add(s.err)
@@ -390,6 +429,6 @@ func (r *TputResult) summarize(streams []*stream, start time.Time) {
 		}
 	}
 	r.Bytes = up + down
-	r.Gbps = gbps(r.Bytes, elapsed)
-	r.UpGbps, r.DownGbps = gbps(up, elapsed), gbps(down, elapsed)
+	r.UpGbps, r.DownGbps = gbps(up, elapsed[Up]), gbps(down, elapsed[Down])
+	r.Gbps = r.UpGbps + r.DownGbps
 }
