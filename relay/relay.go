@@ -548,10 +548,11 @@ func (r *Relay) runHalf(s *session, h *half) {
 		s.abort(h.cause)
 		return
 	}
+	if !watchErrors {
+		return
+	}
 	if s.finished.Add(1) == 1 {
-		if watchErrors {
-			s.watchSource(h)
-		}
+		s.watchSource(h)
 		return
 	}
 	// The other half finished first and watches its source: release it.
