@@ -265,13 +265,9 @@ func (cfg *config) check() error {
 	return nil
 }
 
-// checkOpenRelay refuses a listener reachable from other hosts unless clients
-// must authenticate or the operator explicitly allowed it.
-func checkOpenRelay(cfg *config) error {
-	return refuseOpenRelay(cfg, cfg.listen)
-}
-
-// refuseOpenRelay is checkOpenRelay on addrs, host:port each.
+// refuseOpenRelay refuses addrs (host:port each) when one is reachable from
+// other hosts, unless clients must authenticate or the operator explicitly
+// allowed it.
 func refuseOpenRelay(cfg *config, addrs []string) error {
 	if a := openAddr(cfg, addrs); a != "" {
 		return openRelayError(a, "")
@@ -294,7 +290,7 @@ func openAddr(cfg *config, addrs []string) string {
 	return ""
 }
 
-// checkOpenRelay is checkOpenRelay for a reload to cfg: the listeners stay
+// checkOpenRelay is refuseOpenRelay for a reload to cfg: the listeners stay
 // as they are until a restart, so what counts is the addresses they are
 // bound to, not what their host names resolve to now (a DNS server down at
 // the reload would otherwise fail it).
