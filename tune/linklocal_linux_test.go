@@ -23,12 +23,7 @@ func TestLinkLocalZones(t *testing.T) {
 	netnstest.Need(t)
 	t.Parallel()
 	ns, nsPeer, veth, vethPeer := netnstest.Veth(t, "za", "zb")
-	for _, side := range [][3]string{{ns, veth, "fe80::1/64"}, {nsPeer, vethPeer, "fe80::2/64"}} {
-		netnstest.IP(t, "-n", side[0], "link", "set", "lo", "up") // local delivery goes through lo
-		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
-		netnstest.IP(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
-		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "up")
-	}
+	netnstest.LinkLocal(t, ns, nsPeer, veth, vethPeer)
 	netnstest.In(t, ns, func() error {
 		ifi, err := net.InterfaceByName(veth)
 		if err != nil {

@@ -26,12 +26,7 @@ func TestLinkLocalClient(t *testing.T) {
 	netnstest.Need(t)
 	t.Parallel()
 	nsS, nsC, vethS, vethC := netnstest.Veth(t, "ls", "lc")
-	for _, side := range [][3]string{{nsS, vethS, "fe80::1/64"}, {nsC, vethC, "fe80::2/64"}} {
-		netnstest.IP(t, "-n", side[0], "link", "set", "lo", "up")
-		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
-		netnstest.IP(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
-		netnstest.IP(t, "-n", side[0], "link", "set", side[1], "up")
-	}
+	netnstest.LinkLocal(t, nsS, nsC, vethS, vethC)
 
 	// A UDP echo target beside sluice.
 	var echo *net.UDPConn

@@ -84,3 +84,18 @@ func In(t testing.TB, ns string, fn func() error) {
 		t.Fatal(err)
 	}
 }
+
+// LinkLocal makes the two ends of a veth pair (Veth) link-local peers:
+// fe80::1/64 on vethA in nsA, fe80::2/64 on vethB in nsB, without the
+// kernel's own link-local addresses or duplicate address detection (whose
+// wait would leave them tentative), every link up, loopback included (a
+// namespace delivers to its own addresses through it).
+func LinkLocal(t testing.TB, nsA, nsB, vethA, vethB string) {
+	t.Helper()
+	for _, side := range [][3]string{{nsA, vethA, "fe80::1/64"}, {nsB, vethB, "fe80::2/64"}} {
+		IP(t, "-n", side[0], "link", "set", "lo", "up")
+		IP(t, "-n", side[0], "link", "set", side[1], "addrgenmode", "none")
+		IP(t, "-n", side[0], "addr", "add", side[2], "dev", side[1], "nodad")
+		IP(t, "-n", side[0], "link", "set", side[1], "up")
+	}
+}
