@@ -123,6 +123,9 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				line, _ = bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
 				r.Close()
 				line = strings.TrimSpace(line)
+				if line == workerListening {
+					log.Info("worker serving", "worker", i, "pid", cmd.Process.Pid)
+				}
 			}
 			exited <- workerExit{i, cmd.Wait(), line == workerListening, line}
 		}()

@@ -158,7 +158,10 @@ func TestWorkersRestartKeepsTrying(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // safety net
 	defer cancel()
 	p := startWorkers(t, ctx, "--config", cfgPath, "--listen", addr, "--workers", "1")
-	pids := p.waitLines(t, map[string]int{"worker started": 1, "sluice listening": 1})
+	// Killed once the parent knows it served ("worker serving"), not just
+	// once it logged that it listens: a worker killed before it told the
+	// parent counts as one that never served.
+	pids := p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
 	if err := os.WriteFile(cfgPath, []byte("access-log = false\ndial-timeout = 10\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
