@@ -31,15 +31,17 @@ const workerStatusEnv = "SLUICE_WORKER_STATUS"
 // workerListening is the status line of a worker that serves.
 const workerListening = "listening"
 
-// workerExit reports that worker i ended: listened tells whether it had
-// reported that it serves, status is the line it reported (its start error
-// when it had not), "" when it reported none.
+// workerExit reports that worker i ended: status is the line it reported
+// on its status pipe, workerListening once it served, its start error when
+// it had not, "" when it reported none.
 type workerExit struct {
-	i        int
-	err      error
-	listened bool
-	status   string
+	i      int
+	err    error
+	status string
 }
+
+// listened reports whether the worker had told its parent that it serves.
+func (e workerExit) listened() bool { return e.status == workerListening }
 
 // runWorkers is the parent of --workers N: it starts N copies of this
 // program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
@@ -127,7 +129,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 					log.Info("worker serving", "worker", i, "pid", cmd.Process.Pid)
 				}
 			}
-			exited <- workerExit{i, cmd.Wait(), line == workerListening, line}
+			exited <- workerExit{i, cmd.Wait(), line}
 		}()
 		return nil
 	}
@@ -161,7 +163,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		case e := <-exited:
 			live--
 			procs[e.i] = nil
-			served[e.i] = served[e.i] || e.listened
+			served[e.i] = served[e.i] || e.listened()
 			if !served[e.i] && !killed(e.err) {
 				if ctx.Err() != nil {
 					continue // told to stop while starting
@@ -179,7 +181,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				stopAll()
 				return fail(fmt.Errorf("--workers: worker %d exited before it listened (%s); stopping rather than restarting it: %s", e.i, exitStatus(e.err), why))
 			}
-			if e.listened {
+			if e.listened() {
 				log.Error("worker died; restarting", "worker", e.i, "err", e.err)
 			} else {
 				log.Error("worker died; restarting", "worker", e.i, "err", e.err, "start_error", e.status)
