@@ -62,12 +62,23 @@ func Veth(t testing.TB, a, b string) (nsA, nsB, vethA, vethB string) {
 
 // In runs fn on an OS thread that has joined network namespace ns
 // (created by ip netns add). Sockets fn creates belong to ns for life and
-// may then be used from any goroutine. The thread is discarded afterwards.
+// may then be used from any goroutine. The thread goes back to its own
+// namespace afterwards: left in ns, a thread the runtime cannot end (the
+// main one, which it keeps wedged instead) would put the whole process's
+// /proc/net, which follows the main thread, in ns for the other tests.
+// Should the way back fail, the thread stays locked and dies with its
+// goroutine.
 func In(t testing.TB, ns string, fn func() error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer home.Close()
 		f, err := os.Open("/run/netns/" + ns)
 		if err != nil {
 			done <- err
@@ -78,7 +89,11 @@ func In(t testing.TB, ns string, fn func() error) {
 			done <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
-		done <- fn()
+		err = fn()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
