@@ -41,9 +41,11 @@ func netClient(c *net.TCPConn) *client {
 	return &client{tc: c, fd: -1, peer: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
 }
 
-// addr is the client's address as the logs write it.
+// addr is the client's address as the logs write it: as accepted (a bare
+// socket adopted into package net after its client reset knows no
+// RemoteAddr).
 func (c *client) addr() string {
-	if c.tc != nil {
+	if c.tc != nil && !c.peer.IsValid() {
 		return c.tc.RemoteAddr().String()
 	}
 	return peerString(c.peer)

@@ -404,7 +404,7 @@ func (s *server) endSession(rs *relaySession) {
 // udpSession runs a UDP association and accounts for it.
 func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPConn, req *handshake.Request) {
 	lv, c, user, target, start := rs.lv, rs.c, rs.user, rs.target, rs.start
-	st, denied, err := s.associate(ctx, lv, tc, req)
+	st, denied, err := s.associate(ctx, lv, tc, c.peer, req)
 	s.metrics.datagramsDropped(st, denied)
 	if err != nil && !errors.As(err, new(errReplied)) {
 		s.fail(rs, req, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -9,6 +10,10 @@ import (
 	"sluice/handshake"
 	"sluice/relay"
 )
+
+// errControlGone fails a UDP ASSOCIATE whose control connection failed
+// before the association began (the socket no longer has an address).
+var errControlGone = errors.New("udp associate: control connection gone")
 
 // associate serves a UDP ASSOCIATE request (RFC 1928 sections 4 and 7): it
 // opens a relay socket on the IP the client reached sluice on (never on every
@@ -21,10 +26,17 @@ import (
 // (for a name, each time it is resolved); denied is how many were dropped
 // for that, reported to relay as DropUnresolved since relay has no reason
 // for policy.
-func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, r *handshake.Request) (st relay.DatagramStats, denied int64, err error) {
+//
+// client is the control connection's peer as accepted: a bare socket
+// adopted into package net after its client reset has no RemoteAddr.
+func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client netip.AddrPort, r *handshake.Request) (st relay.DatagramStats, denied int64, err error) {
 	req := r.Addr
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
-	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	la, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return st, 0, errControlGone
+	}
+	local := la.AddrPort().Addr()
+	peer := client.Addr().Unmap()
 	// Datagrams are taken from the control connection's IP only; a non-zero
 	// DST.PORT also fixes the client's port, whatever type DST.ADDR has.
 	// DST.ADDR is not trusted: behind a NAT it is often the client's

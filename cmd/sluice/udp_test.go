@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -365,4 +367,40 @@ func TestUDPNameRetry(t *testing.T) {
 	decode(true, relay.Relayed)
 	advance(time.Hour)
 	decode(false, relay.Relayed)
+}
+
+// TestControlResetBeforeAdoption: clients that reset right after a UDP
+// ASSOCIATE or BIND request, while the server adopts their bare socket into
+// package net (which then knows no peer address: getpeername fails), end
+// their sessions without taking the server down, logs at debug level
+// included (the client's address comes from accept). Fifty of each: the
+// reset must land between the request's read and the adoption at least
+// once. Not parallel: it counts the whole process.
+func TestControlResetBeforeAdoption(t *testing.T) {
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--bind", "--access-log=false"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.resolver = nxdomainResolver(t)
+	var buf syncBuffer
+	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	addr := inst.addrs()[0]
+	zero := handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	noLeak(t, func(t *testing.T) {
+		for _, cmd := range []handshake.Command{handshake.CmdUDPAssociate, handshake.CmdBind} {
+			for range 50 {
+				c := dialSluice(t, addr)
+				mustWrite(t, c, handshake.AppendRequest([]byte{5, 1, 0}, cmd, zero))
+				c.SetLinger(0)
+				c.Close()
+			}
+		}
+		// Still serving.
+		c, _ := associateUDP(t, addr)
+		c.Close()
+	})
 }
