@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -146,5 +147,30 @@ func TestStuckAccessLogSparesAcceptLoop(t *testing.T) {
 	}
 	if err := serveOneEcho(addr, echo, "", "", 5*time.Second); err != nil {
 		t.Fatalf("a client after a session stuck in its access log line: %v", err)
+	}
+}
+
+// TestStuckDeniedLogSparesAcceptLoop: with the access log off, a denied
+// request's own info line is written off the accept loop too (a logger
+// handed to the server may block), which goes on serving.
+func TestStuckDeniedLogSparesAcceptLoop(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	cfg := writeConfig(t, "[[rule]]\naction = \"deny\"\nports = [\"25\"]\n")
+	addr, w, _ := startStuckLog(t, "--access-log=false", "--config", cfg)
+	w.armed.Store(true) // after the listening line
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mustWrite(t, c, connectReq(netip.MustParseAddrPort("127.0.0.1:25"))) // <- 0x02, then the stuck "denied" line
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the denied session wrote no log line")
+	}
+	if err := serveOneEcho(addr, echo, "", "", 5*time.Second); err != nil {
+		t.Fatalf("a client after a session stuck in its denied line: %v", err)
 	}
 }

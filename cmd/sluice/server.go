@@ -106,7 +106,8 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	}()
 	start := time.Now()
 	rs.start = start
-	if err := s.applyClient(c); err != nil {
+	if err := s.applyClient(c); err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.logOffLoop(c)
 		s.log.Debug("client socket options", "client", c.addr(), "err", err)
 	}
 	if lv.handshakeTimeout > 0 {
@@ -433,6 +434,7 @@ func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 		if rep == int(handshake.NotAllowed) {
 			s.metrics.refuse(refDestRule)
 			if !lv.accessLog {
+				s.logOffLoop(c)
 				s.log.Info("denied", "client", c.addr(), "user", user, "cmd", cmdLabels[cmd], "target", target.String(), "err", err)
 			}
 		}
@@ -460,6 +462,16 @@ func cmdLabelOf(c handshake.Command) int {
 func (s *server) reject(c *client, req *handshake.Request, err error) {
 	werr := req.WriteError(c, err)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.logOffLoop(c)
 		s.log.Debug("rejected", "client", c.addr(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
+	}
+}
+
+// logOffLoop moves c's session off its accept loop (client.handOn) before a
+// log line of its own where a line may block (logBlocks: a logger handed to
+// the server), as the access log does.
+func (s *server) logOffLoop(c *client) {
+	if s.logBlocks {
+		c.handOn()
 	}
 }
