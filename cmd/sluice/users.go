@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 
@@ -26,7 +27,8 @@ func loadUsers(path string) (users handshake.Users, warn string, err error) {
 	}
 	users = handshake.Users{}
 	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
+	line := 1 // past the loop: the line the scanner stopped at
+	for ; sc.Scan(); line++ {
 		text := bytes.TrimRight(sc.Bytes(), "\r")
 		if line == 1 {
 			text = bytes.TrimPrefix(text, []byte("\ufeff"))
@@ -50,7 +52,10 @@ func loadUsers(path string) (users handshake.Users, warn string, err error) {
 		users[string(name)] = string(pass)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, "", fmt.Errorf("--users %s: %w", path, err)
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, "", fmt.Errorf("--users %s:%d: line too long", path, line)
+		}
+		return nil, "", fmt.Errorf("--users %s: %w", path, unwrapPathError(err)) // a directory: "read PATH: is a directory"
 	}
 	if len(users) == 0 {
 		return nil, "", fmt.Errorf("--users %s: no users in file", path)
