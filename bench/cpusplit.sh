@@ -48,6 +48,7 @@ need jq jq
 place_relay_and_load
 case $SYSCALLS in auto | 0 | 1) ;; *) die "SYSCALLS=$SYSCALLS: auto, 0 or 1" ;; esac
 case $SETTLE in 0 | 1) ;; *) die "SETTLE=$SETTLE: 0 or 1" ;; esac
+if [ "$SETTLE" = 1 ]; then need ss iproute2; fi # await_time_wait counts TIME_WAITs with ss
 
 ECHO_PORT=$((PORT_BASE + 1)) PEER_PORT=$((PORT_BASE + 10)) SLUICE_PORT=$((PORT_BASE + 11))
 for p in $ECHO_PORT $PEER_PORT $SLUICE_PORT; do port_free "$p"; done

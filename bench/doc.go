@@ -1,7 +1,7 @@
 // Package bench is a load generator for SOCKS5 relays: target servers that
 // sink, source or echo bytes, and clients that measure throughput (Tput),
-// connection rate and latency (RR) and the cost of idle sessions (Idle)
-// through a relay or directly.
+// connection rate and latency (RR), the cost of idle sessions (Idle) and
+// datagrams through a UDP association (UDP), through a relay or directly.
 //
 // The relay is a black box reached by address. The clients speak SOCKS5
 // with their own lean client (Dialer): the greeting, any RFC 1929
@@ -14,8 +14,7 @@
 //
 // Bench does not start, configure or stop relays (the scripts beside it do)
 // and does not read flags or the environment (cmd/sluice-bench does). UDP
-// ASSOCIATE load is not covered yet; it will be a fourth client, Datagram,
-// beside Tput, RR and Idle, with its own echo target.
+// ASSOCIATE load is a fourth client, UDP, beside Tput, RR and Idle.
 //
 // A run against a sink already serving on 127.0.0.1:5201:
 //

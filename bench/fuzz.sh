@@ -37,15 +37,23 @@ fuzz_one() {
 	return 1
 }
 
-failed=()
+failed=() fuzzed=0
 for pkg in $PKGS; do
-	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' | grep -E -- "$match" || true); do
+	# A package that does not build (or no go) is a failure, not a package
+	# without targets.
+	list=$(go test -list '^Fuzz' "$pkg") || { echo "fuzz.sh: $pkg: go test -list failed" >&2; exit 1; }
+	for target in $(grep '^Fuzz' <<<"$list" | grep -E -- "$match" || true); do
+		fuzzed=$((fuzzed + 1))
 		echo "fuzz.sh: $pkg $target for $FUZZTIME" >&2
 		if ! fuzz_one "$pkg" "$target"; then
 			failed+=("$pkg:$target")
 		fi
 	done
 done
+if [ "$fuzzed" = 0 ]; then
+	echo "fuzz.sh: no Fuzz target in $PKGS matches $match" >&2
+	exit 1
+fi
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "fuzz.sh: failing targets: ${failed[*]}" >&2
 	exit 1

@@ -62,9 +62,10 @@ gbps() {
 	jq -r '.end.sum_received.bits_per_second / 1e9 * 100 | round / 100' "$tmp/iperf.json"
 }
 
-# median V...: the median of numeric values, "failed" when none.
+# median V...: the median of numeric values, "failed" when none (grep's
+# no-match status must not fail the pipeline: the caller runs under set -e).
 median() {
-	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+	printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
 		awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
@@ -87,6 +88,7 @@ median() {
 	echo "Median of $RUNS runs of $DURATION s each; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); iperf3, proxychains4 and sluice share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION bench/iperf.sh\`."
 } >"$tmp/iperf.md"
 cat "$tmp/iperf.md"
+if grep -q '| failed |' "$tmp/iperf.md"; then die "iperf3 failed in every run of a row (the table above), so nothing is written to OUT"; fi
 if [ -n "$OUT" ]; then
 	mkdir -p "$OUT"
 	cp "$tmp/iperf.md" "$OUT/iperf.md"

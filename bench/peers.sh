@@ -85,7 +85,12 @@ if [[ " $PEERS " == *" sluice"* ]]; then
 			cat "$tmp/build.log" >&2
 			sluice_note="sluice was not measured: ./cmd/sluice did not build."
 			log "$sluice_note"
-			PEERS=$(echo " $PEERS " | sed -E 's/ sluice(-[a-z0-9]+)?( |$)/ /g')
+			# Every sluice variant goes (they all run the build that failed).
+			kept=""
+			for p in $PEERS; do
+				case $p in sluice | sluice-*) ;; *) kept+=" $p" ;; esac
+			done
+			PEERS=$kept
 		fi
 	fi
 fi

@@ -168,6 +168,10 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	// The load generator's and the machine's CPU end with the load, before
+	// the relay's sample, whose scan of /proc is not the load's work (the
+	// sample before the load is outside their window too).
+	own, all := clock.stop(elapsed), machine.stop(elapsed)
 	close(done)
 	<-shown
 	after, err := smp.sample()
@@ -188,7 +192,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
 	}
-	res.ClientCPU, res.MachineCPU = clock.stop(elapsed), machine.stop(elapsed)
+	res.ClientCPU, res.MachineCPU = own, all
 	for _, c := range []*CPU{res.CPU, res.ClientCPU, res.MachineCPU} {
 		if c != nil && res.Conns > 0 {
 			c.Per1kConns = c.Seconds / (float64(res.Conns) / 1000)

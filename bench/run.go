@@ -66,11 +66,14 @@ func cpuBetween(pid int, before, after ProcSample, elapsed time.Duration) *CPU {
 // end the run, since a report without the asked-for figures misleads.
 type sampler struct{ pid int }
 
+// sampleProc is SampleProc; tests replace it.
+var sampleProc = SampleProc
+
 func (s sampler) sample() (ProcSample, error) {
 	if s.pid == 0 {
 		return ProcSample{}, nil
 	}
-	return SampleProc(s.pid)
+	return sampleProc(s.pid)
 }
 
 // cpuClock measures processor time over a run from one reading: selfCPU,

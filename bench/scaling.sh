@@ -79,9 +79,14 @@ measure() {
 	local c g errors
 	{ "${load_on[@]}" "$BENCH" rr "${via[@]}" --target "$e" "${spread_from[@]+"${spread_from[@]}"}" -c 64 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/rr.json"
 	{ "${load_on[@]}" "$BENCH" tput "${via[@]}" --target "$s" -P 8 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/tput.json"
-	c=$(jq '.conns_per_sec // 0' "$tmp/rr.json" 2>/dev/null || echo 0)
-	g=$(jq '.gbps // 0' "$tmp/tput.json" 2>/dev/null || echo 0)
-	errors=$(jq -s '[.[] | .errors | .connect + .socks + .data + .io] | add // 0' "$tmp/rr.json" "$tmp/tput.json" 2>/dev/null || echo 1)
+	# A run that printed no result (it crashed) counts 0 and one error; an
+	# empty figure would shift the columns of runs.tsv.
+	c=$(jq -n '(try input catch null) | .conns_per_sec // 0' "$tmp/rr.json" 2>/dev/null) || c=0
+	g=$(jq -n '(try input catch null) | .gbps // 0' "$tmp/tput.json" 2>/dev/null) || g=0
+	errors=0
+	for f in "$tmp/rr.json" "$tmp/tput.json"; do
+		errors=$((errors + $(jq -n '(try input catch null) | if . == null then 1 else (.errors | .connect + .socks + .data + .io) end' "$f" 2>/dev/null || echo 1)))
+	done
 	echo "$k $peer $c $g $errors" >>"$tmp/runs.tsv"
 	if [ -n "$pid" ]; then
 		kill_tree "$pid"

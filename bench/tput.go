@@ -211,18 +211,21 @@ func Tput(ctx context.Context, o TputOptions) (*TputResult, error) {
 		go o.runStream(ctx, &wg, s, end, pat)
 	}
 	wg.Wait()
+	res.summarize(streams, start)
+	elapsed := time.Duration(res.Seconds * float64(time.Second))
+	// The load generator's and the machine's CPU end with the load, before
+	// the relay's sample, whose scan of /proc is not the load's work (the
+	// sample before the load is outside their window too).
+	res.ClientCPU, res.MachineCPU = clock.stop(elapsed), machine.stop(elapsed)
 	close(done)
 	<-shown
 	after, err := smp.sample()
 	if err != nil {
 		return nil, err
 	}
-	res.summarize(streams, start)
-	elapsed := time.Duration(res.Seconds * float64(time.Second))
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
 	}
-	res.ClientCPU, res.MachineCPU = clock.stop(elapsed), machine.stop(elapsed)
 	for _, c := range []*CPU{res.CPU, res.ClientCPU, res.MachineCPU} {
 		if c != nil && res.Bytes > 0 {
 			c.PerGiB = c.Seconds / (float64(res.Bytes) / (1 << 30))
