@@ -21,10 +21,17 @@
 #        PORT_BASE=17400  BIN=  (prebuilt sluice-bench, bench/prebuild.sh)
 #        TARGET_HOST=127.0.0.1   how the load names the target: "localhost"
 #                      sends a domain name, resolved by the relay
+#        TARGET_NETNS=0  1: the target in a network namespace of its own,
+#                      behind a veth pair whose receive work runs on
+#                      LOAD_CPUS (RPS), so that each of the relay's dials
+#                      waits for the target's answer, as one to another
+#                      machine does (root; RELAY_CPUS and LOAD_CPUS;
+#                      net.ipv4.tcp_tw_reuse is 1 for the run, lib.sh)
 # Both builds run with --access-log=false, as in peers.sh, unless their own
 # flags say otherwise ("./sluice --access-log", its lines going to a file in
 # the run's temporary directory, as the relay's stderr). Everything listens
-# on 127.0.0.1 and every process it starts is stopped on exit.
+# on 127.0.0.1 (the target on the namespace's 10.233.X.2 with TARGET_NETNS=1)
+# and every process it starts, and the namespace, is gone on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,13 +54,26 @@ for b in "${builds_a[0]}" "${builds_b[0]}"; do [ -x "$b" ] || die "$b is not an 
 place_relay_and_load
 
 TARGET_PORT=$((PORT_BASE + 1)) PROXY_PORT=$((PORT_BASE + 10))
-TARGET_HOST=${TARGET_HOST:-127.0.0.1}
+TARGET_HOST=${TARGET_HOST:-127.0.0.1} TARGET_NETNS=${TARGET_NETNS:-0}
 for p in $TARGET_PORT $PROXY_PORT; do port_free "$p"; done
 BENCH=$(go_bin sluice-bench ./cmd/sluice-bench)
 target_mode="echo"
 if [ "$WORKLOAD" = tput ]; then target_mode=sink; fi
-start target "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$target_mode" --addr "127.0.0.1:$TARGET_PORT"
-wait_port "$TARGET_PORT" target
+case $TARGET_NETNS in
+0)
+	start target "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$target_mode" --addr "127.0.0.1:$TARGET_PORT"
+	wait_port "$TARGET_PORT" target
+	;;
+1)
+	[ -n "$LOAD_CPUS" ] || die "TARGET_NETNS=1 steers the target's packets to LOAD_CPUS: set RELAY_CPUS and LOAD_CPUS"
+	target_netns "$LOAD_CPUS"
+	TARGET_HOST=$target_ip
+	start target "${in_target_ns[@]}" "${load_on[@]}" "$BENCH" "$target_mode" --addr "$target_ip:$TARGET_PORT" --allow-public
+	wait_port "$TARGET_PORT" target "$target_ip"
+	placement+="; the target in a network namespace behind a veth pair, its packets received on CPUs $LOAD_CPUS: every dial waits"
+	;;
+*) die "TARGET_NETNS=$TARGET_NETNS: 0 or 1" ;;
+esac
 
 # measure NAME BUILD...: one round through a fresh relay; writes its
 # figures, as JSON, to $tmp/NAME.fig.

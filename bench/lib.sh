@@ -32,6 +32,8 @@ cleanup() {
 	done
 	if [ -n "$policy_created" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 	if [ -n "${cgroup_dir:-}" ]; then rmdir "$cgroup_dir" 2>/dev/null || true; fi
+	if [ -n "${target_ns:-}" ]; then ip netns del "$target_ns" 2>/dev/null || true; fi
+	if [ -n "${tw_reuse_was:-}" ]; then echo "$tw_reuse_was" >/proc/sys/net/ipv4/tcp_tw_reuse; fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -85,6 +87,52 @@ place_relay_and_load() {
 	fi
 }
 
+# cpu_mask LIST: the hexadecimal mask of a taskset CPU list ("1", "2-3",
+# "0,4-5"), as /sys/class/net/*/queues/rx-*/rps_cpus takes it.
+cpu_mask() {
+	local m=0 part a b i parts
+	IFS=, read -r -a parts <<<"$1"
+	for part in "${parts[@]}"; do
+		a=${part%-*} b=${part#*-}
+		case $a$b in '' | *[!0-9]*) die "$1: not a CPU list" ;; esac
+		for ((i = a; i <= b; i++)); do m=$((m | 1 << i)); done
+	done
+	printf '%x' "$m"
+}
+
+# target_netns CPUS: make a network namespace (removed on exit) joined to
+# this one by a veth pair, whose receive work on both ends is steered (RPS)
+# to CPUS, and set target_ns, target_ip (the namespace's end, 10.233.X.2)
+# and in_target_ns (a command prefix that runs in it). A connection from
+# a relay on other CPUs to a target there then completes after connect
+# returns, as one to another machine does, where one over loopback
+# completes inside the call. Needs root and ip (iproute2). For the run,
+# net.ipv4.tcp_tw_reuse is 1 (restored on exit): every connection to the
+# target has the same two addresses, and the kernel's default reuses
+# TIME_WAIT ports only on loopback, so a few rounds of conn/s would use up
+# the ports (connect then fails with EADDRNOTAVAIL after burning CPU on the
+# search).
+target_ns="" tw_reuse_was=""
+target_netns() {
+	[ "$(id -u)" = 0 ] || die "a target in its own network namespace needs root"
+	need ip iproute2
+	local mask id=$(($$ % 250)) a="slab$$a" b="slab$$b"
+	mask=$(cpu_mask "$1")
+	tw_reuse_was=$(cat /proc/sys/net/ipv4/tcp_tw_reuse)
+	echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse
+	target_ns=sluice-bench$$ target_ip=10.233.$id.2
+	ip netns add "$target_ns" || die "ip netns add $target_ns failed"
+	ip link add "$a" type veth peer name "$b" netns "$target_ns" || die "cannot make a veth pair"
+	ip addr add "10.233.$id.1/30" dev "$a"
+	ip link set "$a" up
+	in_target_ns=(ip netns exec "$target_ns")
+	"${in_target_ns[@]}" ip addr add "$target_ip/30" dev "$b"
+	"${in_target_ns[@]}" ip link set "$b" up
+	"${in_target_ns[@]}" ip link set lo up
+	echo "$mask" >"/sys/class/net/$a/queues/rx-0/rps_cpus"
+	"${in_target_ns[@]}" sh -c "echo $mask >/sys/class/net/$b/queues/rx-0/rps_cpus"
+}
+
 # forget PID: drop a stopped process from the cleanup list.
 forget() {
 	local keep=() p
@@ -102,15 +150,16 @@ start() {
 	pids+=("$started_pid")
 }
 
-# wait_port PORT [NAME]: wait up to 30 s for something to listen on
-# 127.0.0.1:PORT; on failure show the log of process NAME.
+# wait_port PORT [NAME [HOST]]: wait up to 30 s for something to listen on
+# HOST:PORT (127.0.0.1 by default); on failure show the log of process NAME.
 wait_port() {
+	local host=${3:-127.0.0.1}
 	for _ in $(seq 300); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		if (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done
 	if [ -n "${2:-}" ] && [ -f "$tmp/$2.log" ]; then tail -5 "$tmp/$2.log" >&2; fi
-	die "nothing listens on 127.0.0.1:$1"
+	die "nothing listens on $host:$1"
 }
 
 # port_free PORT: fail when something already listens there.

@@ -2,8 +2,10 @@ package tune
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,8 +39,12 @@ func (o *Options) DialFd(ctx context.Context, addr netip.AddrPort) (int, error) 
 // completes within the system call (as on loopback). A caller that runs
 // other work on the same goroutine, such as an accept loop serving its
 // sessions inline, hands that work on there, so that no dial keeps it
-// waiting.
-func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield func()) (int, error) {
+// waiting. yield gets abort, which ends that wait from any goroutine, at
+// any time until DialFdYield returns: the dial then fails with ErrAborted
+// (called later, abort does nothing). A relay watching its client hands
+// abort to the watch, so that a client that leaves ends its dial, and no
+// context need be made for a dial that never waits.
+func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield func(abort func())) (int, error) {
 	return o.dialFd(ctx, addr, yield, false)
 }
 
@@ -47,7 +53,7 @@ func (o *Options) DialFdYield(ctx context.Context, addr netip.AddrPort, yield fu
 // need it. Keepalive is four system calls (SO_KEEPALIVE, TCP_KEEPIDLE,
 // TCP_KEEPINTVL, TCP_KEEPCNT), and its first probe comes after an idle time
 // of seconds, so a connection that ends within a second never needs them.
-func (o *Options) DialFdLate(ctx context.Context, addr netip.AddrPort, yield func()) (int, error) {
+func (o *Options) DialFdLate(ctx context.Context, addr netip.AddrPort, yield func(abort func())) (int, error) {
 	return o.dialFd(ctx, addr, yield, true)
 }
 
@@ -57,7 +63,11 @@ func (o *Options) ArmKeepAlive(fd int) error {
 	return o.apply(fd, keepAliveOpts, &o.Upstream, true, false)
 }
 
-func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(), late bool) (int, error) {
+// ErrAborted is the error of a pending dial ended by the abort function
+// DialFdYield handed its yield.
+var ErrAborted = errors.New("tune: dial aborted")
+
+func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(abort func()), late bool) (int, error) {
 	var deadline time.Time
 	if d := o.dialTimeout(); d > 0 {
 		deadline = time.Now().Add(d)
@@ -88,10 +98,7 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(),
 		// when it failed.
 		err = rawsys.Connect(fd, addr)
 		if err == unix.EALREADY || err == unix.EINPROGRESS || err == unix.EINTR {
-			if yield != nil {
-				yield()
-			}
-			fd, err = waitConnect(ctx, fd, addr, deadline)
+			fd, err = waitConnect(ctx, fd, addr, deadline, yield)
 			if err != nil {
 				return -1, err
 			}
@@ -143,14 +150,24 @@ func (o *Options) beforeConnect(fd int, late bool) error {
 }
 
 // waitConnect waits through the runtime poller for fd's pending connect to
-// addr, until deadline (none when zero) or ctx ends, and returns the descriptor to use from
-// then on (a duplicate: the poller's file is closed) with the connect's
-// outcome as a second connect reports it. fd is closed on error.
-func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time.Time) (int, error) {
+// addr, until deadline (none when zero), ctx ends or the abort handed to
+// yield (called first, when not nil) is called, and returns the descriptor
+// to use from then on (a duplicate: the poller's file is closed) with the
+// connect's outcome as a second connect reports it. fd is closed on error.
+func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time.Time, yield func(abort func())) (int, error) {
 	f := os.NewFile(uintptr(fd), "upstream") // non-blocking: registered with the poller
 	defer f.Close()
 	if !deadline.IsZero() {
 		f.SetWriteDeadline(deadline)
+	}
+	var aborted atomic.Bool
+	if yield != nil {
+		// A deadline in the past wakes the wait; once f is closed it
+		// does nothing.
+		yield(func() {
+			aborted.Store(true)
+			f.SetWriteDeadline(time.Unix(1, 0))
+		})
 	}
 	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -166,6 +183,8 @@ func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time
 	switch {
 	case werr != nil && ctx.Err() != nil:
 		return -1, ctx.Err()
+	case werr != nil && aborted.Load():
+		return -1, ErrAborted
 	case werr != nil:
 		return -1, werr // os.ErrDeadlineExceeded
 	case cerr != nil && cerr != unix.EISCONN:

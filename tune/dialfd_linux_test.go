@@ -288,7 +288,7 @@ func TestDialFdYield(t *testing.T) {
 		yields := 0
 		ctx, cancel := context.WithTimeout(context.Background(), safety)
 		defer cancel()
-		fd, err := (&Options{}).DialFdYield(ctx, l.Addr().(*net.TCPAddr).AddrPort(), func() { yields++ })
+		fd, err := (&Options{}).DialFdYield(ctx, l.Addr().(*net.TCPAddr).AddrPort(), func(func()) { yields++ })
 		if err != nil {
 			t.Fatalf("DialFdYield to a loopback listener: %v", err)
 		}
@@ -308,7 +308,7 @@ func TestDialFdYield(t *testing.T) {
 		const timeout = time.Second
 		start := time.Now()
 		var yieldedAfter time.Duration
-		_, err := (&Options{DialTimeout: timeout}).DialFdYield(ctx, addr, func() {
+		_, err := (&Options{DialTimeout: timeout}).DialFdYield(ctx, addr, func(func()) {
 			yields++
 			yieldedAfter = time.Since(start)
 		})
@@ -323,6 +323,29 @@ func TestDialFdYield(t *testing.T) {
 			t.Errorf("yield after %v, dial returned after %v; want the yield before the %v wait", yieldedAfter, waited, timeout)
 		}
 	})
+}
+
+// TestDialFdAbort: the abort handed to yield ends a pending dial with
+// ErrAborted, long before its timeout, from another goroutine; called after
+// the dial returned, it does nothing.
+func TestDialFdAbort(t *testing.T) {
+	t.Parallel()
+	_, addr := fullListener(t)
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	var abort func()
+	start := time.Now()
+	_, err := (&Options{DialTimeout: time.Minute}).DialFdYield(ctx, addr, func(a func()) {
+		abort = a
+		go func() {
+			waitSynSent(t, addr)
+			a()
+		}()
+	})
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("aborted pending dial: %v after %v; want ErrAborted", err, time.Since(start))
+	}
+	abort() // after the dial: nothing to end, no panic
 }
 
 // waitSynSent returns once a socket of this machine is in SYN_SENT towards

@@ -16,15 +16,18 @@ func (o *Options) DialFd(context.Context, netip.AddrPort) (int, error) {
 
 // DialFdYield is Linux's: elsewhere it answers errors.ErrUnsupported, as
 // DialFd does.
-func (o *Options) DialFdYield(context.Context, netip.AddrPort, func()) (int, error) {
+func (o *Options) DialFdYield(context.Context, netip.AddrPort, func(func())) (int, error) {
 	return -1, errors.ErrUnsupported
 }
 
 // DialFdLate is Linux's: elsewhere it answers errors.ErrUnsupported, as
 // DialFd does.
-func (o *Options) DialFdLate(context.Context, netip.AddrPort, func()) (int, error) {
+func (o *Options) DialFdLate(context.Context, netip.AddrPort, func(func())) (int, error) {
 	return -1, errors.ErrUnsupported
 }
+
+// ErrAborted is Linux's DialFdYield's, for a dial its caller aborted.
+var ErrAborted = errors.New("tune: dial aborted")
 
 // ArmKeepAlive is Linux's, for DialFdLate's descriptors: elsewhere it
 // answers errors.ErrUnsupported.

@@ -34,6 +34,9 @@ type client struct {
 	wake     chan struct{} // w's wake-up, from the first wait
 	werr     error         // why w woke the session: nil (ready), a deadline, w closed
 	waited   bool          // fd is registered with w
+	abort    func()        // ends the pending dial w watches c's leaving for (w.watch); under w.mu
+	left     bool          // w aborted the dial: the client left; under w.mu
+	sent     bool          // the client pipelined bytes for the target after its request, read already
 }
 
 // netClient is a client accepted by package net.
@@ -133,6 +136,28 @@ func (c *client) handOn() {
 		c.lead.handOn()
 		c.lead = nil
 	}
+}
+
+// dialing is the yield of a CONNECT's bare dial (tune.DialFdLate), called
+// when the connect did not complete at once: the session leaves its accept
+// loop (handOn), and the waiter, if any, watches for the client leaving
+// meanwhile, to abort the dial (w.watch). dialed ends the watch.
+func (c *client) dialing(abort func()) {
+	c.handOn()
+	if c.w != nil && c.fd >= 0 {
+		c.w.watch(c, abort)
+	}
+}
+
+// dialed ends the watch dialing began and turns err, the dial's outcome,
+// into errClientGone when the client left.
+func (c *client) dialed(err error) error {
+	// c.abort is set and cleared by this goroutine alone (watch,
+	// unwatch): a dial that never waited takes no lock here.
+	if c.abort != nil && c.w.unwatch(c) && err != nil {
+		return errReplied{errClientGone} // nobody to reply to
+	}
+	return err
 }
 
 // poll registers the bare descriptor with the runtime poller, once: from

@@ -16,7 +16,7 @@ import (
 
 // bareListener listens on loopback with tune's defaults and returns the
 // listener and the raw conn newBareAccept takes, both closed at cleanup.
-func bareAccepting(t *testing.T) (*net.TCPListener, *os.File) {
+func bareAccepting(t testing.TB) (*net.TCPListener, *os.File) {
 	t.Helper()
 	o := &tune.Options{}
 	ls, err := o.Listen(context.Background(), "127.0.0.1:0")
@@ -34,7 +34,7 @@ func bareAccepting(t *testing.T) (*net.TCPListener, *os.File) {
 }
 
 // acceptBare dials l and accepts the connection bare.
-func acceptBare(t *testing.T, l *net.TCPListener, f *os.File) (*client, *net.TCPConn) {
+func acceptBare(t testing.TB, l *net.TCPListener, f *os.File) (*client, *net.TCPConn) {
 	t.Helper()
 	d, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
 	if err != nil {

@@ -33,6 +33,9 @@ type config struct {
 	noWaiter bool
 	// fallbackDelay (tests only), when not 0, replaces defaultFallbackDelay.
 	fallbackDelay time.Duration
+	// watchAfter (tests only), when not 0, replaces defaultWatchAfter;
+	// negative: a pending dial's client is watched at once.
+	watchAfter time.Duration
 	// logWriter, set by run, is the writer the logger writes through: a
 	// log line never waits on stderr, so sessions write theirs where they
 	// are, on an accept loop or an event loop, and the lines it drops are

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,7 +34,7 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 	default:
 		cl.handOn()
 		if s.bareSockets {
-			fd, err := s.dialNameFd(ctx, p, a)
+			fd, err := s.dialNameWatched(ctx, cl, p, a)
 			return nil, fd, err
 		}
 		c, err := s.dialResolved(ctx, p, a)
@@ -43,8 +44,10 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 	if s.bareSockets && a.Type != handshake.AddrDomain {
 		// Keepalive comes later, from relay.Options.Mature (or
 		// startRelay), for sessions that live long enough to need it.
-		fd, err := s.tune.DialFdLate(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.handOn)
-		if err != nil {
+		// A connect that waits has the waiter watch the client
+		// meanwhile (client.dialing).
+		fd, err := s.tune.DialFdLate(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.dialing)
+		if err = cl.dialed(err); err != nil {
 			s.fdPressure(err)
 			return nil, -1, err
 		}
@@ -53,7 +56,7 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 	}
 	cl.handOn()
 	if s.bareSockets { // a name
-		fd, err := s.dialNameFd(ctx, nil, a)
+		fd, err := s.dialNameWatched(ctx, cl, nil, a)
 		return nil, fd, err
 	}
 	c, err = s.dial(ctx, a)
@@ -61,6 +64,26 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		s.metrics.dialDone(time.Since(start))
 	}
 	return c, -1, err
+}
+
+// errClientGone ends a CONNECT whose client left while its dial was still
+// pending: reset its connection, or closed it with nothing sent for the
+// target (waiter.leftLocked).
+var errClientGone = errors.New("connect: client left while its dial was pending")
+
+// dialNameWatched is dialNameFd for bare client cl, whose leaving cancels
+// the dial (resolution included) when the server has a waiter to watch for
+// it (waiter.watch): a name's dial always waits, so the context this takes
+// is made only where it is needed.
+func (s *server) dialNameWatched(ctx context.Context, cl *client, p *policy, a handshake.Addr) (int, error) {
+	if cl.w == nil || cl.fd < 0 {
+		return s.dialNameFd(ctx, p, a)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cl.w.watch(cl, cancel)
+	fd, err := s.dialNameFd(ctx, p, a)
+	return fd, cl.dialed(err)
 }
 
 // dialResolved resolves a domain target with the dialer's resolver (rules

@@ -2,13 +2,18 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/handshake"
 )
 
 // fullListener returns the address of a loopback TCP listener with a
@@ -16,6 +21,15 @@ import (
 // drops SYNs to a listener whose queue is full (tcp_abort_on_overflow=0),
 // so a connect to it hangs until the caller gives up.
 func fullListener(t *testing.T) netip.AddrPort {
+	t.Helper()
+	_, addr := fullListenerFd(t)
+	return addr
+}
+
+// fullListenerFd is fullListener with the listener's descriptor, to accept
+// from: once one queued connection is taken, the kernel's retransmission of
+// a dropped SYN (a second after the first) gets in.
+func fullListenerFd(t *testing.T) (int, netip.AddrPort) {
 	t.Helper()
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_abort_on_overflow"); err == nil && len(b) > 0 && b[0] != '0' {
 		t.Skip("net.ipv4.tcp_abort_on_overflow is on: a full accept queue resets instead of dropping SYNs")
@@ -41,14 +55,141 @@ func fullListener(t *testing.T) netip.AddrPort {
 		c, err := net.DialTimeout("tcp", addr.String(), 300*time.Millisecond)
 		if err != nil {
 			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-				return addr
+				return fd, addr
 			}
 			t.Fatalf("filling the accept queue: %v", err)
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatalf("%v accepted 8 connections with a backlog of 0", addr)
-	return addr
+	return -1, addr
+}
+
+// synSent waits until a socket of this process's namespace is in SYN_SENT
+// towards addr (IPv4), as /proc/net/tcp shows: a connect in progress.
+func synSent(t *testing.T, addr netip.AddrPort) {
+	t.Helper()
+	port := fmt.Sprintf(":%04X", addr.Port())
+	found := waitFor(10*time.Second, func() bool {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// rem_address is HEXIP:HEXPORT; state 02 is SYN_SENT.
+			if f := strings.Fields(line); len(f) > 3 && f[3] == "02" && strings.HasSuffix(f[2], port) {
+				return true
+			}
+		}
+		return false
+	})
+	if !found {
+		t.Fatalf("no connect in progress to %v", addr)
+	}
+}
+
+// TestClientLeavesPendingDial: a client that leaves while its CONNECT's
+// dial is still pending (its target's SYNs dropped) ends the dial and its
+// session then, or from a second into the dial when it left before, not at
+// the dial timeout (a minute here), whether it closes or resets, to an
+// address or to a name; the access log says why. A client
+// that half-closes after bytes for the target is not leaving: its dial goes
+// on, and the bytes and its FIN reach the target once it accepts. Not
+// parallel: it counts the whole process.
+func TestClientLeavesPendingDial(t *testing.T) {
+	var log syncBuffer
+	resolver := fixedResolver(t, netip.MustParseAddr("127.0.0.1"))
+	// At once: the client is watched from the dial's start; after: from a
+	// second into it (defaultWatchAfter), as by default.
+	at, _ := startSluiceConfig(t, func(cfg *config) { cfg.resolver, cfg.watchAfter = resolver, -1 }, &log, "--dial-timeout", "60s")
+	after, _ := startSluiceResolver(t, resolver, &log, "--dial-timeout", "60s")
+	for _, tc := range []struct {
+		name        string
+		addr        string
+		domain, rst bool
+	}{
+		{"close", at, false, false}, {"reset", at, false, true}, {"name-close", at, true, false}, {"name-reset", at, true, true},
+		{"close-after", after, false, false}, {"name-reset-after", after, true, true},
+	} {
+		// Before the baseline, and open to the test's end: a target
+		// closed would refuse an earlier subtest's dial, and a session
+		// left behind there would end within this one's count.
+		target := fullListener(t)
+		t.Run(tc.name, func(t *testing.T) {
+			noLeak(t, func(t *testing.T) {
+				c := dialSluice(t, tc.addr)
+				req := connectReq(target)
+				if tc.domain {
+					req = handshake.AppendRequest([]byte{5, 1, 0}, handshake.CmdConnect, domainAddr("pending.test", int(target.Port())))
+				}
+				mustWrite(t, c, req)
+				synSent(t, target)
+				if tc.rst {
+					c.SetLinger(0)
+				}
+				c.Close()
+			})
+		})
+	}
+	if got := strings.Count(log.String(), errClientGone.Error()); got != 6 {
+		t.Errorf("%d access log lines say %q; want 6\n%s", got, errClientGone, log.String())
+	}
+
+	// The bytes read with the request (client.sent), or queued behind it
+	// when the FIN comes (SIOCINQ).
+	for _, pipelined := range []bool{true, false} {
+		t.Run(fmt.Sprintf("half-close-with-data/pipelined=%v", pipelined), func(t *testing.T) {
+			halfCloseWithData(t, at, pipelined)
+		})
+	}
+}
+
+func halfCloseWithData(t *testing.T, addr string, pipelined bool) {
+	lfd, target := fullListenerFd(t)
+	c := dialSluice(t, addr)
+	if pipelined {
+		mustWrite(t, c, append(connectReq(target), "early"...))
+	} else {
+		mustWrite(t, c, connectReq(target))
+		synSent(t, target)
+		mustWrite(t, c, []byte("early"))
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	synSent(t, target)
+	if nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC); err == nil {
+		unix.Close(nfd) // a filler: room for the retransmitted SYN
+	}
+	if err := unix.SetNonblock(lfd, true); err != nil {
+		t.Fatal(err)
+	}
+	p := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(p, 10_000); n != 1 || err != nil {
+		t.Fatalf("the target accepted nothing in 10 s (%v): the dial did not go on", err)
+	}
+	nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "target")
+	up, err := net.FileConn(f) // a duplicate
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	up.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(up); string(got) != "early" || err != nil {
+		t.Fatalf("target read %q, %v; want the client's early bytes, then its FIN", got, err)
+	}
+	mustWrite(t, up, []byte("late"))
+	up.Close()
+	expect(t, c, []byte{5, 0})
+	if rep, _ := readReply(t, c); rep != 0 {
+		t.Fatalf("REP = %#02x; want success", rep)
+	}
+	expect(t, c, []byte("late"))
 }
 
 // TestTargetNeverAccepts sends CONNECT to a target whose SYNs are dropped:

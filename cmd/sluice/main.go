@@ -287,6 +287,8 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		w, err := newWaiter()
 		if err != nil {
 			log.Warn("bare clients wait in package os's poller", "err", err)
+		} else if w != nil && cfg.watchAfter != 0 {
+			w.watchAfter = cfg.watchAfter
 		}
 		s.waiter = w
 	}

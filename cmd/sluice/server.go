@@ -158,6 +158,7 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 	switch req.Cmd {
 	case handshake.CmdConnect:
 		var fd int
+		c.sent = len(req.Rest) > 0 // a client that half-closes after them is not leaving
 		up, fd, err = s.connect(ctx, lv, c, req.Addr)
 		if err == nil && fd >= 0 {
 			s.relayFd(ctx, rs, req, b, fd)

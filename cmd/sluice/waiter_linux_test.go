@@ -15,7 +15,7 @@ import (
 
 // waitingClient returns a bare client accepted from a fresh listener, its
 // peer, and the waiter, closed at cleanup, that the client waits in.
-func waitingClient(t *testing.T) (*client, *net.TCPConn, *waiter) {
+func waitingClient(t testing.TB) (*client, *net.TCPConn, *waiter) {
 	t.Helper()
 	l, f := bareAccepting(t)
 	w, err := newWaiter()
@@ -190,5 +190,34 @@ func TestShutdownWithoutWaiter(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("client after the shutdown: %d, %v; want its connection closed", n, err)
+	}
+}
+
+// BenchmarkDialWatch is what watching a client costs a dial that waits
+// (client.dialing, client.dialed). "registered": a dial that lasts past
+// waiter.watchAfter, with the socket's registration and, when the relay
+// takes it, its removal (forget), which an unwatched session whose
+// handshake never waited does without. "unregistered": a dial that ends
+// before, as one to a machine milliseconds away does.
+func BenchmarkDialWatch(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		after time.Duration
+	}{{"registered", -1}, {"unregistered", defaultWatchAfter}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, _, w := waitingClient(b)
+			w.watchAfter = bc.after
+			abort := func() {}
+			b.ReportAllocs()
+			for b.Loop() {
+				w.watch(c, abort)
+				if c.dialed(nil) != nil {
+					b.Fatal("dialed")
+				}
+				if c.waited {
+					w.forget(c)
+				}
+			}
+		})
 	}
 }

@@ -2,11 +2,14 @@
 
 package main
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // waiter is Linux's (waiter_linux.go), for bare client sockets, which only
 // Linux has; elsewhere there is none and clients wait in package net.
-type waiter struct{}
+type waiter struct{ watchAfter time.Duration }
 
 func newWaiter() (*waiter, error) { return nil, nil }
 
@@ -15,3 +18,7 @@ func (w *waiter) wait(*client, bool) error { return errors.ErrUnsupported }
 func (w *waiter) close() {}
 
 func (w *waiter) forget(*client) {}
+
+func (w *waiter) watch(*client, func()) {}
+
+func (w *waiter) unwatch(*client) bool { return false }
