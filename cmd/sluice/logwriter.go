@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
@@ -66,7 +67,8 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// droppedLines is how many lines were dropped since the start: the
+// droppedLines is how many lines were dropped since the start, or lost to
+// a write that failed (a stderr whose reader is gone): the
 // sluice_log_lines_dropped_total metric, read at each scrape. A nil lw (a
 // logger that is not a logWriter's) dropped none.
 func (lw *logWriter) droppedLines() int64 {
@@ -99,8 +101,11 @@ func (lw *logWriter) flush() {
 		lw.buf = lw.spare[:0]
 		lw.spare = nil
 		lw.mu.Unlock()
-		lw.w.Write(out) // a failing stderr has nowhere to report to
+		n, err := lw.w.Write(out) // a failing stderr has nowhere to report to
 		lw.mu.Lock()
+		if err != nil && n < len(out) {
+			lw.lost += int64(bytes.Count(out[n:], []byte{'\n'})) // for the metric
+		}
 		if cap(out) <= 64<<10 { // keep a buffer that a burst grew large for the next burst only
 			lw.spare = out[:0]
 		}

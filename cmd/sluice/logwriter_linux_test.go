@@ -88,3 +88,64 @@ func TestStuckStderrExits(t *testing.T) {
 		t.Fatal("sluice did not exit within 20 s of SIGTERM with its stderr full")
 	}
 }
+
+// TestStderrReaderGone: sluice whose stderr is a pipe whose reader has
+// exited (`sluice 2>&1 | head -1`, a log collector that died) goes on
+// serving: its log writes fail with EPIPE, and the lines they carried are
+// counted as dropped, where the runtime's default for a broken pipe on fd 2
+// killed the process with SIGPIPE at the first line.
+func TestStderrReaderGone(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := sluiceCmd(t.Context(), "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--metrics", "127.0.0.1:0")
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	var addr, metrics string
+	sc := bufio.NewScanner(r)
+	for (addr == "" || metrics == "") && sc.Scan() {
+		switch line := sc.Text(); {
+		case strings.Contains(line, "sluice listening"):
+			addr = lineAddr(line)
+		case strings.Contains(line, "metrics listening"):
+			metrics = lineAddr(line)
+		}
+	}
+	if addr == "" || metrics == "" {
+		t.Fatalf("no listening lines: %v", sc.Err())
+	}
+	r.Close() // the reader is gone: a write to the pipe now fails
+	if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+		t.Fatalf("a session after the reader left: %v", err)
+	}
+	// Its access line was written, and failed, once the metric counts it.
+	lost := waitFor(10*time.Second, func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("sluice exited once its stderr's reader was gone: %v", err)
+		default:
+		}
+		return value(scrape(t, metrics), "sluice_log_lines_dropped_total") >= 1
+	})
+	if !lost {
+		t.Fatal("sluice_log_lines_dropped_total never counted the line stderr refused")
+	}
+	if err := serveOneEcho(addr, echo, "", "", 10*time.Second); err != nil {
+		t.Fatalf("a session after a failed log write: %v", err)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("sluice exited: %v", err)
+	default:
+	}
+}

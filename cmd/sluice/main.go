@@ -59,6 +59,14 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 0
 	}
+	// A stderr whose reader has gone (`sluice 2>&1 | head`, a log collector
+	// that died) fails the log's writes with EPIPE, which logWriter counts
+	// as lines lost, instead of the runtime's default for fd 2: death by
+	// SIGPIPE at the next line. (--print-config, above, keeps the default,
+	// as a command in a pipeline should.)
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	level := new(slog.LevelVar)
 	level.Set(cfg.logLevel)
 	// From here on every line goes through one writer that never blocks

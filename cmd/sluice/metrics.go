@@ -82,7 +82,7 @@ type metrics struct {
 // are.
 func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
-	logLost := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_log_lines_dropped_total", Help: "Log lines dropped because stderr fell behind (the access log's included)."},
+	logLost := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_log_lines_dropped_total", Help: "Log lines dropped because stderr fell behind, or lost to a failed write (the access log's included)."},
 		func() float64 { return float64(lw.droppedLines()) })
 	const bytesHelp = "TCP payload bytes relayed, counted as they move (running sessions' included); up is client to target."
 	up := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: bytesHelp, ConstLabels: prometheus.Labels{"direction": "up"}},
