@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -50,9 +51,13 @@ type IdleResult struct {
 	Mode string `json:"mode"`
 	// Proxy is the relay's address, empty for direct runs.
 	Proxy string `json:"proxy,omitempty"`
-	// Sessions is how many were asked for; Open how many were opened and held.
+	// Sessions is how many were asked for; Open how many were opened and held;
+	// Alive how many of those still echoed after the hold (each that did not
+	// is an error: per-session figures over sessions the relay dropped
+	// during the hold would understate their cost).
 	Sessions int `json:"sessions"`
 	Open     int `json:"open"`
+	Alive    int `json:"alive"`
 	// OpenSeconds is the time to open them all; HoldSeconds the time held.
 	OpenSeconds float64 `json:"open_seconds"`
 	HoldSeconds float64 `json:"hold_seconds"`
@@ -122,7 +127,52 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 			res.FDsPerSession = float64(after.FDs-before.FDs) / float64(res.Open)
 		}
 	}
+	if ctx.Err() == nil { // a run stopped early is not checked
+		res.Alive = o.checkAlive(conns, &res.Errors)
+	}
 	return res, nil
+}
+
+// checkAlive has every held session echo once more, after the sample, and
+// returns how many did; the failures go to errs.
+func (o *IdleOptions) checkAlive(conns []*net.TCPConn, errs *Errors) int {
+	var (
+		next  atomic.Int64
+		alive atomic.Int64
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+	)
+	rr := RROptions{}
+	for range o.openers() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg, echo := []byte{0xa5}, []byte{0}
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(conns) {
+					return
+				}
+				c := conns[i]
+				if c == nil {
+					continue
+				}
+				err := c.SetDeadline(time.Now().Add(rr.timeout()))
+				if err == nil {
+					err = rr.echo(c, msg, echo)
+				}
+				if err != nil {
+					mu.Lock()
+					errs.add(fmt.Errorf("bench: idle: a held session: %w", err))
+					mu.Unlock()
+					continue
+				}
+				alive.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(alive.Load())
 }
 
 // openLoop opens sessions, taking the next free slot each time, until all

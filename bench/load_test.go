@@ -305,8 +305,41 @@ func TestIdleDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Open != 50 || r.Errors.Total() != 0 {
-		t.Fatalf("open %d, errors %+v", r.Open, r.Errors)
+	if r.Open != 50 || r.Alive != 50 || r.Errors.Total() != 0 {
+		t.Fatalf("open %d, alive %d, errors %+v", r.Open, r.Alive, r.Errors)
+	}
+}
+
+// TestIdleDropped: sessions that end during the hold (a target that closes
+// after the first echo) are not alive at its end, and each is an error.
+func TestIdleDropped(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err == nil {
+					c.Write(b) // one echo, then the session ends
+				}
+			}()
+		}
+	}()
+	r, err := Idle(context.Background(), IdleOptions{Target: ln.Addr().String(), Sessions: 20, Hold: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Open != 20 || r.Alive != 0 || r.Errors.Total() != 20 {
+		t.Fatalf("open %d, alive %d, errors %+v; want 20 open, none alive, 20 errors", r.Open, r.Alive, r.Errors)
 	}
 }
 

@@ -60,8 +60,8 @@ func (r *RRResult) WriteText(w io.Writer) error {
 // WriteText writes the result as a readable table.
 func (r *IdleResult) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "idle via %s, %d/%d sessions open in %.2f s, held %.2f s\n",
-		via(r.Proxy), r.Open, r.Sessions, r.OpenSeconds, r.HoldSeconds)
+	fmt.Fprintf(tw, "idle via %s, %d/%d sessions open in %.2f s, held %.2f s, %d alive after\n",
+		via(r.Proxy), r.Open, r.Sessions, r.OpenSeconds, r.HoldSeconds, r.Alive)
 	if r.Before != nil && r.Held != nil {
 		fmt.Fprintln(tw, "relay\tbefore\theld\tper session\t")
 		fmt.Fprintf(tw, "RSS KiB\t%d\t%d\t%.1f\t\n", r.Before.RSSBytes>>10, r.Held.RSSBytes>>10, r.RSSPerSession/1024)

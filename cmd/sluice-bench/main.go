@@ -33,7 +33,8 @@ Clients (through a SOCKS5 proxy with --proxy, or --direct):
   rr       -c workers each looping connect + handshake + --exchanges echoes
            of --size bytes + close; conn/s and latency p50/p90/p99/p99.9/max
   idle     open -n sessions (handshake + one echo), hold them for --hold,
-           close; with --pid the relay's RSS and fds per session
+           echo once more on each (alive), close; with --pid the relay's
+           RSS and fds per session
   udp      datagrams through a UDP ASSOCIATE (or --direct) to a udp-echo
            target, --window in flight; datagrams/s, Mbit/s, loss
 Reports:
