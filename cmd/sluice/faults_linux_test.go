@@ -213,3 +213,74 @@ func TestTargetNeverAccepts(t *testing.T) {
 		c.Close()
 	})
 }
+
+// TestClientResetsAfterHalfClose: a client that half-closed after bytes for
+// the target (pipelined, or queued when its FIN came) is not leaving, and its
+// dial goes on; but when it then resets while the dial is still pending, it
+// is leaving, as any reset is: its dial and its session end then, not at the
+// dial timeout (a minute here). The reset comes once the waiter has taken the
+// FIN for a half-close (the watch it came under ended). Not parallel: it
+// counts the whole process.
+func TestClientResetsAfterHalfClose(t *testing.T) {
+	var log syncBuffer
+	addr, inst := startSluiceConfig(t, func(cfg *config) { cfg.watchAfter = -1 }, &log, "--dial-timeout", "60s")
+	w := inst.srv.waiter
+	if w == nil {
+		t.Skip("no waiter")
+	}
+	for _, pipelined := range []bool{true, false} {
+		target := fullListener(t) // open to the test's end, as in TestClientLeavesPendingDial
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			noLeak(t, func(t *testing.T) {
+				c := dialSluice(t, addr)
+				req := connectReq(target)
+				if pipelined {
+					req = append(req, "early"...)
+				}
+				mustWrite(t, c, req)
+				synSent(t, target)
+				id := watchID(t, w)
+				if !pipelined {
+					mustWrite(t, c, []byte("early"))
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if !waitFor(10*time.Second, func() bool {
+					w.mu.Lock()
+					defer w.mu.Unlock()
+					return w.parked[id] == nil
+				}) {
+					t.Fatal("the waiter did not take the client's FIN")
+				}
+				c.SetLinger(0)
+				c.Close()
+			})
+		})
+	}
+	if got := strings.Count(log.String(), errClientGone.Error()); got != 2 {
+		t.Errorf("%d access log lines say %q; want 2\n%s", got, errClientGone, log.String())
+	}
+}
+
+// watchID waits until w holds exactly one watch (a pending dial's client,
+// waiter.watch) and returns its id.
+func watchID(t *testing.T, w *waiter) uint64 {
+	t.Helper()
+	var id uint64
+	if !waitFor(10*time.Second, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		id = 0
+		for k, c := range w.parked {
+			if c.abort == nil || id != 0 {
+				return false
+			}
+			id = k
+		}
+		return id != 0
+	}) {
+		t.Fatal("no watch of the pending dial's client")
+	}
+	return id
+}

@@ -125,20 +125,41 @@ func (w *waiter) wakeLocked(c *client, err error) {
 // ways aborts the dial, and so does a FIN with no bytes behind the request;
 // a FIN after bytes the client sent for the target (queued, or read with
 // its request: c.sent) is a client that pipelined its data and
-// half-closed, whose dial goes on. w.mu is held, and the session, in its
-// dial, keeps c.fd open.
+// half-closed, whose dial goes on, watched from then on for a reset alone
+// (halfClosedLocked). w.mu is held, and the session, in its dial, keeps
+// c.fd open.
 func (w *waiter) leftLocked(c *client, events uint32) {
 	delete(w.parked, c.wid)
 	if events&(unix.EPOLLHUP|unix.EPOLLERR) == 0 {
 		if c.sent {
+			w.halfClosedLocked(c)
 			return
 		}
 		if n, err := unix.IoctlGetInt(c.fd, unix.SIOCINQ); err != nil || n > 0 {
+			w.halfClosedLocked(c)
 			return
 		}
 	}
 	c.left = true
 	c.abort()
+}
+
+// halfClosedLocked re-arms the watch of c, whose client half-closed after
+// bytes for the target, under a new id, for EPOLLHUP and EPOLLERR alone
+// (which come without asking): EPOLLRDHUP stays set from the FIN on, and a
+// reset after it is still the client leaving. On failure, or once the
+// waiter is closed, the watch ends here. w.mu is held.
+func (w *waiter) halfClosedLocked(c *client) {
+	if w.closed { // the epoll descriptor may be closed already (close)
+		return
+	}
+	w.next++
+	c.wid = w.next
+	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT}
+	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
+	if rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev) == nil {
+		w.parked[c.wid] = c
+	}
 }
 
 // watch has the waiter abort c's pending dial (abort, as tune.DialFdYield
