@@ -3,18 +3,22 @@
 package relay
 
 import (
+	"io"
 	"os"
 	"syscall"
 )
 
-// copier carries one direction of the plain path into its RawConn callback,
-// a method value made once, so reading allocates nothing.
+// copier carries one direction of the plain path into its RawConn
+// callbacks, method values made once, so moving bytes allocates nothing.
 type copier struct {
-	r    *Relay
-	bp   *[]byte // held only while data is arriving
-	n    int     // bytes the last read returned; 0 with err nil is EOF
-	err  error
-	read func(fd uintptr) bool
+	r     *Relay
+	h     *half
+	bp    *[]byte // held only while data is arriving
+	n     int     // bytes the last read returned; 0 with err nil is EOF
+	err   error
+	out   []byte // bytes read and not yet written
+	read  func(fd uintptr) bool
+	write func(fd uintptr) bool
 }
 
 // readFrom is the src RawConn.Read callback: one read(2) into the buffer,
@@ -43,6 +47,34 @@ func (c *copier) readFrom(fd uintptr) bool {
 	}
 }
 
+// writeTo is the dst RawConn.Write callback: write(2) until c.out is
+// written, each call's bytes counted as they go (h.moved), so that the idle
+// watchdog sees a slow destination take them; a write waits in the runtime
+// poller on EAGAIN. Package net's Write would report the whole buffer only
+// once the last of it went out, which a destination reading slowly takes
+// longer than an idle timeout to allow.
+func (c *copier) writeTo(fd uintptr) bool {
+	for len(c.out) > 0 {
+		n, err := syscall.Write(int(fd), c.out)
+		if n > 0 {
+			c.out = c.out[n:]
+			c.h.moved(n)
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case nil:
+			err = io.ErrNoProgress // cannot happen for a write of bytes
+		}
+		c.err = os.NewSyscallError("write", err)
+		return true
+	}
+	return true
+}
+
 // copyHalf moves h.src to h.dst with plain read and write calls through a
 // pooled buffer, then half-closes h.dst on EOF. It does not use io.Copy,
 // which would take the ReadFrom/splice path. Invariant: at the top of each
@@ -53,8 +85,12 @@ func (r *Relay) copyHalf(h *half) error {
 	if err != nil {
 		return err
 	}
-	c := &copier{r: r}
-	c.read = c.readFrom
+	dst, err := h.dst.SyscallConn()
+	if err != nil {
+		return err
+	}
+	c := &copier{r: r, h: h}
+	c.read, c.write = c.readFrom, c.writeTo
 	defer func() {
 		if c.bp != nil {
 			r.putBuf(c.bp)
@@ -70,10 +106,12 @@ func (r *Relay) copyHalf(h *half) error {
 		if c.n == 0 {
 			return h.dst.CloseWrite()
 		}
-		w, err := h.dst.Write((*c.bp)[:c.n])
-		h.moved(w)
-		if err != nil {
+		c.out = (*c.bp)[:c.n]
+		if err := dst.Write(c.write); err != nil {
 			return err
+		}
+		if c.err != nil {
+			return c.err
 		}
 	}
 }
