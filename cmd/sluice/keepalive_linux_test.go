@@ -141,3 +141,39 @@ func inet4(sa unix.Sockaddr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// TestClientKeepAliveWins: --client-keepalive=true wins over
+// --keepalive=false whatever their order, as every --client-X wins over
+// --X: the accepted client socket has SO_KEEPALIVE. It used to keep the
+// both-sides value off, since setting keepalive to true changed nothing.
+func TestClientKeepAliveWins(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--keepalive=false"}, 0}, // the test sees the option at all
+		{[]string{"--keepalive=false", "--client-keepalive=true"}, 1},
+		{[]string{"--client-keepalive", "--keepalive=false"}, 1},
+		{[]string{"--keepalive=false", "--upstream-keepalive=true"}, 0},
+	}
+	for _, tc := range cases {
+		addr, _ := startSluice(t, tc.args...)
+		c := dialSluice(t, addr)
+		mustWrite(t, c, []byte{5, 1, 0})
+		expect(t, c, []byte{5, 0}) // accepted: the session reads its request
+		unmap := func(a net.Addr) netip.AddrPort {
+			ap := a.(*net.TCPAddr).AddrPort()
+			return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		fd, err := findSocket(unmap(c.RemoteAddr()), unmap(c.LocalAddr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		if err != nil || v != tc.want {
+			t.Errorf("sluice %q: client socket SO_KEEPALIVE %d, %v; want %d", tc.args, v, err, tc.want)
+		}
+		c.Close()
+	}
+}

@@ -39,8 +39,15 @@ var sockOpts = []sockOpt{
 	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off", isBool: true,
 		set: func(o *tune.SockOpts, v string) error {
 			b, err := strconv.ParseBool(v)
-			if err == nil && !b {
+			switch {
+			case err != nil:
+			case !b:
 				o.KeepAliveIdle = -1
+			case o.KeepAliveIdle < 0:
+				// On again: --client-keepalive=true (or
+				// --upstream-) over --keepalive=false, applied
+				// before it. The idle time is the default.
+				o.KeepAliveIdle = 0
 			}
 			return err
 		},
