@@ -151,6 +151,19 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	}
 	lastRestart := make([]time.Time, cfg.workers)
 	served := make([]bool, cfg.workers) // the slot's worker has listened once
+	// A slot whose restart could not start a process (fork or exec
+	// failed) comes back here a second later, to be tried again.
+	retry := make(chan int, cfg.workers)
+	restart := func(i int) {
+		lastRestart[i] = time.Now()
+		noteDrain() // the configuration file the worker reads now
+		if err := startWorker(i); err != nil {
+			log.Error("cannot restart worker; retrying in a second", "worker", i, "err", err)
+			time.AfterFunc(time.Second, func() { retry <- i })
+			return
+		}
+		live++
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -160,6 +173,10 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			log.Info("forwarding SIGHUP to workers", "workers", live)
 			signalAll(procs, syscall.SIGHUP)
 			noteDrain()
+		case i := <-retry:
+			if ctx.Err() == nil {
+				restart(i)
+			}
 		case e := <-exited:
 			live--
 			procs[e.i] = nil
@@ -196,13 +213,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 					continue
 				}
 			}
-			lastRestart[e.i] = time.Now()
-			noteDrain() // the configuration file the worker reads now
-			if err := startWorker(e.i); err != nil {
-				log.Error("cannot restart worker", "worker", e.i, "err", err)
-				continue
-			}
-			live++
+			restart(e.i)
 		}
 	}
 }

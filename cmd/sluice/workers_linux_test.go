@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -196,5 +198,55 @@ func TestWorkersDebugAddr(t *testing.T) {
 			t.Errorf("worker %d's debug server: %s", i, resp.Status)
 		}
 	}
+	p.stop(t)
+}
+
+// TestWorkersRestartAfterExecFails: a restart that cannot even start its
+// process (the executable not executable for a while, fork failing) is
+// retried every second, as one whose worker fails at start; it used to be
+// logged once and the slot given up, the parent serving on with a worker
+// fewer (none, here) for ever.
+func TestWorkersRestartAfterExecFails(t *testing.T) {
+	t.Parallel()
+	// A copy of this binary, run as sluice: its workers exec the copy.
+	exe := filepath.Join(t.TempDir(), "sluice")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // safety net
+	defer cancel()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.CommandContext(ctx, exe, "--listen", addr, "--workers", "1", "--access-log=false")
+	cmd.Env = append(os.Environ(), "SLUICE_RUN_MAIN=1")
+	p := &workersProc{cmd: cmd, lines: make(chan string, 100)}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	go func() {
+		defer close(p.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+	}()
+	pids := p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
+	if err := os.Chmod(exe, 0o644); err != nil { // exec now fails: EACCES
+		t.Fatal(err)
+	}
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	p.waitLines(t, map[string]int{"worker died; restarting": 1, "cannot restart worker": 1})
+	if err := os.Chmod(exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
 	p.stop(t)
 }
