@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -170,4 +171,26 @@ func TestFaultsMidStream(t *testing.T) {
 			c.Close()
 		})
 	})
+}
+
+// TestDrainEndsNetHandshake: with --net-sockets, a client stalled in its
+// handshake is closed when the drain times out, as a bare client is (the
+// waiter), and the process exits; it used to wait on to the end of the
+// client's --handshake-timeout (a minute here), holding the shutdown.
+func TestDrainEndsNetHandshake(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, "--listen", "127.0.0.1:0", "--listeners", "1", "--net-sockets",
+		"--handshake-timeout", "1m", "--drain-timeout", "200ms")
+	c := dialSluice(t, p.addr)
+	mustWrite(t, c, []byte{5, 1, 0})
+	expect(t, c, []byte{5, 0}) // the session now reads its request
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitLine(t, "drain timeout")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, far under the minute
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client after the drain timed out: %d, %v; want its connection closed", n, err)
+	}
+	if err := p.wait(t); err != nil {
+		t.Fatalf("exit: %v, want 0", err)
+	}
 }

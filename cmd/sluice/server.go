@@ -110,8 +110,14 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		s.logOffLoop(c)
 		s.log.Debug("client socket options", "client", c.addr(), "err", err)
 	}
+	var stopOnCancel func() bool
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
+		if c.tc != nil {
+			// The drain's end must not wait for the deadline: a bare
+			// client waits in the waiter, which the shutdown closes.
+			stopOnCancel = c.endOnCancel(ctx)
+		}
 	} else if stop := c.endOnCancel(ctx); stop != nil {
 		// No deadline would end a stalled handshake when the server's
 		// drain times out: this does.
@@ -120,6 +126,9 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	b := handshake.GetBuffer()
 	req, err := handshake.Negotiate(c, b, &lv.hs)
 	if lv.handshakeTimeout > 0 {
+		if stopOnCancel != nil {
+			stopOnCancel() // what follows ends with ctx itself
+		}
 		c.SetDeadline(time.Time{}) // the dial has its own timeout
 	}
 	if err != nil {
