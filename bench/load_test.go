@@ -310,10 +310,11 @@ func TestIdleDirect(t *testing.T) {
 	}
 }
 
-// TestIdleDropped: sessions that end during the hold (a target that closes
-// after the first echo) are not alive at its end, and each is an error.
-func TestIdleDropped(t *testing.T) {
-	t.Parallel()
+// serveEach listens on a loopback port until the test ends and runs handle
+// on each connection in a goroutine of its own, closing it after; it
+// returns the address.
+func serveEach(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -327,14 +328,24 @@ func TestIdleDropped(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b) // one echo, then the session ends
-				}
+				handle(c)
 			}()
 		}
 	}()
-	r, err := Idle(context.Background(), IdleOptions{Target: ln.Addr().String(), Sessions: 20, Hold: time.Millisecond})
+	return ln.Addr().String()
+}
+
+// TestIdleDropped: sessions that end during the hold (a target that closes
+// after the first echo) are not alive at its end, and each is an error.
+func TestIdleDropped(t *testing.T) {
+	t.Parallel()
+	target := serveEach(t, func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err == nil {
+			c.Write(b) // one echo, then the session ends
+		}
+	})
+	r, err := Idle(context.Background(), IdleOptions{Target: target, Sessions: 20, Hold: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,37 +414,23 @@ func TestRRExchanges(t *testing.T) {
 	for _, corrupt := range []bool{false, true} {
 		t.Run(fmt.Sprintf("corrupt=%v", corrupt), func(t *testing.T) {
 			t.Parallel()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
 			var echoed atomic.Int64
-			go func() {
-				for {
-					c, err := ln.Accept()
+			target := serveEach(t, func(c net.Conn) {
+				b := make([]byte, 64)
+				for i := 0; ; i++ {
+					n, err := c.Read(b)
 					if err != nil {
 						return
 					}
-					go func() {
-						defer c.Close()
-						b := make([]byte, 64)
-						for i := 0; ; i++ {
-							n, err := c.Read(b)
-							if err != nil {
-								return
-							}
-							echoed.Add(int64(n))
-							if corrupt && i > 0 {
-								b[0]++ // every read after a connection's first
-							}
-							c.Write(b[:n])
-						}
-					}()
+					echoed.Add(int64(n))
+					if corrupt && i > 0 {
+						b[0]++ // every read after a connection's first
+					}
+					c.Write(b[:n])
 				}
-			}()
+			})
 			const size, exchanges = 10, 25
-			r, err := RR(context.Background(), RROptions{Client: Client{Duration: shortRun}, Target: ln.Addr().String(),
+			r, err := RR(context.Background(), RROptions{Client: Client{Duration: shortRun}, Target: target,
 				Workers: 2, SizeBytes: size, Exchanges: exchanges})
 			if err != nil {
 				t.Fatal(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,24 +19,13 @@ import (
 func TestStuckStderrExits(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	size, err := unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, 4096)
-	if err != nil {
-		t.Fatalf("F_SETPIPE_SZ: %v", err)
-	}
-	cmd := sluiceCmd(t.Context(), "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--drain-timeout", "1s")
-	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	var size int // the pipe's, a page at least
+	r, cmd, exited := sluiceStderrPipe(t, func(r *os.File) {
+		var err error
+		if size, err = unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+			t.Fatalf("F_SETPIPE_SZ: %v", err)
+		}
+	}, "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--drain-timeout", "1s")
 
 	var addr string
 	sc := bufio.NewScanner(r)
@@ -97,19 +87,7 @@ func TestStuckStderrExits(t *testing.T) {
 func TestStderrReaderGone(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := sluiceCmd(t.Context(), "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--metrics", "127.0.0.1:0")
-	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	r, _, exited := sluiceStderrPipe(t, nil, "--listen", "127.0.0.1:0", "--listeners", "1", "--access-log", "--metrics", "127.0.0.1:0")
 
 	var addr, metrics string
 	sc := bufio.NewScanner(r)
@@ -148,4 +126,29 @@ func TestStderrReaderGone(t *testing.T) {
 		t.Fatalf("sluice exited: %v", err)
 	default:
 	}
+}
+
+// sluiceStderrPipe starts sluice with args, its stderr the write end of a
+// pipe, after setup (when not nil) ran on the read end, and returns the read
+// end (closed at cleanup), the command, and a channel that gets its exit.
+func sluiceStderrPipe(t *testing.T, setup func(*os.File), args ...string) (*os.File, *exec.Cmd, <-chan error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if setup != nil {
+		setup(r)
+	}
+	cmd := sluiceCmd(t.Context(), args...)
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return r, cmd, exited
 }
