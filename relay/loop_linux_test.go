@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -693,13 +694,25 @@ func TestLoopRefusedWhileBuffered(t *testing.T) {
 	t.Parallel()
 	r := newRelayLoops(t, 1, Options{CopyBelow: 64 << 10})
 	r.setRefuse(unix.EINVAL)
-	g := newRig(t)
 	// client->upstream: small reads (a small receive buffer on relayA)
 	// that back up (upstream reads nothing yet, behind small buffers), so
-	// that the relay holds a read it cannot write.
-	g.relayA.SetReadBuffer(4096)
+	// that the relay holds a read it cannot write. The receive buffers are
+	// small from the listen on, not shrunk once connected: a socket whose
+	// buffer shrank below the window it had advertised drops what arrives
+	// in it, and its peer's retransmissions, now past a zero window, are
+	// dropped whole, the acknowledgements they carry for the other
+	// direction with them (Linux 6.18); under load, upstream's sending
+	// then stalled in retransmission backoff past the safety bound.
+	small := &net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return err
+	}}
+	g := &rig{done: make(chan pipeResult, 1)}
+	g.client, g.relayA = tcpPairWith(t, small, &net.Dialer{})
+	g.relayB, g.upstream = tcpPairWith(t, small, &net.Dialer{})
+	g.armSafety()
 	g.relayB.SetWriteBuffer(4096)
-	g.upstream.SetReadBuffer(4096)
 	g.client.SetWriteBuffer(4096)
 	// upstream->client: the client reads nothing at first either, so
 	// that bytes pile up on relayB and a later read fills the buffer.
