@@ -28,12 +28,15 @@ jq -r '
 	| select($ratios | length > 0)
 	| "per run, \($w): sluice / \($p) = \($ratios | map(tostring) | join(", "))"
 ' "$out/results.json"
+# A peer with no figure (it failed to start, every run of it failed) fails
+# the guard too: a comparison that did not happen is not a pass.
 jq -r --argjson floor "$FLOOR" '
 	[.medians[] | select(.lower_is_better | not) | select(.workload != "idle") as $m
 	 | ["haproxy-splice", "haproxy-pipe1m", "haproxy-nosplice", "go-socks5"][] as $p
-	 | select($m.values[$p] != null and $m.values[$p] > 0)
-	 | {label: $m.label, peer: $p, ratio: (($m.values.sluice // 0) / $m.values[$p])}]
-	| (.[] | "\(.label): sluice / \(.peer) = \(.ratio * 100 | round / 100)" + (if .ratio < $floor then "  BELOW \($floor)" else "" end)),
-	  (if any(.[]; .ratio < $floor) then "guard: FAIL" else "guard: ok" end)
+	 | {label: $m.label, peer: $p,
+	    ratio: (if ($m.values[$p] // 0) > 0 then ($m.values.sluice // 0) / $m.values[$p] else null end)}]
+	| (.[] | if .ratio == null then "\(.label): \(.peer) has no figure  MISSING"
+	         else "\(.label): sluice / \(.peer) = \(.ratio * 100 | round / 100)" + (if .ratio < $floor then "  BELOW \($floor)" else "" end) end),
+	  (if length == 0 or any(.[]; .ratio == null or .ratio < $floor) then "guard: FAIL" else "guard: ok" end)
 ' "$out/results.json" | tee "$out/guard.txt"
 ! grep -q "guard: FAIL" "$out/guard.txt"
