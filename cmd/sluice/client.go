@@ -191,13 +191,12 @@ func (c *client) SetDeadline(t time.Time) {
 }
 
 // endOnCancel makes every read and write that waits fail once ctx ends, for
-// a handshake with no deadline of its own, and returns the stop function
-// of the context.AfterFunc that does it; nil when the waiter takes care of
-// it (a bare client waits in c.w, which the server's shutdown closes). A
-// bare client without a waiter would wait in its os.File, so it registers
-// with the poller now (c.poll), off its accept loop: a cost only for a
-// server whose waiter could not be made and whose handshakes have no
-// timeout.
+// a handshake whose deadline, if any, the drain's end must not wait for,
+// and returns the stop function of the context.AfterFunc that does it; nil
+// when the waiter takes care of it (a bare client waits in c.w, which the
+// server's shutdown closes). A bare client without a waiter would wait in
+// its os.File, so it registers with the poller now (c.poll), off its
+// accept loop: a cost only for a server whose waiter could not be made.
 func (c *client) endOnCancel(ctx context.Context) func() bool {
 	past := time.Unix(1, 0)
 	switch {

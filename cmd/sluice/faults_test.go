@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -192,5 +194,33 @@ func TestDrainEndsNetHandshake(t *testing.T) {
 	}
 	if err := p.wait(t); err != nil {
 		t.Fatalf("exit: %v, want 0", err)
+	}
+}
+
+// TestDrainEndsHandshakeWithoutWaiter is TestDrainEndsNetHandshake for bare
+// client sockets on a server whose waiter could not be made (cfg.noWaiter):
+// a handshake then waits in the client's os.File, which no shutdown closes,
+// so the drain's end must end it rather than wait out its deadline.
+func TestDrainEndsHandshakeWithoutWaiter(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "127.0.0.1:0", "--handshake-timeout", "1m"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.noWaiter = true
+	inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	c := dialSluice(t, inst.addrs()[0])
+	mustWrite(t, c, []byte{5, 1, 0})
+	expect(t, c, []byte{5, 0}) // the session now reads its request
+	// The only shutdown: a second would close its queues again.
+	go func() { inst.shutdown(200 * time.Millisecond); close(done) }()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, far under the minute
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client after the drain timed out: %d, %v; want its connection closed", n, err)
 	}
 }

@@ -113,9 +113,11 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	var stopOnCancel func() bool
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
-		if c.tc != nil {
+		if c.tc != nil || c.w == nil {
 			// The drain's end must not wait for the deadline: a bare
-			// client waits in the waiter, which the shutdown closes.
+			// client waits in the waiter, which the shutdown closes;
+			// without one it waits in its os.File, which nothing
+			// closes (a server whose waiter could not be made).
 			stopOnCancel = c.endOnCancel(ctx)
 		}
 	} else if stop := c.endOnCancel(ctx); stop != nil {
