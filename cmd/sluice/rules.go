@@ -41,6 +41,9 @@ type rule struct {
 	nets    []netip.Prefix
 	ports   []portRange
 	domains [][]byte // lower case, no trailing dot; a leading '.' matches the name and below
+	// embedded also matches an IPv6 address that carries an IPv4 one in
+	// nets (embedded4): the deny-private preset's.
+	embedded bool
 }
 
 // policy is an ordered rule list: the first rule that matches decides, and
@@ -81,6 +84,29 @@ var privateNets = []string{
 	"203.0.113.0/24",  // TEST-NET-3
 }
 
+var (
+	nat64WKP = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052
+	sixto4   = netip.MustParsePrefix("2002::/16")    // RFC 3056
+)
+
+// embedded4 returns the IPv4 address that an IPv6 address carries where a
+// translator or relay router on the path turns it back into that address:
+// the NAT64 well-known prefix's last 32 bits, 6to4's bits 16 to 47. Without
+// it deny-private would let 64:ff9b::169.254.169.254 reach the metadata
+// address wherever a NAT64 translator serves the relay host.
+func embedded4(ip netip.Addr) (netip.Addr, bool) {
+	switch {
+	case !ip.Is6():
+	case nat64WKP.Contains(ip):
+		b := ip.As16()
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixto4.Contains(ip):
+		b := ip.As16()
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
+}
+
 // compilePolicy builds a destination (client == false) or client policy from
 // the configured rules. The deny-private preset comes after the rules, so an
 // explicit allow can make an exception to it. It returns nil, meaning allow
@@ -102,7 +128,7 @@ func compilePolicy(specs []ruleSpec, defaultPolicy string, denyPrivate, client b
 		p.rules = append(p.rules, r)
 	}
 	if denyPrivate {
-		r := rule{}
+		r := rule{embedded: true}
 		for _, n := range privateNets {
 			r.nets = append(r.nets, netip.MustParsePrefix(n))
 		}
@@ -231,7 +257,10 @@ func (r *rule) matches(cmd cmdMask, name []byte, ip netip.Addr, port uint16) boo
 		return false
 	}
 	if len(r.nets) > 0 && !matchNet(r.nets, ip) {
-		return false
+		v4, ok := embedded4(ip)
+		if !r.embedded || !ok || !matchNet(r.nets, v4) {
+			return false
+		}
 	}
 	return len(r.domains) == 0 || matchDomain(r.domains, name)
 }

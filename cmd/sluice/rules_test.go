@@ -61,6 +61,16 @@ func TestPolicy(t *testing.T) {
 		{"unspecified", cmdConnect, "", "0.0.0.0", 80, false},
 		{"public-v6", cmdConnect, "", "2606:4700::1111", 443, true},
 		{"name-to-private", cmdConnect, "rebind.example", "127.0.0.1", 80, false},
+		// A private IPv4 address inside the NAT64 well-known prefix (RFC
+		// 6052) or a 6to4 prefix (RFC 3056), which a translator or relay
+		// router on the path turns back into it.
+		{"nat64-metadata", cmdConnect, "", "64:ff9b::169.254.169.254", 80, false},
+		{"nat64-loopback", cmdConnect, "", "64:ff9b::7f00:1", 80, false},
+		{"nat64-rfc1918", cmdUDP, "", "64:ff9b::a01:203", 53, false},
+		{"nat64-public", cmdConnect, "", "64:ff9b::808:808", 443, true},
+		{"6to4-rfc1918", cmdConnect, "", "2002:c0a8:101::1", 80, false},
+		{"6to4-metadata", cmdConnect, "", "2002:a9fe:a9fe:1::5", 80, false},
+		{"6to4-public", cmdConnect, "", "2002:808:808::1", 443, true},
 	}
 	for _, c := range cases {
 		var name []byte
@@ -191,4 +201,23 @@ func TestClientRules(t *testing.T) {
 	c = connectRaw(t, allowed, echo.Addr().(*net.TCPAddr))
 	mustWrite(t, c, []byte("in"))
 	expect(t, c, []byte("in"))
+}
+
+// BenchmarkDenyPrivate is the deny-private preset's cost for a CONNECT to a
+// public address, which every prefix is checked against.
+func BenchmarkDenyPrivate(b *testing.B) {
+	p, err := compilePolicy(nil, "allow", true, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, ip := range []string{"8.8.8.8", "2606:4700::1111"} {
+		b.Run(ip, func(b *testing.B) {
+			a := netip.MustParseAddr(ip)
+			for b.Loop() {
+				if !p.allowed(cmdConnect, nil, a, 443) {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
 }
