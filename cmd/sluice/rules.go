@@ -72,6 +72,7 @@ var privateNets = []string{
 	"::/128",          // unspecified
 	"::1/128",         // loopback
 	"fe80::/10",       // link-local
+	"fec0::/10",       // site-local (deprecated by RFC 3879, still routed by some)
 	"fc00::/7",        // unique local (fd00:ec2::254 is a metadata address)
 	"ff00::/8",        // multicast
 	"64:ff9b:1::/48",  // local-use NAT64 (RFC 8215)

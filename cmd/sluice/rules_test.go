@@ -71,6 +71,7 @@ func TestPolicy(t *testing.T) {
 		{"6to4-rfc1918", cmdConnect, "", "2002:c0a8:101::1", 80, false},
 		{"6to4-metadata", cmdConnect, "", "2002:a9fe:a9fe:1::5", 80, false},
 		{"6to4-public", cmdConnect, "", "2002:808:808::1", 443, true},
+		{"site-local-v6", cmdConnect, "", "fec0::1", 80, false},
 	}
 	for _, c := range cases {
 		var name []byte
