@@ -2,10 +2,15 @@ package tune
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"syscall"
 )
+
+// ErrAborted is the error of a pending dial ended by the abort function
+// DialFdYield (Linux's) handed its yield.
+var ErrAborted = errors.New("tune: dial aborted")
 
 // Dialer returns a *net.Dialer for upstream connections: o.Upstream's options
 // are set on each socket before connect, along with o.SourceAddr,

@@ -2,7 +2,6 @@ package tune
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -62,10 +61,6 @@ func (o *Options) DialFdLate(ctx context.Context, addr netip.AddrPort, yield fun
 func (o *Options) ArmKeepAlive(fd int) error {
 	return o.apply(fd, keepAliveOpts, &o.Upstream, true, false)
 }
-
-// ErrAborted is the error of a pending dial ended by the abort function
-// DialFdYield handed its yield.
-var ErrAborted = errors.New("tune: dial aborted")
 
 func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(abort func()), late bool) (int, error) {
 	var deadline time.Time
@@ -160,16 +155,17 @@ func waitConnect(ctx context.Context, fd int, addr netip.AddrPort, deadline time
 	if !deadline.IsZero() {
 		f.SetWriteDeadline(deadline)
 	}
+	// A deadline in the past wakes the wait; once f is closed it does
+	// nothing.
+	wake := func() { f.SetWriteDeadline(time.Unix(1, 0)) }
 	var aborted atomic.Bool
 	if yield != nil {
-		// A deadline in the past wakes the wait; once f is closed it
-		// does nothing.
 		yield(func() {
 			aborted.Store(true)
-			f.SetWriteDeadline(time.Unix(1, 0))
+			wake()
 		})
 	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, wake)
 	defer stop()
 	rc, err := f.SyscallConn()
 	if err != nil {

@@ -26,9 +26,6 @@ func (o *Options) DialFdLate(context.Context, netip.AddrPort, func(func())) (int
 	return -1, errors.ErrUnsupported
 }
 
-// ErrAborted is Linux's DialFdYield's, for a dial its caller aborted.
-var ErrAborted = errors.New("tune: dial aborted")
-
 // ArmKeepAlive is Linux's, for DialFdLate's descriptors: elsewhere it
 // answers errors.ErrUnsupported.
 func (o *Options) ArmKeepAlive(int) error { return errors.ErrUnsupported }

@@ -110,27 +110,21 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		s.logOffLoop(c)
 		s.log.Debug("client socket options", "client", c.addr(), "err", err)
 	}
-	var stopOnCancel func() bool
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(start.Add(lv.handshakeTimeout))
-		if c.tc != nil || c.w == nil {
-			// The drain's end must not wait for the deadline: a bare
-			// client waits in the waiter, which the shutdown closes;
-			// without one it waits in its os.File, which nothing
-			// closes (a server whose waiter could not be made).
-			stopOnCancel = c.endOnCancel(ctx)
-		}
-	} else if stop := c.endOnCancel(ctx); stop != nil {
-		// No deadline would end a stalled handshake when the server's
-		// drain times out: this does.
-		defer stop()
 	}
+	// The drain's end waits neither for a stalled handshake nor for its
+	// deadline: a bare client waits in the waiter, which the shutdown
+	// closes; any other (package net's, or bare without a waiter) has its
+	// wait ended by ctx (endOnCancel; nil for the first). What follows the
+	// handshake ends with ctx itself.
+	stop := c.endOnCancel(ctx)
 	b := handshake.GetBuffer()
 	req, err := handshake.Negotiate(c, b, &lv.hs)
+	if stop != nil {
+		stop()
+	}
 	if lv.handshakeTimeout > 0 {
-		if stopOnCancel != nil {
-			stopOnCancel() // what follows ends with ctx itself
-		}
 		c.SetDeadline(time.Time{}) // the dial has its own timeout
 	}
 	if err != nil {

@@ -150,14 +150,9 @@ func (w *waiter) leftLocked(c *client, events uint32) {
 // reset after it is still the client leaving. On failure, or once the
 // waiter is closed, the watch ends here. w.mu is held.
 func (w *waiter) halfClosedLocked(c *client) {
-	if w.closed { // the epoll descriptor may be closed already (close)
-		return
-	}
 	w.next++
 	c.wid = w.next
-	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT}
-	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
-	if rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev) == nil {
+	if w.ctlLocked(c, 0) == nil {
 		w.parked[c.wid] = c
 	}
 }
@@ -208,23 +203,31 @@ const watchTick = int64(100 * time.Millisecond)
 // pipelines are not its leaving. On failure the watch ends here (the dial
 // goes on unwatched). w.mu is held, and c is parked under its watch's id.
 func (w *waiter) armWatchLocked(c *client) {
-	if w.closed { // the epoll descriptor may be closed already (close)
+	// On the waiter's goroutine at expire, too, where ctlLocked writes
+	// c.waited: the session reads it again only after unwatch took w.mu.
+	if w.ctlLocked(c, unix.EPOLLRDHUP) != nil {
 		delete(w.parked, c.wid)
-		return
 	}
-	op := unix.EPOLL_CTL_MOD
+}
+
+// ctlLocked arms c's socket, one-shot, for events under c's current id:
+// added to the epoll set the first time, modified after (c.waited). Once w
+// is closed its epoll descriptor may be too: net.ErrClosed. w.mu is held.
+func (w *waiter) ctlLocked(c *client, events uint32) error {
+	if w.closed {
+		return net.ErrClosed
+	}
+	op := unix.EPOLL_CTL_MOD // re-armed: registered by an earlier wait or watch
 	if !c.waited {
 		op = unix.EPOLL_CTL_ADD
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT}
 	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
 	if e := rawsys.EpollCtl(w.epfd, op, c.fd, &ev); e != nil {
-		delete(w.parked, c.wid)
-		return
+		return e
 	}
-	// Written here, on the waiter's goroutine at expire, too: the session
-	// reads it again only after unwatch took w.mu.
 	c.waited = true
+	return nil
 }
 
 // unwatch ends c's watch, once its dial returned, and reports whether the
@@ -301,25 +304,19 @@ func (w *waiter) wait(c *client, out bool) error {
 		return net.ErrClosed
 	}
 	w.next++
-	c.wid = w.next           // this wait's: an earlier wait's deadline finds it no more
-	op := unix.EPOLL_CTL_MOD // re-armed: registered by an earlier wait
-	if !c.waited {
-		op = unix.EPOLL_CTL_ADD
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	c.wid = w.next // this wait's: an earlier wait's deadline finds it no more
+	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP)
 	if out {
-		ev.Events = unix.EPOLLOUT | unix.EPOLLONESHOT
+		events = unix.EPOLLOUT
 	}
-	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
 	// Under w.mu, so never after close (w.closed), and with the session
 	// parked first: the event may come at once.
 	w.parked[c.wid] = c
-	if e := rawsys.EpollCtl(w.epfd, op, c.fd, &ev); e != nil {
+	if e := w.ctlLocked(c, events); e != nil {
 		delete(w.parked, c.wid)
 		w.mu.Unlock()
 		return os.NewSyscallError("epoll_ctl", e)
 	}
-	c.waited = true
 	if !c.deadline.IsZero() {
 		w.pushDeadlineLocked(deadline{at: c.deadline.UnixNano(), id: c.wid})
 	}
