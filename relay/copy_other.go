@@ -8,8 +8,10 @@ import (
 )
 
 // copyHalf moves h.src to h.dst with plain Read and Write calls through a
-// pooled buffer, held for the session's life, then half-closes h.dst on EOF. It calls the conns' own Read
-// and Write rather than io.Copy, which would take the ReadFrom/splice path.
+// pooled buffer, held for the session's life, then half-closes h.dst on EOF.
+// It calls the conns' own Read and Write rather than io.Copy, which would
+// take the ReadFrom/splice path, and writes in chunks (writeChunked) so that
+// the idle timeout sees a slow destination take the bytes.
 func (r *Relay) copyHalf(h *half) error {
 	bp := r.getBuf()
 	defer r.putBuf(bp)
@@ -19,10 +21,8 @@ func (r *Relay) copyHalf(h *half) error {
 	for {
 		n, rerr := h.src.Read(buf)
 		if n > 0 {
-			w, werr := h.dst.Write(buf[:n])
-			h.moved(w)
-			if werr != nil {
-				return werr
+			if err := writeChunked(h.dst, buf[:n], h.moved); err != nil {
+				return err
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
