@@ -45,6 +45,9 @@ func (o *Options) controlDial(_ context.Context, network, _ string, c syscall.Ra
 		if err := o.apply(fd, dialSockOpts, &o.Upstream, true, udp); err != nil {
 			return err
 		}
+		if o.SourceAddr.IsValid() && !udp {
+			bindNoPort(fd) // package net binds LocalAddr after Control
+		}
 		return o.apply(fd, dialOpts, &o.Upstream, true, udp)
 	})
 }

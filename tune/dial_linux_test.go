@@ -51,6 +51,9 @@ func TestDialerUpstreamOptions(t *testing.T) {
 	if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != o.SourceAddr {
 		t.Errorf("source address %v, want %v", got, o.SourceAddr)
 	}
+	if got := getInt(t, c, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT); got != 1 {
+		t.Errorf("IP_BIND_ADDRESS_NO_PORT = %d, want 1 (a source address must not take a port of its own)", got)
+	}
 	if got := getInt(t, c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT); got != 1 {
 		t.Errorf("TCP_FASTOPEN_CONNECT = %d, want 1", got)
 	}

@@ -132,8 +132,7 @@ func (o *Options) beforeConnect(fd int, late bool) error {
 		return err
 	}
 	if o.SourceAddr.IsValid() {
-		// Best effort: without it, bind picks the port alone.
-		rawsys.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		bindNoPort(fd)
 		if err := bindAddr(fd, o.SourceAddr); err != nil {
 			return optError(optSourceAddr, true, err)
 		}

@@ -89,6 +89,16 @@ func setInt(fd, level, name, v int) error {
 	return rawsys.SetsockoptInt(fd, level, name, v)
 }
 
+// bindNoPort sets IP_BIND_ADDRESS_NO_PORT (Linux 4.2 and later) on a socket
+// about to be bound to a source address and connected: bind then leaves the
+// port to connect, which picks it by the whole 4-tuple. Without it, bind
+// reserves a port of its own for the source address, and all of a relay's
+// upstream connections together get one ephemeral range instead of one per
+// destination. Best effort: where the kernel lacks it, bind picks the port.
+func bindNoPort(fd int) {
+	rawsys.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+}
+
 func bindAddr(fd int, a netip.Addr) error {
 	if a.Is4() || a.Is4In6() {
 		return unix.Bind(fd, &unix.SockaddrInet4{Addr: a.Unmap().As4()})

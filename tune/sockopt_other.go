@@ -22,3 +22,6 @@ func probeOpt(id opt, o *Options, s *SockOpts) error {
 
 // setNoDelay does nothing: package net sets TCP_NODELAY on each accept.
 func setNoDelay(int) error { return nil }
+
+// bindNoPort does nothing: IP_BIND_ADDRESS_NO_PORT is Linux's.
+func bindNoPort(int) {}
