@@ -7,8 +7,10 @@ import (
 )
 
 // TestAttachCPUSteering dials from a thread pinned to each CPU in turn and
-// checks that the listener at index cpu % n accepts: on loopback the SYN is
-// processed on the sending CPU.
+// checks that the listener whose loop the CPU runs accepts: on loopback the
+// SYN is processed on the sending CPU. "reversed" gives listener i the CPU
+// at the other end of the set, as a cpuset that is not 0 to n-1 does: a
+// steering by CPU number modulo n sends each connection elsewhere.
 func TestAttachCPUSteering(t *testing.T) {
 	t.Parallel()
 	cpus, err := CPUs()
@@ -18,10 +20,34 @@ func TestAttachCPUSteering(t *testing.T) {
 	if len(cpus) < 2 {
 		t.Skipf("steering needs 2 CPUs, have %v", cpus)
 	}
-	const perCPU = 10
 	n := len(cpus)
+	identity := make([]int, n) // listener i on CPU i, for the nil mapping
+	reversed := make([]int, n)
+	for i := range n {
+		identity[i] = i
+		reversed[i] = cpus[n-1-i]
+	}
+	t.Run("nil", func(t *testing.T) { steerCase(t, cpus, nil, identity) })
+	t.Run("reversed", func(t *testing.T) { steerCase(t, cpus, reversed, reversed) })
+	l := listen(t, &Options{Listeners: 2})
+	for _, bad := range [][]int{{0}, {0, -1}} {
+		if err := AttachCPUSteering(l, bad); err == nil {
+			t.Errorf("AttachCPUSteering(2 listeners, %v) succeeded", bad)
+		}
+	}
+	if err := AttachCPUSteering(nil, nil); err == nil {
+		t.Error("AttachCPUSteering(nil, nil) succeeded")
+	}
+}
+
+// steerCase attaches steering with mapping and checks that connections
+// dialled from each CPU in cpus go to the listener i with loopCPU[i] == cpu
+// (or, for a CPU in no entry, cpu modulo the listener count).
+func steerCase(t *testing.T, cpus, mapping, loopCPU []int) {
+	const perCPU = 10
+	n := len(loopCPU)
 	ls := listen(t, &Options{Listeners: n})
-	if err := AttachCPUSteering(ls); err != nil {
+	if err := AttachCPUSteering(ls, mapping); err != nil {
 		t.Fatalf("AttachCPUSteering: %v", err)
 	}
 	accepted := make(chan accept, n*perCPU)
@@ -29,24 +55,27 @@ func TestAttachCPUSteering(t *testing.T) {
 		go acceptPorts(t, l, i, accepted)
 	}
 	for _, cpu := range cpus {
+		want := cpu % n
+		for i, c := range loopCPU {
+			if c == cpu {
+				want = i
+			}
+		}
 		ports := make(chan int, perCPU)
 		go dialFromCPU(t, cpu, ls[0].Addr().String(), perCPU, ports)
-		want := map[int]bool{}
+		dialled := map[int]bool{}
 		for p := range ports {
-			want[p] = true
+			dialled[p] = true
 		}
-		for range len(want) {
+		for range len(dialled) {
 			a := <-accepted
-			if !want[a.port] {
+			if !dialled[a.port] {
 				t.Fatalf("accepted port %d, not dialled from CPU %d", a.port, cpu)
 			}
-			if a.listener != cpu%n {
-				t.Errorf("connection from CPU %d accepted by listener %d, want %d", cpu, a.listener, cpu%n)
+			if a.listener != want {
+				t.Errorf("connection from CPU %d accepted by listener %d, want %d", cpu, a.listener, want)
 			}
 		}
-	}
-	if err := AttachCPUSteering(nil); err == nil {
-		t.Error("AttachCPUSteering(nil) succeeded")
 	}
 }
 

@@ -8,4 +8,4 @@ import (
 )
 
 // AttachCPUSteering returns errors.ErrUnsupported outside Linux.
-func AttachCPUSteering(ls []*net.TCPListener) error { return errors.ErrUnsupported }
+func AttachCPUSteering(ls []*net.TCPListener, cpus []int) error { return errors.ErrUnsupported }
