@@ -110,6 +110,9 @@ func (s *server) accessLog(lv *live, c *client, user, cmd string, target dest, r
 }
 
 // udpLog writes the line of a UDP association that ended after its reply.
+// denied, the datagrams the destination rules refused, is its own field and
+// not in dropped (relay counted them as DropUnresolved), as the metrics
+// count it apart (metrics.datagramsDropped).
 func (s *server) udpLog(lv *live, c *client, user string, target dest, st relay.DatagramStats, denied int64, start time.Time, err error) {
 	if !s.logsEnabled(lv) {
 		return
@@ -118,7 +121,7 @@ func (s *server) udpLog(lv *live, c *client, user string, target dest, st relay.
 	l.sessionAttrs(c, user, cmdLabels[cmdLabelUDP], target, "succeeded", st.FromClientBytes, st.ToClientBytes)
 	l.add(slog.Int64("datagrams_up", st.FromClient))
 	l.add(slog.Int64("datagrams_down", st.ToClient))
-	l.add(slog.Int64("dropped", sumDrops(st)))
+	l.add(slog.Int64("dropped", sumDrops(st)-denied))
 	l.add(slog.Int64("denied", denied))
 	now := time.Now()
 	l.add(slog.Duration("duration", now.Sub(start)))

@@ -30,6 +30,7 @@ func TestAccessLogLine(t *testing.T) {
 	zoned := &client{fd: -1, peer: netip.MustParseAddrPort("[fe80::1%eth0]:65535")}
 	tc := &client{fd: -1, tc: dialSluice(t, echoServer(t, "tcp", "127.0.0.1:0").Addr().String())} // any package net socket
 	udpStats := relay.DatagramStats{FromClient: 3, ToClient: 4, FromClientBytes: 300, ToClientBytes: 400}
+	udpStats.Dropped[relay.DropUnresolved] = 3 // 2 of them denied: dropped=1 denied=2
 	cases := []struct {
 		name   string
 		c      *client
@@ -64,7 +65,7 @@ func TestAccessLogLine(t *testing.T) {
 					s.udpLog(lv, tc.c, tc.user, tc.target, udpStats, 2, start, tc.err)
 					attrs = append(attrs, slog.String("cmd", "udp_associate"), slog.String("target", tc.target.String()),
 						slog.String("reply", "succeeded"), slog.Int64("up_bytes", 300), slog.Int64("down_bytes", 400),
-						slog.Int64("datagrams_up", 3), slog.Int64("datagrams_down", 4), slog.Int64("dropped", 0), slog.Int64("denied", 2))
+						slog.Int64("datagrams_up", 3), slog.Int64("datagrams_down", 4), slog.Int64("dropped", 1), slog.Int64("denied", 2))
 				} else {
 					s.accessLog(lv, tc.c, tc.user, "connect", tc.target, tc.rep, 12, 34, start, tc.err)
 					attrs = append(attrs, slog.String("cmd", "connect"), slog.String("target", tc.target.String()),

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"time"
 
 	"sluice/handshake"
@@ -47,7 +48,7 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		// A connect that waits has the waiter watch the client
 		// meanwhile (client.dialing).
 		fd, err := s.tune.DialFdLate(ctx, netip.AddrPortFrom(a.IP, a.Port), cl.dialing)
-		if err = cl.dialed(err); err != nil {
+		if err = dialEnded(cl, err); err != nil {
 			s.fdPressure(err)
 			return nil, -1, err
 		}
@@ -83,7 +84,28 @@ func (s *server) dialNameWatched(ctx context.Context, cl *client, p *policy, a h
 	defer cancel()
 	cl.w.watch(cl, cancel)
 	fd, err := s.dialNameFd(ctx, p, a)
-	return fd, cl.dialed(err)
+	return fd, dialEnded(cl, err)
+}
+
+// dialEnded ends the watch of cl's dial (client.dialed) and returns the
+// error the session goes on with: errClientGone where the client left
+// meanwhile, unless the dial failed for a reason of its own that the
+// client's leaving at that same instant did not cause, and that must still
+// be counted: a rule's denial (errDenied: sluice_refused_total's
+// destination_rule, and the 0x02 reply, lost on a socket that is gone) or
+// the process out of descriptors (fdPressure's Trim).
+func dialEnded(cl *client, err error) error {
+	gone := cl.dialed(err) // ends the watch whatever err is
+	if errors.Is(err, handshake.ErrNotAllowed) || outOfFds(err) {
+		return err
+	}
+	return gone
+}
+
+// outOfFds reports whether err says the process or the system is out of
+// file descriptors.
+func outOfFds(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // dialResolved resolves a domain target with the dialer's resolver (rules

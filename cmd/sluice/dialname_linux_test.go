@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/handshake"
+	"sluice/tune"
 	"sluice/tune/rawsys"
 )
 
@@ -203,5 +205,59 @@ func testHappyEyeballs(t *testing.T, args []string) {
 	}
 	if got, took := dial(inst, port); got.Addr().Unmap() != other || took < defaultFallbackDelay {
 		t.Errorf("first family hangs: dialled %v after %v; want %v after %v", got, took, other, defaultFallbackDelay)
+	}
+}
+
+// TestDialEndedPrecedence: a dial that ends on a rule's denial or on a lack
+// of descriptors keeps that error though its client left at the same
+// instant (the waiter saw it reset and aborted the dial), so that the
+// denial is counted and replied and fdPressure trims; any other failure of
+// a dial whose client left is errClientGone, with no reply (errReplied).
+// With the client still there, every outcome passes through unchanged.
+func TestDialEndedPrecedence(t *testing.T) {
+	t.Parallel()
+	denied := errDenied{netip.MustParseAddr("64:ff9b::a00:1")}
+	emfile := os.NewSyscallError("fcntl", syscall.EMFILE)
+	enfile := os.NewSyscallError("socket", syscall.ENFILE)
+	for _, tc := range []struct {
+		name string
+		err  error
+		kept bool // the error wins over the client's leaving
+	}{
+		{"denied", denied, true},
+		{"emfile", emfile, true},
+		{"enfile", enfile, true},
+		{"canceled", context.Canceled, false},
+		{"aborted", tune.ErrAborted, false},
+		{"refused", os.NewSyscallError("connect", syscall.ECONNREFUSED), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, peer, w := waitingClient(t)
+			w.watchAfter = -1 // watched at once
+			aborted := make(chan struct{})
+			c.dialing(func() { close(aborted) })
+			peer.SetLinger(0)
+			peer.Close() // <- RST: the client left
+			select {
+			case <-aborted: // c.left is set before the abort, under w.mu
+			case <-time.After(10 * time.Second):
+				t.Fatal("the waiter never aborted the dial of a client that reset")
+			}
+			got := dialEnded(c, tc.err)
+			if tc.kept && got != tc.err {
+				t.Errorf("client left, dial failed with %v: %v; want the dial's error", tc.err, got)
+			}
+			if !tc.kept && (!errors.Is(got, errClientGone) || !errors.As(got, new(errReplied))) {
+				t.Errorf("client left, dial failed with %v: %v; want errClientGone, replied", tc.err, got)
+			}
+
+			c2, _, w2 := waitingClient(t)
+			w2.watchAfter = -1
+			c2.dialing(func() { t.Error("dial of a client still there aborted") })
+			if got := dialEnded(c2, tc.err); got != tc.err {
+				t.Errorf("client there, dial failed with %v: %v; want it unchanged", tc.err, got)
+			}
+		})
 	}
 }

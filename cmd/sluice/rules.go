@@ -42,7 +42,9 @@ type rule struct {
 	ports   []portRange
 	domains [][]byte // lower case, no trailing dot; a leading '.' matches the name and below
 	// embedded also matches an IPv6 address that carries an IPv4 one in
-	// nets (embedded4): the deny-private preset's.
+	// nets (embedded4): set on every deny rule with an IPv4 prefix, the
+	// deny-private preset's included. An allow rule matches the literal
+	// address only, so that translation never widens what it lets through.
 	embedded bool
 }
 
@@ -92,9 +94,11 @@ var (
 
 // embedded4 returns the IPv4 address that an IPv6 address carries where a
 // translator or relay router on the path turns it back into that address:
-// the NAT64 well-known prefix's last 32 bits, 6to4's bits 16 to 47. Without
-// it deny-private would let 64:ff9b::169.254.169.254 reach the metadata
-// address wherever a NAT64 translator serves the relay host.
+// the NAT64 well-known prefix's last 32 bits, 6to4's bits 16 to 47. Deny
+// rules with IPv4 prefixes check it too (rule.embedded): without it `deny
+// 10.0.0.0/8` would let 64:ff9b::a00:1 reach 10.0.0.1, and deny-private
+// 64:ff9b::169.254.169.254 the metadata address, wherever a NAT64
+// translator serves the relay host.
 func embedded4(ip netip.Addr) (netip.Addr, bool) {
 	switch {
 	case !ip.Is6():
@@ -183,6 +187,7 @@ func compileRule(s ruleSpec, client bool) (rule, error) {
 			return r, err
 		}
 		r.nets = append(r.nets, p)
+		r.embedded = r.embedded || (!r.allow && p.Addr().Is4())
 	}
 	for _, ps := range s.Ports {
 		pr, err := parsePortRange(ps)
@@ -242,26 +247,27 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 	// A zone (a link-local address from package net) would keep every
 	// prefix from containing ip.
 	ip = ip.Unmap().WithZone("")
+	v4, _ := embedded4(ip) // invalid when ip carries none
 	for i := range p.rules {
-		if p.rules[i].matches(cmd, name, ip, port) {
+		if p.rules[i].matches(cmd, name, ip, v4, port) {
 			return p.rules[i].allow
 		}
 	}
 	return !p.deny
 }
 
-func (r *rule) matches(cmd cmdMask, name []byte, ip netip.Addr, port uint16) bool {
+// matches reports whether r matches; v4 is the IPv4 address ip carries
+// (embedded4), invalid when none, which a rule with embedded set matches
+// as it would ip.
+func (r *rule) matches(cmd cmdMask, name []byte, ip, v4 netip.Addr, port uint16) bool {
 	if r.cmds != 0 && r.cmds&cmd == 0 {
 		return false
 	}
 	if len(r.ports) > 0 && !matchPort(r.ports, port) {
 		return false
 	}
-	if len(r.nets) > 0 && !matchNet(r.nets, ip) {
-		v4, ok := embedded4(ip)
-		if !r.embedded || !ok || !matchNet(r.nets, v4) {
-			return false
-		}
+	if len(r.nets) > 0 && !matchNet(r.nets, ip) && (!r.embedded || !matchNet(r.nets, v4)) {
+		return false
 	}
 	return len(r.domains) == 0 || matchDomain(r.domains, name)
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -403,4 +405,51 @@ func TestControlResetBeforeAdoption(t *testing.T) {
 		c, _ := associateUDP(t, addr)
 		c.Close()
 	})
+}
+
+// TestUDPAccessLogDenied: an association's access line counts the datagrams
+// the destination rules refused in denied only, and dropped counts the
+// others (here a malformed one), as the metrics split them into not_allowed
+// and the relay's reasons.
+func TestUDPAccessLogDenied(t *testing.T) {
+	t.Parallel()
+	uecho, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	udenied, udeniedGot := udpEcho(t, "udp4", "127.0.0.1:0")
+	denied := handshake.AddrFromAddrPort(udenied.LocalAddr().(*net.UDPAddr).AddrPort())
+	cfg := writeConfig(t, fmt.Sprintf("[[rule]]\naction = \"deny\"\ncommands = [\"udp\"]\nports = [\"%d\"]\n", denied.Port))
+	var log syncBuffer
+	addr, _ := startSluiceLog(t, &log, "--config", cfg)
+	c, relayAddr := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relayAddr)
+	allowed := handshake.AddrFromAddrPort(uecho.LocalAddr().(*net.UDPAddr).AddrPort())
+	roundTrip(t, u, allowed, []byte("first"), allowed.AddrPort()) // fixes the client's port
+	if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{Addr: denied}), "denied"...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Write([]byte{0, 0, 0, 9, 1, 2, 3}); err != nil { // ATYP 9: malformed
+		t.Fatal(err)
+	}
+	// Decoded in order: once this echo is back, so were the two before.
+	roundTrip(t, u, allowed, []byte("last"), allowed.AddrPort())
+	c.Close()
+	var line string
+	if !waitFor(10*time.Second, func() bool {
+		for l := range strings.Lines(log.String()) {
+			if strings.Contains(l, "cmd=udp_associate") {
+				line = l
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no access line for the association; log:\n%s", log.String())
+	}
+	for _, want := range []string{"datagrams_up=2", "dropped=1", "denied=1"} {
+		if !slices.Contains(strings.Fields(line), want) {
+			t.Errorf("access line lacks %s: %s", want, line)
+		}
+	}
+	if n := udeniedGot.Load(); n != 0 {
+		t.Errorf("denied destination got %d datagrams", n)
+	}
 }
