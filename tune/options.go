@@ -42,9 +42,9 @@ type SockOpts struct {
 	// Flag: --keepalive-count.
 	KeepAliveCount int
 
-	// UserTimeout sets TCP_USER_TIMEOUT in milliseconds: how long sent data
-	// may stay unacknowledged before the kernel drops the connection.
-	// 0 or negative leaves it off. Flag: --user-timeout.
+	// UserTimeout sets TCP_USER_TIMEOUT, rounded up to whole milliseconds:
+	// how long sent data may stay unacknowledged before the kernel drops
+	// the connection. 0 or negative leaves it off. Flag: --user-timeout.
 	UserTimeout time.Duration
 
 	// Congestion sets TCP_CONGESTION, e.g. "bbr" or "cubic"; it must be
@@ -93,8 +93,9 @@ type Options struct {
 	Backlog int
 
 	// FastOpenQueue sets TCP_FASTOPEN on listeners: the number of pending
-	// fast-open connections, whose SYN carried data. 0 or negative leaves
-	// fast open off. Flag: --fastopen.
+	// fast-open connections, whose SYN carried data; the kernel lowers it to
+	// net.core.somaxconn. 0 or negative leaves fast open off.
+	// Flag: --fastopen.
 	FastOpenQueue int
 
 	// DeferAccept sets TCP_DEFER_ACCEPT on listeners: accept returns a
@@ -211,12 +212,6 @@ func (s *SockOpts) keepAliveCount() int {
 		return defaultKeepAliveCount
 	}
 	return s.KeepAliveCount
-}
-
-// seconds rounds d up to whole seconds, as the kernel counts keepalive and
-// defer-accept times.
-func seconds(d time.Duration) int {
-	return int((d + time.Second - 1) / time.Second)
 }
 
 // ErrClamped is wrapped by the OptionError that Probe returns for a value the

@@ -14,9 +14,9 @@ var (
 // their default), plus one *OptionError per refused option, naming its flag:
 // "tune: --mark (SO_MARK): operation not permitted". An option that Client
 // and Upstream set to the same value is tried and reported once, under the
-// client flag. A value the kernel lowers (socket buffers, backlog) is
-// reported with ErrClamped and kept. Probe neither dials out nor checks that
-// SourceAddr and Interface reach anywhere.
+// client flag. A value the kernel lowers (socket buffers, backlog, fast open
+// queue) is reported with ErrClamped and kept. Probe neither dials out nor
+// checks that SourceAddr and Interface reach anywhere.
 func (o Options) Probe() (Options, []error) {
 	p := o
 	var errs []error

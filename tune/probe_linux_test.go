@@ -2,8 +2,10 @@ package tune
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/netnstest"
 )
 
 func TestProbe(t *testing.T) {
@@ -142,6 +146,37 @@ func TestProbeFastOpen(t *testing.T) {
 	if (got.FastOpenQueue == 0) != (sysctl&2 == 0) || got.FastOpenConnect != (sysctl&1 != 0) {
 		t.Errorf("with net.ipv4.tcp_fastopen=%d Probe returned %+v", sysctl, got)
 	}
+}
+
+// TestProbeFastOpenClamped: the kernel lowers a fast open queue to
+// net.core.somaxconn, and Probe reports that as it does for the backlog. In
+// a network namespace of its own, whose net.ipv4.tcp_fastopen enables the
+// server side and whose somaxconn is 128.
+func TestProbeFastOpenClamped(t *testing.T) {
+	netnstest.Need(t)
+	t.Parallel()
+	ns := fmt.Sprintf("sluice-tfo%d", os.Getpid()%100000)
+	netnstest.IP(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	netnstest.In(t, ns, func() error {
+		for _, w := range [][2]string{{"ipv4/tcp_fastopen", "3"}, {"core/somaxconn", "128"}} {
+			if err := os.WriteFile("/proc/sys/net/"+w[0], []byte(w[1]), 0); err != nil {
+				return err
+			}
+		}
+		in := Options{FastOpenQueue: 1000}
+		got, errs := in.Probe()
+		if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--fastopen"}) || !errors.Is(errs[0], ErrClamped) || got != in {
+			t.Errorf("Probe(--fastopen 1000) with somaxconn 128 = %+v, %v; want it kept, with ErrClamped", got, errs)
+		} else if want := "tune: --fastopen (TCP_FASTOPEN): clamped by the kernel to 128 (net.core.somaxconn)"; errs[0].Error() != want {
+			t.Errorf("error %q, want %q", errs[0], want)
+		}
+		in = Options{FastOpenQueue: 128}
+		if got, errs := in.Probe(); len(errs) != 0 || got != in {
+			t.Errorf("Probe(--fastopen 128) with somaxconn 128 = %+v, %v; want it unchanged and silent", got, errs)
+		}
+		return nil
+	})
 }
 
 func TestProbeMark(t *testing.T) {

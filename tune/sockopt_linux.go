@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,16 +30,16 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optKeepAliveIdle:
 		// The idle time first: on a connected socket (ArmKeepAlive),
 		// SO_KEEPALIVE starts the timer with the idle time it finds.
-		if err := setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, seconds(s.keepAliveIdle())); err != nil {
+		if err := setDuration(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, s.keepAliveIdle(), time.Second); err != nil {
 			return err
 		}
 		return setInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	case optKeepAliveInterval:
-		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, seconds(s.keepAliveInterval()))
+		return setDuration(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, s.keepAliveInterval(), time.Second)
 	case optKeepAliveCount:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, s.keepAliveCount())
 	case optUserTimeout:
-		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.UserTimeout.Milliseconds()))
+		return setDuration(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, s.UserTimeout, time.Millisecond)
 	case optCongestion:
 		return unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, s.Congestion)
 	case optNotSentLowat:
@@ -54,7 +55,7 @@ func setOpt(fd int, id opt, o *Options, s *SockOpts) error {
 	case optFastOpen:
 		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, o.FastOpenQueue)
 	case optDeferAccept:
-		return setInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, seconds(o.DeferAccept))
+		return setDuration(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, o.DeferAccept, time.Second)
 	case optBacklog:
 		// listen on a listening socket only updates its backlog.
 		return unix.Listen(fd, min(o.Backlog, math.MaxInt32))
@@ -87,6 +88,21 @@ func setInt(fd, level, name, v int) error {
 		return unix.EINVAL
 	}
 	return rawsys.SetsockoptInt(fd, level, name, v)
+}
+
+// setDuration sets an option that counts whole units of time (seconds for
+// keepalive and defer-accept, milliseconds for TCP_USER_TIMEOUT), rounding d
+// up, so that a positive d never becomes 0 (off), and refusing what a C int
+// cannot hold, before int, which has 32 bits on some platforms, could wrap it.
+func setDuration(fd, level, name int, d, unit time.Duration) error {
+	n := d / unit
+	if d%unit > 0 {
+		n++
+	}
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		return unix.EINVAL
+	}
+	return rawsys.SetsockoptInt(fd, level, name, int(n))
 }
 
 // bindNoPort sets IP_BIND_ADDRESS_NO_PORT (Linux 4.2 and later) on a socket
@@ -170,6 +186,14 @@ func clamped(fd int, id opt, o *Options, s *SockOpts) error {
 		}
 		if r := o.SourcePorts; r.Low < lo || r.High > hi {
 			return fmt.Errorf("%w: outside net.ipv4.ip_local_port_range (%d-%d), whose bound the kernel uses instead", ErrClamped, lo, hi)
+		}
+	case optFastOpen:
+		got, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN)
+		if err != nil {
+			return err
+		}
+		if got < o.FastOpenQueue {
+			return fmt.Errorf("%w to %d (net.core.somaxconn)", ErrClamped, got)
 		}
 	case optBacklog:
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)

@@ -192,3 +192,44 @@ func enterPingpong(t *testing.T, c *net.TCPConn) {
 		t.Fatalf("TCP_QUICKACK = %d after clearing it, want 0", got)
 	}
 }
+
+// TestUserTimeout: TCP_USER_TIMEOUT counts milliseconds; a timeout that is
+// not a whole number of them is rounded up, as keepalive's seconds are,
+// never down to 0 (which is off), on listeners and on dialled sockets; one
+// beyond what the kernel's int holds is refused by Probe on every
+// architecture, not wrapped to another value where int has 32 bits.
+func TestUserTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		d    time.Duration
+		want int
+	}{
+		{500 * time.Microsecond, 1},
+		{1500 * time.Microsecond, 2},
+		{12 * time.Millisecond, 12},
+	} {
+		o := &Options{Client: SockOpts{UserTimeout: tc.d}, Upstream: SockOpts{UserTimeout: tc.d}}
+		if p, errs := o.Probe(); len(errs) != 0 || p != *o {
+			t.Errorf("Probe with %v = %+v, %v; want it unchanged and silent", tc.d, p, errs)
+		}
+		l := listen(t, o)[0]
+		if got := getInt(t, l, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT); got != tc.want {
+			t.Errorf("listener TCP_USER_TIMEOUT with %v = %d, want %d", tc.d, got, tc.want)
+		}
+		fd, err := dialFd(o, l.Addr().(*net.TCPAddr).AddrPort())
+		if err != nil {
+			t.Fatalf("DialFd: %v", err)
+		}
+		file(t, fd)
+		if got := getInt(t, fdSock(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT); got != tc.want {
+			t.Errorf("DialFd TCP_USER_TIMEOUT with %v = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+	// 1200 h is 4,320,000,000 ms: past a C int, and 25,032,704 ms (7 h)
+	// once wrapped to 32 bits.
+	in := Options{Client: SockOpts{UserTimeout: 1200 * time.Hour}}
+	got, errs := in.Probe()
+	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--user-timeout"}) || !errors.Is(errs[0], unix.EINVAL) || got.Client.UserTimeout != 0 {
+		t.Errorf("Probe with --user-timeout 1200h = %+v, %v; want it off, with EINVAL", got.Client, errs)
+	}
+}
