@@ -41,6 +41,7 @@ type acceptor struct {
 	s        *server
 	ctx      context.Context
 	l        *net.TCPListener
+	closed   <-chan struct{} // closed once shutdown has closed l: ends a backoff
 	bare     *bareAccept     // bare accepts through the listener's duplicate; nil: package net's
 	cpu      int             // pin the loop's thread to this CPU; -1: no pinning
 	accepted *atomic.Int64   // one per accepted connection
@@ -125,7 +126,7 @@ func (a *acceptor) acceptLoop() {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
-			case <-a.ctx.Done():
+			case <-a.closed: // shutdown waits for this loop: it must not wait out the delay
 				t.Stop()
 				return
 			}

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -173,4 +178,65 @@ func TestStuckDeniedLogSparesAcceptLoop(t *testing.T) {
 	if err := serveOneEcho(addr, echo, "", "", 5*time.Second); err != nil {
 		t.Fatalf("a client after a session stuck in its denied line: %v", err)
 	}
+}
+
+// TestShutdownEndsAcceptBackoff: shutdown does not wait out the delay of an
+// accept loop backing off after failed accepts (up to 1 s), on either
+// accept path. shutdown(2) on the listening socket makes each accept fail
+// (EINVAL) as a full descriptor table would, without lowering the
+// descriptor limit of the whole test process.
+func TestShutdownEndsAcceptBackoff(t *testing.T) {
+	t.Parallel()
+	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseFlags(append([]string{"--listeners", "1", "--listen", "127.0.0.1:0"}, flags...), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The loop logs its delay before it waits, at most once a
+			// second: the line with the longest delay, 1 s, comes at
+			// the ninth failure (5 ms doubling: 1.3 s in).
+			longest := &lineWatch{want: "backoff=1s", seen: make(chan struct{})}
+			inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(longest, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := inst.listeners[0].SyscallConn()
+			if err == nil {
+				rc.Control(func(fd uintptr) { err = syscall.Shutdown(int(fd), syscall.SHUT_RD) })
+			}
+			if err != nil {
+				inst.shutdown(0)
+				t.Fatal(err)
+			}
+			select {
+			case <-longest.seen: // <- the loop has begun to wait 1 s
+			case <-time.After(20 * time.Second):
+				inst.shutdown(0)
+				t.Fatal("no accept failure logged with a 1 s backoff")
+			}
+			begin := time.Now()
+			inst.shutdown(0)
+			took := time.Since(begin)
+			t.Logf("shutdown took %v", took.Round(time.Microsecond))
+			if took > 500*time.Millisecond {
+				t.Errorf("shutdown took %v with an accept loop in its 1 s backoff; want it ended at once", took.Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// lineWatch is a log writer that closes seen once a line holds want.
+type lineWatch struct {
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *lineWatch) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.want)) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
 }

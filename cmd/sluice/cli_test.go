@@ -52,6 +52,7 @@ func TestStartupErrors(t *testing.T) {
 		{"negative-drain-timeout", []string{"--drain-timeout", "-1s"}, 2, []string{"--drain-timeout"}},
 		{"size-overflow", []string{"--notsent-lowat", "9999999999999G"}, 2, []string{"--notsent-lowat", "size in bytes"}},
 		{"bad-log-format", []string{"--log-format", "xml"}, 2, []string{"--log-format"}},
+		{"int-not-decimal", []string{"--max-sessions", "0x10"}, 2, []string{`invalid value "0x10" for flag --max-sessions: want a decimal integer`}},
 		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
 		{"workers-port-0", []string{"--workers", "2", "--listen", "127.0.0.1:0"}, 2, []string{"--listen 127.0.0.1:0 with --workers", "give a port"}},
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},

@@ -55,3 +55,53 @@ func TestRefusedOptionWarnsOnce(t *testing.T) {
 		t.Fatalf("warnings %q, want exactly one naming --congestion", warnings)
 	}
 }
+
+// TestDecimalIntFlags: integer flags, and their keys in a configuration
+// file, are decimal: 010 is 10, where Go's flag package read it as octal (8),
+// and 0x10 is an error naming the flag, where it was 16. A TOML integer
+// literal keeps its TOML meaning (0x10 is 16 there, and 010 a syntax error).
+func TestDecimalIntFlags(t *testing.T) {
+	t.Parallel()
+	flags := map[string]func(*config) int{
+		"loops":                 func(c *config) int { return c.relay.Loops },
+		"listeners":             func(c *config) int { return c.tune.Listeners },
+		"workers":               func(c *config) int { return c.workers },
+		"backlog":               func(c *config) int { return c.tune.Backlog },
+		"max-sessions":          func(c *config) int { return c.maxSessions },
+		"max-sessions-per-ip":   func(c *config) int { return c.maxSessionsPerIP },
+		"max-sessions-per-user": func(c *config) int { return c.maxSessionsPerUser },
+		"fastopen":              func(c *config) int { return c.tune.FastOpenQueue },
+	}
+	for name, get := range flags {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, args := range [][]string{
+				{"--" + name, "010"},
+				{"--" + name + "=+010"},
+				{"--config", writeConfig(t, name+" = \"010\"\n")},
+				{"--config", writeConfig(t, name+" = 10\n")},
+				{"--config", writeConfig(t, name+" = 0xa\n")},
+			} {
+				cfg, err := parseFlags(args, io.Discard)
+				if err != nil || get(cfg) != 10 {
+					t.Errorf("%q: %v, %s = %d; want 10", args, err, name, get(cfg))
+				}
+			}
+			for _, v := range []string{"0x10", "0o10", "0b10", "1_0", "ten"} {
+				_, err := parseFlags([]string{"--" + name, v}, io.Discard)
+				if want := `invalid value "` + v + `" for flag --` + name + ": want a decimal integer"; err == nil || err.Error() != want {
+					t.Errorf("--%s %s: %v; want %s", name, v, err, want)
+				}
+				path := writeConfig(t, name+" = \""+v+"\"\n")
+				_, err = parseFlags([]string{"--config", path}, io.Discard)
+				if want := "--config " + path + ":1: " + name + `: invalid value "` + v + `": want a decimal integer`; err == nil || err.Error() != want {
+					t.Errorf("%s = %q in a file: %v; want %s", name, v, err, want)
+				}
+			}
+			_, err := parseFlags([]string{"--" + name, "99999999999999999999"}, io.Discard)
+			if want := `invalid value "99999999999999999999" for flag --` + name + ": value out of range"; err == nil || err.Error() != want {
+				t.Errorf("--%s 99999999999999999999: %v; want %s", name, err, want)
+			}
+		})
+	}
+}

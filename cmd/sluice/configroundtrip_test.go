@@ -40,7 +40,7 @@ func TestPrintConfigRoundTrip(t *testing.T) {
 			"--bind=false", "--bind-timeout", "7s", "--udp-idle-timeout", "0", "--udp-filter", "none",
 			"--drain-timeout", "1s", "--pipe-size", "256K", "--copy-below", "16K", "--loops", "-1",
 			"--no-splice", "--net-sockets", "--listeners", "3", "--pin", "--backlog", "017",
-			"--fastopen", "0x10", "--defer-accept", "0", "--smart-accept=false", "--smart-connect",
+			"--fastopen", "16", "--defer-accept", "0", "--smart-accept=false", "--smart-connect",
 			"--fastopen-connect", "--source-addr", "127.0.0.1", "--source-ports", "20000-30000",
 			"--interface", "lo", "--log-level", "warn", "--log-format", "json",
 			"--profile", "cpu", "--profile-dir", "/tmp/p", "--debug-addr", "127.0.0.1:6060",

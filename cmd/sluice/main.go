@@ -37,12 +37,38 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
+// earlyHUP holds a SIGHUP that came while the process started, before run
+// took the signal over. Go's default for SIGHUP is to exit, and a reload
+// can be asked for that early (systemctl reload right after start, with
+// Type=exec). Package variables are set before any init function and main
+// run, so this is as early as package main can catch it; one that comes
+// before, while the runtime starts and the imported packages initialise
+// (some milliseconds), still kills.
+var earlyHUP = notifyHUP()
+
+// notifyHUP returns a channel that SIGHUP is relayed to.
+func notifyHUP() chan os.Signal {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c
+}
+
 // run is main without os.Exit: it returns the process exit status.
 func run(args []string, stderr io.Writer) int {
-	// SIGHUP reloads; caught before anything else so that it never kills.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	// SIGHUP reloads. One that came earlier is passed on, to be applied
+	// once sluice serves, as one during the start is: the file it reloads
+	// may have changed since the start read it.
+	hup := notifyHUP()
 	defer signal.Stop(hup)
+	select {
+	case sig := <-earlyHUP:
+		select {
+		case hup <- sig:
+		default: // the same signal reached hup too
+		}
+	default:
+	}
+	signal.Stop(earlyHUP)
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -120,7 +146,7 @@ func run(args []string, stderr io.Writer) int {
 // serveHTTP starts the --debug-addr and --metrics servers that cfg asks for.
 func (inst *instance) serveHTTP(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.debugAddr != "" {
-		if err := serveDebug(workerAddr(cfg.debugAddr), log); err != nil {
+		if _, err := serveDebug(workerAddr(cfg.debugAddr), 0, log); err != nil {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 	}
@@ -150,6 +176,7 @@ type instance struct {
 	bare      []*os.File           // per listener, its bare accept loop's duplicate (nil: none)
 	accepted  []atomic.Int64       // per listener
 	acceptors []*acceptor          // per listener
+	closed    chan struct{}        // closed by shutdown once it has closed the listeners
 	cancel    context.CancelFunc   // ends live sessions
 	cancels   []context.CancelFunc // of each listener's context, below cancel's
 	accepting sync.WaitGroup       // a count for each goroutine running an accept loop
@@ -179,7 +206,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		cancel()
 		return nil, err
 	}
-	inst := &instance{cancel: cancel, srv: srv}
+	inst := &instance{cancel: cancel, srv: srv, closed: make(chan struct{})}
 	inst.srv.live.Store(lv)
 	for _, la := range plan {
 		if err := inst.listen(ctx, &topts, la, lv, log); err != nil {
@@ -321,7 +348,7 @@ func (inst *instance) startAccepting(sctx context.Context, pin bool, log *slog.L
 		// canceling sctx still reaches them all.
 		lctx, lcancel := context.WithCancel(sctx)
 		inst.cancels = append(inst.cancels, lcancel)
-		a := &acceptor{s: inst.srv, ctx: lctx, l: l, bare: newBareAccept(bareConn(inst.bare[i], l, log)), cpu: cpu,
+		a := &acceptor{s: inst.srv, ctx: lctx, l: l, closed: inst.closed, bare: newBareAccept(bareConn(inst.bare[i], l, log)), cpu: cpu,
 			accepted: &inst.accepted[i], running: &inst.accepting}
 		inst.acceptors = append(inst.acceptors, a)
 		inst.accepting.Add(1)
@@ -365,7 +392,7 @@ func (inst *instance) addrs() []string {
 }
 
 // shutdown stops accepting, lets live sessions finish for up to drain, then
-// ends the rest and waits for them.
+// ends the rest and waits for them. It is called once.
 func (inst *instance) shutdown(drain time.Duration) {
 	for i, l := range inst.listeners {
 		l.Close()
@@ -373,6 +400,10 @@ func (inst *instance) shutdown(drain time.Duration) {
 			f.Close() // the socket's last descriptor: it stops listening
 		}
 	}
+	// An accept loop backing off after failed accepts (EMFILE) ends now,
+	// not when its delay (up to 1 s) is out. Its context cannot say so:
+	// the sessions it started hang on it until the drain is over.
+	close(inst.closed)
 	inst.accepting.Wait()
 	done := make(chan struct{})
 	go func() { inst.srv.sessions.Wait(); close(done) }()
@@ -429,11 +460,13 @@ func startProfile(cfg *config) interface{ Stop() } {
 	return profile.Start(mode, profile.ProfilePath(cfg.profileDir), profile.NoShutdownHook, profile.Quiet)
 }
 
-// serveDebug serves net/http/pprof on addr in the background.
-func serveDebug(addr string, log *slog.Logger) error {
+// serveDebug serves net/http/pprof on addr in the background, with the
+// read and idle timeouts of limitedServer (limit: as there), and returns the
+// bound address.
+func serveDebug(addr string, limit time.Duration, log *slog.Logger) (string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return "", err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -442,6 +475,7 @@ func serveDebug(addr string, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info("debug server listening", "addr", l.Addr().String(), "path", "/debug/pprof/", "gomaxprocs", runtime.GOMAXPROCS(0))
-	go http.Serve(l, mux)
-	return nil
+	// No write timeout: /debug/pprof/profile?seconds=N answers after N s.
+	go limitedServer(mux, limit).Serve(l)
+	return l.Addr().String(), nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
@@ -75,6 +76,31 @@ type metrics struct {
 	dropped     [relay.NumDrops + 1]prometheus.Counter
 	reloads     [2]prometheus.Counter // ok, failed
 	connections prometheus.Counter
+
+	// scrapeLimit, when not 0 (tests only), replaces metricsIdleTimeout and
+	// metricsReadTimeout.
+	scrapeLimit time.Duration
+}
+
+// Timeouts of the --metrics and --debug-addr HTTP servers, so that no client holds a
+// connection, and its descriptor, for ever. A scraper keeps its connection
+// alive between scrapes, 15 to 60 s apart as a rule: one that has sent no
+// request for metricsIdleTimeout has gone away (or will open a new one). A
+// request, a bodiless GET in one segment, has metricsReadTimeout to arrive
+// whole: without it, one that announces a body and never sends it holds its
+// connection unanswered, whatever the idle timeout. The response, a few KiB
+// gathered in microseconds, has metricsWriteTimeout to leave.
+const (
+	metricsIdleTimeout  = 2 * time.Minute
+	metricsReadTimeout  = 30 * time.Second
+	metricsWriteTimeout = time.Minute
+)
+
+// limitedServer is an HTTP server for h with the read and idle timeouts
+// above; limit, when not 0 (tests only), replaces both.
+func limitedServer(h http.Handler, limit time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: cmp.Or(limit, metricsReadTimeout), IdleTimeout: cmp.Or(limit, metricsIdleTimeout)}
 }
 
 // newMetrics registers every metric; lw (nil: none) is the log's writer,
@@ -251,7 +277,8 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *slog.Logger
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := limitedServer(mux, m.scrapeLimit)
+	srv.WriteTimeout = metricsWriteTimeout
 	go srv.Serve(l)
 	context.AfterFunc(ctx, func() { srv.Close() })
 	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")

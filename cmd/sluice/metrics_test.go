@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -360,5 +361,62 @@ func TestLogDroppedMetric(t *testing.T) {
 		if got := value(mfs, "sluice_log_lines_dropped_total"); got != tc.want {
 			t.Errorf("sluice_log_lines_dropped_total = %v, want %v", got, tc.want)
 		}
+	}
+}
+
+// TestMetricsServerTimeouts: the metrics server closes a keep-alive
+// connection that sends nothing after its scrape, and one whose request
+// announces a body that never comes, once their limit (cut to 300 ms here)
+// has passed, where it used to hold each, and its descriptor, for ever.
+func TestMetricsServerTimeouts(t *testing.T) {
+	t.Parallel()
+	const limit = 300 * time.Millisecond
+	_, inst := startSluice(t, "--metrics", "127.0.0.1:0")
+	inst.srv.metrics.scrapeLimit = limit
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	maddr, err := serveMetrics(t.Context(), "127.0.0.1:0", inst.srv.metrics, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	daddr, err := serveDebug("127.0.0.1:0", limit, quiet) // lives as long as the test binary
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, addr, req string
+		answered        bool
+	}{
+		{"idle", maddr, "GET /metrics HTTP/1.1\r\nHost: sluice\r\n\r\n", true},
+		{"silent-body", maddr, "GET /metrics HTTP/1.1\r\nHost: sluice\r\nContent-Length: 100\r\n\r\n", false},
+		{"debug-idle", daddr, "GET /debug/pprof/cmdline HTTP/1.1\r\nHost: sluice\r\n\r\n", true},
+		{"debug-silent-body", daddr, "GET /debug/pprof/ HTTP/1.1\r\nHost: sluice\r\nContent-Length: 100\r\n\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := net.DialTimeout("tcp", tc.addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			mustWrite(t, c, []byte(tc.req))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound far past the limit
+			br := bufio.NewReader(c)
+			if tc.answered {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+					t.Fatalf("scrape: %s, close %v, body %v; want 200 on a kept-alive connection", resp.Status, resp.Close, err)
+				}
+			}
+			start := time.Now()
+			if _, err := io.Copy(io.Discard, br); err != nil { // <- EOF: the server closed it
+				t.Fatalf("connection still open %v after the request, limit %v: %v", time.Since(start).Round(time.Millisecond), limit, err)
+			}
+			t.Logf("closed by the server %v after the request", time.Since(start).Round(time.Millisecond))
+		})
 	}
 }
