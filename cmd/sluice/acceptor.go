@@ -136,10 +136,9 @@ func (a *acceptor) acceptLoop() {
 		a.accepted.Add(1)
 		s.metrics.accepted()
 		lv := s.live.Load()
-		var ip netip.Addr
-		if lv.clients != nil || lv.maxPerIP > 0 {
-			ip = c.peer.Addr().Unmap().WithZone("") // package net's has a zone, a bare socket's none: one key per client
-		}
+		// Every client's IP, for the client rules and for the limiter,
+		// which counts it even while no per-IP limit is set.
+		ip := c.peer.Addr().Unmap().WithZone("") // package net's has a zone, a bare socket's none: one key per client
 		if !lv.clients.allowed(0, nil, ip, 0) {
 			s.refuse(c, lv, refClientRule)
 			continue

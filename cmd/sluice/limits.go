@@ -26,10 +26,13 @@ func (r refusal) String() string { return refusalNames[r] }
 
 // limiter counts live sessions, globally, per client IP and per user. It is
 // on the accept path of every connection, so it takes no lock for the
-// global count (one atomic add) and a small sharded lock for the per-IP count,
-// only when a per-IP limit is set (BenchmarkLimiter compares the choices).
-// The limits themselves come from the live configuration at each call, so a
-// reload changes them for new sessions without touching the counts.
+// global count (one atomic add) and a small sharded lock for the per-IP count
+// (BenchmarkLimiter compares the choices). It counts every session whether
+// or not a limit is set, so that a limit a reload sets later (0 to N)
+// applies to the sessions already open (BenchmarkLimiterAdmit measures what
+// that costs). The limits themselves come from the live configuration at
+// each call, so a reload changes them for new sessions without touching the
+// counts.
 type limiter struct {
 	active atomic.Int64
 	ips    [64]ipShard
@@ -39,7 +42,7 @@ type limiter struct {
 type ipShard struct {
 	mu sync.Mutex
 	n  map[netip.Addr]int32
-	_  [40]byte // keep shards on separate cache lines
+	_  [48]byte // keep shards on separate cache lines: 64 bytes in all
 }
 
 type userCounts struct {
@@ -57,14 +60,15 @@ func (l *limiter) shard(ip netip.Addr) *ipShard {
 }
 
 // admit counts a new session from ip against maxTotal and maxPerIP (0 means
-// no limit). On success it reports admitted and whether ip was counted, which
-// release must be given back.
+// no limit). It counts ip even with no per-IP limit, unless ip is the zero
+// Addr (not known). On success it reports admitted and whether ip was
+// counted, which release must be given back.
 func (l *limiter) admit(ip netip.Addr, maxTotal, maxPerIP int) (refusal, bool) {
 	if n := l.active.Add(1); maxTotal > 0 && n > int64(maxTotal) {
 		l.active.Add(-1)
 		return refMaxSessions, false
 	}
-	if maxPerIP <= 0 {
+	if !ip.IsValid() {
 		return admitted, false
 	}
 	sh := l.shard(ip)
@@ -73,7 +77,7 @@ func (l *limiter) admit(ip netip.Addr, maxTotal, maxPerIP int) (refusal, bool) {
 		sh.n = make(map[netip.Addr]int32)
 	}
 	n := sh.n[ip]
-	if int(n) >= maxPerIP {
+	if maxPerIP > 0 && int(n) >= maxPerIP {
 		sh.mu.Unlock()
 		l.active.Add(-1)
 		return refMaxPerIP, false
@@ -99,8 +103,9 @@ func (l *limiter) release(ip netip.Addr, perIP bool) {
 	sh.mu.Unlock()
 }
 
-// admitUser counts a session of user against max (max > 0); it reports
-// whether the session may go on, in which case releaseUser must follow.
+// admitUser counts a session of user against max (0 means no limit: the
+// session is counted all the same); it reports whether the session may go
+// on, in which case releaseUser must follow.
 func (l *limiter) admitUser(user string, max int) bool {
 	u := &l.users
 	u.mu.Lock()
@@ -108,7 +113,7 @@ func (l *limiter) admitUser(user string, max int) bool {
 	if u.n == nil {
 		u.n = make(map[string]int32)
 	}
-	if int(u.n[user]) >= max {
+	if max > 0 && int(u.n[user]) >= max {
 		return false
 	}
 	u.n[user]++

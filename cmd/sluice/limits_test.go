@@ -159,3 +159,49 @@ func BenchmarkLimiter(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkLimiterAdmit measures admit+release, and admitUser+releaseUser,
+// as every session pays them, from many goroutines at once: with no limit
+// set (0), where the counts are kept anyway so that a limit a reload sets
+// later applies to the sessions already open, and with limits set. The
+// clients come from 256 addresses and the users are 16 names.
+func BenchmarkLimiterAdmit(b *testing.B) {
+	ips := make([]netip.Addr, 256)
+	for i := range ips {
+		ips[i] = netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+	}
+	users := make([]string, 16)
+	for i := range users {
+		users[i] = "user" + string(rune('a'+i))
+	}
+	for _, bc := range []struct {
+		name  string
+		limit int
+	}{{"unlimited", 0}, {"limited", 1 << 20}} {
+		b.Run("ip-"+bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			l := newLimiter()
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				ip := ips[next.Add(1)%int64(len(ips))]
+				for pb.Next() {
+					_, per := l.admit(ip, 0, bc.limit)
+					l.release(ip, per)
+				}
+			})
+		})
+		b.Run("user-"+bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			l := newLimiter()
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				u := users[next.Add(1)%int64(len(users))]
+				for pb.Next() {
+					if l.admitUser(u, bc.limit) {
+						l.releaseUser(u)
+					}
+				}
+			})
+		})
+	}
+}

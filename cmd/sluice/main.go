@@ -113,7 +113,7 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.workers > 0 {
-		return runWorkers(ctx, cfg, args, log, hup)
+		return runWorkers(ctx, cfg, args, log, level, hup)
 	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"sluice/handshake"
@@ -13,7 +14,11 @@ import (
 
 // live is the part of the configuration that SIGHUP can change. It is built
 // whole and swapped atomically; each session loads it once at accept and
-// keeps that copy to its end, so a reload never changes a session midway.
+// keeps that copy to its end, so a reload never changes a session midway,
+// with one exception: whether a client may use the relay at all is decided
+// by the configuration in force when its handshake checks it (liveConfig,
+// serveConn), so that a reload that removes a user, changes a password or
+// turns authentication on holds for handshakes already under way too.
 type live struct {
 	hs               handshake.Config
 	clients          *policy // nil: every client
@@ -26,6 +31,23 @@ type live struct {
 	udpIdleTimeout   time.Duration // negative: UDP ASSOCIATE off; 0: no idle timeout
 	udpFilter        relay.Filter
 	accessLog        bool
+}
+
+// liveConfig holds the live configuration in force, which a reload swaps.
+type liveConfig struct{ atomic.Pointer[live] }
+
+// Valid makes liveConfig the handshake.Credentials of every session whose
+// greeting chose RFC 1929: it checks user and pass against the users in
+// force when the client sends them, not those at its accept. With no users
+// file in force (a reload turned authentication off after the greeting
+// chose it) nothing is valid, after the same work as for an unknown user.
+// It does not allocate.
+func (p *liveConfig) Valid(user, pass []byte) bool {
+	users := p.Load().hs.Credentials // a handshake.Users (buildLive), never p
+	if users == nil {
+		users = handshake.Users(nil)
+	}
+	return users.Valid(user, pass)
 }
 
 // liveKeys are the keys a reload applies; a change to any other key is

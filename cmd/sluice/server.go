@@ -25,7 +25,7 @@ type server struct {
 	dialer      *net.Dialer
 	relay       *relay.Relay
 	log         *slog.Logger
-	live        atomic.Pointer[live]
+	live        liveConfig
 	limits      *limiter
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
@@ -90,6 +90,10 @@ func (s *server) refuse(c *client, lv *live, r refusal) {
 // it maps to reply 0x01.
 var errUserLimit = errors.New("limits: too many sessions for this user")
 
+// errAuthRequired refuses a request negotiated without authentication when
+// a reload has made it mandatory since the greeting; it maps to reply 0x01.
+var errAuthRequired = errors.New("auth: a reload made authentication mandatory since the greeting")
+
 // serveConn runs one session: handshake, policy, dial, reply, relay. It owns
 // c and, once dialled, the upstream conn, and closes both. lv is the live
 // configuration at accept, used to the session's end; ip and perIP are what
@@ -119,18 +123,30 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	// wait ended by ctx (endOnCancel; nil for the first). What follows the
 	// handshake ends with ctx itself.
 	stop := c.endOnCancel(ctx)
+	// The greeting chooses the method by lv, but who may use the relay is
+	// decided by the configuration in force when it is checked: names and
+	// passwords against the users then (s.live), and a request negotiated
+	// without authentication is refused if a reload has made it mandatory
+	// since.
+	hs := lv.hs
+	if hs.Credentials != nil {
+		hs.Credentials = &s.live
+	}
 	b := handshake.GetBuffer()
-	req, err := handshake.Negotiate(c, b, &lv.hs)
+	req, err := handshake.Negotiate(c, b, &hs)
 	if stop != nil {
 		stop()
 	}
 	if lv.handshakeTimeout > 0 {
 		c.SetDeadline(time.Time{}) // the dial has its own timeout
 	}
+	if err == nil && req.User == nil && s.live.Load().hs.Credentials != nil {
+		err = errAuthRequired
+	}
 	if err != nil {
 		b.Release()
 		rep := replyNone
-		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) {
+		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) || errors.Is(err, errAuthRequired) {
 			rep = int(handshake.ReplyFor(err))
 		}
 		s.reject(c, &req, err)
@@ -141,7 +157,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	s.metrics.handshakeDone(time.Since(start))
 	rs.user, rs.cmd, rs.target = string(req.User), cmdLabelOf(req.Cmd), newDest(req.Addr)
 	s.metrics.begin(rs.cmd)
-	if lv.maxPerUser > 0 && req.User != nil {
+	if req.User != nil { // counted with no limit too, for a limit a reload sets later
 		if !s.limits.admitUser(rs.user, lv.maxPerUser) {
 			b.Release()
 			s.metrics.refuse(refMaxPerUser)

@@ -46,13 +46,14 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 // runWorkers is the parent of --workers N: it starts N copies of this
 // program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
 // SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them, and
-// SIGHUP (each worker then reloads on its own), and restarts a worker that
-// dies after it served. It returns the exit status once every worker has
-// ended after a signal: 0, or 1 when the configuration cannot start (checked
-// here before any worker starts, with the line sluice without --workers
-// prints) or a worker ends before it listens (an address only the worker
-// finds it cannot bind), which a restart would only repeat.
-func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, hup <-chan os.Signal) int {
+// SIGHUP (each worker then reloads on its own; the parent takes the new
+// --log-level for its own lines), and restarts a worker that dies after it
+// served. It returns the exit status once every worker has ended after a
+// signal: 0, or 1 when the configuration cannot start (checked here before
+// any worker starts, with the line sluice without --workers prints) or a
+// worker ends before it listens (an address only the worker finds it
+// cannot bind), which a restart would only repeat.
+func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal) int {
 	var stderr io.Writer = os.Stderr
 	if cfg.logWriter != nil {
 		stderr = cfg.logWriter
@@ -78,12 +79,16 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	}
 	// The drain timeout the workers may be using: the longest of the
 	// configuration's at the start and at each reload or restart since (a
-	// worker whose reload fails keeps its old one).
+	// worker whose reload fails keeps its old one). noteDrain returns the
+	// configuration as it reads it now, nil when it does not parse.
 	drain := cfg.drainTimeout
-	noteDrain := func() {
-		if c, err := parseFlags(args, io.Discard); err == nil && c.drainTimeout > drain {
-			drain = c.drainTimeout
+	noteDrain := func() *config {
+		c, err := parseFlags(args, io.Discard)
+		if err != nil {
+			return nil
 		}
+		drain = max(drain, c.drainTimeout)
+		return c
 	}
 	// Later flags win: each worker serves with one listener per address and
 	// is pinned as a whole process, not per accept loop.
@@ -172,7 +177,9 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		case <-hup:
 			log.Info("forwarding SIGHUP to workers", "workers", live)
 			signalAll(procs, syscall.SIGHUP)
-			noteDrain()
+			if c := noteDrain(); c != nil { // else the level stays, as a worker's configuration does
+				level.Set(c.logLevel)
+			}
 		case i := <-retry:
 			if ctx.Err() == nil {
 				restart(i)

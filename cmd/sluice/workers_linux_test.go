@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,4 +250,72 @@ func TestWorkersRestartAfterExecFails(t *testing.T) {
 	}
 	p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
 	p.stop(t)
+}
+
+// TestWorkersReloadLogLevel: SIGHUP sets the parent's own log level, not
+// only the workers'. After a reload to log-level "warn" nothing logs at
+// info, the parent included: its worker, killed, is restarted with an error
+// line and no "worker started" line, and stopped without a "stopping
+// workers" line. The parent used to keep the level it started with.
+func TestWorkersReloadLogLevel(t *testing.T) {
+	t.Parallel()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := func(level string) []byte { return fmt.Appendf(nil, "access-log = false\nlog-level = %q\n", level) }
+	cfgPath := writeConfig(t, string(conf("info")))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // safety net
+	defer cancel()
+	p := startWorkers(t, ctx, "--config", cfgPath, "--listen", addr, "--workers", "1")
+	pids := p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
+	if err := os.WriteFile(cfgPath, conf("warn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	// Logged before the parent reads the file; one goroutine handles the
+	// parent's signals and its workers' exits in turn, so the kill below
+	// is seen after the new level is set.
+	p.waitLines(t, map[string]int{"forwarding SIGHUP to workers": 1})
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	after := p.linesUntil(t, "worker died; restarting")
+	// The restart (and its "worker started") follows that line on the
+	// same goroutine, before the parent sees this SIGTERM.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	for l := range p.lines {
+		after = append(after, l)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("parent after SIGTERM: %v, want exit 0", err)
+	}
+	// The parent's info lines. A worker's lines reach the shared stderr
+	// through its own log writer, in no set order with the parent's.
+	parents := []string{`msg="worker started"`, `msg="worker serving"`, `msg="stopping workers"`, `msg="forwarding SIGHUP to workers"`}
+	for _, l := range after {
+		if strings.Contains(l, "level=INFO") && slices.ContainsFunc(parents, func(m string) bool { return strings.Contains(l, m) }) {
+			t.Errorf("the parent's info line after the reload to log-level warn: %s", l)
+		}
+	}
+}
+
+// linesUntil reads stderr up to the first line that contains want and
+// returns the lines read, that one included. It fails the test after 30 s,
+// or when stderr ends first.
+func (p *workersProc) linesUntil(t *testing.T, want string) []string {
+	t.Helper()
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	var lines []string
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("sluice --workers ended before logging %q; read:\n%s", want, strings.Join(lines, "\n"))
+			}
+			lines = append(lines, l)
+			if strings.Contains(l, want) {
+				return lines
+			}
+		case <-timeout.C:
+			p.cmd.Process.Kill()
+			t.Fatalf("sluice --workers did not log %q within 30 s", want)
+		}
+	}
 }
