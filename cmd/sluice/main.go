@@ -40,7 +40,8 @@ func main() {
 // earlyHUP holds a SIGHUP that came while the process started, before run
 // took the signal over. Go's default for SIGHUP is to exit, and a reload
 // can be asked for that early (systemctl reload right after start, with
-// Type=exec). Package variables are set before any init function and main
+// Type=exec, or before READY=1 with Type=notify on a systemd that does not
+// hold it). Package variables are set before any init function and main
 // run, so this is as early as package main can catch it; one that comes
 // before, while the runtime starts and the imported packages initialise
 // (some milliseconds), still kills.
@@ -112,8 +113,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	sd := newNotifier() // before any worker starts: they must not report as sluice
 	if cfg.workers > 0 {
-		return runWorkers(ctx, cfg, args, log, level, hup)
+		return runWorkers(ctx, cfg, args, log, level, hup, sd)
 	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
@@ -128,13 +130,18 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	workerStarted(nil) // a worker of --workers tells its parent that it serves
+	status := "serving on " + strings.Join(inst.addrs(), " ")
+	notify(log, sd.ready(status))
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-hup:
+			notify(log, sd.reloading())
 			cfg = inst.reload(args, cfg, level)
+			notify(log, sd.ready(status))
 		}
 	}
+	notify(log, sd.stopping())
 	log.Info("shutting down", "drain_timeout", cfg.drainTimeout)
 	if migrateReq() == "0" {
 		log.Info("net.ipv4.tcp_migrate_req is 0: connections still queued on the closing listeners are reset; set it to 1 for zero-downtime restarts")

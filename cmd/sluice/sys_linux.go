@@ -69,3 +69,13 @@ func hungUp(fd uintptr) (hung, known bool) {
 	}
 	return n > 0 && p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0, true
 }
+
+// monotonicMicros reads CLOCK_MONOTONIC in microseconds, the clock of
+// sd_notify's MONOTONIC_USEC.
+func monotonicMicros() (int64, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, false
+	}
+	return ts.Nano() / 1000, true
+}

@@ -32,3 +32,6 @@ func dupCloexec(int) (int, error) { return -1, errors.ErrUnsupported }
 // BIND's watch (watchPeer) then ends at the first byte, and a client that
 // sends before its peer came and then leaves is noticed when the wait ends.
 func hungUp(uintptr) (hung, known bool) { return false, false }
+
+// monotonicMicros is Linux's: sd_notify is systemd's.
+func monotonicMicros() (int64, bool) { return 0, false }

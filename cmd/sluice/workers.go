@@ -53,7 +53,7 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 // any worker starts, with the line sluice without --workers prints) or a
 // worker ends before it listens (an address only the worker finds it
 // cannot bind), which a restart would only repeat.
-func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal) int {
+func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal, sd *notifier) int {
 	var stderr io.Writer = os.Stderr
 	if cfg.logWriter != nil {
 		stderr = cfg.logWriter
@@ -95,6 +95,10 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	wargs := append(append([]string{}, args...), "--workers=0", "--listeners=1", "--pin=false")
 	procs := make([]*exec.Cmd, cfg.workers)
 	exited := make(chan workerExit, cfg.workers)
+	// Each worker's slot once it listens, for the service manager's
+	// READY=1 once all have; a send that finds the buffer full (restarts,
+	// long after) is dropped.
+	listening := make(chan int, 2*cfg.workers)
 	startWorker := func(i int) error {
 		cmd := exec.Command(exe, wargs...)
 		cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(i), "GOMAXPROCS=1")
@@ -134,6 +138,12 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 					log.Info("worker serving", "worker", i, "pid", cmd.Process.Pid)
 				}
 			}
+			if line == workerListening {
+				select {
+				case listening <- i:
+				default:
+				}
+			}
 			exited <- workerExit{i, cmd.Wait(), line}
 		}()
 		return nil
@@ -169,16 +179,33 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		}
 		live++
 	}
+	up := make([]bool, cfg.workers) // slots that listened, until all have
+	upCount := 0
+	status := fmt.Sprintf("serving with %d workers", cfg.workers)
 	for {
 		select {
 		case <-ctx.Done():
+			notify(log, sd.stopping())
 			stopAll()
 			return 0
+		case i := <-listening:
+			if upCount < cfg.workers && !up[i] {
+				up[i] = true
+				if upCount++; upCount == cfg.workers {
+					notify(log, sd.ready(status))
+				}
+			}
 		case <-hup:
+			// A worker reloads on its own: the manager hears that the
+			// reload is done once it is forwarded.
+			notify(log, sd.reloading())
 			log.Info("forwarding SIGHUP to workers", "workers", live)
 			signalAll(procs, syscall.SIGHUP)
 			if c := noteDrain(); c != nil { // else the level stays, as a worker's configuration does
 				level.Set(c.logLevel)
+			}
+			if upCount == cfg.workers {
+				notify(log, sd.ready(status))
 			}
 		case i := <-retry:
 			if ctx.Err() == nil {
