@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"sluice/handshake"
 )
@@ -63,18 +62,7 @@ func TestDenyTranslatedDestinations(t *testing.T) {
 		}
 		roundTrip(t, u, allowed, []byte("last"), allowed.AddrPort()) // decoded after the one before
 		c.Close()
-		var line string
-		if !waitFor(10*time.Second, func() bool {
-			for l := range strings.Lines(log.String()) {
-				if strings.Contains(l, "cmd=udp_associate") {
-					line = l
-					return true
-				}
-			}
-			return false
-		}) {
-			t.Fatalf("no access line for the association; log:\n%s", log.String())
-		}
+		line := udpAccessLine(t, &log)
 		if f := strings.Fields(line); !slices.Contains(f, "denied=1") || !slices.Contains(f, "datagrams_up=2") {
 			t.Errorf("access line: %s; want denied=1 datagrams_up=2", line)
 		}

@@ -432,6 +432,21 @@ func TestUDPAccessLogDenied(t *testing.T) {
 	// Decoded in order: once this echo is back, so were the two before.
 	roundTrip(t, u, allowed, []byte("last"), allowed.AddrPort())
 	c.Close()
+	line := udpAccessLine(t, &log)
+	for _, want := range []string{"datagrams_up=2", "dropped=1", "denied=1"} {
+		if !slices.Contains(strings.Fields(line), want) {
+			t.Errorf("access line lacks %s: %s", want, line)
+		}
+	}
+	if n := udeniedGot.Load(); n != 0 {
+		t.Errorf("denied destination got %d datagrams", n)
+	}
+}
+
+// udpAccessLine waits up to 10 s for the access line of a UDP association
+// in log and returns it.
+func udpAccessLine(t *testing.T, log *syncBuffer) string {
+	t.Helper()
 	var line string
 	if !waitFor(10*time.Second, func() bool {
 		for l := range strings.Lines(log.String()) {
@@ -444,12 +459,5 @@ func TestUDPAccessLogDenied(t *testing.T) {
 	}) {
 		t.Fatalf("no access line for the association; log:\n%s", log.String())
 	}
-	for _, want := range []string{"datagrams_up=2", "dropped=1", "denied=1"} {
-		if !slices.Contains(strings.Fields(line), want) {
-			t.Errorf("access line lacks %s: %s", want, line)
-		}
-	}
-	if n := udeniedGot.Load(); n != 0 {
-		t.Errorf("denied destination got %d datagrams", n)
-	}
+	return line
 }
