@@ -182,10 +182,12 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	if err := cfg.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, cfg.fileValueError(fs, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level))
 	}
+	// As given, before check resolves --listeners 0 to this machine's CPU
+	// count: --print-config writes what another machine can read.
+	cfg.values = flagValues(fs)
 	if err := cfg.check(); err != nil {
 		return nil, cfg.fileValueError(fs, err)
 	}
-	cfg.values = flagValues(fs)
 	return cfg, nil
 }
 

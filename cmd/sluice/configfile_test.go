@@ -147,7 +147,8 @@ func TestExampleConfig(t *testing.T) {
 }
 
 // TestPrintConfig runs "sluice --print-config": exit 0, TOML on stdout with
-// the flags given.
+// the flags given, and defaults as they are given, not as this machine
+// resolves them.
 func TestPrintConfig(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -167,6 +168,11 @@ func TestPrintConfig(t *testing.T) {
 	}
 	if l, _ := got["listen"].([]any); len(l) != 1 || l[0] != "[::1]:1" {
 		t.Errorf("listen = %v", got["listen"])
+	}
+	// The default, one listener per CPU, stays 0: a count of this
+	// machine's CPUs would pin the file to it.
+	if got["listeners"] != int64(0) {
+		t.Errorf("listeners = %v; want 0 (one per usable CPU, wherever the file is read)", got["listeners"])
 	}
 }
 
