@@ -293,7 +293,9 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 			}
 			return
 		}
-		if up == nil {
+		if up != nil { // no path dials through package net for a bare client today
+			up.Close()
+		} else {
 			sysClose(upFd)
 		}
 	} else {
