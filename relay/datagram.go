@@ -65,8 +65,10 @@ func (d Drop) String() string {
 // header's format. Decode runs in one goroutine and Encode in another.
 type Codec interface {
 	// Decode parses a datagram from the client and returns its destination
-	// and payload (a subslice of b), or the reason to drop it.
-	Decode(b []byte) (dst netip.AddrPort, payload []byte, drop Drop)
+	// and payload (a subslice of b), or the reason to drop it. ctx ends
+	// with the association (its ctx, the idle timeout, a failed socket):
+	// a Decode that waits (a name lookup) must give up then.
+	Decode(ctx context.Context, b []byte) (dst netip.AddrPort, payload []byte, drop Drop)
 	// Headroom is the most bytes Encode writes in front of a payload.
 	Headroom() int
 	// Encode writes the header for a payload from src so that it ends right
@@ -147,6 +149,7 @@ type association struct {
 	last     int64                      // progress at the previous check; the watchdog's own
 	quiet    int                        // looks in a row that found no progress; the watchdog's own
 	stats    [2]DatagramStats           // one per direction, summed at the end
+	cancel   context.CancelFunc         // ends the ctx Decode is given; halt calls it
 
 	peersMu sync.Mutex
 	peers   map[netip.AddrPort]struct{} // destinations the client sent to, keyed by peerKey
@@ -203,6 +206,11 @@ func (as *association) solicited(src netip.AddrPort) bool {
 // allocates nothing.
 func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, error) {
 	as := &association{a: a, r: r}
+	// Decode's ctx: halt cancels it, so that the end of the association
+	// (the idle timeout too, which ctx does not see) ends a lookup.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	as.cancel = cancel
 	if a.From.Port() != 0 {
 		from := netip.AddrPortFrom(a.From.Addr().Unmap(), a.From.Port())
 		as.client.Store(&from)
@@ -230,7 +238,7 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 			as.halt() // a failed socket ends the association
 		}
 	}()
-	upErr := as.clientToUpstream()
+	upErr := as.clientToUpstream(dctx)
 	as.halt()
 	wg.Wait()
 	st := as.stats[0]
@@ -285,16 +293,18 @@ func (as *association) abort() {
 	as.halt()
 }
 
-// halt unblocks both loops by pushing the sockets' deadlines into the past.
+// halt unblocks both loops by pushing the sockets' deadlines into the past,
+// and a Decode waiting on its ctx by cancelling that.
 func (as *association) halt() {
+	as.cancel()
 	past := time.Unix(1, 0)
 	as.a.Client.SetReadDeadline(past)
 	as.a.Upstream.SetReadDeadline(past)
 }
 
-// clientToUpstream relays datagrams from the client. Only datagrams from
-// the client's address get past the source check.
-func (as *association) clientToUpstream() error {
+// clientToUpstream relays datagrams from the client, decoding them with
+// ctx. Only datagrams from the client's address get past the source check.
+func (as *association) clientToUpstream(ctx context.Context) error {
 	st := &as.stats[0]
 	// A link-local client's address comes with its zone from the control
 	// connection, and without one from a raw read: compare without, and
@@ -319,7 +329,7 @@ func (as *association) clientToUpstream() error {
 			st.Dropped[DropStranger]++
 			return
 		}
-		dst, payload, drop := as.a.Codec.Decode(buf[:n])
+		dst, payload, drop := as.a.Codec.Decode(ctx, buf[:n])
 		if drop != Relayed {
 			st.Dropped[drop]++
 			return

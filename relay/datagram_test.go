@@ -17,7 +17,7 @@ import (
 // followed by the payload. A header starting with 0xff is a "fragment".
 type addrCodec struct{}
 
-func (addrCodec) Decode(b []byte) (netip.AddrPort, []byte, Drop) {
+func (addrCodec) Decode(_ context.Context, b []byte) (netip.AddrPort, []byte, Drop) {
 	switch {
 	case len(b) < 6:
 		return netip.AddrPort{}, nil, DropMalformed
@@ -320,4 +320,48 @@ func TestDatagramFilter(t *testing.T) {
 			t.Errorf("filter %d: %d dropped as unsolicited, want %d", tc.filter, d, want)
 		}
 	}
+}
+
+// waitCodec is addrCodec whose Decode waits for its ctx to end, as a name
+// lookup that gets no answer does, and counts the waits that ended.
+type waitCodec struct {
+	addrCodec
+	ended chan struct{}
+}
+
+func (c waitCodec) Decode(ctx context.Context, _ []byte) (netip.AddrPort, []byte, Drop) {
+	<-ctx.Done()
+	close(c.ended)
+	return netip.AddrPort{}, nil, DropUnresolved
+}
+
+// TestDatagramsIdleEndsDecode: the idle timeout ends an association whose
+// client loop waits in Decode, by ending Decode's ctx (the idle timeout
+// used to set only the sockets' deadlines, which a Decode does not see).
+func TestDatagramsIdleEndsDecode(t *testing.T) {
+	t.Parallel()
+	r := New(Options{})
+	defer r.Close()
+	client, relayClient := udpSocket(t, "127.0.0.1:0"), udpSocket(t, "127.0.0.1:0")
+	codec := waitCodec{ended: make(chan struct{})}
+	a := &Association{Client: relayClient, Upstream: udpSocket(t, "127.0.0.1:0"),
+		From: netip.MustParseAddrPort("127.0.0.1:0"), Codec: codec, IdleTimeout: 50 * time.Millisecond}
+	relayClient.SetDeadline(time.Time{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Datagrams(context.Background(), a)
+		done <- err
+	}()
+	if _, err := client.WriteToUDPAddrPort(append(header(localAP(client)), "x"...), localAP(relayClient)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !IsIdle(err) {
+			t.Fatalf("err = %v, want the idle timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("association waiting in Decode still running 10s after its 50ms idle timeout")
+	}
+	<-codec.ended
 }

@@ -48,7 +48,8 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	}
 	defer clientSide.Close()
 	src := s.tune.SourceAddr
-	upstream, err := net.ListenUDP(udpNetwork(src), net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+	network := udpNetwork(src)
+	upstream, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
 	if err != nil {
 		return st, 0, err
 	}
@@ -61,7 +62,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	defer cancel()
 	done := make(chan struct{})
 	go drainControl(c, cancel, done)
-	codec := &socksCodec{ctx: actx, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
+	codec := &socksCodec{network: network, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
 	st, err = s.relay.Datagrams(actx, &relay.Association{
 		Client:      clientSide,
 		Upstream:    upstream,
@@ -118,10 +119,11 @@ const unresolvedRetry = 5 * time.Second
 
 // socksCodec is the RFC 1928 section 7 datagram header, for relay.Datagrams.
 // Decode runs in one goroutine only, so its cache needs no lock. Domain
-// destinations are resolved once and cached for the association's life; a
+// destinations are resolved once and cached for the association's life (up
+// to maxCachedNames names, past which a new one takes any one's place); a
 // name that did not resolve is looked up again after unresolvedRetry.
 type socksCodec struct {
-	ctx      context.Context
+	network  string // the upstream socket's (udpNetwork): udp4 and udp6 take only their family's addresses
 	resolver *net.Resolver
 	timeout  time.Duration
 	names    map[string]nameEntry
@@ -144,7 +146,7 @@ func (k *socksCodec) clock() time.Time {
 }
 
 // Decode parses the header of a client datagram.
-func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
+func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []byte, relay.Drop) {
 	h, n, err := handshake.ParseUDPHeader(b)
 	switch {
 	case err != nil:
@@ -160,7 +162,7 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 	}
 	e, ok := k.names[string(h.Addr.Name)]
 	if !ok || (!e.ip.IsValid() && !k.clock().Before(e.retry)) {
-		e.ip = k.resolve(string(h.Addr.Name))
+		e.ip = k.resolve(ctx, string(h.Addr.Name))
 	}
 	ip := e.ip
 	if !ip.IsValid() {
@@ -173,15 +175,16 @@ func (k *socksCodec) Decode(b []byte) (netip.AddrPort, []byte, relay.Drop) {
 	return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed
 }
 
-// resolve looks name up, preferring IPv4, and caches the answer (a failure
-// too, until its retry time) while the cache has room; a name already in
-// the cache keeps its place.
-func (k *socksCodec) resolve(name string) netip.Addr {
+// resolve looks name up, preferring IPv4 (only the upstream socket's family
+// when it has one, as dialName with a source address), and caches the
+// answer, a failure too until its retry time; a full cache makes room by
+// dropping any one name, so that no name is looked up per datagram.
+func (k *socksCodec) resolve(ctx context.Context, name string) netip.Addr {
 	timeout := k.timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(k.ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r := k.resolver
 	if r == nil {
@@ -189,12 +192,14 @@ func (k *socksCodec) resolve(name string) netip.Addr {
 	}
 	var ip netip.Addr
 	start := k.clock()
-	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil && len(ips) > 0 {
-		ip = ips[0].Unmap()
+	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil {
 		for _, a := range ips {
-			if a.Unmap().Is4() {
-				ip = a.Unmap()
-				break
+			a = a.Unmap()
+			if k.network == "udp4" && !a.Is4() || k.network == "udp6" && a.Is4() {
+				continue // the upstream socket cannot send there
+			}
+			if !ip.IsValid() || a.Is4() && !ip.Is4() {
+				ip = a
 			}
 		}
 	}
@@ -206,9 +211,13 @@ func (k *socksCodec) resolve(name string) netip.Addr {
 	if k.names == nil {
 		k.names = make(map[string]nameEntry)
 	}
-	if _, held := k.names[name]; held || len(k.names) < maxCachedNames {
-		k.names[name] = e
+	if _, held := k.names[name]; !held && len(k.names) >= maxCachedNames {
+		for n := range k.names { // any one: map order is random
+			delete(k.names, n)
+			break
+		}
 	}
+	k.names[name] = e
 	return ip
 }
 

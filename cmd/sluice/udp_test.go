@@ -324,13 +324,13 @@ func TestUDPNameRetry(t *testing.T) {
 		defer mu.Unlock()
 		return queries
 	}
-	k := &socksCodec{ctx: context.Background(), resolver: r, timeout: 5 * time.Second, now: clock}
+	k := &socksCodec{resolver: r, timeout: 5 * time.Second, now: clock}
 	dgram := append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{
 		Addr: handshake.Addr{Type: handshake.AddrDomain, Name: []byte("svc.example"), Port: 53}}), "payload"...)
 	decode := func(wantLookup bool, want relay.Drop) {
 		t.Helper()
 		before := count()
-		to, rest, drop := k.Decode(dgram)
+		to, rest, drop := k.Decode(context.Background(), dgram)
 		if looked := count() > before; looked != wantLookup {
 			t.Fatalf("looked the name up: %v, want %v", looked, wantLookup)
 		}
@@ -460,4 +460,85 @@ func udpAccessLine(t *testing.T, log *syncBuffer) string {
 		t.Fatalf("no access line for the association; log:\n%s", log.String())
 	}
 	return line
+}
+
+// TestUDPSourceAddrFamily: with --source-addr the upstream socket has one
+// family, and a name with addresses of both goes to the address of that
+// family, as CONNECT dials it (dialName); with an IPv6 source, picking the
+// IPv4 address sent every datagram to a name into a refused send.
+func TestUDPSourceAddrFamily(t *testing.T) {
+	t.Parallel()
+	echo6, _ := udpEcho(t, "udp6", "[::1]:0")
+	e6 := echo6.LocalAddr().(*net.UDPAddr).AddrPort()
+	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
+	var log syncBuffer
+	addr, _ := startSluiceResolver(t, r, &log, "--source-addr", "::1")
+	_, relayAddr := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relayAddr)
+	u.SetDeadline(time.Now().Add(5 * time.Second)) // safety net only
+	roundTrip(t, u, handshake.Addr{Type: handshake.AddrDomain, Name: []byte("dual.example"), Port: e6.Port()}, []byte("name"), e6)
+}
+
+// TestUDPNameCacheFull: past maxCachedNames names a new name still gets
+// cached (in some other name's place), so that it is not looked up again
+// for every datagram, each lookup holding the association's datagrams.
+func TestUDPNameCacheFull(t *testing.T) {
+	t.Parallel()
+	var queries atomic.Int64
+	dns := dnsServer(t, func(pc net.PacketConn) { serveFixed(pc, [4]byte{127, 0, 0, 9}, nil) })
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		queries.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", dns)
+	}}
+	k := &socksCodec{resolver: r, timeout: 5 * time.Second}
+	decode := func(name string) {
+		t.Helper()
+		b := append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{
+			Addr: handshake.Addr{Type: handshake.AddrDomain, Name: []byte(name), Port: 53}}), "payload"...)
+		if to, _, drop := k.Decode(context.Background(), b); drop != relay.Relayed || to != netip.MustParseAddrPort("127.0.0.9:53") {
+			t.Fatalf("%s: relayed to %v (drop %v), want 127.0.0.9:53", name, to, drop)
+		}
+	}
+	for i := range maxCachedNames {
+		decode(fmt.Sprintf("n%d.example", i))
+	}
+	decode("extra.example")
+	before := queries.Load()
+	decode("extra.example")
+	decode("extra.example")
+	if n := queries.Load() - before; n != 0 {
+		t.Fatalf("%d DNS queries for a name just resolved, past the cache's bound; want 0", n)
+	}
+	if len(k.names) != maxCachedNames {
+		t.Fatalf("cache holds %d names, want at most %d", len(k.names), maxCachedNames)
+	}
+}
+
+// TestUDPIdleDuringLookup: the idle timeout ends an association whose
+// client loop waits on a name lookup that does not answer (it used to wait
+// out --dial-timeout, 8 s here).
+func TestUDPIdleDuringLookup(t *testing.T) {
+	t.Parallel()
+	r := loopbackResolver(t, func(pc net.PacketConn) { // reads queries, answers none
+		b := make([]byte, 1500)
+		for {
+			if _, _, err := pc.ReadFrom(b); err != nil {
+				return
+			}
+		}
+	})
+	var log syncBuffer
+	addr, _ := startSluiceResolver(t, r, &log, "--udp-idle-timeout", "200ms", "--dial-timeout", "8s")
+	c, relayAddr := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relayAddr)
+	if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{
+		Addr: handshake.Addr{Type: handshake.AddrDomain, Name: []byte("silent.example"), Port: 9}}), "payload"...)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	expectClosed(t, c)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("association ended %v after its datagram, want about 250ms (idle timeout 200ms)", d)
+	}
 }
