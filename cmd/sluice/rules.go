@@ -247,6 +247,13 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 	// A zone (a link-local address from package net) would keep every
 	// prefix from containing ip.
 	ip = ip.Unmap().WithZone("")
+	if cmd != cmdBind && ip.IsUnspecified() {
+		// Linux connects and sends to 0.0.0.0 and :: as to this host:
+		// matched as the loopback address they reach, `deny
+		// 127.0.0.0/8` holds for them too. (BIND's 0.0.0.0 means any
+		// peer.)
+		ip = unspecifiedReaches(ip)
+	}
 	v4, _ := embedded4(ip) // invalid when ip carries none
 	for i := range p.rules {
 		if p.rules[i].matches(cmd, name, ip, v4, port) {
@@ -254,6 +261,15 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 		}
 	}
 	return !p.deny
+}
+
+// unspecifiedReaches is the loopback address that a connect or a send to
+// ip, 0.0.0.0 or ::, reaches on Linux.
+func unspecifiedReaches(ip netip.Addr) netip.Addr {
+	if ip.Is4() {
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return netip.IPv6Loopback()
 }
 
 // matches reports whether r matches; v4 is the IPv4 address ip carries

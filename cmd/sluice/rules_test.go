@@ -99,7 +99,9 @@ func TestPolicy(t *testing.T) {
 // (RFC 3056), where it stands in the list (first match still decides); an
 // allow rule matches the literal address only, so that an allow list never
 // widens by translation; an IPv6 prefix matches as before. Client rules
-// share the code: a client deny does the same.
+// share the code: a client deny does the same. A CONNECT or UDP destination
+// 0.0.0.0 or :: matches as the loopback address Linux takes it for; BIND's
+// (any peer) does not.
 func TestPolicyTranslated(t *testing.T) {
 	t.Parallel()
 	compile := func(def string, client bool, specs ...ruleSpec) *policy {
@@ -119,6 +121,8 @@ func TestPolicyTranslated(t *testing.T) {
 	exceptions := compile("allow", false, allow("64:ff9b::a00:5"), allow("10.0.0.6"), deny("10.0.0.0/8"))
 	udpOnly := compile("allow", false, ruleSpec{Action: "deny", Commands: []string{"udp"}, CIDR: []string{"10.0.0.0/8"}})
 	client := compile("allow", true, deny("10.0.0.0/8"))
+	denyLoop := compile("allow", false, deny("127.0.0.0/8", "::1/128"))
+	allowLoop := compile("deny", false, allow("127.0.0.0/8"))
 	cases := []struct {
 		name string
 		p    *policy
@@ -126,6 +130,12 @@ func TestPolicyTranslated(t *testing.T) {
 		ip   string
 		want bool
 	}{
+		{"deny-loopback/any4-connect", denyLoop, cmdConnect, "0.0.0.0", false},
+		{"deny-loopback/any4-mapped-udp", denyLoop, cmdUDP, "::ffff:0.0.0.0", false},
+		{"deny-loopback/any6-connect", denyLoop, cmdConnect, "::", false},
+		{"deny-loopback/any4-bind", denyLoop, cmdBind, "0.0.0.0", true}, // BIND's 0.0.0.0: any peer
+		{"deny-loopback/0.0.0.1", denyLoop, cmdConnect, "0.0.0.1", true},
+		{"allow-loopback/any4", allowLoop, cmdConnect, "0.0.0.0", true},
 		{"deny-v4/literal", denyV4, cmdConnect, "10.0.0.1", false},
 		{"deny-v4/nat64", denyV4, cmdConnect, "64:ff9b::a00:1", false},
 		{"deny-v4/nat64-dotted", denyV4, cmdUDP, "64:ff9b::10.255.255.255", false},

@@ -68,3 +68,27 @@ func TestDenyTranslatedDestinations(t *testing.T) {
 		}
 	})
 }
+
+// TestDenyUnspecifiedDestination: Linux connects to 0.0.0.0 as to this
+// host, so `deny 127.0.0.0/8` refuses a CONNECT to 0.0.0.0 with 0x02,
+// where it used to reach the loopback echo server behind the rule's back;
+// with the rule gone, 0.0.0.0 still reaches it.
+func TestDenyUnspecifiedDestination(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	any4 := handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(echo.Addr().(*net.TCPAddr).Port)))
+	cfg := writeConfig(t, "[[rule]]\naction = \"deny\"\ncidr = [\"127.0.0.0/8\"]\n")
+	denied, _ := startSluice(t, "--config", cfg)
+	c, rep := request(t, denied, handshake.CmdConnect, any4)
+	if rep != 0x02 {
+		t.Fatalf("CONNECT 0.0.0.0 past deny 127.0.0.0/8: REP %#02x, want 0x02", rep)
+	}
+	expectClosed(t, c)
+	open, _ := startSluice(t)
+	c, rep = request(t, open, handshake.CmdConnect, any4)
+	if rep != 0 {
+		t.Fatalf("CONNECT 0.0.0.0 with no rule: REP %#02x, want 0 (this host)", rep)
+	}
+	mustWrite(t, c, []byte("ok"))
+	expect(t, c, []byte("ok"))
+}
