@@ -30,13 +30,18 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 //
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
 // name, to the name when no rule looks at addresses) before listening, and
-// to the peer that connects, with the name DST.ADDR gave, if any.
+// to the peer that connects, with the name DST.ADDR gave, if any; rules
+// under which no peer at all could pass refuse it before listening.
 func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
 	want := req.Addr
 	want.IP = want.IP.Unmap() // ::ffff:0.0.0.0 is all-zeros too
 	p := lv.rules
 	switch {
 	case p == nil:
+	case !p.mayAllow(cmdBind):
+		// No peer could pass the rules: no listening socket, no first
+		// reply, whatever DST.ADDR names.
+		return nil, errDenied{}
 	case want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified():
 		if !p.allowed(cmdBind, nil, want.IP, want.Port) {
 			return nil, errDenied{want.IP.Unmap()}

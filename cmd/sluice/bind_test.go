@@ -180,3 +180,31 @@ func expectRefused(t *testing.T, a netip.AddrPort) {
 		t.Fatalf("%v still accepts connections", a)
 	}
 }
+
+// TestBindDeniedBeforeListening: under rules that let no BIND peer through
+// (a default deny with allow rules for CONNECT only, or a deny of every
+// BIND), a BIND to 0.0.0.0 or to a name gets 0x02 at once, with no
+// listening socket and no first 0x00; it used to listen for the whole
+// --bind-timeout and refuse only the peer that came.
+func TestBindDeniedBeforeListening(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, rules string }{
+		{"default-deny", "default-policy = \"deny\"\n[[rule]]\naction = \"allow\"\ncommands = [\"connect\"]\n"},
+		{"deny-bind", "[[rule]]\naction = \"deny\"\ncommands = [\"bind\"]\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr, _ := startSluice(t, "--config", writeConfig(t, tc.rules), "--bind-timeout", "1m")
+			for _, dst := range []handshake.Addr{
+				handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)),
+				domainAddr("peer.test", 0),
+			} {
+				c, rep := request(t, addr, handshake.CmdBind, dst)
+				if rep != 0x02 {
+					t.Fatalf("BIND %v: first REP %#02x, want 0x02", dst, rep)
+				}
+				expectClosed(t, c)
+			}
+		})
+	}
+}

@@ -263,6 +263,29 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 	return !p.deny
 }
 
+// mayAllow reports whether some destination of cmd could be allowed: false
+// when, in order, a rule for cmd that looks at nothing else denies before
+// any allow rule for cmd, or when no rule for cmd allows and the default
+// denies. BIND asks it before it listens for a peer it does not know yet.
+func (p *policy) mayAllow(cmd cmdMask) bool {
+	if p == nil {
+		return true
+	}
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.cmds != 0 && r.cmds&cmd == 0 {
+			continue
+		}
+		if r.allow {
+			return true
+		}
+		if len(r.nets) == 0 && len(r.ports) == 0 && len(r.domains) == 0 {
+			return false // denies every destination of cmd
+		}
+	}
+	return !p.deny
+}
+
 // unspecifiedReaches is the loopback address that a connect or a send to
 // ip, 0.0.0.0 or ::, reaches on Linux.
 func unspecifiedReaches(ip netip.Addr) netip.Addr {

@@ -335,3 +335,31 @@ func BenchmarkPolicy(b *testing.B) {
 		})
 	}
 }
+
+// TestPolicyMayAllow: whether any BIND peer could pass, in rule order.
+func TestPolicyMayAllow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		def   string
+		rules []ruleSpec
+		want  bool
+	}{
+		{"no rules, allow", "allow", nil, true},
+		{"no rules, deny", "deny", nil, false},
+		{"deny with allow for connect only", "deny", []ruleSpec{{Action: "allow", Commands: []string{"connect"}}}, false},
+		{"deny with allow for some peers", "deny", []ruleSpec{{Action: "allow", CIDR: []string{"192.0.2.0/24"}}}, true},
+		{"deny-all bind first", "allow", []ruleSpec{{Action: "deny", Commands: []string{"bind"}}, {Action: "allow"}}, false},
+		{"narrow deny, then default allow", "allow", []ruleSpec{{Action: "deny", CIDR: []string{"10.0.0.0/8"}}}, true},
+		{"narrow deny, then default deny", "deny", []ruleSpec{{Action: "deny", Ports: []string{"25"}}}, false},
+		{"allow before deny-all", "deny", []ruleSpec{{Action: "allow", Commands: []string{"bind"}, Ports: []string{"20"}}, {Action: "deny"}}, true},
+	} {
+		p, err := compilePolicy(tc.rules, tc.def, false, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.mayAllow(cmdBind); got != tc.want {
+			t.Errorf("%s: mayAllow(bind) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
