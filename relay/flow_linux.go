@@ -66,20 +66,21 @@ type flow struct {
 
 type flowDir struct {
 	p        *pipe   // held while bytes are in flight
-	buf      *[]byte // the small reads' buffer (loop.copyBelow): held while bytes are in it
+	buf      *[]byte // the small reads' buffer (loop.bufBytes): held while bytes are in it
 	off, n   int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most MaxCopyBelow
 	bytes    int64   // written to the destination
 	calls    int64   // splice calls that moved bytes
 	copies   int64   // read and write calls of the small reads that moved bytes
 	bulk     bool    // the last read was not small: the next one splices
-	copyOnly bool    // the kernel refused to splice while the other direction held bytes: every read is small
+	copyOnly bool    // no splice (refused, or no pipe) while the other direction held bytes: every read is small
 	eof      bool    // the source reached EOF
 	done     bool    // EOF passed on: the destination is half-closed
 }
 
 // errHandOff is returned by step when the session must move to the
-// goroutine path: the kernel refused splice before any byte moved, or no pipe
-// could be made while none holds bytes.
+// goroutine path: the kernel refused to splice from a direction's source
+// before that direction spliced a byte, or no pipe could be made, while
+// neither direction holds bytes.
 var errHandOff = errors.New("relay: hand off to the plain path")
 
 // run moves what f's sockets allow in both directions and ends f when both
@@ -123,7 +124,10 @@ var dirLabel = [2]string{"client->upstream", "upstream->client"}
 // then a direction starts with small reads, read(2) into a buffer of
 // copyBelow bytes and write(2) out of it, a read that fills the buffer makes
 // the next one a splice (bulk), and a splice that brings fewer than
-// copyBelow bytes makes the next one small again.
+// copyBelow bytes makes the next one small again. A direction that cannot
+// splice (refused, or no pipe to be had) while the other holds bytes, which
+// a hand-off would drop, reads through a buffer for the rest of the session
+// (copyOnly).
 func (l *loop) step(f *flow, d int) (more bool, err error) {
 	dir := &f.dirs[d]
 	src, dst := d, 1-d
@@ -190,7 +194,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case !f.readable[src]:
 			l.dropPipe(dir)
 			return false, nil
-		case (!dir.bulk || dir.copyOnly) && l.copyBelow > 0:
+		case dir.copyOnly || !dir.bulk && l.copyBelow > 0:
 			l.dropPipe(dir) // empty: the last splice was small
 			if dir.buf == nil {
 				dir.buf = l.getBuf()
@@ -224,14 +228,18 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if dir.p == nil {
 				p, err := l.pipes.get()
 				if err != nil {
-					if f.inFlight() {
-						return false, err
+					if !f.inFlight() {
+						return false, errHandOff
 					}
-					return false, errHandOff
+					// The other direction holds bytes, which a
+					// hand-off would drop: this one reads through
+					// a buffer of its own from now on instead.
+					dir.copyOnly = true
+					continue
 				}
 				dir.p = p
 			}
-			n, err := int64(0), l.refuse
+			n, err := int64(0), l.refuse[src]
 			if err == nil {
 				n, err = rawsys.Splice(f.fds[src], dir.p.wfd, dir.p.size, spliceFlags)
 			}
@@ -266,12 +274,17 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				f.readable[src] = false
 				l.dropPipe(dir)
 				return false, nil
-			case isRefused(err) && !f.moved() && !f.inFlight():
+			// Refused before this direction spliced a byte: the kernel
+			// does not splice from src (an MPTCP socket on older
+			// kernels), though the other direction's source may splice,
+			// and may have, as on the goroutine path, which decides
+			// per direction too.
+			case isRefused(err) && dir.calls == 0 && !f.inFlight():
 				return false, errHandOff
-			case isRefused(err) && !f.moved() && l.copyBelow > 0:
-				// The other direction's small-read buffer holds bytes,
-				// which a hand-off would drop: this direction reads
-				// through its own buffer from now on instead.
+			case isRefused(err) && dir.calls == 0:
+				// The other direction holds bytes, which a hand-off
+				// would drop: this direction reads through its own
+				// buffer from now on instead.
 				dir.copyOnly = true
 				l.dropPipe(dir)
 			default:
@@ -308,12 +321,17 @@ func (l *loop) dropPipe(dir *flowDir) {
 	}
 }
 
+// copyOnlyBytes sizes the buffer of a direction that reads through one
+// because it could not splice (flowDir.copyOnly) on a loop without
+// Options.CopyBelow.
+const copyOnlyBytes = 64 << 10
+
 // maxFreeBufs bounds the small-read buffers a loop keeps for reuse. A
 // direction holds one only while its bytes wait for a destination that is
 // not writable, so a loop rarely needs more than a few at once.
 const maxFreeBufs = 64
 
-// getBuf returns a small-read buffer of l.copyBelow bytes, reused if one is
+// getBuf returns a small-read buffer of l.bufBytes bytes, reused if one is
 // free. The buffers are the loop goroutine's own.
 func (l *loop) getBuf() *[]byte {
 	if n := len(l.bufs); n > 0 {
@@ -322,7 +340,7 @@ func (l *loop) getBuf() *[]byte {
 		l.bufs = l.bufs[:n-1]
 		return b
 	}
-	b := make([]byte, l.copyBelow)
+	b := make([]byte, l.bufBytes)
 	return &b
 }
 
@@ -346,11 +364,6 @@ func (f *flow) inFlight() bool {
 	return false
 }
 
-// moved reports whether a splice of f moved bytes, into a pipe or out of one.
-func (f *flow) moved() bool {
-	return f.dirs[0].calls+f.dirs[1].calls > 0
-}
-
 func (f *flow) stats() Stats {
 	a, b := &f.dirs[0], &f.dirs[1]
 	return Stats{
@@ -359,6 +372,7 @@ func (f *flow) stats() Stats {
 		Spliced:          a.calls+b.calls > 0,
 		SpliceCalls:      a.calls + b.calls,
 		CopyCalls:        a.copies + b.copies,
+		Fallback:         a.copyOnly || b.copyOnly,
 	}
 }
 
@@ -426,6 +440,7 @@ func (l *loop) handOff(f *flow) {
 		st.SpliceCalls += prev.SpliceCalls
 		st.CopyCalls += prev.CopyCalls
 		st.Spliced = st.Spliced || prev.Spliced
+		st.Fallback = st.Fallback || prev.Fallback
 		f.done.Ended(st, err)
 	}()
 }

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,8 +36,9 @@ type loop struct {
 	mature      func(int)     // Options.Mature; nil: none
 	matureAfter int64         // Options.MatureAfter in nanoseconds
 	fallback    func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
-	refuse      error // set by tests before any session: every splice from a socket answers it
-	copyBelow   int   // Options.CopyBelow's size; 0: every read splices
+	refuse      [2]error // set by tests before any session: every splice from that side's socket answers it
+	copyBelow   int      // Options.CopyBelow's size; 0: every read splices
+	bufBytes    int      // the small-read buffers' size: copyBelow, else copyOnlyBytes
 
 	epfd int
 	wake int // eventfd, registered with data 0: aborts and Close
@@ -64,7 +66,7 @@ type loop struct {
 	ready     []*flow
 	spare     []*flow
 	nextSweep int64
-	bufs      []*[]byte // free small-read buffers of copyBelow bytes, up to maxFreeBufs
+	bufs      []*[]byte // free small-read buffers of bufBytes, up to maxFreeBufs
 	deadline  int64     // the read deadline set on file; 0: none
 	nextRipe  int64     // when ripen is due; 0: no flow waits for mature
 	ripe      []*flow   // ripen's batch, taken from young
@@ -110,8 +112,8 @@ func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCP
 	l := &loop{
 		pipes: pipes, idle: max(o.IdleTimeout, 0), fallback: fallback,
 		mature: o.Mature, matureAfter: int64(o.matureAfter()),
-		copyBelow: o.copyBelow(),
-		epfd:      epfd, wake: wake, base: time.Now(),
+		copyBelow: o.copyBelow(), bufBytes: cmp.Or(o.copyBelow(), copyOnlyBytes),
+		epfd: epfd, wake: wake, base: time.Now(),
 		flows: make(map[uint64]*flow), watches: make(map[<-chan struct{}]*watch), finished: make(chan struct{}),
 	}
 	l.file = os.NewFile(uintptr(epfd), "epoll")

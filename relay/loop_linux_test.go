@@ -19,12 +19,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setRefuse makes every splice answer err, in the event loops as on the
-// goroutine path. Call it before any session starts.
+// setRefuse makes every splice answer err, in the event loops (from either
+// socket) as on the goroutine path. Call it before any session starts.
 func (r *Relay) setRefuse(err error) {
 	r.refuseSplice = err
 	for _, l := range r.loops.loops {
-		l.refuse = err
+		l.refuse = [2]error{err, err}
 	}
 }
 

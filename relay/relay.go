@@ -189,8 +189,10 @@ type Stats struct {
 	CopyCalls int64
 
 	// Fallback is true when splice was refused (the kernel answered EINVAL
-	// or EOPNOTSUPP before any byte moved, as for some MPTCP sockets, or no
-	// pipe could be made) and a direction used the plain path instead.
+	// or EOPNOTSUPP before a direction spliced a byte, as for some MPTCP
+	// sockets, or no pipe could be made) and a direction used the plain
+	// path instead, or, on an event loop whose other direction held bytes
+	// then, went on with read(2) and write(2) through a buffer of its own.
 	Fallback bool
 }
 
