@@ -30,11 +30,15 @@ type Users map[string]string
 // check costs the same whether or not the user exists.
 const dummyPassword = "handshake: no such user, compared for constant time"
 
+// maxField is RFC 1929's limit on a user name or password: 255 bytes.
+const maxField = 255
+
 // Valid reports whether pass is the password of user. It compares SHA-256
-// digests with crypto/subtle, so its time depends neither on where the
-// passwords differ nor on their lengths, and does the same work for unknown
-// users. Empty names and passwords, which RFC 1929 forbids, are never valid.
-// It does not allocate.
+// digests of fixed-size blocks with crypto/subtle, so its time depends
+// neither on where the passwords differ nor on their lengths, the stored
+// one's included, and it does the same work for unknown users. Empty names
+// and passwords, and passwords over 255 bytes, which RFC 1929 cannot carry,
+// are never valid. It does not allocate.
 func (u Users) Valid(user, pass []byte) bool {
 	want, ok := u[string(user)]
 	if !ok {
@@ -42,10 +46,24 @@ func (u Users) Valid(user, pass []byte) bool {
 	}
 	// A read-only view of the string: converting it would allocate for
 	// passwords over 32 bytes.
-	wantSum := sha256.Sum256(unsafe.Slice(unsafe.StringData(want), len(want)))
-	gotSum := sha256.Sum256(pass)
+	wantSum := blockSum(unsafe.Slice(unsafe.StringData(want), len(want)))
+	gotSum := blockSum(pass)
 	eq := subtle.ConstantTimeCompare(wantSum[:], gotSum[:])
-	return eq == 1 && ok && len(user) > 0 && len(pass) > 0
+	return eq == 1 && ok && len(user) > 0 && len(pass) > 0 && len(pass) <= maxField
+}
+
+// blockSum returns the SHA-256 digest of a 256-byte block holding the length
+// of p and then p, zero-padded: the same five SHA-256 blocks whatever the
+// length of p, so that hashing a stored password tells nothing of its length
+// (a digest of the password itself would take one to five). A p over 255
+// bytes has the length 0 there, which no valid password has.
+func blockSum(p []byte) [sha256.Size]byte {
+	var block [1 + maxField]byte
+	if len(p) <= maxField {
+		block[0] = byte(len(p))
+	}
+	copy(block[1:], p)
+	return sha256.Sum256(block[:])
 }
 
 // ParseUserPass parses an RFC 1929 username/password request (VER 0x01,

@@ -132,8 +132,6 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.pin, "pin", false, "pin each accept loop's OS thread to one CPU")
 	fs.Var(decimal{&cfg.workers}, "workers", "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners (every --listen needs a port, not 0); 0 = one process")
 	fs.Var(decimal{&cfg.tune.Backlog}, "backlog", "listen backlog of `N` connections; 0 = the kernel's somaxconn")
-	// --fastopen keeps the flag package's integer forms (0x10; 010 is 8)
-	// for now: TestPrintConfigRoundTrip passes it 0x10.
 	fs.Var(decimal{&cfg.tune.FastOpenQueue}, "fastopen", "TCP_FASTOPEN queue `length` on listeners; 0 = off")
 	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
 	fs.BoolVar(&cfg.tune.SmartAccept, "smart-accept", runtime.GOOS == "linux", "TCP_QUICKACK=0 on listeners: the ACK of a client's first data (greeting and request) rides on sluice's answer instead of a segment of its own; --quickack turns it off")
@@ -205,7 +203,7 @@ func (cfg *config) fileValueError(fs *flag.FlagSet, err error) error {
 	if !ok || !inFile {
 		return err
 	}
-	return fmt.Errorf("--config %s:%d: %s: %s", cfg.configFile, line, name, rest)
+	return fmt.Errorf("--config %s:%d: %s: %s", quoteOdd(cfg.configFile), line, name, rest)
 }
 
 // check validates values that flag types cannot.
@@ -251,7 +249,7 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--profile %q: want cpu, heap, allocs, block, mutex, trace or goroutine", cfg.profile)
 	}
 	if cfg.debugAddr != "" && !cfg.debugPublic && !isLoopback(cfg.debugAddr) {
-		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process); add --debug-allow-public if you mean it", cfg.debugAddr)
+		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process); add --debug-allow-public if you mean it", quoteOdd(cfg.debugAddr))
 	}
 	if cfg.tune.Listeners == 0 {
 		cpus, err := tune.CPUs()
@@ -266,7 +264,7 @@ func (cfg *config) check() error {
 			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
 		}
 		if cfg.workers > 0 && (port == "" || port == "0") {
-			return fmt.Errorf("--listen %s with --workers: each worker would listen on a port of its own; give a port", a)
+			return fmt.Errorf("--listen %s with --workers: each worker would listen on a port of its own; give a port", quoteOdd(a))
 		}
 	}
 	return nil
@@ -306,6 +304,7 @@ func (inst *instance) checkOpenRelay(cfg *config) error {
 }
 
 func openRelayError(given, resolved string) error {
+	given = quoteOdd(given)
 	if resolved != "" {
 		given += " (" + resolved + ")"
 	}
@@ -342,7 +341,7 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 				err = errors.New("no address")
 			}
 			if err != nil {
-				return nil, fmt.Errorf("--listen %s: %w", given, err)
+				return nil, fmt.Errorf("--listen %s: %w", quoteOdd(given), err)
 			}
 			la.addrs = la.addrs[:0]
 			for _, ip := range ips {

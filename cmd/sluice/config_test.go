@@ -2,9 +2,12 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // TestSockFlags checks the mapping of socket-option flags onto both sides,
@@ -103,5 +106,70 @@ func TestDecimalIntFlags(t *testing.T) {
 				t.Errorf("--%s 99999999999999999999: %v; want %s", name, err, want)
 			}
 		})
+	}
+}
+
+// TestKeepAliveOff: --keepalive=false turns keepalive off whatever
+// --keepalive-idle says, 0 included, and in either order, from the file or
+// the command line; a per-side --X-keepalive=true turns it back on for that
+// side with the idle time given. An idle time used to overwrite the off.
+func TestKeepAliveOff(t *testing.T) {
+	t.Parallel()
+	const off = time.Duration(-1)
+	for _, tc := range []struct {
+		args     []string
+		client   time.Duration
+		upstream time.Duration
+	}{
+		{[]string{"--keepalive=false", "--keepalive-idle", "30s"}, off, off},
+		{[]string{"--keepalive-idle", "30s", "--keepalive=false"}, off, off},
+		{[]string{"--keepalive=false", "--keepalive-idle", "0"}, off, off},
+		{[]string{"--config", writeConfig(t, "keepalive-idle = \"30s\"\n"), "--keepalive=false"}, off, off},
+		{[]string{"--config", writeConfig(t, "keepalive = false\nkeepalive-idle = 0\n")}, off, off},
+		{[]string{"--keepalive=false", "--client-keepalive", "--keepalive-idle", "30s"}, 30 * time.Second, off},
+		{[]string{"--upstream-keepalive=false", "--keepalive-idle", "30s"}, 30 * time.Second, off},
+		{[]string{"--keepalive", "--keepalive-idle", "30s"}, 30 * time.Second, 30 * time.Second},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if c, u := cfg.tune.Client.KeepAliveIdle, cfg.tune.Upstream.KeepAliveIdle; c != tc.client || u != tc.upstream {
+			t.Errorf("%q: keepalive idle client %v, upstream %v; want %v, %v (-1ns: off)", tc.args, c, u, tc.client, tc.upstream)
+		}
+	}
+}
+
+// TestErrorsOneLine: a value or path with a newline (or another control
+// character, or bytes that are not UTF-8) is quoted in the error naming it,
+// which stays one line. --debug-addr, --listen with --workers, an open
+// relay's --listen, and the --config and --users paths wrote it as it was.
+func TestErrorsOneLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badConfig := filepath.Join(dir, "a\nb.toml")
+	if err := os.WriteFile(badConfig, []byte("max-sessions = -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	usersFile := filepath.Join(dir, "users\n\xff")
+	if err := os.WriteFile(usersFile, []byte("no colon\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errs := map[string]error{}
+	for _, args := range [][]string{
+		{"--debug-addr", "a\nb:1"},
+		{"--listen", "a\n:0", "--workers", "1"},
+		{"--config", badConfig},
+		{"--config", filepath.Join(dir, "missing\r.toml")},
+	} {
+		_, err := parseFlags(args, io.Discard)
+		errs[strings.Join(args, " ")] = err
+	}
+	errs["open relay"] = refuseOpenRelay(&config{}, []string{"0.0.0.0\n:1080"})
+	_, _, errs["users file"] = loadUsers(usersFile)
+	for what, err := range errs {
+		if err == nil || strings.ContainsAny(err.Error(), "\n\r") || !utf8.ValidString(err.Error()) {
+			t.Errorf("%q: %q; want an error of one line", what, err)
+		}
 	}
 }

@@ -61,8 +61,8 @@ type fileRules struct {
 // flag of that name, so that a key and its flag share one parser and one
 // check. Errors are one line: "--config FILE:LINE: what".
 func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
-	path := cfg.configFile
-	data, err := os.ReadFile(path)
+	path := quoteOdd(cfg.configFile) // as errors name it
+	data, err := os.ReadFile(cfg.configFile)
 	if err != nil {
 		return fmt.Errorf("--config %s: %w", path, unwrapPathError(err))
 	}
@@ -307,7 +307,7 @@ func printConfig(w io.Writer, cfg *config) error {
 	sort.Strings(names)
 	var b strings.Builder
 	if cfg.configFile != "" {
-		fmt.Fprintf(&b, "# effective configuration: %s and the command line\n", cfg.configFile)
+		fmt.Fprintf(&b, "# effective configuration: %s and the command line\n", quoteOdd(cfg.configFile))
 	} else {
 		b.WriteString("# effective configuration: the command line and defaults\n")
 	}
@@ -350,6 +350,17 @@ func printConfig(w io.Writer, cfg *config) error {
 	}
 	io.WriteString(w, "\n")
 	return toml.NewEncoder(w).Encode(fileRules{ClientRule: cfg.clientRules, Rule: cfg.rules})
+}
+
+// quoteOdd returns s as it is, or quoted by strconv.Quote when it holds
+// invalid UTF-8 or a control character other than tab: a path or value in
+// a TOML comment (which cannot hold those; past a newline the rest would
+// be read as TOML) or in an error, which must stay one line.
+func quoteOdd(s string) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r != '\t' && (r < 0x20 || r == 0x7f) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // tomlString quotes valid UTF-8 s as a TOML basic string. (strconv.Quote

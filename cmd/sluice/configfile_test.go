@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -205,6 +208,41 @@ func TestPrintConfigOddStrings(t *testing.T) {
 	}
 	if err := printConfig(io.Discard, cfg); err == nil || !strings.Contains(err.Error(), "profile-dir") {
 		t.Errorf("printConfig of a value that is not UTF-8: %v; want an error naming profile-dir", err)
+	}
+}
+
+// TestPrintConfigFileName checks that the header comment of --print-config,
+// which names the configuration file, reads back whatever the file's name:
+// one in Latin-1 (not UTF-8), or with a newline, a carriage return or DEL
+// in it, is quoted. It used to be written as it was, and the output did not
+// load ("invalid UTF-8 byte", or the rest of a name past its newline read as
+// TOML). A plain name is written as it is.
+func TestPrintConfigFileName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"caf\xe9.toml", "a\nb = 1.toml", "a\rb.toml", "a\x7fb.toml", "tab\there é.toml"} {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte("max-sessions = 5\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := parseFlags([]string{"--config", p}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := printConfig(&out, cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg2, err := parseFlags([]string{"--config", writeConfig(t, out.String())}, io.Discard)
+		if err != nil {
+			t.Errorf("config file %q: --print-config output does not load: %v\n%s", name, err, out.String())
+			continue
+		}
+		if cfg2.maxSessions != 5 {
+			t.Errorf("config file %q: max-sessions came back as %d; want 5", name, cfg2.maxSessions)
+		}
+		if header, _, _ := strings.Cut(out.String(), "\n"); utf8.ValidString(name) && !strings.ContainsAny(name, "\n\r\x7f") && !strings.Contains(header, p) {
+			t.Errorf("config file %q: header %q does not name it as it is", name, header)
+		}
 	}
 }
 

@@ -36,18 +36,13 @@ var sockOpts = []sockOpt{
 			return err
 		},
 		get: func(o *tune.SockOpts) string { return strconv.FormatBool(!o.Nagle) }},
-	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off", isBool: true,
+	// keepalive is applied after every other option (sockFlagSet.apply),
+	// so that false wins over an idle time.
+	{name: "keepalive", kind: kindBool, usage: "TCP keepalive; false turns it off, whatever --keepalive-idle says", isBool: true,
 		set: func(o *tune.SockOpts, v string) error {
 			b, err := strconv.ParseBool(v)
-			switch {
-			case err != nil:
-			case !b:
+			if err == nil && !b {
 				o.KeepAliveIdle = -1
-			case o.KeepAliveIdle < 0:
-				// On again: --client-keepalive=true (or
-				// --upstream-) over --keepalive=false, applied
-				// before it. The idle time is the default.
-				o.KeepAliveIdle = 0
 			}
 			return err
 		},
@@ -136,15 +131,37 @@ func registerSockFlags(fs *flag.FlagSet, client, upstream *tune.SockOpts) sockFl
 	return set
 }
 
-// apply writes the parsed values into the SockOpts: both-sides first.
+// apply writes the parsed values into the SockOpts: both-sides first. The
+// keepalive switch of each side, decided as any option's is (a per-side flag
+// wins), goes in last: --keepalive=false turns keepalive off whatever
+// --keepalive-idle says, 0 included (an idle time would otherwise overwrite
+// the -1 that means off), and --client-keepalive over it turns it back on
+// with that idle time.
 func (set sockFlagSet) apply() {
+	var keepalive []*sideFlag
 	for weight := 0; weight <= 1; weight++ {
 		for _, f := range set {
-			if f.isSet && f.weight == weight {
-				for _, s := range f.sides {
-					f.opt.set(s, f.val) // validated in Set
-				}
+			if !f.isSet || f.weight != weight {
+				continue
 			}
+			if f.opt.name == "keepalive" {
+				keepalive = append(keepalive, f)
+				continue
+			}
+			for _, s := range f.sides {
+				f.opt.set(s, f.val) // validated in Set
+			}
+		}
+	}
+	off := make(map[*tune.SockOpts]bool)
+	for _, f := range keepalive { // both-sides first, as above
+		for _, s := range f.sides {
+			off[s] = f.val == "false"
+		}
+	}
+	for s, isOff := range off {
+		if isOff {
+			s.KeepAliveIdle = -1
 		}
 	}
 }

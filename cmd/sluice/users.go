@@ -16,8 +16,9 @@ import (
 // everything after the first ':', byte for byte.
 // RFC 1929 limits both fields to 1..255 bytes. Errors name the file and line.
 // warn is non-empty when the file is readable by users other than its owner.
-func loadUsers(path string) (users handshake.Users, warn string, err error) {
-	f, err := os.Open(path)
+func loadUsers(file string) (users handshake.Users, warn string, err error) {
+	path := quoteOdd(file) // as errors name it
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("--users %s: %w", path, unwrapPathError(err))
 	}
