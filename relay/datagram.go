@@ -24,7 +24,7 @@ const (
 	DropMalformed               // a header the codec cannot parse
 	DropUnresolved              // a destination name that does not resolve
 	DropNoClient                // from upstream before the client sent anything
-	DropSendFailed              // the kernel refused to send it
+	DropSendFailed              // the kernel refused to send it, or the association ended before it left
 	DropUnsolicited             // from upstream, by a source the client has not sent to (Association.Filter)
 	NumDrops
 )
@@ -294,12 +294,15 @@ func (as *association) abort() {
 }
 
 // halt unblocks both loops by pushing the sockets' deadlines into the past,
-// and a Decode waiting on its ctx by cancelling that.
+// and a Decode waiting on its ctx by cancelling that. The write deadlines
+// too: a send waiting for its socket to become writable (a stalled path)
+// would otherwise hold Datagrams until it does. What a loop has not yet
+// sent is dropped, counted as DropSendFailed.
 func (as *association) halt() {
 	as.cancel()
 	past := time.Unix(1, 0)
-	as.a.Client.SetReadDeadline(past)
-	as.a.Upstream.SetReadDeadline(past)
+	as.a.Client.SetDeadline(past)
+	as.a.Upstream.SetDeadline(past)
 }
 
 // clientToUpstream relays datagrams from the client, decoding them with
