@@ -420,3 +420,65 @@ func TestMetricsServerTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPReplyLostCountsNone: a UDP ASSOCIATE whose client resets its
+// control connection before the success reply could be written got no
+// reply, so its access line and sluice_sessions_total say reply none, as
+// for a CONNECT or BIND whose reply write failed; before, both said
+// succeeded. The reset lands before the reply for most of the attempts
+// (the reply goes out only after two UDP sockets are opened); an
+// association whose reply did leave first is a success.
+func TestUDPReplyLostCountsNone(t *testing.T) {
+	t.Parallel()
+	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var log syncBuffer
+			addr, inst := startSluiceLog(t, &log, append([]string{"--metrics", "127.0.0.1:0"}, flags...)...)
+			maddr, err := serveMetrics(t.Context(), "127.0.0.1:0", inst.srv.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			zero := handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+			const n = 20
+			for range n {
+				c := dialSluice(t, addr)
+				mustWrite(t, c, handshake.AppendRequest([]byte{5, 1, 0}, handshake.CmdUDPAssociate, zero))
+				c.SetLinger(0)
+				c.Close() // a reset
+			}
+			var lines []string
+			if !waitFor(10*time.Second, func() bool {
+				lines = lines[:0]
+				for _, l := range strings.Split(log.String(), "\n") {
+					if strings.Contains(l, "msg=session") {
+						lines = append(lines, l)
+					}
+				}
+				return inst.srv.limits.active.Load() == 0 && len(lines) == n
+			}) {
+				t.Fatalf("%d of %d sessions logged:\n%s", len(lines), n, log.String())
+			}
+			lost := 0
+			for _, l := range lines {
+				if !strings.Contains(l, `err="handshake: reply:`) {
+					continue
+				}
+				lost++
+				if !strings.Contains(l, "reply=none ") {
+					t.Errorf("association whose reply was not written, logged as: %s", l)
+				}
+			}
+			if lost == 0 {
+				t.Fatal("no reset landed before a reply in 20 tries (19 or 20 do on loopback): nothing checked")
+			}
+			mfs := scrape(t, maddr)
+			if got := value(mfs, "sluice_sessions_total", "command", "udp_associate", "reply", "none"); got != float64(lost) {
+				t.Errorf("sluice_sessions_total{udp_associate,none} = %v, want %d (the reply writes that failed)", got, lost)
+			}
+			if got := value(mfs, "sluice_sessions_total", "command", "udp_associate", "reply", "succeeded"); got != float64(n-lost) && !(got == -1 && lost == n) {
+				t.Errorf("sluice_sessions_total{udp_associate,succeeded} = %v, want %d", got, n-lost)
+			}
+		})
+	}
+}

@@ -431,8 +431,8 @@ func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPCo
 	lv, c, user, target, start := rs.lv, rs.c, rs.user, rs.target, rs.start
 	st, denied, err := s.associate(ctx, lv, tc, c.peer, req)
 	s.metrics.datagramsDropped(st, denied)
-	if err != nil && !errors.As(err, new(errReplied)) {
-		s.fail(rs, req, err)
+	if err != nil && (!errors.As(err, new(errReplied)) || errors.As(err, new(errReplyUnsent))) {
+		s.fail(rs, req, err) // an errReplied: counted and logged as reply none
 		return
 	}
 	s.metrics.end(cmdLabelUDP, int(handshake.Succeeded))

@@ -55,7 +55,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	}
 	defer upstream.Close()
 	if err := r.WriteReply(c, handshake.Succeeded, clientSide.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
-		return st, 0, errReplied{err}
+		return st, 0, errReplied{errReplyUnsent{err}}
 	}
 	c.SetDeadline(time.Time{})
 	actx, cancel := context.WithCancel(ctx)
@@ -78,6 +78,13 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	}
 	return st, codec.denied, err // Datagrams has joined the goroutine of Decode
 }
+
+// errReplyUnsent is the error of an association's success reply that could
+// not be written: the client got no reply, and the session ends as one
+// closed before one (reply none), as a CONNECT's or a BIND's does.
+type errReplyUnsent struct{ error }
+
+func (e errReplyUnsent) Unwrap() error { return e.error }
 
 // udpNetwork is the network for the upstream UDP socket: dual-stack unless a
 // source address fixes the family.
