@@ -190,13 +190,9 @@ func TestPrintConfigOddStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	if err := printConfig(&out, cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg2, err := parseFlags([]string{"--config", writeConfig(t, out.String())}, io.Discard)
+	cfg2, out, err := printAndLoad(t, cfg)
 	if err != nil {
-		t.Fatalf("--print-config output does not load: %v\n%s", err, out.String())
+		t.Fatalf("--print-config output does not load: %v\n%s", err, out)
 	}
 	if cfg2.profileDir != odd {
 		t.Errorf("profile-dir came back as %q; want %q", cfg2.profileDir, odd)
@@ -228,19 +224,15 @@ func TestPrintConfigFileName(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		if err := printConfig(&out, cfg); err != nil {
-			t.Fatal(err)
-		}
-		cfg2, err := parseFlags([]string{"--config", writeConfig(t, out.String())}, io.Discard)
+		cfg2, out, err := printAndLoad(t, cfg)
 		if err != nil {
-			t.Errorf("config file %q: --print-config output does not load: %v\n%s", name, err, out.String())
+			t.Errorf("config file %q: --print-config output does not load: %v\n%s", name, err, out)
 			continue
 		}
 		if cfg2.maxSessions != 5 {
 			t.Errorf("config file %q: max-sessions came back as %d; want 5", name, cfg2.maxSessions)
 		}
-		if header, _, _ := strings.Cut(out.String(), "\n"); utf8.ValidString(name) && !strings.ContainsAny(name, "\n\r\x7f") && !strings.Contains(header, p) {
+		if header, _, _ := strings.Cut(out, "\n"); utf8.ValidString(name) && !strings.ContainsAny(name, "\n\r\x7f") && !strings.Contains(header, p) {
 			t.Errorf("config file %q: header %q does not name it as it is", name, header)
 		}
 	}
@@ -334,4 +326,17 @@ func expectFileError(t *testing.T, text string, want ...string) {
 			t.Errorf("error %q does not contain %q", msg, w)
 		}
 	}
+}
+
+// printAndLoad writes cfg with printConfig and reads the output back as a
+// configuration file; it returns that configuration, the output and the
+// error of reading it.
+func printAndLoad(t *testing.T, cfg *config) (*config, string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := printConfig(&out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg2, err := parseFlags([]string{"--config", writeConfig(t, out.String())}, io.Discard)
+	return cfg2, out.String(), err
 }
