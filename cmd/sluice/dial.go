@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"syscall"
 	"time"
 
 	"sluice/handshake"
@@ -102,10 +101,10 @@ func dialEnded(cl *client, err error) error {
 	return gone
 }
 
-// outOfFds reports whether err says the process or the system is out of
-// file descriptors.
-func outOfFds(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+// reachableFrom reports whether a socket bound to src (none: dual-stack)
+// can reach ip: only an address of src's family, as net.Dialer picks them.
+func reachableFrom(src, ip netip.Addr) bool {
+	return !src.IsValid() || ip.Unmap().Is4() == src.Unmap().Is4()
 }
 
 // dialResolved resolves a domain target with the dialer's resolver (rules
@@ -201,7 +200,7 @@ func dialName[C any](ctx context.Context, s *server, p *policy, a handshake.Addr
 	}
 	if src := s.tune.SourceAddr; src.IsValid() {
 		// As net.Dialer: only the addresses of the source's family.
-		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return ip.Unmap().Is4() != src.Unmap().Is4() })
+		ips = slices.DeleteFunc(ips, func(ip netip.Addr) bool { return !reachableFrom(src, ip) })
 		if len(ips) == 0 {
 			return none, &net.AddrError{Err: "no suitable address found", Addr: string(a.Name)}
 		}

@@ -58,9 +58,15 @@ func (s *server) applyClient(c *client) error {
 // process is out of file descriptors, so that they do not keep new
 // connections out.
 func (s *server) fdPressure(err error) {
-	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+	if outOfFds(err) {
 		s.relay.Trim()
 	}
+}
+
+// outOfFds reports whether err says the process or the system is out of
+// file descriptors.
+func outOfFds(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // acceptLogDue reports whether an accept failure may be logged now: at most

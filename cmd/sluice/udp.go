@@ -48,8 +48,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	}
 	defer clientSide.Close()
 	src := s.tune.SourceAddr
-	network := udpNetwork(src)
-	upstream, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+	upstream, err := net.ListenUDP(udpNetwork(src), net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
 	if err != nil {
 		return st, 0, err
 	}
@@ -62,7 +61,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	defer cancel()
 	done := make(chan struct{})
 	go drainControl(c, cancel, done)
-	codec := &socksCodec{network: network, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
+	codec := &socksCodec{src: src, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
 	st, err = s.relay.Datagrams(actx, &relay.Association{
 		Client:      clientSide,
 		Upstream:    upstream,
@@ -130,7 +129,7 @@ const unresolvedRetry = 5 * time.Second
 // to maxCachedNames names, past which a new one takes any one's place); a
 // name that did not resolve is looked up again after unresolvedRetry.
 type socksCodec struct {
-	network  string // the upstream socket's (udpNetwork): udp4 and udp6 take only their family's addresses
+	src      netip.Addr // the upstream socket's source address (none: dual-stack), whose family a name's address must have
 	resolver *net.Resolver
 	timeout  time.Duration
 	names    map[string]nameEntry
@@ -202,7 +201,7 @@ func (k *socksCodec) resolve(ctx context.Context, name string) netip.Addr {
 	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil {
 		for _, a := range ips {
 			a = a.Unmap()
-			if k.network == "udp4" && !a.Is4() || k.network == "udp6" && a.Is4() {
+			if !reachableFrom(k.src, a) {
 				continue // the upstream socket cannot send there
 			}
 			if !ip.IsValid() || a.Is4() && !ip.Is4() {

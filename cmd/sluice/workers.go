@@ -166,6 +166,16 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	}
 	lastRestart := make([]time.Time, cfg.workers)
 	served := make([]bool, cfg.workers) // the slot's worker has listened once
+	nServed := 0                        // slots served: READY=1 once all are
+	status := fmt.Sprintf("serving with %d workers", cfg.workers)
+	markServed := func(i int) {
+		if !served[i] {
+			served[i] = true
+			if nServed++; nServed == cfg.workers {
+				notify(log, sd.ready(status))
+			}
+		}
+	}
 	// A slot whose restart could not start a process (fork or exec
 	// failed) comes back here a second later, to be tried again.
 	retry := make(chan int, cfg.workers)
@@ -179,9 +189,6 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		}
 		live++
 	}
-	up := make([]bool, cfg.workers) // slots that listened, until all have
-	upCount := 0
-	status := fmt.Sprintf("serving with %d workers", cfg.workers)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,12 +196,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			stopAll()
 			return 0
 		case i := <-listening:
-			if upCount < cfg.workers && !up[i] {
-				up[i] = true
-				if upCount++; upCount == cfg.workers {
-					notify(log, sd.ready(status))
-				}
-			}
+			markServed(i)
 		case <-hup:
 			// A worker reloads on its own: the manager hears that the
 			// reload is done once it is forwarded.
@@ -204,7 +206,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			if c := noteDrain(); c != nil { // else the level stays, as a worker's configuration does
 				level.Set(c.logLevel)
 			}
-			if upCount == cfg.workers {
+			if nServed == cfg.workers {
 				notify(log, sd.ready(status))
 			}
 		case i := <-retry:
@@ -214,7 +216,9 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		case e := <-exited:
 			live--
 			procs[e.i] = nil
-			served[e.i] = served[e.i] || e.listened()
+			if e.listened() { // its listening may still be queued
+				markServed(e.i)
+			}
 			if !served[e.i] && !killed(e.err) {
 				if ctx.Err() != nil {
 					continue // told to stop while starting
