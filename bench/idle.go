@@ -147,7 +147,7 @@ func (o *IdleOptions) checkAlive(conns []*net.TCPConn, errs *Errors) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			msg, echo := []byte{0xa5}, []byte{0}
+			msg, echo := []byte{0}, []byte{0}
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(conns) {
@@ -157,6 +157,7 @@ func (o *IdleOptions) checkAlive(conns []*net.TCPConn, errs *Errors) int {
 				if c == nil {
 					continue
 				}
+				msg[0] = ^sessionByte(i)
 				err := c.SetDeadline(time.Now().Add(rr.timeout()))
 				if err == nil {
 					err = rr.echo(c, msg, echo)
@@ -180,12 +181,13 @@ func (o *IdleOptions) checkAlive(conns []*net.TCPConn, errs *Errors) int {
 func (o *IdleOptions) openLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, conns []*net.TCPConn, next *atomic.Int64, errs *Errors) {
 	defer wg.Done()
 	rr := RROptions{}
-	msg, echo := []byte{0x5a}, []byte{0}
+	msg, echo := []byte{0}, []byte{0}
 	for ctx.Err() == nil {
 		i := int(next.Add(1) - 1)
 		if i >= len(conns) {
 			return
 		}
+		msg[0] = sessionByte(i)
 		c, err := openSession(ctx, d, &rr, msg, echo)
 		if err != nil {
 			if stopped(ctx, err) {
@@ -197,6 +199,12 @@ func (o *IdleOptions) openLoop(ctx context.Context, wg *sync.WaitGroup, d *Diale
 		conns[i] = c
 	}
 }
+
+// sessionByte is what session i echoes when it opens; after the hold it
+// echoes the byte's complement. Sessions opened one after the other differ,
+// so that two opened or checked together and crossed by the relay show up
+// as mismatches.
+func sessionByte(i int) byte { return byte(i) }
 
 // openSession dials and proves the session with one echo; the caller owns
 // the returned conn.

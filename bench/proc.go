@@ -47,7 +47,15 @@ func parseMachineStat(b []byte) (time.Duration, error) {
 			ticks += v
 		}
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return ticksTime(ticks), nil
+}
+
+// ticksTime converts clock ticks to a duration. It multiplies by the length
+// of a tick, a whole number of nanoseconds, rather than by a second before
+// dividing: a whole machine's busy time since boot passes 2^63 ns / 1 s
+// ticks (1,070 days of CPU) within weeks on a large machine.
+func ticksTime(ticks uint64) time.Duration {
+	return time.Duration(ticks) * (time.Second / clockTicks)
 }
 
 // parseStat returns the parent PID and the CPU time (utime + stime + cutime +
@@ -75,7 +83,7 @@ func parseStat(b []byte) (ppid int, cpu time.Duration, err error) {
 		}
 		ticks += v
 	}
-	return ppid, time.Duration(ticks) * time.Second / clockTicks, nil
+	return ppid, ticksTime(ticks), nil
 }
 
 // parseRSS returns VmRSS in bytes from the contents of /proc/PID/status;

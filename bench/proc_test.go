@@ -39,6 +39,9 @@ func TestParseMachineStat(t *testing.T) {
 		// busy is 100+2+50+3+4 ticks; idle, iowait and steal are not.
 		{"plain", "cpu  100 2 50 9000 70 3 4 600 0 0\ncpu0 50 1 25 4500 35 1 2 300 0 0\n", 1590 * time.Millisecond, nil},
 		{"old kernel", "cpu 1 0 1 5 0 0 0\n", 20 * time.Millisecond, nil},
+		// 10^10 ticks: 1,157 days of CPU, which ticks times a second
+		// before the division by 100 took past 2^63 ns.
+		{"past 2^63 ns before the division", "cpu 10000000000 0 0 0 0 0 0\n", 1e8 * time.Second, nil},
 		{"per-CPU line first", "cpu0 1 0 1 5 0 0 0\n", 0, errProcFormat},
 		{"short", "cpu 1 2 3\n", 0, errProcFormat},
 		{"not a number", "cpu 1 2 x 4 5 6 7\n", 0, errProcFormat},

@@ -37,7 +37,8 @@ type RROptions struct {
 	// netperf's TCP_CRR (connect, request, response, close); many approach
 	// TCP_RR, the per-message cost of a long-lived request/response
 	// session. A connection under way when the duration ends makes all of
-	// its exchanges.
+	// its exchanges; one under way when ctx ends (SIGINT) stops after the
+	// exchange under way and is not counted.
 	Exchanges int
 	// Timeout bounds one exchange, the first one counted from the connect.
 	// 0 means 5 s.
@@ -164,7 +165,7 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Add(1)
-		go o.rrLoop(ctx, &wg, dialers[i], &workers[i], uint64(i), end)
+		go o.rrLoop(ctx, &wg, dialers[i], &workers[i], uint64(i), uint64(len(workers)), end)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -201,13 +202,18 @@ func RR(ctx context.Context, o RROptions) (*RRResult, error) {
 	return res, nil
 }
 
-// rrLoop is one worker: connections until end or ctx, each message different
-// so that crossed connections show up as mismatches.
-func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w *rrWorker, id uint64, end time.Time) {
+// rrLoop is one worker of n: connections until end or ctx. Worker id's
+// connections are numbered id, id+n, id+2n, ..., so that the run's
+// connections have different numbers and the ones open together (the
+// workers' k-th, give or take a few) differ in their low byte, which a
+// message's first byte carries (and every eighth after it; the others
+// carry the number's higher bytes): a connection crossed with another
+// shows up as a mismatch, even with 1-byte messages.
+func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w *rrWorker, id, n uint64, end time.Time) {
 	defer wg.Done()
 	msg, echo := make([]byte, o.size()), make([]byte, o.size())
 	// Invariant: each pass opens and closes one connection.
-	for seq := id << 32; ctx.Err() == nil && time.Now().Before(end); seq++ {
+	for seq := id; ctx.Err() == nil && time.Now().Before(end); seq += n {
 		t0 := time.Now()
 		if err := o.exchange(ctx, d, seq, msg, echo, t0); err != nil {
 			if stopped(ctx, err) {
@@ -230,7 +236,8 @@ func stopped(ctx context.Context, err error) bool {
 }
 
 // exchange opens one connection, echoes its messages through it (in msg,
-// each made from seq and its number) and closes it.
+// each made from seq and its number) and closes it. When ctx ends it makes
+// no more exchanges and returns ctx's error.
 func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, echo []byte, t0 time.Time) error {
 	c, err := d.Dial(ctx)
 	if err != nil {
@@ -239,13 +246,16 @@ func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, ec
 	defer c.Close()
 	for k := range o.exchanges() {
 		if k > 0 {
+			if err := ctx.Err(); err != nil {
+				return err // stopped early: the connection is not counted
+			}
 			t0 = time.Now()
 		}
 		if err := c.SetDeadline(t0.Add(o.timeout())); err != nil {
 			return err
 		}
 		for i := range msg {
-			msg[i] = byte(seq + uint64(i) + uint64(k)*131)
+			msg[i] = byte(seq>>(8*(i%8)) + uint64(i) + uint64(k)*131)
 		}
 		if err := o.echo(c, msg, echo); err != nil {
 			return err

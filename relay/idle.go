@@ -8,11 +8,10 @@ import (
 // watchdog ends a session in which no byte moved for a whole period. It costs
 // one timer per session, re-armed once per period, and no work per read.
 type watchdog struct {
-	s       *session
-	every   time.Duration
-	last    atomic.Int64 // bytes moved both ways at the previous check
-	stopped atomic.Bool
-	timer   atomic.Pointer[time.Timer]
+	s     *session
+	every time.Duration
+	last  atomic.Int64 // bytes moved both ways at the previous check
+	timer atomic.Pointer[time.Timer]
 }
 
 func startWatchdog(s *session, every time.Duration) *watchdog {
@@ -25,25 +24,24 @@ func startWatchdog(s *session, every time.Duration) *watchdog {
 
 // check runs once per period in the timer's goroutine: it aborts the session
 // when the byte count has not moved since the previous check, and re-arms
-// itself otherwise.
+// itself otherwise. Once the session ended (session.end) it does neither:
+// both are decided under s.mu.
 func (w *watchdog) check() {
-	if w.stopped.Load() {
-		return
-	}
 	now := w.s.halves[0].progress.Load() + w.s.halves[1].progress.Load()
 	if now == w.last.Swap(now) {
-		w.s.abort(causeIdle)
+		w.s.abortOutside(causeIdle)
 		return
 	}
-	if t := w.timer.Load(); t != nil {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if t := w.timer.Load(); t != nil && !w.s.over {
 		t.Reset(w.every)
 	}
 }
 
-// stop ends the watchdog; a check already running finds it stopped and
-// neither re-arms nor aborts.
+// stop stops the timer; called once the session ended (session.end), which
+// makes a check that is running, or runs late, neither re-arm nor abort.
 func (w *watchdog) stop() {
-	w.stopped.Store(true)
 	if t := w.timer.Load(); t != nil {
 		t.Stop()
 	}

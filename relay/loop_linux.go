@@ -191,7 +191,13 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 		w.n++
 		f.watch, f.doneCh = w, ch
 	}
-	l.mu.Unlock()
+	// The sockets are registered under l.mu, f published in the same hold:
+	// nothing can end f and close its descriptors before it is released
+	// (the loop finds a flow, for an event, a sweep or an abort, only under
+	// l.mu), nor can an event of theirs be dispatched before f is in
+	// l.flows. From the release on, f may end at any time, its descriptors
+	// be closed and their numbers reused. Last in the hold: an event that
+	// the registration raises wakes the loop, which takes l.mu next.
 	if err == nil {
 		err = l.register(f, sideClient)
 	}
@@ -199,10 +205,21 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 		err = l.register(f, sideUpstream)
 	}
 	if err != nil {
-		l.abort(f, err)
+		// The loop ends f, on its goroutine as always; f is in l.flows
+		// meanwhile, so the loop does not return before it has.
+		l.aborted = append(l.aborted, abortion{f, err})
+		l.kick()
+	}
+	l.mu.Unlock()
+	if testHookAdded != nil {
+		testHookAdded()
 	}
 	return true
 }
+
+// testHookAdded, when a test sets it, runs in add once the session is
+// published to the loop and l.mu released.
+var testHookAdded func()
 
 // register adds one socket of f to the epoll set, edge-triggered, for both
 // directions' needs at once, so that it never has to be modified.

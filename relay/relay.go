@@ -332,6 +332,12 @@ type session struct {
 	halves           [2]half // client->upstream, upstream->client
 	cause            atomic.Int32
 	finished         atomic.Int32 // halves that passed their EOF on
+
+	// mu orders the aborts from outside, by the context's AfterFunc and
+	// the idle watchdog on goroutines of their own, with the session's
+	// end: once over, they do nothing.
+	mu   sync.Mutex
+	over bool // Pipe is returning: the conns are the caller's again
 }
 
 // aLongTimeAgo is a deadline in the past, set to unblock both directions.
@@ -347,7 +353,34 @@ func (s *session) abort(cause int32) {
 	s.upstream.SetDeadline(aLongTimeAgo)
 }
 
-func (s *session) abortContext() { s.abort(causeContext) }
+func (s *session) abortContext() { s.abortOutside(causeContext) }
+
+// abortOutside is abort for the context's AfterFunc and the idle watchdog,
+// which may fire as Pipe returns: it does nothing once the session ended
+// (end), so that no deadline is set on conns that are the caller's again.
+func (s *session) abortOutside(cause int32) {
+	if h := testHookAbortOutside; h != nil {
+		after := h(cause)
+		defer after()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.over {
+		s.abort(cause)
+	}
+}
+
+// end marks the session over, both halves returned: an abort from outside
+// that is under way completes first, and one that comes later does nothing.
+func (s *session) end() {
+	s.mu.Lock()
+	s.over = true
+	s.mu.Unlock()
+}
+
+// testHookAbortOutside, when a test sets it, is called as abortOutside
+// begins, and what it returns as abortOutside returns.
+var testHookAbortOutside func(cause int32) (after func())
 
 // Pipe relays client<->upstream until both directions end, ctx ends, or the
 // idle timeout fires. EOF from one side half-closes (CloseWrite) the other
@@ -522,6 +555,7 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 	go r.reverseHalf(s, &wg)
 	r.runHalf(s, &s.halves[0])
 	wg.Wait()
+	s.end() // before the deferred stops, which do not wait for a running callback
 
 	return s.stats(), s.result(ctx)
 }

@@ -15,8 +15,9 @@ var (
 // "tune: --mark (SO_MARK): operation not permitted". An option that Client
 // and Upstream set to the same value is tried and reported once, under the
 // client flag. A value the kernel lowers (socket buffers, backlog, fast open
-// queue) is reported with ErrClamped and kept. Probe neither dials out nor
-// checks that SourceAddr and Interface reach anywhere.
+// queue, defer accept past 29,887 s) is reported with ErrClamped and kept.
+// Probe neither dials out nor checks that SourceAddr and Interface reach
+// anywhere.
 func (o Options) Probe() (Options, []error) {
 	p := o
 	var errs []error

@@ -179,6 +179,28 @@ func TestProbeFastOpenClamped(t *testing.T) {
 	})
 }
 
+// TestProbeDeferAcceptClamped: the kernel caps TCP_DEFER_ACCEPT at 255
+// SYN-ACK retransmissions, 29,887 s, without an error; Probe says so and
+// keeps the value. One it only rounds up to its retransmission schedule
+// (10 s is 15) is not reported.
+func TestProbeDeferAcceptClamped(t *testing.T) {
+	t.Parallel()
+	in := Options{DeferAccept: 10 * time.Hour}
+	got, errs := in.Probe()
+	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--defer-accept"}) || !errors.Is(errs[0], ErrClamped) || got != in {
+		t.Fatalf("Probe(--defer-accept 10h) = %+v, %v; want it kept, with ErrClamped", got, errs)
+	}
+	if want := "tune: --defer-accept (TCP_DEFER_ACCEPT): clamped by the kernel to 29887 s (the kernel's longest)"; errs[0].Error() != want {
+		t.Errorf("error %q, want %q", errs[0], want)
+	}
+	for _, d := range []time.Duration{time.Second, 10 * time.Second, 29887 * time.Second} {
+		in := Options{DeferAccept: d}
+		if got, errs := in.Probe(); len(errs) != 0 || got != in {
+			t.Errorf("Probe(--defer-accept %v) = %+v, %v; want it unchanged and silent", d, got, errs)
+		}
+	}
+}
+
 func TestProbeMark(t *testing.T) {
 	t.Parallel()
 	_, errs := Options{Client: SockOpts{Mark: 7}}.Probe()

@@ -195,6 +195,17 @@ func clamped(fd int, id opt, o *Options, s *SockOpts) error {
 		if got < o.FastOpenQueue {
 			return fmt.Errorf("%w to %d (net.core.somaxconn)", ErrClamped, got)
 		}
+	case optDeferAccept:
+		// The kernel keeps a count of SYN-ACK retransmissions, which it
+		// reads back as the seconds they take (a value rounded up), at
+		// most 255 of them: 29,887 s.
+		got, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
+		if err != nil {
+			return err
+		}
+		if time.Duration(got)*time.Second < o.DeferAccept {
+			return fmt.Errorf("%w to %d s (the kernel's longest)", ErrClamped, got)
+		}
 	case optBacklog:
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -242,8 +243,8 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	switch {
 	case o.duration < 0:
 		return errors.New("invalid value for flag --duration: negative")
-	case o.hold < 0 || o.hold > bench.MaxDuration:
-		return fmt.Errorf("invalid value for flag --hold: must be within 0..%v", bench.MaxDuration)
+	case o.hold <= 0 || o.hold > bench.MaxDuration:
+		return fmt.Errorf("invalid value for flag --hold: must be positive, at most %v", bench.MaxDuration)
 	case o.exchanges > bench.MaxExchanges:
 		return fmt.Errorf("invalid value for flag --exchanges: at most %d", bench.MaxExchanges)
 	case o.timeout <= 0:
@@ -277,11 +278,58 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	if o.target == "" {
 		return errors.New("clients need --target")
 	}
-	if _, err := bench.ParseDirection(o.dir); err != nil {
+	dir, err := bench.ParseDirection(o.dir)
+	if err != nil {
 		return fmt.Errorf("invalid value %q for flag --dir", o.dir)
 	}
 	if _, err := bench.ParseVerify(o.verify); err != nil {
 		return fmt.Errorf("invalid value %q for flag --verify", o.verify)
+	}
+	return o.checkPeers(mode, dir)
+}
+
+// checkPeers checks --proxy, the credentials and --target as the client
+// will use them, so that a run does not start only to fail on them.
+func (o *options) checkPeers(mode string, dir bench.Direction) error {
+	if o.proxy != "" {
+		if err := checkHostPort(o.proxy); err != nil {
+			return fmt.Errorf("invalid value %q for flag --proxy: %v", o.proxy, err)
+		}
+	}
+	switch {
+	case o.pass != "" && o.user == "":
+		return errors.New("flag --pass needs --user")
+	case len(o.user) > 255 || len(o.pass) > 255:
+		return errors.New("invalid value for flag --user or --pass: at most 255 bytes each")
+	}
+	targets := strings.Split(o.target, ",")
+	switch {
+	case mode == "tput" && dir == bench.Both && len(targets) != 2:
+		return fmt.Errorf("invalid value %q for flag --target: SINK,SOURCE with --dir both", o.target)
+	case mode != "rr" && !(mode == "tput" && dir == bench.Both) && len(targets) != 1:
+		return fmt.Errorf("invalid value %q for flag --target: one host:port in mode %s", o.target, mode)
+	}
+	p := bench.Proxy{Addr: o.proxy}
+	for _, t := range targets {
+		err := checkHostPort(t)
+		if err == nil {
+			_, err = bench.NewDialer(p, t) // a name the proxy resolves: 1 to 255 bytes
+		}
+		if err != nil {
+			return fmt.Errorf("invalid value %q for flag --target: %v", o.target, err)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a host:port to connect to.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q: want 1 to 65535", port)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,4 +61,64 @@ func TestListenNameNoIPv6(t *testing.T) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	mustWrite(t, c, []byte{5, 1, 0})
 	expect(t, c, []byte{5, 0})
+}
+
+// TestListenNamePortClash: given port 0, a host name whose first address
+// (::1) got a port that its second (127.0.0.1) has in use still starts, on
+// one other port for both. In a namespace whose ephemeral range is 39999
+// and 40000, the kernel offers bind 40000 first (bind prefers the parity
+// connect does not), and the test holds 127.0.0.1:40000.
+func TestListenNamePortClash(t *testing.T) {
+	netnstest.Need(t)
+	t.Parallel()
+	ns := fmt.Sprintf("sluice-clash%d", os.Getpid()%100000)
+	netnstest.IP(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 39999 40000 > /proc/sys/net/ipv4/ip_local_port_range").CombinedOutput(); err != nil {
+		t.Fatalf("port range in %s: %v\n%s", ns, err, out)
+	}
+	var taken net.Listener
+	netnstest.In(t, ns, func() (err error) { taken, err = net.Listen("tcp4", "127.0.0.1:40000"); return err })
+	defer taken.Close()
+
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "relay.test:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.resolver = dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
+	var log syncBuffer
+	var inst *instance
+	netnstest.In(t, ns, func() (err error) {
+		inst, err = start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
+		return err
+	})
+	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	want := []string{"[::1]:39999", "127.0.0.1:39999"}
+	if addrs := inst.addrs(); !slices.Equal(addrs, want) {
+		t.Fatalf("listening on %q, want %q\n%s", addrs, want, log.String())
+	}
+	if n := strings.Count(log.String(), `msg="sluice listening"`); n != 2 {
+		t.Errorf("%d listening lines, want 2:\n%s", n, log.String())
+	}
+	// The port given up on is let go, and the one kept serves (clients
+	// need ports of their own: the range is widened).
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 39999 40999 > /proc/sys/net/ipv4/ip_local_port_range").CombinedOutput(); err != nil {
+		t.Fatalf("port range in %s: %v\n%s", ns, err, out)
+	}
+	netnstest.In(t, ns, func() error {
+		l, err := net.Listen("tcp6", "[::1]:40000")
+		if err != nil {
+			return fmt.Errorf("[::1]:40000 still held: %w", err)
+		}
+		return l.Close()
+	})
+	for _, a := range want {
+		var c net.Conn
+		netnstest.In(t, ns, func() (err error) { c, err = net.Dial("tcp", a); return err })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		mustWrite(t, c, []byte{5, 1, 0})
+		expect(t, c, []byte{5, 0})
+		c.Close()
+	}
 }

@@ -230,11 +230,79 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 // port 0 means one port). An address of a name that this host cannot bind
 // (EADDRNOTAVAIL: IPv6 turned off, say, with ::1 still in /etc/hosts;
 // EAFNOSUPPORT) is skipped with a warning, as long as another one binds;
-// any other error, EADDRINUSE included, stops the start.
+// any other error, EADDRINUSE included, stops the start. One exception:
+// given port 0, the port the first address got may be in use on another
+// address of the name (a connected socket's local port, say); the
+// listeners bound on it are then held, so that the first address gets
+// another port, and closed once one port serves every address.
 func (inst *instance) listen(ctx context.Context, topts *tune.Options, la listenAddr, lv *live, log *slog.Logger) error {
+	var held []boundListener
+	defer func() {
+		for _, b := range held {
+			b.close()
+		}
+	}()
+	for try := 1; ; try++ {
+		bound, err := inst.bindName(ctx, topts, la, log)
+		if err == nil {
+			for _, b := range bound {
+				inst.listeners = append(inst.listeners, b.l)
+				inst.bare = append(inst.bare, b.f)
+			}
+			for i := 0; i < len(bound); i += bound[i].n {
+				log.Info("sluice listening", "addr", bound[i].l.Addr().String(), "listeners", bound[i].n, "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
+			}
+			return nil
+		}
+		var clash *portClash
+		if !errors.As(err, &clash) || try == maxPortTries {
+			for _, b := range bound {
+				b.close()
+			}
+			return fmt.Errorf("--listen %s: %w", la.given, err)
+		}
+		log.Debug("--listen: the port of the name's first address is in use on another; trying another port", "listen", la.given, "addr", clash.addr)
+		held = append(held, bound...)
+	}
+}
+
+// maxPortTries bounds the ports listen tries for a host name given port 0.
+const maxPortTries = 8
+
+// boundListener is one listener of a --listen address, its descriptor for
+// the bare accept path (nil on package net's) and the number of listeners
+// its address has (in the first of an address's listeners only).
+type boundListener struct {
+	l *net.TCPListener
+	f *os.File
+	n int
+}
+
+func (b boundListener) close() {
+	b.l.Close()
+	if b.f != nil {
+		b.f.Close()
+	}
+}
+
+// portClash is the error of an address of a host name that could not bind
+// the port 0 gave the name's first address.
+type portClash struct {
+	addr string
+	err  error
+}
+
+func (e *portClash) Error() string { return e.err.Error() }
+func (e *portClash) Unwrap() error { return e.err }
+
+// bindName binds every address of la, as listen says, and returns what it
+// bound, also when it fails.
+func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la listenAddr, log *slog.Logger) ([]boundListener, error) {
+	var bound []boundListener
 	port := ""
 	var skipped error
 	for _, a := range la.addrs {
+		_, given, _ := net.SplitHostPort(a)
 		if port != "" {
 			host, _, _ := net.SplitHostPort(a)
 			a = net.JoinHostPort(host, port)
@@ -246,23 +314,27 @@ func (inst *instance) listen(ctx context.Context, topts *tune.Options, la listen
 				skipped = err
 				continue
 			}
-			return fmt.Errorf("--listen %s: %w", la.given, err)
+			if port != "" && given == "0" && errors.Is(err, syscall.EADDRINUSE) {
+				err = &portClash{addr: a, err: err}
+			}
+			return bound, err
 		}
 		_, port, _ = net.SplitHostPort(ls[0].Addr().String())
-		inst.listeners = append(inst.listeners, ls...)
-		for _, l := range ls {
-			var f *os.File
+		for i, l := range ls {
+			b := boundListener{l: l}
 			if inst.srv.bareSockets {
-				f = bareListener(l, log) // before the line that says sluice listens
+				b.f = bareListener(l, log) // before the line that says sluice listens
 			}
-			inst.bare = append(inst.bare, f)
+			if i == 0 {
+				b.n = len(ls)
+			}
+			bound = append(bound, b)
 		}
-		log.Info("sluice listening", "addr", ls[0].Addr().String(), "listeners", len(ls), "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
 	}
 	if port == "" {
-		return fmt.Errorf("--listen %s: no address of the name can be bound: %w", la.given, skipped)
+		return nil, fmt.Errorf("no address of the name can be bound: %w", skipped)
 	}
-	return nil
+	return bound, nil
 }
 
 // relayOptions are cfg's relay options as this process runs them: its

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,9 +91,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		drain = max(drain, c.drainTimeout)
 		return c
 	}
-	// Later flags win: each worker serves with one listener per address and
-	// is pinned as a whole process, not per accept loop.
-	wargs := append(append([]string{}, args...), "--workers=0", "--listeners=1", "--pin=false")
+	wargs := workerArgs(args)
 	procs := make([]*exec.Cmd, cfg.workers)
 	exited := make(chan workerExit, cfg.workers)
 	// Each worker's slot once it listens, for the service manager's
@@ -342,4 +341,18 @@ func workerAddr(addr string) string {
 		return addr
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p+i))
+}
+
+// workerArgs are a worker's arguments: the parent's, then flags that make
+// it serve with one listener per address, pinned as a whole process, not
+// per accept loop (later flags win). A "--" that ends the parent's flags
+// is left out: the flags after it would be arguments.
+func workerArgs(args []string) []string {
+	if n := len(args); n > 0 && args[n-1] == "--" {
+		// The last argument is a flag's value where the rest misses it.
+		if _, err := parseFlags(args[:n-1], io.Discard); err == nil {
+			args = args[:n-1]
+		}
+	}
+	return append(slices.Clip(args), "--workers=0", "--listeners=1", "--pin=false")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -316,6 +317,30 @@ func (p *workersProc) linesUntil(t *testing.T, want string) []string {
 		case <-timeout.C:
 			p.cmd.Process.Kill()
 			t.Fatalf("sluice --workers did not log %q within 30 s", want)
+		}
+	}
+}
+
+// TestWorkerArgs: a worker parses its parent's arguments with its own
+// flags after them, also when the parent's end with "--", which then
+// ends the flags, and not when "--" is the last flag's value.
+func TestWorkerArgs(t *testing.T) {
+	for _, args := range [][]string{
+		{"--listen", "127.0.0.1:1080", "--workers", "2"},
+		{"--listen", "127.0.0.1:1080", "--workers", "2", "--"},
+		{"--workers", "2", "--pin", "--"},
+		{"--workers", "2", "--profile-dir", "--"},
+	} {
+		cfg, err := parseFlags(workerArgs(args), io.Discard)
+		if err != nil {
+			t.Errorf("%q: worker's flags: %v", args, err)
+			continue
+		}
+		if cfg.workers != 0 || cfg.tune.Listeners != 1 || cfg.pin {
+			t.Errorf("%q: worker runs with workers %d, listeners %d, pin %v", args, cfg.workers, cfg.tune.Listeners, cfg.pin)
+		}
+		if args[len(args)-2] == "--profile-dir" && cfg.profileDir != "--" {
+			t.Errorf("%q: --profile-dir %q", args, cfg.profileDir)
 		}
 	}
 }

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestRunFlagErrors: flags that cannot work are refused before the run,
+// with exit 2 and one line naming the flag. The build before ran with each
+// of these: a bad --target or --proxy failed only when the run began (exit
+// 1, as for a relay's failure, a line naming no flag); --dir both with one
+// address sent the uploads and the downloads to it, whose downloads failed
+// after 5 s; a --pass without --user was silently not used; --hold 0 held
+// the sessions for the default 2 s.
+func TestRunFlagErrors(t *testing.T) {
+	t.Parallel()
+	const d, tg = "--direct", "--target"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rr", d, tg, "127.0.0.1"}, "flag --target"},
+		{[]string{"rr", d, tg, "127.0.0.1:99999"}, "flag --target"},
+		{[]string{"rr", d, tg, "127.0.0.1:0"}, "flag --target"},
+		{[]string{"rr", d, tg, "127.0.0.1:1,"}, "flag --target"},
+		{[]string{"idle", d, tg, "127.0.0.1:1,127.0.0.1:2"}, "flag --target"},
+		{[]string{"udp", d, tg, "127.0.0.1:1,127.0.0.1:2"}, "flag --target"},
+		{[]string{"tput", d, tg, "127.0.0.1:1", "--dir", "both"}, "flag --target"},
+		{[]string{"tput", d, tg, "127.0.0.1:1,127.0.0.1:2"}, "flag --target"},
+		{[]string{"tput", d, tg, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "--dir", "both"}, "flag --target"},
+		{[]string{"rr", "--proxy", "127.0.0.1", tg, "127.0.0.1:1"}, "flag --proxy"},
+		{[]string{"rr", "--proxy", "127.0.0.1:1", tg, "127.0.0.1:1", "--pass", "x"}, "flag --pass"},
+		{[]string{"rr", "--proxy", "127.0.0.1:1", tg, "127.0.0.1:1", "--user", strings.Repeat("u", 256)}, "flag --user"},
+		{[]string{"rr", "--proxy", "127.0.0.1:1", tg, strings.Repeat("h", 256) + ":1"}, "flag --target"},
+		{[]string{"idle", d, tg, "127.0.0.1:1", "--hold", "0"}, "flag --hold"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), tc.want) || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("run(%q) = %d, stderr %q; want 2 and one line naming %s", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+}
