@@ -8,18 +8,32 @@
 # Each run's own ratios are printed before the medians': on a noisy machine
 # they show how far one run's figure moves from the next.
 #
+# Any failed run of sluice (sluice-bench found an error and exited non-zero)
+# fails the guard as well: peers.sh leaves failed runs out of its medians,
+# so the figures alone would not show it.
+#
 # usage: bench/guard.sh [path/to/sluice]
 # env:   RUNS=3 DURATION=4 FLOOR=0.9, and peers.sh's other variables
+#        GUARD_RESULTS=   a results.json that peers.sh wrote (these five peers):
+#                         judge it instead of running peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOOR=${FLOOR:-0.9}
+GUARD_RESULTS=${GUARD_RESULTS:-}
+[[ $FLOOR =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "guard.sh: FLOOR=$FLOOR: want a number such as 0.9" >&2; exit 2; }
+command -v jq >/dev/null 2>&1 || { echo "guard.sh: jq is needed (apt-get install jq)" >&2; exit 2; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-PEERS="haproxy-splice haproxy-pipe1m haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null
+if [ -n "$GUARD_RESULTS" ]; then
+	[ -f "$GUARD_RESULTS" ] || { echo "guard.sh: GUARD_RESULTS=$GUARD_RESULTS: no such file" >&2; exit 2; }
+	cp "$GUARD_RESULTS" "$out/results.json"
+else
+	PEERS="haproxy-splice haproxy-pipe1m haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null
+fi
 # Per run, for the record: sluice's figure over each peer's in the same run.
 jq -r '
 	def fig: if .workload == "rr64" then .result.conns_per_sec else .result.gbps end;
-	[.runs[] | select(.workload != "idle" and .result != null)] as $r
+	[.runs[] | select(.workload != "idle" and .exit == 0 and .result != null)] as $r
 	| ($r | map(.workload) | unique[]) as $w
 	| ["haproxy-splice", "haproxy-pipe1m", "haproxy-nosplice", "go-socks5"][] as $p
 	| [$r[] | select(.workload == $w and .peer == "sluice") as $s
@@ -31,12 +45,16 @@ jq -r '
 # A peer with no figure (it failed to start, every run of it failed) fails
 # the guard too: a comparison that did not happen is not a pass.
 jq -r --argjson floor "$FLOOR" '
-	[.medians[] | select(.lower_is_better | not) | select(.workload != "idle") as $m
+	[.runs[] | select(.exit != 0)] as $failed
+	| [.medians[] | select(.lower_is_better | not) | select(.workload != "idle") as $m
 	 | ["haproxy-splice", "haproxy-pipe1m", "haproxy-nosplice", "go-socks5"][] as $p
 	 | {label: $m.label, peer: $p,
 	    ratio: (if ($m.values[$p] // 0) > 0 then ($m.values.sluice // 0) / $m.values[$p] else null end)}]
 	| (.[] | if .ratio == null then "\(.label): \(.peer) has no figure  MISSING"
 	         else "\(.label): sluice / \(.peer) = \(.ratio * 100 | round / 100)" + (if .ratio < $floor then "  BELOW \($floor)" else "" end) end),
-	  (if length == 0 or any(.[]; .ratio == null or .ratio < $floor) then "guard: FAIL" else "guard: ok" end)
+	  ($failed[] | "\(.peer) \(.workload) run \(.run) failed (exit \(.exit))"
+	     + (if .peer == "sluice" then "  SLUICE FAILED" else ", left out of its median" end)),
+	  (if length == 0 or any(.[]; .ratio == null or .ratio < $floor) or any($failed[]; .peer == "sluice")
+	   then "guard: FAIL" else "guard: ok" end)
 ' "$out/results.json" | tee "$out/guard.txt"
 ! grep -q "guard: FAIL" "$out/guard.txt"

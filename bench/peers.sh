@@ -291,13 +291,17 @@ jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figu
 	| {machine: $machine, settings: $settings, runs: $runs,
 	   medians: [$figures[] as $f | {workload: $f[0], path: $f[1], label: $f[2], lower_is_better: $f[3],
 		values: ([$settings.peers[] as $p | {($p): ([$runs[]
-			| select(.peer == $p and .workload == $f[0] and .result != null)
+			| select(.peer == $p and .workload == $f[0] and .exit == 0 and .result != null)
 			| .result | getpath($f[1]) | select(. != null)] | median)}] | add)}],
 	   errors: ([$settings.peers[] as $p | {($p): ([$runs[] | select(.peer == $p)
 		| if .result == null then 1 else (.result.errors | .connect + .socks + .data + .io) end] | add)}] | add)}
 ' "$tmp/runs.jsonl" >"$tmp/results.json"
 
-# Markdown: medians, then sluice/peer ratios.
+# Markdown: medians, then sluice/peer ratios. A run that failed (sluice-bench
+# exits non-zero on any error, and still prints its figures) is left out of
+# the medians above and named under the table: a figure from a run whose
+# checks failed is not one to compare (bench/guard.sh counts on it: a peer
+# all of whose runs failed has no figure).
 jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	def num: if . == null then "–" elif . >= 100 then (round | tostring)
 		elif . >= 1 then (. * 100 | round / 100 | tostring) else (. * 1000 | round / 1000 | tostring) end;
@@ -319,6 +323,8 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  (.medians[] as $m | [$m.label] + [$peers[] | $m.values[.] | num] | row),
 	  (["errors, all runs"] + [$peers[] as $p | .errors[$p] | tostring] | row),
 	  "",
+	  ([.runs[] | select(.exit != 0) | "\(.peer) \(.workload) run \(.run) (exit \(.exit))"] as $failed
+	   | if ($failed | length) > 0 then "Left out of the medians, as failed (sluice-bench exited non-zero): \($failed | join(", ")).\n" else empty end),
 	  (if ($peers | index("sluice")) then
 		"## Ratio sluice / peer\n",
 		"Above 1 means sluice has more of the figure: better for rates, worse where lower is better.\n",

@@ -53,6 +53,10 @@ sockets() { find "/proc/$sluice_pid/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
 pipes() { find "/proc/$sluice_pid/fd" -lname 'pipe:*' 2>/dev/null | wc -l; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$sluice_pid/status"; }
 
+# A port already in use would let wait_port below find someone else's
+# listener while our own target or relay failed to bind.
+for p in $proxy_port $sink_port $source_port $echo_port $debug_port; do port_free "$p"; done
+
 log "building sluice (race=$RACE) and sluice-bench"
 race_flag=()
 if [ "$RACE" = 1 ]; then race_flag=(-race); fi
@@ -69,7 +73,10 @@ sluice_pid=$!
 pids+=("$sluice_pid")
 for p in $sink_port $source_port $echo_port $proxy_port $debug_port; do wait_port "$p"; done
 
-base_g=$(goroutines) base_fds=$(fds) base_sockets=$(sockets) base_pipes=$(pipes) base_rss=$(rss_kib)
+# goroutines on its own: in "a=$(x) b=$(y)" only y's status counts, and a
+# failed profile read would leave the count empty and the checks below moot.
+base_g=$(goroutines)
+base_fds=$(fds) base_sockets=$(sockets) base_pipes=$(pipes) base_rss=$(rss_kib)
 log "baseline: $base_g goroutines, $base_fds fds ($base_sockets sockets), $((base_rss / 1024)) MiB RSS"
 
 # malformed: garbage, truncated handshakes and silent clients, in a loop.
@@ -111,7 +118,8 @@ peak_g=0 peak_fds=0 peak_rss=0
 while [ $SECONDS -lt $end ]; do
 	sleep 1
 	kill -0 "$sluice_pid" 2>/dev/null || die "sluice exited during the load; log: $(tail -5 "$tmp/sluice.log")"
-	g=$(goroutines) f=$(fds) r=$(rss_kib)
+	g=$(goroutines)
+	f=$(fds) r=$(rss_kib)
 	[ "$g" -gt "$peak_g" ] && peak_g=$g
 	[ "$f" -gt "$peak_fds" ] && peak_fds=$f
 	[ "$r" -gt "$peak_rss" ] && peak_rss=$r
@@ -124,8 +132,10 @@ for w in tput:$tput_pid rr:$rr_pid idle:$idle_pid; do
 		cat "$tmp/${w%%:*}.out" >&2
 		fail=1
 	fi
+	forget "${w##*:}" # reaped: its PID may be another process's by exit
 done
 wait "$mal_pid" || true
+forget "$mal_pid"
 malformed_n=$(cat "$tmp/malformed.out")
 
 # Back to baseline: goroutines and sockets (within the debug server's own
@@ -133,7 +143,8 @@ malformed_n=$(cat "$tmp/malformed.out")
 # handshake timeout; the loop allows 30 s.
 after_g=0 after_fds=0 after_sockets=0 after_pipes=0 after_rss=0
 for _ in $(seq 60); do
-	after_g=$(goroutines) after_fds=$(fds) after_sockets=$(sockets) after_pipes=$(pipes) after_rss=$(rss_kib)
+	after_g=$(goroutines)
+	after_fds=$(fds) after_sockets=$(sockets) after_pipes=$(pipes) after_rss=$(rss_kib)
 	if [ "$after_g" -le $((base_g + 2)) ] && [ "$after_sockets" -le $((base_sockets + 1)) ]; then break; fi
 	sleep 0.5
 done
@@ -158,6 +169,7 @@ fi
 
 kill -TERM "$sluice_pid"
 if ! wait "$sluice_pid"; then log "sluice did not exit 0 on SIGTERM"; fail=1; fi
+forget "$sluice_pid"
 if grep -q 'DATA RACE' "$tmp/sluice.log"; then
 	log "race detector report:"
 	cat "$tmp/sluice.log" >&2

@@ -18,6 +18,9 @@ type pipe struct {
 	data     int // bytes in the pipe now
 }
 
+// maxPipeBytes is the largest size the kernel sets a pipe to (round_pipe_size).
+const maxPipeBytes = 1 << 31
+
 // newPipe makes a pipe and asks for want bytes of capacity (0: the kernel
 // default). A refused size is not an error: the pipe keeps the size it got.
 func newPipe(want int) (*pipe, error) {
@@ -27,9 +30,11 @@ func newPipe(want int) (*pipe, error) {
 	}
 	p := &pipe{rfd: fds[0], wfd: fds[1]}
 	size := 0
-	if want > 0 {
-		// EPERM past fs.pipe-user-pages-soft or above fs.pipe-max-size:
-		// keep what we have.
+	// EPERM past fs.pipe-user-pages-soft or above fs.pipe-max-size:
+	// keep what we have. Above 2 GiB every kernel refuses the size, but
+	// fcntl takes it as 32 bits, so 4 GiB would come out as a page: not
+	// asked for.
+	if want > 0 && int64(want) <= maxPipeBytes {
 		size, _ = unix.FcntlInt(uintptr(p.rfd), unix.F_SETPIPE_SZ, want)
 	}
 	if size <= 0 {

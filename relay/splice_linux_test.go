@@ -148,6 +148,14 @@ func TestNewPipe(t *testing.T) {
 			want int
 			size int
 		}{"refused", int(over2G), def.size})
+		// 4 GiB and a page: fcntl's 32-bit argument would make it a
+		// page, which the kernel sets; refused as over 2 GiB instead.
+		var over4G int64 = 1<<32 + 4096
+		tests = append(tests, struct {
+			name string
+			want int
+			size int
+		}{"over 4 GiB", int(over4G), def.size})
 	}
 	for _, tt := range tests {
 		p, err := newPipe(tt.want)

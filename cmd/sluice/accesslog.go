@@ -121,6 +121,9 @@ func (s *server) udpLog(lv *live, c *client, user string, target dest, st relay.
 	l.sessionAttrs(c, user, cmdLabels[cmdLabelUDP], target, "succeeded", st.FromClientBytes, st.ToClientBytes)
 	l.add(slog.Int64("datagrams_up", st.FromClient))
 	l.add(slog.Int64("datagrams_down", st.ToClient))
+	// Never negative: denied counts what Decode refused for the rules,
+	// each one a DropUnresolved that relay counted before Datagrams
+	// returned, and no drop count ever goes down.
 	l.add(slog.Int64("dropped", sumDrops(st)-denied))
 	l.add(slog.Int64("denied", denied))
 	now := time.Now()

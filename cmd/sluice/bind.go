@@ -31,7 +31,9 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
 // name, to the name when no rule looks at addresses) before listening, and
 // to the peer that connects, with the name DST.ADDR gave, if any; rules
-// under which no peer at all could pass refuse it before listening.
+// under which no peer at all could pass refuse it before listening. A
+// rule's ports match DST.PORT at both checks, never the port the peer
+// connects from (ephemeral, or 20 for active FTP: its own choice).
 func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
 	want := req.Addr
 	want.IP = want.IP.Unmap() // ::ffff:0.0.0.0 is all-zeros too
@@ -94,7 +96,7 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	if want.Type == handshake.AddrDomain {
 		name = want.Name
 	}
-	if !p.allowed(cmdBind, name, pa.Addr(), pa.Port()) {
+	if !p.allowed(cmdBind, name, pa.Addr(), want.Port) {
 		peer.Close()
 		return nil, errDenied{pa.Addr().Unmap()}
 	}

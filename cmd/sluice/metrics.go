@@ -17,17 +17,20 @@ import (
 	"sluice/relay"
 )
 
-// Command labels of the session metrics; cmdLabelHandshake is a session that
-// ended before its request was read.
+// Command labels of the session metrics and the access log;
+// cmdLabelHandshake is a session that ended before its request was read (or
+// on one too broken to answer), cmdLabelUnknown one whose request named a
+// command SOCKS5 does not define.
 const (
 	cmdLabelConnect = iota
 	cmdLabelBind
 	cmdLabelUDP
 	cmdLabelHandshake
+	cmdLabelUnknown
 	numCmdLabels
 )
 
-var cmdLabels = [numCmdLabels]string{"connect", "bind", "udp_associate", "none"}
+var cmdLabels = [numCmdLabels]string{"connect", "bind", "udp_associate", "none", "unknown"}
 
 // replyLabels names each reply code; the last is "none", for a session closed
 // without a reply.
@@ -116,7 +119,7 @@ func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 	down := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_relayed_bytes_total", Help: bytesHelp, ConstLabels: prometheus.Labels{"direction": "down"}},
 		func() float64 { _, n := r.Relayed(); return float64(n) })
 	active := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_sessions_active", Help: "Sessions past their request, by command."}, []string{"command"})
-	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request)."}, []string{"command", "reply"})
+	sessions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sessions_total", Help: "Sessions ended, by command and SOCKS reply code (command none: ended before a request; unknown: a command SOCKS5 does not define)."}, []string{"command", "reply"})
 	paths := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_relay_sessions_total", Help: "Relayed TCP sessions by data path: splice, fallback (splice refused by the kernel) or copy."}, []string{"path"})
 	hs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_handshake_duration_seconds", Help: "Time from accept to a parsed request.", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
 	dial := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_dial_duration_seconds", Help: "Time to connect to the target, name resolution included (successful dials).", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)})
@@ -205,23 +208,31 @@ func (m *metrics) dialDone(d time.Duration) {
 	}
 }
 
-// begin counts a session that has read its request.
+// begin counts a session that has read its request, one of the three
+// commands.
 func (m *metrics) begin(cmd int) {
-	if m != nil && cmd != cmdLabelHandshake { // an unknown command is not active
+	if m != nil {
 		m.active[cmd].Inc()
 	}
 }
 
-// end counts a session that ended with reply rep (replyNone: closed without
-// one); cmd began it unless it is cmdLabelHandshake.
+// end counts a session that began and ended with reply rep (replyNone:
+// closed without one).
 func (m *metrics) end(cmd int, rep int) {
 	if m == nil {
 		return
 	}
-	if cmd != cmdLabelHandshake {
-		m.active[cmd].Dec()
-	}
+	m.active[cmd].Dec()
 	m.sessions[cmd][rep].Inc()
+}
+
+// endEarly counts a session that ended in its handshake, never active:
+// before its request (cmdLabelHandshake), or with its request refused
+// there, labelled with the command it read.
+func (m *metrics) endEarly(cmd int, rep int) {
+	if m != nil {
+		m.sessions[cmd][rep].Inc()
+	}
 }
 
 // pipelined counts n bytes a client sent behind its request, which the

@@ -44,6 +44,10 @@ type server struct {
 	refusals  *refusals
 
 	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
+
+	// connected, when set (tests only), runs after a CONNECT's dial
+	// succeeded and before its success reply.
+	connected atomic.Pointer[func()]
 }
 
 // applyClient sets the client options its listener did not pass on.
@@ -150,14 +154,17 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		err = errAuthRequired
 	}
 	if err != nil {
-		b.Release()
-		rep := replyNone
+		// A request refused with a reply was read, its command with it
+		// (an unknown one is cmdLabelUnknown); anything else ended before
+		// one, or on one too broken to answer.
+		rep, cmd := replyNone, cmdLabelHandshake
 		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) || errors.Is(err, errAuthRequired) {
-			rep = int(handshake.ReplyFor(err))
+			rep, cmd = int(handshake.ReplyFor(err)), cmdLabelOf(req.Cmd)
 		}
+		b.Release()
 		s.reject(c, &req, err)
-		s.metrics.end(cmdLabelHandshake, rep)
-		s.accessLog(lv, c, "", "", dest{}, rep, 0, 0, start, err)
+		s.metrics.endEarly(cmd, rep)
+		s.accessLog(lv, c, "", cmdLabels[cmd], dest{}, rep, 0, 0, start, err)
 		return
 	}
 	s.metrics.handshakeDone(time.Since(start))
@@ -187,6 +194,9 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 		var fd int
 		c.sent = len(req.Rest) > 0 // a client that half-closes after them is not leaving
 		up, fd, err = s.connect(ctx, lv, c, req.Addr)
+		if h := s.connected.Load(); h != nil && err == nil {
+			(*h)()
+		}
 		if err == nil && fd >= 0 {
 			s.relayFd(ctx, rs, req, b, fd)
 			return
@@ -196,6 +206,7 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 			if err != nil {
 				err = errReplied{err}
 			}
+			rs.replied = err == nil
 		}
 	case handshake.CmdBind:
 		up, err = s.bindRequest(ctx, lv, c, req)
@@ -258,6 +269,7 @@ func (s *server) bindRequest(ctx context.Context, lv *live, c *client, req *hand
 // request, startRelay. b is released here.
 func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.Request, b *handshake.Buffer, fd int) {
 	err := req.WriteReply(rs.c, handshake.Succeeded, fdLocalAddrPort(fd))
+	rs.replied = err == nil
 	if err == nil && len(req.Rest) > 0 {
 		err = writeFd(fd, req.Rest)
 		rs.ahead = len(req.Rest)
@@ -396,6 +408,7 @@ type relaySession struct {
 	start    time.Time
 	relaying bool // handed to the relay, which ends it through relayed
 	closed   bool // closeSockets ran
+	replied  bool // a CONNECT's success reply went out: the reply it ends with, whatever fails after it
 }
 
 // relayed accounts for a session the relay ended and releases what it holds:
@@ -455,10 +468,16 @@ func sumDrops(st relay.DatagramStats) int64 {
 
 // fail ends a session that got no success reply, or failed after it
 // (errReplied): it replies to req where still possible, counts and logs.
+// The reply counted and logged is the one sent: succeeded for a CONNECT
+// that failed after its success reply (rs.replied), none where a reply
+// could not be sent.
 func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 	lv, c, user, cmd, target, start := rs.lv, rs.c, rs.user, rs.cmd, rs.target, rs.start
 	rep := replyNone
-	if !errors.As(err, new(errReplied)) {
+	switch {
+	case rs.replied:
+		rep = int(handshake.Succeeded)
+	case !errors.As(err, new(errReplied)):
 		s.reject(c, req, err)
 		rep = int(handshake.ReplyFor(err))
 		if rep == int(handshake.NotAllowed) {
@@ -483,7 +502,7 @@ func cmdLabelOf(c handshake.Command) int {
 	case handshake.CmdUDPAssociate:
 		return cmdLabelUDP
 	}
-	return cmdLabelHandshake
+	return cmdLabelUnknown
 }
 
 // reject answers a failed handshake or dial with the reply the RFC asks for
