@@ -88,6 +88,16 @@ func TestMature(t *testing.T) {
 func startBare(t *testing.T, r *Relay) (*rig, int, time.Time) {
 	t.Helper()
 	g := newRig(t)
+	fds := bareFds(t, g)
+	start := time.Now()
+	r.StartFds(context.Background(), fds[0], fds[1], func(st Stats, err error) { g.done <- pipeResult{st, err} })
+	return g, fds[1], start
+}
+
+// bareFds duplicates the rig's relay ends as bare descriptors, for
+// StartFds, and closes the conns.
+func bareFds(t *testing.T, g *rig) [2]int {
+	t.Helper()
 	var fds [2]int
 	for i, c := range []*net.TCPConn{g.relayA, g.relayB} {
 		fd, err := dupFd(c)
@@ -97,7 +107,5 @@ func startBare(t *testing.T, r *Relay) (*rig, int, time.Time) {
 		c.Close()
 		fds[i] = fd
 	}
-	start := time.Now()
-	r.StartFds(context.Background(), fds[0], fds[1], func(st Stats, err error) { g.done <- pipeResult{st, err} })
-	return g, fds[1], start
+	return fds
 }

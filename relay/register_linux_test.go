@@ -25,15 +25,7 @@ func TestLoopEndedBeforeRegistered(t *testing.T) {
 	r := newRelayLoops(t, 1, Options{})
 	l := r.loops.loops[0]
 	g := newRig(t)
-	var fds [2]int
-	for i, c := range []*net.TCPConn{g.relayA, g.relayB} {
-		fd, err := dupFd(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		fds[i] = fd
-	}
+	fds := bareFds(t, g)
 	stranger, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		t.Fatal(err)
@@ -91,15 +83,7 @@ func TestLoopRegisterFails(t *testing.T) {
 		g := newRig(t)
 		conns := []*net.TCPConn{g.relayA, g.relayB}
 		inodes := socketInodes(t, conns[1-refused])
-		var fds [2]int
-		for i, c := range conns {
-			fd, err := dupFd(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Close()
-			fds[i] = fd
-		}
+		fds := bareFds(t, g)
 		file, err := os.Open(os.Args[0])
 		if err != nil {
 			t.Fatal(err)

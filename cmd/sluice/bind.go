@@ -30,10 +30,11 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 //
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
 // name, to the name when no rule looks at addresses) before listening, and
-// to the peer that connects, with the name DST.ADDR gave, if any; rules
-// under which no peer at all could pass refuse it before listening. A
-// rule's ports match DST.PORT at both checks, never the port the peer
-// connects from (ephemeral, or 20 for active FTP: its own choice).
+// to the peer that connects (peerAllowed: a name DST.ADDR gave lets in only
+// its own addresses); rules under which no peer at all could pass refuse it
+// before listening. A rule's ports match DST.PORT at both checks, never the
+// port the peer connects from (ephemeral, or 20 for active FTP: its own
+// choice).
 func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
 	want := req.Addr
 	want.IP = want.IP.Unmap() // ::ffff:0.0.0.0 is all-zeros too
@@ -92,19 +93,56 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 		peer.Close()
 		return nil, errPeerNotAllowed
 	}
-	var name []byte
-	if want.Type == handshake.AddrDomain {
-		name = want.Name
-	}
-	if !p.allowed(cmdBind, name, pa.Addr(), want.Port) {
+	if err := s.peerAllowed(ctx, p, want, pa.Addr()); err != nil {
 		peer.Close()
-		return nil, errDenied{pa.Addr().Unmap()}
+		return nil, err
 	}
 	if err := handshake.WriteReply(c, handshake.Succeeded, pa); err != nil {
 		peer.Close()
 		return nil, errReplied{err}
 	}
 	return peer, nil
+}
+
+// peerAllowed applies the destination rules to a BIND's peer at ip, with
+// DST.PORT as its port. For a name in DST.ADDR the rules are evaluated with
+// the name and without it: a denial with the name refuses the peer (a claim
+// never widens the rules), an allowance without it lets the peer in, and
+// where only the name lets it in (a domain allow rule), the name is
+// resolved as for CONNECT and the peer must be one of its addresses: a
+// domain rule never lets in a peer from an address the name lacks. Only
+// that last case looks the name up; a lookup that fails is its DNS error
+// (reply 0x04, as for a CONNECT to the name), a peer the name does not
+// resolve to errDenied (0x02).
+func (s *server) peerAllowed(ctx context.Context, p *policy, want handshake.Addr, ip netip.Addr) error {
+	if want.Type != handshake.AddrDomain {
+		if !p.allowed(cmdBind, nil, ip, want.Port) {
+			return errDenied{ip.Unmap()}
+		}
+		return nil
+	}
+	if !p.allowed(cmdBind, want.Name, ip, want.Port) {
+		return errDenied{ip.Unmap()}
+	}
+	if p.allowed(cmdBind, nil, ip, want.Port) {
+		return nil
+	}
+	ctx, cancel := s.withDialTimeout(ctx)
+	defer cancel()
+	ips, err := s.resolve(ctx, nil, want)
+	if err != nil {
+		return fmt.Errorf("bind: resolving DST.ADDR to check the peer: %w", err)
+	}
+	if len(ips) == 0 {
+		return noSuchHost(want)
+	}
+	bare := ip.Unmap().WithZone("")
+	for _, a := range ips {
+		if a.Unmap().WithZone("") == bare {
+			return nil
+		}
+	}
+	return errDenied{ip.Unmap()}
 }
 
 // errReplied marks an error that happened while writing a reply: no further

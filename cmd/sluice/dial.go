@@ -115,9 +115,12 @@ func (s *server) dialResolved(ctx context.Context, p *policy, a handshake.Addr) 
 	return dialName(ctx, s, p, a, dialNet, func(c *net.TCPConn) { c.Close() })
 }
 
-// dialNet dials one address through package net, for dialName.
+// dialNet dials one address through package net, for dialName, with its
+// zone (handshake.AddrFromAddrPort drops it: the wire has none).
 func dialNet(ctx context.Context, s *server, ap netip.AddrPort) (*net.TCPConn, error) {
-	return s.dial(ctx, handshake.AddrFromAddrPort(ap))
+	a := handshake.AddrFromAddrPort(ap)
+	a.IP = ap.Addr().Unmap()
+	return s.dial(ctx, a)
 }
 
 // withDialTimeout bounds ctx by the dial timeout, resolution included, when
@@ -131,19 +134,30 @@ func (s *server) withDialTimeout(ctx context.Context) (context.Context, context.
 
 // resolve looks a domain target up with the dialer's resolver and, with p
 // (nil: no rules), checks that every address it resolves to is allowed.
+// The addresses keep their zone, as net.Dialer's dial of the name does (a
+// link-local address the hosts file gives with its interface,
+// fe80::1%eth0): LookupNetIP drops it, and the kernel refuses a link-local
+// address without one. IPv4 addresses come unmapped.
 func (s *server) resolve(ctx context.Context, p *policy, a handshake.Addr) ([]netip.Addr, error) {
 	r := s.dialer.Resolver
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	ips, err := r.LookupNetIP(ctx, "ip", string(a.Name))
+	addrs, err := r.LookupIPAddr(ctx, string(a.Name))
 	if err != nil {
 		return nil, err
 	}
-	for _, ip := range ips {
-		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
-			return nil, errDenied{ip.Unmap()}
+	ips := make([]netip.Addr, 0, len(addrs))
+	for _, ia := range addrs {
+		ip, ok := netip.AddrFromSlice(ia.IP)
+		if !ok {
+			continue
 		}
+		ip = ip.Unmap().WithZone(ia.Zone) // no zone on an IPv4 address
+		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
+			return nil, errDenied{ip}
+		}
+		ips = append(ips, ip)
 	}
 	return ips, nil
 }

@@ -25,29 +25,8 @@ import (
 func TestListenNameNoIPv6(t *testing.T) {
 	netnstest.Need(t)
 	t.Parallel()
-	ns := fmt.Sprintf("sluice-v4only%d", os.Getpid()%100000)
-	netnstest.IP(t, "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
-	off := "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6"
-	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", off).CombinedOutput(); err != nil {
-		t.Fatalf("turning IPv6 off in %s: %v\n%s", ns, err, out)
-	}
-
-	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "relay.test:0"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The lookups run on goroutines of their own, in this process's
-	// namespace, where the test's DNS server is.
-	cfg.resolver = dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
-	var log syncBuffer
-	var inst *instance
-	netnstest.In(t, ns, func() (err error) {
-		inst, err = start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
-		return err
-	})
-	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	ns := loopbackNetns(t, "v4only", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6")
+	inst, log := startNamedIn(t, ns)
 	addrs := inst.addrs()
 	if len(addrs) != 1 || !strings.HasPrefix(addrs[0], "127.0.0.1:") {
 		t.Fatalf("listening on %q, want 127.0.0.1 only\n%s", addrs, log.String())
@@ -71,29 +50,12 @@ func TestListenNameNoIPv6(t *testing.T) {
 func TestListenNamePortClash(t *testing.T) {
 	netnstest.Need(t)
 	t.Parallel()
-	ns := fmt.Sprintf("sluice-clash%d", os.Getpid()%100000)
-	netnstest.IP(t, "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
-	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 39999 40000 > /proc/sys/net/ipv4/ip_local_port_range").CombinedOutput(); err != nil {
-		t.Fatalf("port range in %s: %v\n%s", ns, err, out)
-	}
+	ns := loopbackNetns(t, "clash", "echo 39999 40000 > /proc/sys/net/ipv4/ip_local_port_range")
 	var taken net.Listener
 	netnstest.In(t, ns, func() (err error) { taken, err = net.Listen("tcp4", "127.0.0.1:40000"); return err })
 	defer taken.Close()
 
-	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "relay.test:0"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.resolver = dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
-	var log syncBuffer
-	var inst *instance
-	netnstest.In(t, ns, func() (err error) {
-		inst, err = start(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
-		return err
-	})
-	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	inst, log := startNamedIn(t, ns)
 	want := []string{"[::1]:39999", "127.0.0.1:39999"}
 	if addrs := inst.addrs(); !slices.Equal(addrs, want) {
 		t.Fatalf("listening on %q, want %q\n%s", addrs, want, log.String())
@@ -103,9 +65,7 @@ func TestListenNamePortClash(t *testing.T) {
 	}
 	// The port given up on is let go, and the one kept serves (clients
 	// need ports of their own: the range is widened).
-	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo 39999 40999 > /proc/sys/net/ipv4/ip_local_port_range").CombinedOutput(); err != nil {
-		t.Fatalf("port range in %s: %v\n%s", ns, err, out)
-	}
+	netnsSh(t, ns, "echo 39999 40999 > /proc/sys/net/ipv4/ip_local_port_range")
 	netnstest.In(t, ns, func() error {
 		l, err := net.Listen("tcp6", "[::1]:40000")
 		if err != nil {
@@ -121,4 +81,46 @@ func TestListenNamePortClash(t *testing.T) {
 		expect(t, c, []byte{5, 0})
 		c.Close()
 	}
+}
+
+// loopbackNetns makes a network namespace named after name, with its
+// loopback up and sh script run in it, and removes it when the test ends.
+func loopbackNetns(t *testing.T, name, script string) string {
+	t.Helper()
+	ns := fmt.Sprintf("sluice-%s%d", name, os.Getpid()%100000)
+	netnstest.IP(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
+	netnsSh(t, ns, script)
+	return ns
+}
+
+// netnsSh runs sh script in network namespace ns.
+func netnsSh(t *testing.T, ns, script string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("in %s, %s: %v\n%s", ns, script, err, out)
+	}
+}
+
+// startNamedIn starts sluice in network namespace ns with --listen
+// relay.test:0, a name that resolves to 127.0.0.1 and ::1, and returns it
+// with its log.
+func startNamedIn(t *testing.T, ns string) (*instance, *syncBuffer) {
+	t.Helper()
+	cfg, err := parseFlags([]string{"--listeners", "1", "--listen", "relay.test:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The lookups run on goroutines of their own, in this process's
+	// namespace, where the test's DNS server is.
+	cfg.resolver = dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
+	log := new(syncBuffer)
+	var inst *instance
+	netnstest.In(t, ns, func() (err error) {
+		inst, err = start(context.Background(), cfg, slog.New(slog.NewTextHandler(log, nil)))
+		return err
+	})
+	t.Cleanup(func() { inst.shutdown(5 * time.Second) })
+	return inst, log
 }

@@ -16,10 +16,11 @@ const (
 // logWriter stands between the process log and stderr, so that nothing
 // sluice does waits on a stderr nobody drains (a stopped pager, a stuck
 // log collector): a line is appended to a buffer, and a goroutine of its own
-// writes the buffer out, several lines per write when they come faster than
-// stderr takes them. When more than max bytes wait, lines are dropped and
-// counted, and the next line kept is preceded by notice(count). Lines are
-// whole: slog handlers make one Write per record.
+// writes the buffer out, several lines per write (whole lines, up to
+// atomicWrite bytes) when they come faster than stderr takes them. When
+// more than max bytes wait, lines are dropped and counted, and the next line
+// kept is preceded by notice(count). Lines are whole: slog handlers make one
+// Write per record.
 //
 // Without it, a session blocked in its access log line never ended, so the
 // shutdown waited for it forever, and the "shutting down" line itself
@@ -101,7 +102,7 @@ func (lw *logWriter) flush() {
 		lw.buf = lw.spare[:0]
 		lw.spare = nil
 		lw.mu.Unlock()
-		n, err := lw.w.Write(out) // a failing stderr has nowhere to report to
+		n, err := lw.writeLines(out) // a failing stderr has nowhere to report to
 		lw.mu.Lock()
 		if err != nil && n < len(out) {
 			lw.lost += int64(bytes.Count(out[n:], []byte{'\n'})) // for the metric
@@ -111,6 +112,39 @@ func (lw *logWriter) flush() {
 		}
 		lw.mu.Unlock()
 	}
+}
+
+// atomicWrite is the most a write to a pipe moves in one piece (Linux's
+// PIPE_BUF): a longer one is cut where the pipe fills, and writes of other
+// processes on the same pipe (the workers of --workers and their parent
+// share one stderr) may land in the cut.
+const atomicWrite = 4096
+
+// writeLines writes out to w in writes of whole lines of at most
+// atomicWrite bytes each (a longer line alone), so that no line of another
+// process sharing stderr lands inside one of these. It returns the bytes
+// written and the first error.
+func (lw *logWriter) writeLines(out []byte) (int, error) {
+	done := 0
+	for done < len(out) {
+		chunk := out[done:]
+		if len(chunk) > atomicWrite {
+			if i := bytes.LastIndexByte(chunk[:atomicWrite], '\n'); i >= 0 {
+				chunk = chunk[:i+1]
+			} else if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+				chunk = chunk[:i+1]
+			}
+		}
+		n, err := lw.w.Write(chunk)
+		done += n
+		if err == nil && n < len(chunk) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // close stops taking lines and waits up to wait for those queued to be

@@ -49,11 +49,13 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 // SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them, and
 // SIGHUP (each worker then reloads on its own; the parent takes the new
 // --log-level for its own lines), and restarts a worker that dies after it
-// served. It returns the exit status once every worker has ended after a
-// signal: 0, or 1 when the configuration cannot start (checked here before
-// any worker starts, with the line sluice without --workers prints) or a
-// worker ends before it listens (an address only the worker finds it
-// cannot bind), which a restart would only repeat.
+// served (one stopped by SIGTERM or SIGINT a second later, unless sluice
+// stops by then: the signal was most likely sent to the parent too). It
+// returns the exit status once every worker has ended after a signal: 0, or
+// 1 when the configuration cannot start (checked here before any worker
+// starts, with the line sluice without --workers prints) or a worker ends
+// before it listens (an address only the worker finds it cannot bind),
+// which a restart would only repeat.
 func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal, sd *notifier) int {
 	var stderr io.Writer = os.Stderr
 	if cfg.logWriter != nil {
@@ -235,6 +237,21 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				stopAll()
 				return fail(fmt.Errorf("--workers: worker %d exited before it listened (%s); stopping rather than restarting it: %s", e.i, exitStatus(e.err), why))
 			}
+			if ctx.Err() != nil {
+				continue // stopping: the next turn stops the others
+			}
+			if stopSignal(e.err) {
+				// A worker that stops as SIGTERM or SIGINT tell it to was
+				// most likely sent the signal with this process, to the
+				// whole group (Ctrl-C in a terminal, systemd's default
+				// KillMode=control-group), whose own signal may reach ctx
+				// only after the worker's exit: restarted at once, a new
+				// worker would serve while sluice stops. It is restarted
+				// after a second unless sluice stops by then.
+				log.Warn("worker stopped on a signal; restarting in a second unless sluice stops", "worker", e.i, "err", e.err)
+				time.AfterFunc(time.Second, func() { retry <- e.i })
+				continue
+			}
 			if e.listened() {
 				log.Error("worker died; restarting", "worker", e.i, "err", e.err)
 			} else {
@@ -277,6 +294,24 @@ func workerStarted(err error) {
 func killed(err error) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() == -1
+}
+
+// stopSignal reports whether a worker's Wait error says that it stopped as
+// SIGTERM or SIGINT ask: it drained and exited 0, or the signal came before
+// its handler and ended it.
+func stopSignal(err error) bool {
+	var ee *exec.ExitError
+	if err == nil {
+		return true
+	}
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(interface {
+		Signaled() bool
+		Signal() syscall.Signal
+	})
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGTERM || ws.Signal() == syscall.SIGINT)
 }
 
 // exitStatus describes how a worker ended from its Wait error.
