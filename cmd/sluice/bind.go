@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -18,19 +19,20 @@ import (
 // while waiting for the peer.
 var errClientLeft = errors.New("bind: client left while waiting for the peer")
 
-// errPeerNotAllowed is the BIND failure for a peer whose IP is not the one the
-// client named in DST.ADDR.
+// errPeerNotAllowed refuses a BIND peer whose IP is not the one the client
+// named in DST.ADDR.
 var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w", handshake.ErrNotAllowed)
 
 // bind serves a BIND request (RFC 1928 section 4): listen, first reply with
-// the listening address, accept exactly one peer within the bind timeout,
-// second reply with the peer's address, then relay. The listening socket is
-// closed on every path. It returns the peer conn (owned by the caller), or an
-// error after which the caller sends ReplyFor(err).
+// the listening address, wait within the bind timeout for the peer the
+// client named (awaitPeer), second reply with the peer's address, then
+// relay. The listening socket is closed on every path. It returns the peer
+// conn (owned by the caller), or an error after which the caller sends
+// ReplyFor(err).
 //
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
 // name, to the name when no rule looks at addresses) before listening, and
-// to the peer that connects (peerAllowed: a name DST.ADDR gave lets in only
+// to each peer that connects (peerAllowed: a name DST.ADDR gave lets in only
 // its own addresses); rules under which no peer at all could pass refuse it
 // before listening. A rule's ports match DST.PORT at both checks, never the
 // port the peer connects from (ephemeral, or 20 for active FTP: its own
@@ -67,34 +69,8 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 		return nil, errReplied{err}
 	}
 	tl.SetDeadline(time.Now().Add(lv.bindTimeout))
-	// Watch the control connection while waiting: if the client goes away, the
-	// listener is closed and AcceptTCP returns.
-	var gone atomic.Bool
-	stop := watchClose(c, func() { gone.Store(true); tl.Close() })
-	// A drain that runs out ends the wait too, as it ends relayed sessions.
-	stopCtx := context.AfterFunc(ctx, func() { tl.Close() })
-	peer, err := tl.AcceptTCP()
-	stopCtx()
-	stop()
+	peer, pa, err := s.awaitPeer(ctx, p, c, tl, want)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil, handshake.ErrTTLExpired
-		case gone.Load():
-			return nil, errReplied{errClientLeft} // nobody to reply to
-		}
-		return nil, err
-	}
-	pa := peer.RemoteAddr().(*net.TCPAddr).AddrPort()
-	// The peer's address carries its zone (a link-local peer); DST.ADDR,
-	// from the wire, has none.
-	if want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified() &&
-		want.IP != pa.Addr().Unmap().WithZone("") {
-		peer.Close()
-		return nil, errPeerNotAllowed
-	}
-	if err := s.peerAllowed(ctx, p, want, pa.Addr()); err != nil {
-		peer.Close()
 		return nil, err
 	}
 	if err := handshake.WriteReply(c, handshake.Succeeded, pa); err != nil {
@@ -104,18 +80,85 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	return peer, nil
 }
 
+// awaitPeer accepts connections on tl until one comes from the peer the
+// client named (peerAllowed) and returns it with its address. A peer
+// refused is reset, counted (sluice_refused_total's destination_rule) and
+// logged at debug level, and the wait goes on without a reply: the second
+// reply answers the anticipated connection (RFC 1928), so a stranger who
+// reaches the port first (a port scan) cannot end someone else's BIND. The
+// wait ends at tl's deadline (ErrTTLExpired, saying how many peers were
+// refused), when the client leaves or ctx ends (a drain): both close tl;
+// or on an error no later peer could change (DST.ADDR's name does not
+// resolve).
+//
+// Invariant of the loop: one peer at a time, closed before the next accept,
+// and nothing kept per refused peer but a count; the name's addresses are
+// looked up at most once (ips). A flood of strangers costs an accept, a
+// rules check and a reset each, no memory and no DNS query, and the kernel
+// bounds what waits in the backlog.
+func (s *server) awaitPeer(ctx context.Context, p *policy, c *net.TCPConn, tl *net.TCPListener, want handshake.Addr) (*net.TCPConn, netip.AddrPort, error) {
+	// Watch the control connection while waiting: if the client goes
+	// away, the listener is closed and AcceptTCP returns.
+	var gone atomic.Bool
+	stop := watchClose(c, func() { gone.Store(true); tl.Close() })
+	defer stop()
+	// A drain that runs out ends the wait too, as it ends relayed sessions.
+	stopCtx := context.AfterFunc(ctx, func() { tl.Close() })
+	defer stopCtx()
+	var ips []netip.Addr
+	refused := 0
+	for {
+		peer, err := tl.AcceptTCP()
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && refused > 0:
+			return nil, netip.AddrPort{}, fmt.Errorf("bind: %d peers refused, none let in before --bind-timeout: %w", refused, handshake.ErrTTLExpired)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, netip.AddrPort{}, handshake.ErrTTLExpired
+		case gone.Load():
+			return nil, netip.AddrPort{}, errReplied{errClientLeft} // nobody to reply to
+		default:
+			return nil, netip.AddrPort{}, err
+		}
+		pa := peer.RemoteAddr().(*net.TCPAddr).AddrPort()
+		err = s.peerAllowed(ctx, p, want, pa.Addr(), &ips)
+		if err == nil {
+			return peer, pa, nil
+		}
+		if !errors.Is(err, handshake.ErrNotAllowed) {
+			peer.Close()
+			return nil, netip.AddrPort{}, err
+		}
+		refused++
+		s.metrics.refuse(refDestRule)
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("bind: peer refused", "client", c.RemoteAddr().String(), "peer", pa.String(), "err", err)
+		}
+		// A reset, not a FIN: no TIME_WAIT is left behind for each
+		// stranger, and it hears at once that nobody serves it.
+		peer.SetLinger(0)
+		peer.Close()
+	}
+}
+
 // peerAllowed applies the destination rules to a BIND's peer at ip, with
-// DST.PORT as its port. For a name in DST.ADDR the rules are evaluated with
-// the name and without it: a denial with the name refuses the peer (a claim
-// never widens the rules), an allowance without it lets the peer in, and
-// where only the name lets it in (a domain allow rule), the name is
-// resolved as for CONNECT and the peer must be one of its addresses: a
-// domain rule never lets in a peer from an address the name lacks. Only
-// that last case looks the name up; a lookup that fails is its DNS error
-// (reply 0x04, as for a CONNECT to the name), a peer the name does not
-// resolve to errDenied (0x02).
-func (s *server) peerAllowed(ctx context.Context, p *policy, want handshake.Addr, ip netip.Addr) error {
+// DST.PORT as its port; for a non-zero IP in DST.ADDR the peer must come
+// from it (errPeerNotAllowed). For a name in DST.ADDR the rules are
+// evaluated with the name and without it: a denial with the name refuses
+// the peer (a claim never widens the rules), an allowance without it lets
+// the peer in, and where only the name lets it in (a domain allow rule), the
+// name is resolved as for CONNECT and the peer must be one of its addresses:
+// a domain rule never lets in a peer from an address the name lacks. Only
+// that last case looks the name up, and only while *ips is nil: the
+// addresses are kept there for the BIND's next peers. A lookup that fails
+// is its DNS error (reply 0x04, as for a CONNECT to the name), a peer the
+// name does not resolve to errDenied (0x02).
+func (s *server) peerAllowed(ctx context.Context, p *policy, want handshake.Addr, ip netip.Addr, ips *[]netip.Addr) error {
+	bare := ip.Unmap().WithZone("") // the peer's zone (link-local): DST.ADDR, from the wire, has none
 	if want.Type != handshake.AddrDomain {
+		if want.IP.IsValid() && !want.IP.IsUnspecified() && want.IP != bare {
+			return errPeerNotAllowed
+		}
 		if !p.allowed(cmdBind, nil, ip, want.Port) {
 			return errDenied{ip.Unmap()}
 		}
@@ -127,17 +170,19 @@ func (s *server) peerAllowed(ctx context.Context, p *policy, want handshake.Addr
 	if p.allowed(cmdBind, nil, ip, want.Port) {
 		return nil
 	}
-	ctx, cancel := s.withDialTimeout(ctx)
-	defer cancel()
-	ips, err := s.resolve(ctx, nil, want)
-	if err != nil {
-		return fmt.Errorf("bind: resolving DST.ADDR to check the peer: %w", err)
+	if *ips == nil {
+		ctx, cancel := s.withDialTimeout(ctx)
+		defer cancel()
+		addrs, err := s.resolve(ctx, nil, want)
+		if err != nil {
+			return fmt.Errorf("bind: resolving DST.ADDR to check the peer: %w", err)
+		}
+		if len(addrs) == 0 {
+			return noSuchHost(want)
+		}
+		*ips = addrs
 	}
-	if len(ips) == 0 {
-		return noSuchHost(want)
-	}
-	bare := ip.Unmap().WithZone("")
-	for _, a := range ips {
+	for _, a := range *ips {
 		if a.Unmap().WithZone("") == bare {
 			return nil
 		}

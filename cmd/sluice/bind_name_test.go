@@ -14,7 +14,10 @@ import (
 // "deny"` with an allow rule for bind on ftp.test let any peer from any
 // address in. A deny on the name still refuses every peer, a name that does
 // not resolve refuses the peer with 0x04 (as a CONNECT to it), and where
-// the rules allow the peer without the name it is not looked up.
+// the rules allow the peer without the name it is not looked up. A peer
+// refused is closed unanswered and the BIND waits on (it ended with 0x02:
+// TestBindWrongPeerWaits): then a peer from the name's address gets its
+// 0x00, or is refused too and the BIND ends at --bind-timeout with 0x06.
 func TestBindNamePeer(t *testing.T) {
 	t.Parallel()
 	const (
@@ -27,21 +30,23 @@ func TestBindNamePeer(t *testing.T) {
 		denyNet = "[[rule]]\naction = \"deny\"\ncidr = [\"192.0.2.0/24\"]\n"
 	)
 	ftp := netip.MustParseAddr("127.0.0.2")
+	const refused = 0xfe // the peer is closed, with no reply
 	for _, tc := range []struct {
 		name, rules string
 		resolves    bool // ftp.test resolves to 127.0.0.2; otherwise NXDOMAIN
 		peer        string
-		rep         byte // the second reply's; 0xff: the first reply is 0x02
+		rep         byte // the second reply's; 0xff: the first reply is 0x02; refused: none
+		then        byte // after refused, the second reply once a peer from 127.0.0.2 comes
 	}{
-		{"allow-name-peer-of-name", deny + allowName, true, "127.0.0.2", 0x00},
-		{"allow-name-other-peer", deny + allowName, true, "127.0.0.3", 0x02},
-		{"allow-name-unresolved", deny + allowName, false, "127.0.0.2", 0x04},
-		{"allow-name-addr-rules-peer-of-name", deny + denyNet + allowName, true, "127.0.0.2", 0x00},
-		{"allow-name-addr-rules-other-peer", deny + denyNet + allowName, true, "127.0.0.3", 0x02},
-		{"deny-name", denyName, true, "", 0xff},
-		{"deny-name-addr-rules-peer-of-name", denyNet + denyName, true, "127.0.0.2", 0x02},
-		{"deny-name-addr-rules-other-peer", denyNet + denyName, true, "127.0.0.3", 0x02},
-		{"allowed-without-name-no-lookup", denyOther, false, "127.0.0.3", 0x00},
+		{"allow-name-peer-of-name", deny + allowName, true, "127.0.0.2", 0x00, 0},
+		{"allow-name-other-peer", deny + allowName, true, "127.0.0.3", refused, 0x00},
+		{"allow-name-unresolved", deny + allowName, false, "127.0.0.2", 0x04, 0},
+		{"allow-name-addr-rules-peer-of-name", deny + denyNet + allowName, true, "127.0.0.2", 0x00, 0},
+		{"allow-name-addr-rules-other-peer", deny + denyNet + allowName, true, "127.0.0.3", refused, 0x00},
+		{"deny-name", denyName, true, "", 0xff, 0},
+		{"deny-name-addr-rules-peer-of-name", denyNet + denyName, true, "127.0.0.2", refused, 0x06},
+		{"deny-name-addr-rules-other-peer", denyNet + denyName, true, "127.0.0.3", refused, 0x06},
+		{"allowed-without-name-no-lookup", denyOther, false, "127.0.0.3", 0x00, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -49,8 +54,12 @@ func TestBindNamePeer(t *testing.T) {
 			if tc.resolves {
 				r = fixedResolver(t, ftp)
 			}
+			timeout := "1m"
+			if tc.then == 0x06 {
+				timeout = "2s"
+			}
 			var log syncBuffer
-			addr, _ := startSluiceResolver(t, r, &log, "--config", writeConfig(t, tc.rules), "--bind-timeout", "1m")
+			addr, _ := startSluiceResolver(t, r, &log, "--config", writeConfig(t, tc.rules), "--bind-timeout", timeout)
 			if tc.rep == 0xff {
 				c, rep := request(t, addr, handshake.CmdBind, domainAddr("ftp.test", 21))
 				if rep != 0x02 {
@@ -61,12 +70,16 @@ func TestBindNamePeer(t *testing.T) {
 			}
 			c := dialSluice(t, addr)
 			listening := requestOK(t, c, handshake.CmdBind, domainAddr("ftp.test", 21))
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.peer)}}
-			peer, err := d.Dial("tcp", listening.String())
-			if err != nil {
-				t.Fatalf("peer dial from %s to %v: %v", tc.peer, listening, err)
+			if tc.rep == refused {
+				refusedPeer(t, tc.peer, listening) // and no reply: the next is the second peer's
+				tc.rep, tc.peer = tc.then, "127.0.0.2"
 			}
-			defer peer.Close()
+			var peer net.Conn
+			if tc.rep == 0x06 {
+				refusedPeer(t, tc.peer, listening)
+			} else {
+				peer = dialFrom(t, tc.peer, listening)
+			}
 			if rep, _ := readReply(t, c); rep != tc.rep {
 				t.Fatalf("second reply REP %#02x, want %#02x (peer from %s)", rep, tc.rep, tc.peer)
 			}

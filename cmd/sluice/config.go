@@ -92,6 +92,11 @@ type flagValue struct {
 
 const defaultListen = "127.0.0.1:1080"
 
+// testResolver, when set (tests only: a child of the test binary run as
+// sluice), is the resolver of every configuration parseFlags returns, as
+// config.resolver is for a test that calls start itself.
+var testResolver *net.Resolver
+
 // defaultDeferAccept is --defer-accept's default: 1 s on Linux, where the
 // greeting is then in the socket when accept returns and a bare client's
 // first read needs no poller (bareAccept); off elsewhere.
@@ -105,7 +110,7 @@ func defaultDeferAccept() time.Duration {
 // parseFlags maps the command line onto a config. Errors are one line naming
 // the flag; --help prints the usage to w and returns flag.ErrHelp.
 func parseFlags(args []string, w io.Writer) (*config, error) {
-	cfg := &config{}
+	cfg := &config{resolver: testResolver}
 	fs := flag.NewFlagSet("sluice", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var listen listFlag
@@ -247,6 +252,10 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--client-default-policy %q: want allow or deny", cfg.clientPolicy)
 	case cfg.profile != "" && !strings.Contains(" cpu heap allocs block mutex trace goroutine ", " "+cfg.profile+" "):
 		return fmt.Errorf("--profile %q: want cpu, heap, allocs, block, mutex, trace or goroutine", cfg.profile)
+	case cfg.tune.SourceAddr.Unmap().WithZone("").IsUnspecified():
+		// Bound to 0.0.0.0 or ::, a socket reaches one family only, and
+		// package net (--net-sockets) would read it as no source at all.
+		return fmt.Errorf("--source-addr %v is the unspecified address, not a source: leave --source-addr unset for the kernel's choice", cfg.tune.SourceAddr)
 	}
 	if cfg.debugAddr != "" && !cfg.debugPublic && !isLoopback(cfg.debugAddr) {
 		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process); add --debug-allow-public if you mean it", quoteOdd(cfg.debugAddr))
@@ -336,7 +345,7 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 		la := listenAddr{given: given, addrs: []string{given}}
 		host, port, err := net.SplitHostPort(given)
 		if _, perr := netip.ParseAddr(host); err == nil && host != "" && perr != nil {
-			ips, err := r.LookupNetIP(ctx, "ip", host)
+			ips, err := lookupZoned(ctx, r, host)
 			if err == nil && len(ips) == 0 {
 				err = errors.New("no address")
 			}
@@ -345,7 +354,7 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 			}
 			la.addrs = la.addrs[:0]
 			for _, ip := range ips {
-				a := net.JoinHostPort(ip.Unmap().String(), port)
+				a := net.JoinHostPort(ip.String(), port)
 				if !slices.Contains(la.addrs, a) {
 					la.addrs = append(la.addrs, a)
 				}
@@ -360,6 +369,24 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 		plan = append(plan, la)
 	}
 	return plan, nil
+}
+
+// lookupZoned looks host up with r, as server.resolve does: IPv4 addresses
+// unmapped, and a link-local address from the hosts file with its zone
+// (fe80::1%eth0), which LookupNetIP drops and without which the kernel
+// refuses to bind or send to it.
+func lookupZoned(ctx context.Context, r *net.Resolver, host string) ([]netip.Addr, error) {
+	addrs, err := r.LookupIPAddr(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	ips := make([]netip.Addr, 0, len(addrs))
+	for _, ia := range addrs {
+		if ip, ok := netip.AddrFromSlice(ia.IP); ok {
+			ips = append(ips, ip.Unmap().WithZone(ia.Zone)) // no zone on an IPv4 address
+		}
+	}
+	return ips, nil
 }
 
 // isLoopback reports whether every address hostport can bind is a loopback

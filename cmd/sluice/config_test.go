@@ -173,3 +173,29 @@ func TestErrorsOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceAddrUnspecified: --source-addr 0.0.0.0 or :: is refused at the
+// start, on the command line or in the configuration file. It meant one
+// family only with bare sockets, both with --net-sockets (package net reads
+// it as no source), and one for UDP ASSOCIATE's upstream socket.
+func TestSourceAddrUnspecified(t *testing.T) {
+	t.Parallel()
+	file := writeConfig(t, "source-addr = \"::\"\n")
+	for _, args := range [][]string{
+		{"--source-addr", "0.0.0.0"},
+		{"--source-addr", "::"},
+		{"--source-addr", "::ffff:0.0.0.0"},
+		{"--source-addr", "0.0.0.0", "--net-sockets"},
+		{"--config", file},
+	} {
+		_, err := parseFlags(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "source-addr") || !strings.Contains(err.Error(), "leave --source-addr unset") {
+			t.Errorf("%q: %v; want an error naming --source-addr that says to leave it unset", args, err)
+		}
+	}
+	for _, ok := range []string{"127.0.0.1", "::1"} {
+		if _, err := parseFlags([]string{"--source-addr", ok}, io.Discard); err != nil {
+			t.Errorf("--source-addr %s: %v", ok, err)
+		}
+	}
+}

@@ -120,6 +120,10 @@ func run(args []string, stderr io.Writer) int {
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
 		workerStarted(err)
+		if stoppedStarting(ctx, err) {
+			log.Info("stopped while starting")
+			return 0
+		}
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
@@ -148,6 +152,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 	inst.shutdown(cfg.drainTimeout)
 	return 0
+}
+
+// stoppedStarting reports whether err, a start's, is only the SIGTERM or
+// SIGINT that ended ctx while the start waited (on a --listen host name's
+// lookup): sluice then stops as asked, with status 0, as it does once it
+// serves, so that a service manager stopping a slow start sees no failure.
+func stoppedStarting(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // serveHTTP starts the --debug-addr and --metrics servers that cfg asks for.

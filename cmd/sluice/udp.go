@@ -198,9 +198,8 @@ func (k *socksCodec) resolve(ctx context.Context, name string) netip.Addr {
 	}
 	var ip netip.Addr
 	start := k.clock()
-	if ips, err := r.LookupNetIP(ctx, "ip", name); err == nil {
+	if ips, err := lookupZoned(ctx, r, name); err == nil {
 		for _, a := range ips {
-			a = a.Unmap()
 			if !reachableFrom(k.src, a) {
 				continue // the upstream socket cannot send there
 			}

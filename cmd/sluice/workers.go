@@ -71,6 +71,10 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	}
 	// What start checks before it binds, each worker would fail on alike.
 	if _, err := planListen(ctx, cfg); err != nil {
+		if stoppedStarting(ctx, err) {
+			log.Info("stopped while starting")
+			return 0
+		}
 		return fail(err)
 	}
 	if _, _, err := buildLive(cfg); err != nil {
