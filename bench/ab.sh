@@ -4,7 +4,11 @@
 # even ones, each relay started afresh; per round the ratio B/A of every
 # figure, and the median and range of those ratios at the end. A machine
 # whose speed drifts by 20 % over minutes (a shared VM) still gives a steady
-# ratio this way, where two separate runs would not.
+# ratio this way, where two separate runs would not. A figure that is 0 or
+# missing on either side (no measurement: CPU below a clock tick, a field not
+# reported) leaves that round's ratio of it out, with a note, and its median
+# says over how many rounds it is; a failed or hung run stops the script,
+# naming the round and the build.
 #
 # usage: bench/ab.sh A B       each a sluice binary and its flags, one word list:
 #        bench/ab.sh old/sluice ./sluice
@@ -75,19 +79,24 @@ case $TARGET_NETNS in
 *) die "TARGET_NETNS=$TARGET_NETNS: 0 or 1" ;;
 esac
 
-# measure NAME BUILD...: one round through a fresh relay; writes its
-# figures, as JSON, to $tmp/NAME.fig.
+# measure NAME BUILD...: one round ($r) through a fresh relay; writes its
+# figures, as JSON, to $tmp/NAME.fig. A run that fails (or hangs past
+# bench_timeout) stops the script, naming the round and the build.
 measure() {
-	local name=$1
+	local name=$1 rc=0
 	shift
 	start "$name" "${relay_on[@]+"${relay_on[@]}"}" "$1" --access-log=false "${@:2}" --listen "127.0.0.1:$PROXY_PORT"
 	local pid=$started_pid
 	wait_port "$PROXY_PORT" "$name"
 	local args
 	read -r -a args <<<"$LOAD_ARGS"
-	"${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "$TARGET_HOST:$TARGET_PORT" \
-		"${args[@]}" --duration "${DURATION}s" --pid "$pid" --json >"$tmp/$name.json" ||
-		die "$name: sluice-bench $WORKLOAD failed: $(cat "$tmp/$name.json")"
+	timeout -k 5 "$(bench_timeout)" "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "$TARGET_HOST:$TARGET_PORT" \
+		"${args[@]}" --duration "${DURATION}s" --pid "$pid" --json >"$tmp/$name.json" || rc=$?
+	case $rc in
+	0) ;;
+	124 | 137) die "round $r, build ${name^^}: sluice-bench $WORKLOAD did not end within $(bench_timeout) s" ;;
+	*) die "round $r, build ${name^^}: sluice-bench $WORKLOAD failed (exit $rc): $(cat "$tmp/$name.json")" ;;
+	esac
 	kill_tree "$pid"
 	forget "$pid"
 	if [ "$WORKLOAD" = rr ]; then
@@ -110,12 +119,24 @@ for r in $(seq "$ROUNDS"); do
 		measure b "${builds_b[@]}"
 		measure a "${builds_a[@]}"
 	fi
-	jq -cn --slurpfile a "$tmp/a.fig" --slurpfile b "$tmp/b.fig" '$a[0] | with_entries(.value = ($b[0][.key] / .value))' >>"$tmp/ratios"
 	echo "round $r: A $(cat "$tmp/a.fig")"
 	echo "round $r: B $(cat "$tmp/b.fig")"
+	# A figure that is 0 or missing on either side (CPU below a clock
+	# tick, a field the run did not report) is no measurement: its ratio
+	# in this round is null, left out of the median, with a note.
+	jq -cn --slurpfile a "$tmp/a.fig" --slurpfile b "$tmp/b.fig" \
+		'$a[0] | with_entries(.value = (if (.value // 0) == 0 or ($b[0][.key] // 0) == 0 then null else $b[0][.key] / .value end))' >>"$tmp/ratios"
+	jq -rn --argjson r "$r" --slurpfile a "$tmp/a.fig" --slurpfile b "$tmp/b.fig" '
+		$a[0] | keys_unsorted[] as $k
+		| [if ($a[0][$k] // 0) == 0 then "A" else empty end, if ($b[0][$k] // 0) == 0 then "B" else empty end]
+		| select(length > 0)
+		| "round \($r): B/A \($k) left out: \(map(. + "'"'"'s") | join(" and ")) figure \(if length > 1 then "are" else "is" end) 0 or missing"'
 done
 jq -rs "$jq_median"'
 	def r2: . * 1000 | round / 1000;
-	(.[0] | keys_unsorted) as $keys
-	| $keys[] as $k | [.[][$k]] as $v
-	| "B/A \($k): median \($v | median | r2) (\($v | min | r2) to \($v | max | r2)) over \($v | length) rounds"' "$tmp/ratios"
+	length as $rounds
+	| (.[0] | keys_unsorted) as $keys
+	| $keys[] as $k | [.[][$k] | select(. != null)] as $v
+	| if ($v | length) == 0 then "B/A \($k): none (a figure 0 or missing in every round)"
+	  else "B/A \($k): median \($v | median | r2) (\($v | min | r2) to \($v | max | r2)) over \($v | length) rounds"
+		+ (if ($v | length) < $rounds then " (\($rounds - ($v | length)) of \($rounds) left out: a figure 0 or missing)" else "" end) end' "$tmp/ratios"

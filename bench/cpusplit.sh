@@ -111,12 +111,17 @@ out_segs() {
 	awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
 }
 
-# rr NAME ARGS...: one run of sluice-bench rr with ARGS, its JSON in $tmp/NAME.json.
+# rr NAME ARGS...: one run of sluice-bench rr with ARGS, its JSON in
+# $tmp/NAME.json; one that fails, or hangs past bench_timeout, stops the script.
 rr() {
-	local name=$1
+	local name=$1 rc=0
 	shift
-	"${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --json "$@" >"$tmp/$name.json" ||
-		die "$name: sluice-bench rr failed: $(cat "$tmp/$name.json")"
+	timeout -k 5 "$(bench_timeout)" "${load_on[@]+"${load_on[@]}"}" "$BENCH" rr -c "$CONNS" --duration "${DURATION}s" --json "$@" >"$tmp/$name.json" || rc=$?
+	case $rc in
+	0) ;;
+	124 | 137) die "$name: sluice-bench rr did not end within $(bench_timeout) s" ;;
+	*) die "$name: sluice-bench rr failed (exit $rc): $(cat "$tmp/$name.json")" ;;
+	esac
 }
 
 # round NAME PID ARGS...: one measured round; appends its figures, as one

@@ -63,10 +63,13 @@ gbps() {
 }
 
 # median V...: the median of numeric values, "failed" when none (grep's
-# no-match status must not fail the pipeline: the caller runs under set -e).
+# no-match status must not fail the pipeline: the caller runs under set -e);
+# when some of the $# runs failed, how many it is of: "9.1 (2 of 3 runs)".
 median() {
 	printf '%s\n' "$@" | { grep -E '^[0-9.]+$' || true; } | sort -g |
-		awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+		awk -v all=$# '{ v[NR] = $1 } END { if (NR == 0) { print "failed"; exit }
+			if (NR % 2) m = v[(NR + 1) / 2]; else m = sprintf("%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2)
+			print m (NR < all ? " (" NR " of " all " runs)" : "") }'
 }
 
 {
@@ -82,10 +85,11 @@ median() {
 		done
 		direct=$(median "${d[@]}") proxied=$(median "${p[@]}")
 		ratio=$(awk -v a="$proxied" -v b="$direct" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else print "-" }')
-		echo "| ${args:-1 stream} | $direct | $proxied | $ratio |"
+		echo "| ${args:-1 stream} | $direct | $proxied | $ratio |" | tee -a "$tmp/rows"
 	done
 	echo
-	echo "Median of $RUNS runs of $DURATION s each; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); iperf3, proxychains4 and sluice share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION bench/iperf.sh\`."
+	if grep -q ' runs) |' "$tmp/rows"; then fewer=" (fewer where a cell says so: failed runs are left out)"; else fewer=""; fi
+	echo "Median of $RUNS runs of $DURATION s each$fewer; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); iperf3, proxychains4 and sluice share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION bench/iperf.sh\`."
 } >"$tmp/iperf.md"
 cat "$tmp/iperf.md"
 if grep -q '| failed |' "$tmp/iperf.md"; then die "iperf3 failed in every run of a row (the table above), so nothing is written to OUT"; fi

@@ -150,6 +150,19 @@ start() {
 	pids+=("$started_pid")
 }
 
+# alive PID: whether process PID still runs; a zombie (dead, not yet
+# reaped by this shell) does not.
+alive() {
+	local state
+	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# bench_timeout: the wall-clock limit, in seconds, of a sluice-bench client
+# run of DURATION seconds (timeout -k 5 "$(bench_timeout)" ...), so that a
+# hung run ends by itself: its duration, then 120 s to start and to finish.
+bench_timeout() { echo $((${DURATION:-0} + 120)); }
+
 # wait_port PORT [NAME [HOST]]: wait up to 30 s for something to listen on
 # HOST:PORT (127.0.0.1 by default); on failure show the log of process NAME.
 wait_port() {

@@ -44,7 +44,9 @@
 #
 # Peers come from Debian's packages and are installed with apt-get when
 # missing (or taken from PATH); no service is left running. Everything listens on 127.0.0.1 only
-# and every process this script starts is stopped by PID on exit.
+# and every process this script starts is stopped by PID on exit. After each
+# workload the relay must still run: one that died fails that run (and the
+# rest of its workloads in it, not run), with a line naming it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -220,17 +222,39 @@ for run in $(seq "$RUNS"); do
 		# peer before it left would cost it errors (see lib.sh).
 		if [ "$peer" = dante ]; then await_time_wait; fi
 		start_peer "$peer"
+		gone=""
 		for w in $WORKLOADS; do
 			# shellcheck disable=SC2207
 			args=($(workload "$w") "${VIA[@]}" --json --quiet)
 			if [ -n "$PEER_PID" ]; then args+=(--pid "$PEER_PID"); fi
 			if [ "$run" = 1 ]; then echo "$peer/$w: sluice-bench ${args[*]}" >>"$tmp/commands.txt"; fi
 			rc=0
-			timeout -k 5 $((DURATION + 120)) "${load_on[@]+"${load_on[@]}"}" "$BENCH" "${args[@]}" >"$tmp/out.json" 2>"$tmp/err.txt" || rc=$?
-			if ! jq -e . "$tmp/out.json" >/dev/null 2>&1; then echo null >"$tmp/out.json"; fi
+			if [ -n "$gone" ]; then
+				# The relay died during an earlier workload: whatever
+				# answers on its port now is not it.
+				echo null >"$tmp/out.json"
+				echo "not run: the relay was gone after $gone" >"$tmp/err.txt"
+				rc=1
+			else
+				timeout -k 5 "$(bench_timeout)" "${load_on[@]+"${load_on[@]}"}" "$BENCH" "${args[@]}" >"$tmp/out.json" 2>"$tmp/err.txt" || rc=$?
+				# One JSON object, or null: jq 1.6's -e passes an empty file,
+				# whose run would then leave no record at all.
+				if ! jq -se 'length == 1 and (.[0] | type == "object")' "$tmp/out.json" >/dev/null 2>&1; then
+					echo null >"$tmp/out.json"
+				fi
+				# The relay must have lived through the run: dead, its
+				# figures are of a failure, or of another process that
+				# took its port.
+				if [ -n "$PEER_PID" ] && ! alive "$PEER_PID"; then
+					gone=$w
+					log "run $run: $peer (PID $PEER_PID) is gone after $w: this and its later workloads in this run fail"
+					if [ "$rc" = 0 ]; then rc=1; fi
+				fi
+			fi
 			jq -c --arg peer "$peer" --arg w "$w" --argjson run "$run" --argjson rc "$rc" \
-				--arg stderr "$(head -c 500 "$tmp/err.txt")" \
-				'{peer: $peer, workload: $w, run: $run, exit: $rc, stderr: $stderr, result: .}' \
+				--arg stderr "$(head -c 500 "$tmp/err.txt")" --arg gone "$gone" \
+				'{peer: $peer, workload: $w, run: $run, exit: $rc, stderr: $stderr, result: .}
+				 + (if $gone != "" then {relay_gone: true} else {} end)' \
 				"$tmp/out.json" >>"$tmp/runs.jsonl"
 			jq -r --arg peer "$peer" --arg w "$w" --argjson rc "$rc" \
 				'"  \($peer) \($w): exit \($rc) " + (if . == null then "no result" else
@@ -298,8 +322,9 @@ jq -s --argjson machine "$machine" --argjson settings "$settings" --argjson figu
 ' "$tmp/runs.jsonl" >"$tmp/results.json"
 
 # Markdown: medians, then sluice/peer ratios. A run that failed (sluice-bench
-# exits non-zero on any error, and still prints its figures) is left out of
-# the medians above and named under the table: a figure from a run whose
+# exits non-zero on any error, and still prints its figures; or the relay
+# was gone after it, its exit then 1 when sluice-bench's was 0, and its
+# later workloads in that run not run) is left out of the medians above and named under the table: a figure from a run whose
 # checks failed is not one to compare (bench/guard.sh counts on it: a peer
 # all of whose runs failed has no figure).
 jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
@@ -323,8 +348,8 @@ jq -r --rawfile commands "$tmp/commands.txt" --arg note "$sluice_note" '
 	  (.medians[] as $m | [$m.label] + [$peers[] | $m.values[.] | num] | row),
 	  (["errors, all runs"] + [$peers[] as $p | .errors[$p] | tostring] | row),
 	  "",
-	  ([.runs[] | select(.exit != 0) | "\(.peer) \(.workload) run \(.run) (exit \(.exit))"] as $failed
-	   | if ($failed | length) > 0 then "Left out of the medians, as failed (sluice-bench exited non-zero): \($failed | join(", ")).\n" else empty end),
+	  ([.runs[] | select(.exit != 0) | "\(.peer) \(.workload) run \(.run) (exit \(.exit)\(if .relay_gone then ", relay gone" else "" end))"] as $failed
+	   | if ($failed | length) > 0 then "Left out of the medians, as failed (sluice-bench exited non-zero, or the relay was gone after the run): \($failed | join(", ")).\n" else empty end),
 	  (if ($peers | index("sluice")) then
 		"## Ratio sluice / peer\n",
 		"Above 1 means sluice has more of the figure: better for rates, worse where lower is better.\n",

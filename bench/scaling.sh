@@ -75,12 +75,17 @@ measure() {
 		wait_port "$port" "$peer"
 	fi
 	# A run with errors (a refused connect, no port left) exits 1 and still
-	# prints its figures; the errors are counted in the table.
-	local c g errors
-	{ "${load_on[@]}" "$BENCH" rr "${via[@]}" --target "$e" "${spread_from[@]+"${spread_from[@]}"}" -c 64 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/rr.json"
-	{ "${load_on[@]}" "$BENCH" tput "${via[@]}" --target "$s" -P 8 --duration "${DURATION}s" --json --quiet || true; } >"$tmp/tput.json"
-	# A run that printed no result (it crashed) counts 0 and one error; an
-	# empty figure would shift the columns of runs.tsv.
+	# prints its figures; the errors are counted in the table. One that
+	# hangs is stopped after bench_timeout.
+	local c g errors rc
+	rc=0
+	timeout -k 5 "$(bench_timeout)" "${load_on[@]}" "$BENCH" rr "${via[@]}" --target "$e" "${spread_from[@]+"${spread_from[@]}"}" -c 64 --duration "${DURATION}s" --json --quiet >"$tmp/rr.json" || rc=$?
+	case $rc in 124 | 137) log "K=$k $peer: sluice-bench rr did not end within $(bench_timeout) s" ;; esac
+	rc=0
+	timeout -k 5 "$(bench_timeout)" "${load_on[@]}" "$BENCH" tput "${via[@]}" --target "$s" -P 8 --duration "${DURATION}s" --json --quiet >"$tmp/tput.json" || rc=$?
+	case $rc in 124 | 137) log "K=$k $peer: sluice-bench tput did not end within $(bench_timeout) s" ;; esac
+	# A run that printed no result (it crashed, or timed out) counts 0 and
+	# one error; an empty figure would shift the columns of runs.tsv.
 	c=$(jq -n '(try input catch null) | .conns_per_sec // 0' "$tmp/rr.json" 2>/dev/null) || c=0
 	g=$(jq -n '(try input catch null) | .gbps // 0' "$tmp/tput.json" 2>/dev/null) || g=0
 	errors=0

@@ -111,11 +111,11 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.profile != "" {
 		defer startProfile(cfg).Stop()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, again, stop := notifyStop()
 	defer stop()
 	sd := newNotifier() // before any worker starts: they must not report as sluice
 	if cfg.workers > 0 {
-		return runWorkers(ctx, cfg, args, log, level, hup, sd)
+		return runWorkers(ctx, cfg, args, log, level, hup, again, sd)
 	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
@@ -150,8 +150,42 @@ func run(args []string, stderr io.Writer) int {
 	if migrateReq() == "0" {
 		log.Info("net.ipv4.tcp_migrate_req is 0: connections still queued on the closing listeners are reset; set it to 1 for zero-downtime restarts")
 	}
-	inst.shutdown(cfg.drainTimeout)
+	inst.shutdownUnless(cfg.drainTimeout, again)
 	return 0
+}
+
+// endDrain is the signal that the parent of --workers sends a worker, after
+// SIGTERM, to end its drain at once: a worker cannot take a second SIGINT or
+// SIGTERM to mean it, as one sent to the whole process group (Ctrl-C in a
+// terminal, systemd's default KillMode=control-group) reaches it once from
+// the sender and once forwarded by its parent.
+const endDrain = syscall.SIGQUIT
+
+// notifyStop returns a context that the first SIGINT or SIGTERM ends, the
+// channel of the signals that end the drain after it at once (a second
+// SIGINT or SIGTERM; in a worker of --workers, endDrain), and a func that
+// stops both.
+func notifyStop() (context.Context, <-chan os.Signal, func()) {
+	first := make(chan os.Signal, 2) // room for the second while the first is read
+	signal.Notify(first, syscall.SIGINT, syscall.SIGTERM)
+	again := first
+	if os.Getenv(workerEnv) != "" {
+		again = make(chan os.Signal, 1)
+		signal.Notify(again, endDrain)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-first: // the one signal read here: the drain reads the next
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, again, func() {
+		signal.Stop(first)
+		signal.Stop(again)
+		cancel()
+	}
 }
 
 // stoppedStarting reports whether err, a start's, is only the SIGTERM or
@@ -484,7 +518,11 @@ func (inst *instance) addrs() []string {
 
 // shutdown stops accepting, lets live sessions finish for up to drain, then
 // ends the rest and waits for them. It is called once.
-func (inst *instance) shutdown(drain time.Duration) {
+func (inst *instance) shutdown(drain time.Duration) { inst.shutdownUnless(drain, nil) }
+
+// shutdownUnless is shutdown whose drain a signal from cut (the operator's
+// second SIGINT or SIGTERM) also ends, as its timeout does.
+func (inst *instance) shutdownUnless(drain time.Duration, cut <-chan os.Signal) {
 	for i, l := range inst.listeners {
 		l.Close()
 		if f := inst.bare[i]; f != nil {
@@ -504,6 +542,8 @@ func (inst *instance) shutdown(drain time.Duration) {
 		case <-done:
 		case <-t.C:
 			inst.srv.log.Warn("drain timeout: closing live sessions", "drain_timeout", drain)
+		case sig := <-cut:
+			inst.srv.log.Warn("second signal: ending the drain now, closing live sessions", "signal", sig.String())
 		}
 		t.Stop()
 	}

@@ -46,7 +46,8 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 
 // runWorkers is the parent of --workers N: it starts N copies of this
 // program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
-// SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them, and
+// SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them (as
+// SIGTERM; a second one as endDrain, which ends their drains at once), and
 // SIGHUP (each worker then reloads on its own; the parent takes the new
 // --log-level for its own lines), and restarts a worker that dies after it
 // served (one stopped by SIGTERM or SIGINT a second later, unless sluice
@@ -56,7 +57,7 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 // starts, with the line sluice without --workers prints) or a worker ends
 // before it listens (an address only the worker finds it cannot bind),
 // which a restart would only repeat.
-func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal, sd *notifier) int {
+func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup, again <-chan os.Signal, sd *notifier) int {
 	var stderr io.Writer = os.Stderr
 	if cfg.logWriter != nil {
 		stderr = cfg.logWriter
@@ -157,7 +158,12 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	stopAll := func() {
 		log.Info("stopping workers", "workers", live, "drain_timeout", drain)
 		signalAll(procs, syscall.SIGTERM)
-		if !waitAllTimeout(exited, live, drain+5*time.Second) {
+		// A second SIGINT or SIGTERM ends the workers' drains at once.
+		cut := func(sig os.Signal) {
+			log.Warn("second signal: ending the workers' drains now", "signal", sig.String(), "workers", live)
+			signalAll(procs, endDrain)
+		}
+		if !waitAllTimeout(exited, live, drain+5*time.Second, again, cut) {
 			signalAll(procs, syscall.SIGKILL)
 		}
 	}
@@ -343,13 +349,16 @@ func waitAll(exited <-chan workerExit, n int) {
 }
 
 // waitAllTimeout waits for n workers to exit, up to d; it reports whether
-// they all did.
-func waitAllTimeout(exited <-chan workerExit, n int, d time.Duration) bool {
+// they all did. Each signal from cut meanwhile is passed to onCut.
+func waitAllTimeout(exited <-chan workerExit, n int, d time.Duration, cut <-chan os.Signal, onCut func(os.Signal)) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	for range n {
+	for n > 0 {
 		select {
 		case <-exited:
+			n--
+		case sig := <-cut:
+			onCut(sig)
 		case <-t.C:
 			return false
 		}
