@@ -371,24 +371,6 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 	return plan, nil
 }
 
-// lookupZoned looks host up with r, as server.resolve does: IPv4 addresses
-// unmapped, and a link-local address from the hosts file with its zone
-// (fe80::1%eth0), which LookupNetIP drops and without which the kernel
-// refuses to bind or send to it.
-func lookupZoned(ctx context.Context, r *net.Resolver, host string) ([]netip.Addr, error) {
-	addrs, err := r.LookupIPAddr(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	ips := make([]netip.Addr, 0, len(addrs))
-	for _, ia := range addrs {
-		if ip, ok := netip.AddrFromSlice(ia.IP); ok {
-			ips = append(ips, ip.Unmap().WithZone(ia.Zone)) // no zone on an IPv4 address
-		}
-	}
-	return ips, nil
-}
-
 // isLoopback reports whether every address hostport can bind is a loopback
 // one. Unspecified addresses ("0.0.0.0", "[::]", "") are not.
 func isLoopback(hostport string) bool {

@@ -132,32 +132,40 @@ func (s *server) withDialTimeout(ctx context.Context) (context.Context, context.
 	return ctx, func() {}
 }
 
-// resolve looks a domain target up with the dialer's resolver and, with p
-// (nil: no rules), checks that every address it resolves to is allowed.
-// The addresses keep their zone, as net.Dialer's dial of the name does (a
-// link-local address the hosts file gives with its interface,
-// fe80::1%eth0): LookupNetIP drops it, and the kernel refuses a link-local
-// address without one. IPv4 addresses come unmapped.
+// resolve looks a domain target up with the dialer's resolver
+// (lookupZoned) and, with p (nil: no rules), checks that every address it
+// resolves to is allowed.
 func (s *server) resolve(ctx context.Context, p *policy, a handshake.Addr) ([]netip.Addr, error) {
 	r := s.dialer.Resolver
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	addrs, err := r.LookupIPAddr(ctx, string(a.Name))
+	ips, err := lookupZoned(ctx, r, string(a.Name))
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
+			return nil, errDenied{ip}
+		}
+	}
+	return ips, nil
+}
+
+// lookupZoned looks host up with r: IPv4 addresses unmapped, and a
+// link-local address from the hosts file with its zone (fe80::1%eth0), as
+// net.Dialer's dial of the name keeps it; LookupNetIP drops it, and without
+// it the kernel refuses to bind, connect or send to the address.
+func lookupZoned(ctx context.Context, r *net.Resolver, host string) ([]netip.Addr, error) {
+	addrs, err := r.LookupIPAddr(ctx, host)
 	if err != nil {
 		return nil, err
 	}
 	ips := make([]netip.Addr, 0, len(addrs))
 	for _, ia := range addrs {
-		ip, ok := netip.AddrFromSlice(ia.IP)
-		if !ok {
-			continue
+		if ip, ok := netip.AddrFromSlice(ia.IP); ok {
+			ips = append(ips, ip.Unmap().WithZone(ia.Zone)) // no zone on an IPv4 address
 		}
-		ip = ip.Unmap().WithZone(ia.Zone) // no zone on an IPv4 address
-		if p != nil && !p.allowed(cmdConnect, a.Name, ip, a.Port) {
-			return nil, errDenied{ip}
-		}
-		ips = append(ips, ip)
 	}
 	return ips, nil
 }

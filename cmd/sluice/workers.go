@@ -230,10 +230,10 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			if e.listened() { // its listening may still be queued
 				markServed(e.i)
 			}
+			if ctx.Err() != nil {
+				continue // stopping, or told to stop while starting: the next turn stops the others
+			}
 			if !served[e.i] && !killed(e.err) {
-				if ctx.Err() != nil {
-					continue // told to stop while starting
-				}
 				// A first start that ended before it served, on an error
 				// of its own (a port in use, a file gone), would most
 				// likely end alike once a second for ever: sluice stops
@@ -246,9 +246,6 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				why := cmp.Or(e.status, "no start error reported")
 				stopAll()
 				return fail(fmt.Errorf("--workers: worker %d exited before it listened (%s); stopping rather than restarting it: %s", e.i, exitStatus(e.err), why))
-			}
-			if ctx.Err() != nil {
-				continue // stopping: the next turn stops the others
 			}
 			if stopSignal(e.err) {
 				// A worker that stops as SIGTERM or SIGINT tell it to was
