@@ -4,11 +4,9 @@ package relay
 
 import "golang.org/x/sys/unix"
 
-// abort ends f from outside the loop goroutine: with err, or with its
-// context's error when err is nil.
-func (l *loop) abort(f *flow, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// abortLocked ends f from outside the loop goroutine, l.mu held: with err,
+// or with its context's error when err is nil.
+func (l *loop) abortLocked(f *flow, err error) {
 	l.aborted = append(l.aborted, abortion{f, err})
 	l.kick()
 }

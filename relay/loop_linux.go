@@ -207,8 +207,7 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 	if err != nil {
 		// The loop ends f, on its goroutine as always; f is in l.flows
 		// meanwhile, so the loop does not return before it has.
-		l.aborted = append(l.aborted, abortion{f, err})
-		l.kick()
+		l.abortLocked(f, err)
 	}
 	l.mu.Unlock()
 	if testHookAdded != nil {

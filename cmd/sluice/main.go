@@ -282,32 +282,29 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 // listeners bound on it are then held, so that the first address gets
 // another port, and closed once one port serves every address.
 func (inst *instance) listen(ctx context.Context, topts *tune.Options, la listenAddr, lv *live, log *slog.Logger) error {
-	var held []boundListener
+	var held []boundAddr
 	defer func() {
 		for _, b := range held {
 			b.close()
 		}
 	}()
 	for try := 1; ; try++ {
-		bound, err := inst.bindName(ctx, topts, la, log)
+		bound, clash, err := inst.bindName(ctx, topts, la, log)
 		if err == nil {
 			for _, b := range bound {
-				inst.listeners = append(inst.listeners, b.l)
-				inst.bare = append(inst.bare, b.f)
-			}
-			for i := 0; i < len(bound); i += bound[i].n {
-				log.Info("sluice listening", "addr", bound[i].l.Addr().String(), "listeners", bound[i].n, "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
+				inst.listeners = append(inst.listeners, b.ls...)
+				inst.bare = append(inst.bare, b.bare...)
+				log.Info("sluice listening", "addr", b.ls[0].Addr().String(), "listeners", len(b.ls), "auth", lv.hs.Credentials != nil, "relay_loops", inst.srv.relay.Loops())
 			}
 			return nil
 		}
-		var clash *portClash
-		if !errors.As(err, &clash) || try == maxPortTries {
+		if !clash || try == maxPortTries {
 			for _, b := range bound {
 				b.close()
 			}
 			return fmt.Errorf("--listen %s: %w", la.given, err)
 		}
-		log.Debug("--listen: the port of the name's first address is in use on another; trying another port", "listen", la.given, "addr", clash.addr)
+		log.Debug("--listen: the port of the name's first address is in use on another; trying another port", "listen", la.given, "err", err)
 		held = append(held, bound...)
 	}
 }
@@ -315,36 +312,26 @@ func (inst *instance) listen(ctx context.Context, topts *tune.Options, la listen
 // maxPortTries bounds the ports listen tries for a host name given port 0.
 const maxPortTries = 8
 
-// boundListener is one listener of a --listen address, its descriptor for
-// the bare accept path (nil on package net's) and the number of listeners
-// its address has (in the first of an address's listeners only).
-type boundListener struct {
-	l *net.TCPListener
-	f *os.File
-	n int
+// boundAddr is the listeners of one address of a --listen address, and
+// their descriptors for the bare accept path (nil on package net's).
+type boundAddr struct {
+	ls   []*net.TCPListener
+	bare []*os.File
 }
 
-func (b boundListener) close() {
-	b.l.Close()
-	if b.f != nil {
-		b.f.Close()
+func (b boundAddr) close() {
+	for i, l := range b.ls {
+		l.Close()
+		if f := b.bare[i]; f != nil {
+			f.Close()
+		}
 	}
 }
 
-// portClash is the error of an address of a host name that could not bind
-// the port 0 gave the name's first address.
-type portClash struct {
-	addr string
-	err  error
-}
-
-func (e *portClash) Error() string { return e.err.Error() }
-func (e *portClash) Unwrap() error { return e.err }
-
 // bindName binds every address of la, as listen says, and returns what it
-// bound, also when it fails.
-func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la listenAddr, log *slog.Logger) ([]boundListener, error) {
-	var bound []boundListener
+// bound, also when it fails; clash reports an address that could not bind
+// the port that port 0 gave the first one.
+func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la listenAddr, log *slog.Logger) (bound []boundAddr, clash bool, err error) {
 	port := ""
 	var skipped error
 	for _, a := range la.addrs {
@@ -360,27 +347,21 @@ func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la list
 				skipped = err
 				continue
 			}
-			if port != "" && given == "0" && errors.Is(err, syscall.EADDRINUSE) {
-				err = &portClash{addr: a, err: err}
-			}
-			return bound, err
+			return bound, port != "" && given == "0" && errors.Is(err, syscall.EADDRINUSE), err
 		}
 		_, port, _ = net.SplitHostPort(ls[0].Addr().String())
-		for i, l := range ls {
-			b := boundListener{l: l}
-			if inst.srv.bareSockets {
-				b.f = bareListener(l, log) // before the line that says sluice listens
+		b := boundAddr{ls: ls, bare: make([]*os.File, len(ls))}
+		if inst.srv.bareSockets {
+			for i, l := range ls {
+				b.bare[i] = bareListener(l, log) // before the line that says sluice listens
 			}
-			if i == 0 {
-				b.n = len(ls)
-			}
-			bound = append(bound, b)
 		}
+		bound = append(bound, b)
 	}
 	if port == "" {
-		return nil, fmt.Errorf("no address of the name can be bound: %w", skipped)
+		return nil, false, fmt.Errorf("no address of the name can be bound: %w", skipped)
 	}
-	return bound, nil
+	return bound, false, nil
 }
 
 // relayOptions are cfg's relay options as this process runs them: its

@@ -25,23 +25,8 @@ func TestConnectNameLinkLocalZone(t *testing.T) {
 	t.Parallel()
 	nsS, nsT, vethS, vethT := netnstest.Veth(t, "zs", "zt")
 	netnstest.LinkLocal(t, nsS, nsT, vethS, vethT)
-	etc := filepath.Join("/etc/netns", nsS)
-	_, err := os.Stat("/etc/netns")
-	created := os.IsNotExist(err)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(etc)
-		if created {
-			os.Remove("/etc/netns") // only when empty
-		}
-	})
 	const name = "linklocal.test"
-	hosts := fmt.Sprintf("127.0.0.1 localhost\nfe80::2%%%s %s\n", vethS, name)
-	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	netnsHosts(t, nsS, fmt.Sprintf("127.0.0.1 localhost\nfe80::2%%%s %s\n", vethS, name))
 
 	var l net.Listener
 	netnstest.In(t, nsT, func() (err error) {
@@ -80,5 +65,28 @@ func TestConnectNameLinkLocalZone(t *testing.T) {
 			}
 			expect(t, c, []byte("hello"))
 		})
+	}
+}
+
+// netnsHosts gives network namespace ns its own /etc/hosts, which ip netns
+// exec bind-mounts over /etc/hosts for what it runs there (a sluice child:
+// the test process's lookups never see it), and removes it when the test
+// ends.
+func netnsHosts(t *testing.T, ns, hosts string) {
+	t.Helper()
+	etc := filepath.Join("/etc/netns", ns)
+	_, err := os.Stat("/etc/netns")
+	created := os.IsNotExist(err)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(etc)
+		if created {
+			os.Remove("/etc/netns") // only when empty
+		}
+	})
+	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

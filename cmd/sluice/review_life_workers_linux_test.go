@@ -19,12 +19,7 @@ import (
 // that lost the race: no worker may start after the first.
 func TestReviewLifeWorkersGroupStop(t *testing.T) {
 	t.Parallel()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // safety net
-	defer cancel()
-	p := startWorkers(t, ctx, "--listen", addr, "--workers", "1", "--access-log=false", "--drain-timeout", "1s")
-	pids := p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
-	syscall.Kill(pids[0], syscall.SIGTERM)
+	p := stopOnlyWorker(t)
 	after := p.linesUntil(t, "restarting")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	for l := range p.lines {
@@ -44,12 +39,20 @@ func TestReviewLifeWorkersGroupStop(t *testing.T) {
 // SIGTERM (the parent not stopping) is still restarted, a second later.
 func TestReviewLifeWorkersStoppedRestarts(t *testing.T) {
 	t.Parallel()
+	p := stopOnlyWorker(t)
+	p.waitLines(t, map[string]int{"worker stopped on a signal": 1, "worker started": 1, "worker serving": 1})
+	p.stop(t)
+}
+
+// stopOnlyWorker starts sluice with --workers 1, waits until its worker
+// serves and sends that worker alone SIGTERM.
+func stopOnlyWorker(t *testing.T) *workersProc {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // safety net
-	defer cancel()
+	t.Cleanup(cancel)
 	p := startWorkers(t, ctx, "--listen", addr, "--workers", "1", "--access-log=false", "--drain-timeout", "1s")
 	pids := p.waitLines(t, map[string]int{"worker started": 1, "worker serving": 1})
 	syscall.Kill(pids[0], syscall.SIGTERM)
-	p.waitLines(t, map[string]int{"worker stopped on a signal": 1, "worker started": 1, "worker serving": 1})
-	p.stop(t)
+	return p
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -38,22 +37,7 @@ func TestNameLinkLocalZone(t *testing.T) {
 	netnstest.IP(t, "-n", nsS, "addr", "add", "fe80::5/64", "dev", decoy, "nodad")
 	netnstest.IP(t, "-n", nsS, "link", "set", decoy, "up")
 	netnstest.IP(t, "-n", nsS, "-6", "route", "add", "fe80::/64", "dev", decoy, "metric", "1")
-	etc := filepath.Join("/etc/netns", nsS)
-	_, err := os.Stat("/etc/netns")
-	created := os.IsNotExist(err)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(etc)
-		if created {
-			os.Remove("/etc/netns") // only when empty
-		}
-	})
-	hosts := fmt.Sprintf("127.0.0.1 localhost\nfe80::1%%%[1]s self.test\nfe80::2%%%[1]s peer.test\n", vethS)
-	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	netnsHosts(t, nsS, fmt.Sprintf("127.0.0.1 localhost\nfe80::1%%%[1]s self.test\nfe80::2%%%[1]s peer.test\n", vethS))
 	netns := []string{"ip", "netns", "exec", nsS}
 
 	t.Run("listen", func(t *testing.T) {
