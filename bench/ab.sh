@@ -18,6 +18,11 @@
 #                      CPU per GiB (sluice-bench tput to a sink)
 #        LOAD_ARGS=    extra sluice-bench flags (default "-c 64" for rr,
 #                      "-P 1" for tput; e.g. "-c 64 --lockstep", "-P 8")
+#        WARM_ARGS=    sluice-bench flags of a run of the same workload
+#                      through each fresh relay before the measured one,
+#                      for DURATION, not measured (e.g. "-P 128": more
+#                      pipes busy at once than an unprivileged user's pipe
+#                      quota holds, for builds run through setpriv)
 #        ROUNDS=8  DURATION=2  (seconds per round and build)
 #        RELAY_CPUS=, LOAD_CPUS=, RELAY_QUOTA=   as in peers.sh (taskset
 #                      lists; a cgroup capping the relay at a percentage of
@@ -89,6 +94,12 @@ measure() {
 	local pid=$started_pid
 	wait_port "$PROXY_PORT" "$name"
 	local args
+	if [ -n "${WARM_ARGS:-}" ]; then
+		read -r -a args <<<"$WARM_ARGS"
+		timeout -k 5 "$(bench_timeout)" "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "$TARGET_HOST:$TARGET_PORT" \
+			"${args[@]}" --duration "${DURATION}s" --quiet >"$tmp/$name.warm" 2>&1 ||
+			die "round $r, build ${name^^}: the warm-up run (WARM_ARGS) failed: $(tail -3 "$tmp/$name.warm")"
+	fi
 	read -r -a args <<<"$LOAD_ARGS"
 	timeout -k 5 "$(bench_timeout)" "${load_on[@]+"${load_on[@]}"}" "$BENCH" "$WORKLOAD" --proxy "127.0.0.1:$PROXY_PORT" --target "$TARGET_HOST:$TARGET_PORT" \
 		"${args[@]}" --duration "${DURATION}s" --pid "$pid" --json >"$tmp/$name.json" || rc=$?
@@ -106,7 +117,7 @@ measure() {
 	fi >"$tmp/$name.fig"
 }
 
-echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s; $placement"
+echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s${WARM_ARGS:+, each after an unmeasured $WORKLOAD $WARM_ARGS}; $placement"
 : >"$tmp/ratios"
 for r in $(seq "$ROUNDS"); do
 	# The order alternates (A B, then B A): a run that follows another
