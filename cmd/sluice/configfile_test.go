@@ -299,6 +299,13 @@ func TestConfigFileValueErrors(t *testing.T) {
 		{"default-policy", "# policy\ndefault-policy = \"maybe\"\n", []string{":2: default-policy: \"maybe\": want allow or deny"}},
 		{"listen-workers", "workers = 2\nlisten = [\"127.0.0.1:0\"]\n", []string{":2: listen: 127.0.0.1:0 with --workers"}},
 		{"debug-addr", "debug-addr = \"0.0.0.0:6060\"\n", []string{":1: debug-addr: 0.0.0.0:6060: must be a loopback address"}},
+		{"domain-wildcard", "[[rule]]\naction = \"allow\"\ndomains = [\"*.Example.com\"]\n", []string{`[[rule]] #1: domain "*.example.com": write ".example.com"`}},
+		{"domain-empty-label", "[[rule]]\naction = \"deny\"\ndomains = [\"..example.com\"]\n", []string{`domain "..example.com": empty label`}},
+		{"domain-inner-empty-label", "[[rule]]\naction = \"deny\"\ndomains = [\"a..example.com\"]\n", []string{`domain "a..example.com": empty label`}},
+		{"domain-port", "[[rule]]\naction = \"deny\"\ndomains = [\"example.com:443\"]\n", []string{`domain "example.com:443": want a name`}},
+		{"domain-blank", "[[rule]]\naction = \"deny\"\ndomains = [\"example .com\"]\n", []string{`domain "example .com": want a name`}},
+		{"cidr-zone", "[[rule]]\naction = \"allow\"\ncidr = [\"fe80::1%eth0\"]\n", []string{`cidr "fe80::1%eth0": zones (%eth0) are not matched; write fe80::1`}},
+		{"client-cidr-zone", "[[client-rule]]\naction = \"deny\"\ncidr = [\"fe80::/10%eth0\"]\n", []string{`cidr "fe80::/10%eth0": zones`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -198,16 +198,39 @@ func compileRule(s ruleSpec, client bool) (rule, error) {
 	}
 	for _, d := range s.Domains {
 		d = strings.TrimSuffix(strings.ToLower(d), ".")
-		if strings.TrimPrefix(d, ".") == "" || len(d) > 255 {
-			return r, fmt.Errorf("domain %q: want a name such as example.com or .example.com", d)
+		if err := checkDomain(d); err != nil {
+			return r, err
 		}
 		r.domains = append(r.domains, []byte(d))
 	}
 	return r, nil
 }
 
+// checkDomain refuses a domain pattern that could never match a name a
+// client sends: an empty label ("..example.com", "a..b"), blanks, or a
+// wildcard, which a first dot already is.
+func checkDomain(d string) error {
+	body := strings.TrimPrefix(d, ".")
+	switch {
+	case strings.HasPrefix(d, "*."):
+		return fmt.Errorf("domain %q: write %q (a first dot matches the name and every name below it)", d, d[1:])
+	case body == "" || len(d) > 255:
+		return fmt.Errorf("domain %q: want a name such as example.com or .example.com", d)
+	case strings.HasPrefix(body, ".") || strings.Contains(body, ".."):
+		return fmt.Errorf("domain %q: empty label; want a name such as example.com or .example.com", d)
+	case strings.ContainsAny(d, "* \t/:@"):
+		return fmt.Errorf("domain %q: want a name such as example.com or .example.com (no wildcards, blanks, ports or paths)", d)
+	}
+	return nil
+}
+
 // parsePrefix parses a CIDR or a bare IP (a /32 or /128).
 func parsePrefix(s string) (netip.Prefix, error) {
+	if addr, zone, ok := strings.Cut(s, "%"); ok {
+		// netip would drop the zone, and rules never see one (allowed
+		// strips it): say so rather than widen the rule silently.
+		return netip.Prefix{}, fmt.Errorf("cidr %q: zones (%%%s) are not matched; write %s, which holds on every link", s, zone, addr)
+	}
 	if ip, err := netip.ParseAddr(s); err == nil {
 		ip = ip.Unmap()
 		return netip.PrefixFrom(ip, ip.BitLen()), nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -59,8 +60,23 @@ func newWaiter() (*waiter, error) {
 		unix.Close(epfd)
 		return nil, os.NewSyscallError("fcntl", err)
 	}
+	return waiterOn(epfd)
+}
+
+// waiterOn makes the waiter of epoll descriptor epfd, which it then owns.
+func waiterOn(epfd int) (*waiter, error) {
 	w := &waiter{epfd: epfd, finished: make(chan struct{}), parked: make(map[uint64]*client), watchAfter: defaultWatchAfter}
 	w.file = os.NewFile(uintptr(epfd), "waiter")
+	// A descriptor the runtime poller did not take (os.NewFile falls back
+	// to blocking I/O when registering fails, as when
+	// fs.epoll.max_user_watches is used up) could neither wait nor time
+	// out: serve would return at once and parked sessions wait for ever.
+	// Such a file takes no deadline; the caller then does without.
+	if err := w.file.SetReadDeadline(time.Time{}); err != nil {
+		w.file.Close()
+		return nil, fmt.Errorf("epoll descriptor not in the runtime poller: %w", err)
+	}
+	var err error
 	if w.rc, err = w.file.SyscallConn(); err != nil {
 		w.file.Close()
 		return nil, err
