@@ -36,8 +36,9 @@ type Config struct {
 // Bytes read past the request are returned in Request.Rest. The returned
 // Request aliases b. An unknown command is returned with its Request filled
 // in and ErrCommandNotSupported. End of stream before the client's first
-// byte is reported as io.EOF, anywhere later as io.ErrUnexpectedEOF. On
-// success Negotiate does not allocate.
+// byte is reported as io.EOF, anywhere later as io.ErrUnexpectedEOF. With
+// ErrAuthFailed, Request.User is the name the client tried (empty if it sent
+// none), for the caller's log. On success Negotiate does not allocate.
 func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
 	var zero Config
 	if cfg == nil {
@@ -50,7 +51,7 @@ func Negotiate(rw io.ReadWriter, b *Buffer, cfg *Config) (Request, error) {
 	var user []byte
 	if m == MethodUserPass {
 		if user, err = authenticate(rw, b, cfg); err != nil {
-			return Request{}, err
+			return Request{User: user}, err
 		}
 	}
 	req, err := readRequest(rw, b)
@@ -119,7 +120,7 @@ func authenticate(rw io.ReadWriter, b *Buffer, cfg *Config) ([]byte, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, wrap("auth", ErrAuthFailed)
+		return up.user, wrap("auth", ErrAuthFailed)
 	}
 	return up.user, nil
 }

@@ -119,13 +119,13 @@ var transcripts = []struct {
 		{"<-", []byte{5, 2}},
 		{"->", authWrongPass}, // alice / guess
 		{"<-", []byte{1, 1}},  // status: failure, then close
-	}, result{err: ErrAuthFailed}},
+	}, result{user: "alice", err: ErrAuthFailed}}, // the name tried, for the log
 	{"userpass-unknown-user", authCfg, []step{
 		{"->", greetUserPass},
 		{"<-", []byte{5, 2}},
 		{"->", AppendUserPass(nil, []byte("mallory"), []byte("secret"))},
 		{"<-", []byte{1, 1}},
-	}, result{err: ErrAuthFailed}},
+	}, result{user: "mallory", err: ErrAuthFailed}},
 	{"userpass-empty", authCfg, []step{
 		{"->", greetUserPass},
 		{"<-", []byte{5, 2}},

@@ -128,6 +128,9 @@ func TestReviewLabelsCommand(t *testing.T) {
 			if !strings.Contains(line, " cmd="+tc.cmd+" ") || !strings.Contains(line, " reply="+tc.reply+" ") {
 				t.Errorf("access line %s want cmd=%s reply=%s", line, tc.cmd, tc.reply)
 			}
+			if tc.name == "unknown-command" && !strings.Contains(line, " target=127.0.0.1:9 ") {
+				t.Errorf("access line %s: want the refused request's target=127.0.0.1:9", line)
+			}
 		})
 	}
 	if !waitFor(10*time.Second, func() bool { return inst.srv.limits.active.Load() == 0 }) {
@@ -185,5 +188,22 @@ func TestReviewLabelsAuthRequired(t *testing.T) {
 	}
 	if got := value(mfs, "sluice_sessions_active", "command", "connect"); got != 0 {
 		t.Errorf("sluice_sessions_active{connect} = %v, want 0", got)
+	}
+}
+
+// TestReviewLabelsAuthFailedUser: a failed RFC 1929 login is logged with the
+// name it tried (as sshd logs "Failed password for"), so that an operator
+// can tell a forgotten password from a guessing run; before, user was empty.
+func TestReviewLabelsAuthFailedUser(t *testing.T) {
+	t.Parallel()
+	var log syncBuffer
+	addr, _ := startSluiceLog(t, &log, "--users", writeUsers(t, "alice:a\n"))
+	c := dialSluice(t, addr)
+	mustWrite(t, c, append([]byte{5, 1, 2}, handshake.AppendUserPass(nil, []byte("mallory"), []byte("guess"))...))
+	expect(t, c, []byte{5, 2, 1, 1}) // user/pass chosen; status: failure
+	expectClosed(t, c)
+	line := sessionLine(t, &log, c)
+	if !strings.Contains(line, " user=mallory ") || strings.Contains(line, "guess") {
+		t.Errorf("failed login logged as %s; want user=mallory and no password", line)
 	}
 }

@@ -157,14 +157,21 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		// A request refused with a reply was read, its command with it
 		// (an unknown one is cmdLabelUnknown); anything else ended before
 		// one, or on one too broken to answer.
+		// The log says what is known of it: the name a failed login
+		// tried, and the target of a request refused whole.
 		rep, cmd := replyNone, cmdLabelHandshake
+		var target dest
 		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) || errors.Is(err, errAuthRequired) {
 			rep, cmd = int(handshake.ReplyFor(err)), cmdLabelOf(req.Cmd)
+			if !errors.Is(err, handshake.ErrAddrTypeNotSupported) {
+				target = newDest(req.Addr)
+			}
 		}
+		user := string(req.User)
 		b.Release()
 		s.reject(c, &req, err)
 		s.metrics.endEarly(cmd, rep)
-		s.accessLog(lv, c, "", cmdLabels[cmd], dest{}, rep, 0, 0, start, err)
+		s.accessLog(lv, c, user, cmdLabels[cmd], target, rep, 0, 0, start, err)
 		return
 	}
 	s.metrics.handshakeDone(time.Since(start))
