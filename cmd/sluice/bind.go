@@ -31,7 +31,8 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // ReplyFor(err).
 //
 // The destination rules are applied to a DST.ADDR that is an IP (or, for a
-// name, to the name when no rule looks at addresses) before listening, and
+// name, to the name when no rule looks at addresses, and else as far as they
+// can be without the peer's address: mayAllowTo) before listening, and
 // to each peer that connects (peerAllowed: a name DST.ADDR gave lets in only
 // its own addresses); rules under which no peer at all could pass refuse it
 // before listening. A rule's ports match DST.PORT at both checks, never the
@@ -55,6 +56,12 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 		if !p.allowed(cmdBind, want.Name, netip.Addr{}, want.Port) {
 			return nil, errDenied{}
 		}
+	case !p.mayAllowTo(cmdBind, want.Name, want.Port):
+		// A name or 0.0.0.0: the peer's address is not known yet, but
+		// rules that deny every address for this name and DST.PORT
+		// (a deny on the name, or on the port) refuse it now, as they
+		// would every peer after the first reply.
+		return nil, errDenied{}
 	}
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false) // splice falls back to copying on MPTCP sockets

@@ -290,7 +290,21 @@ func (p *policy) allowed(cmd cmdMask, name []byte, ip netip.Addr, port uint16) b
 // when, in order, a rule for cmd that looks at nothing else denies before
 // any allow rule for cmd, or when no rule for cmd allows and the default
 // denies. BIND asks it before it listens for a peer it does not know yet.
-func (p *policy) mayAllow(cmd cmdMask) bool {
+func (p *policy) mayAllow(cmd cmdMask) bool { return p.mayPass(cmd, false, nil, 0) }
+
+// mayAllowTo is mayAllow for a destination whose port and name (nil for an
+// address) are known and whose address is not: false when every address
+// would be denied, as when a rule denies the name whatever it resolves to.
+// BIND asks it for a DST.ADDR that is a name or 0.0.0.0.
+func (p *policy) mayAllowTo(cmd cmdMask, name []byte, port uint16) bool {
+	return p.mayPass(cmd, true, name, port)
+}
+
+// mayPass walks the rules for mayAllow (known false: port and name unknown)
+// and mayAllowTo. A rule that may match allows something if it allows; if
+// it denies, it denies every address only when it looks at no address and
+// at nothing else unknown.
+func (p *policy) mayPass(cmd cmdMask, known bool, name []byte, port uint16) bool {
 	if p == nil {
 		return true
 	}
@@ -299,11 +313,14 @@ func (p *policy) mayAllow(cmd cmdMask) bool {
 		if r.cmds != 0 && r.cmds&cmd == 0 {
 			continue
 		}
+		if known && (len(r.ports) > 0 && !matchPort(r.ports, port) || len(r.domains) > 0 && !matchDomain(r.domains, name)) {
+			continue
+		}
 		if r.allow {
 			return true
 		}
-		if len(r.nets) == 0 && len(r.ports) == 0 && len(r.domains) == 0 {
-			return false // denies every destination of cmd
+		if len(r.nets) == 0 && (known || len(r.ports) == 0 && len(r.domains) == 0) {
+			return false // denies every address
 		}
 	}
 	return !p.deny

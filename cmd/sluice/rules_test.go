@@ -363,3 +363,41 @@ func TestPolicyMayAllow(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyMayAllowTo: whether any BIND peer could pass once DST.PORT and
+// the name in DST.ADDR (nil for 0.0.0.0) are known.
+func TestPolicyMayAllowTo(t *testing.T) {
+	t.Parallel()
+	denyName := ruleSpec{Action: "deny", Domains: []string{".bad.test"}}
+	allowNet := ruleSpec{Action: "allow", CIDR: []string{"192.0.2.0/24"}}
+	for _, tc := range []struct {
+		name  string
+		def   string
+		rules []ruleSpec
+		host  string
+		port  uint16
+		want  bool
+	}{
+		{"denied name, address rules after", "deny", []ruleSpec{denyName, allowNet}, "ftp.bad.test", 21, false},
+		{"other name, address rules after", "deny", []ruleSpec{denyName, allowNet}, "ftp.good.test", 21, true},
+		{"address rule before the name's deny", "deny", []ruleSpec{allowNet, denyName}, "ftp.bad.test", 21, true},
+		{"denied port", "allow", []ruleSpec{{Action: "deny", Ports: []string{"20-21"}}, allowNet}, "", 21, false},
+		{"other port", "allow", []ruleSpec{{Action: "deny", Ports: []string{"20-21"}}, allowNet}, "", 2121, true},
+		{"narrow deny, then default deny", "deny", []ruleSpec{{Action: "deny", CIDR: []string{"10.0.0.0/8"}}}, "x.test", 21, false},
+		{"narrow deny, then default allow", "allow", []ruleSpec{{Action: "deny", CIDR: []string{"10.0.0.0/8"}}}, "x.test", 21, true},
+		{"domain allow for another name", "deny", []ruleSpec{{Action: "allow", Domains: []string{"ftp.good.test"}}, {Action: "deny", CIDR: []string{"10.0.0.0/8"}}}, "ftp.bad.test", 21, false},
+		{"no name: domain rules never match", "deny", []ruleSpec{{Action: "allow", Domains: []string{".test"}}, allowNet}, "", 21, true},
+	} {
+		p, err := compilePolicy(tc.rules, tc.def, false, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var name []byte
+		if tc.host != "" {
+			name = []byte(tc.host)
+		}
+		if got := p.mayAllowTo(cmdBind, name, tc.port); got != tc.want {
+			t.Errorf("%s: mayAllowTo(bind, %q, %d) = %v, want %v", tc.name, tc.host, tc.port, got, tc.want)
+		}
+	}
+}
