@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -34,11 +35,28 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"rr", "--proxy", "127.0.0.1:1", tg, "127.0.0.1:1", "--user", strings.Repeat("u", 256)}, "flag --user"},
 		{[]string{"rr", "--proxy", "127.0.0.1:1", tg, strings.Repeat("h", 256) + ":1"}, "flag --target"},
 		{[]string{"idle", d, tg, "127.0.0.1:1", "--hold", "0"}, "flag --hold"},
+		{[]string{"rr", d, tg, "127.0.0.1:1", "--user", "u"}, "flag --user"},
+		{[]string{"tput", d, tg, "127.0.0.1:1", "--lockstep"}, "flag --lockstep"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)
 		if code != 2 || !strings.Contains(errOut.String(), tc.want) || strings.Count(errOut.String(), "\n") != 1 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and one line naming %s", tc.args, code, errOut.String(), tc.want)
 		}
+	}
+}
+
+// TestRunMissingPid: --pid of a process that does not exist fails before
+// the run, naming the flag, where sampling failed once the load ran.
+func TestRunMissingPid(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("--pid samples /proc, Linux only")
+	}
+	t.Parallel()
+	// A PID above the kernel's pid_max: never a process.
+	var out, errOut bytes.Buffer
+	code := run([]string{"rr", "--direct", "--target", "127.0.0.1:1", "--pid", "2147483647", "--duration", "1s"}, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "flag --pid") || strings.Count(errOut.String(), "\n") != 1 {
+		t.Errorf("run(--pid 2147483647) = %d, stderr %q; want 2 and one line naming --pid", code, errOut.String())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -272,8 +273,20 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 	if o.duration > bench.MaxDuration {
 		return fmt.Errorf("invalid value for flag --duration: at most %v", bench.MaxDuration)
 	}
-	if o.direct == (o.proxy != "") {
+	switch {
+	case o.direct == (o.proxy != ""):
 		return errors.New("clients need exactly one of --proxy or --direct")
+	case o.direct && o.user != "":
+		return errors.New("flag --user needs --proxy: --direct makes no SOCKS5 handshake")
+	case o.direct && o.lockstep:
+		return errors.New("flag --lockstep needs --proxy: --direct makes no SOCKS5 handshake")
+	}
+	if o.pid > 0 && runtime.GOOS == "linux" {
+		// Sampling would fail only once the run started, without
+		// naming the flag.
+		if _, err := os.Stat("/proc/" + strconv.Itoa(o.pid)); err != nil {
+			return fmt.Errorf("invalid value %d for flag --pid: no such process", o.pid)
+		}
 	}
 	if o.target == "" {
 		return errors.New("clients need --target")
