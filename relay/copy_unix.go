@@ -104,7 +104,7 @@ func (r *Relay) copyHalf(h *half) error {
 			return c.err
 		}
 		if c.n == 0 {
-			return h.dst.CloseWrite()
+			return closeWrite(h.dst)
 		}
 		c.out = (*c.bp)[:c.n]
 		if err := dst.Write(c.write); err != nil {

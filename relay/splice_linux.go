@@ -69,7 +69,7 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 		case s.err != nil:
 			return true, os.NewSyscallError("splice", s.err)
 		case s.n == 0:
-			return true, h.dst.CloseWrite()
+			return true, closeWrite(h.dst)
 		}
 		s.p.data = s.n
 		s.calls++
