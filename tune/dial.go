@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -50,4 +52,34 @@ func (o *Options) controlDial(_ context.Context, network, _ string, c syscall.Ra
 		}
 		return o.apply(fd, dialOpts, &o.Upstream, true, udp)
 	})
+}
+
+// ListenUDP opens a UDP socket bound to laddr for a UDP ASSOCIATE, with the
+// socket-level options of one side: o.Upstream's buffers and mark, and
+// o.Interface, for the socket that sends to targets (upstream true), as a
+// dialled TCP upstream gets them; o.Client's buffers and mark for the one
+// that faces the client. TCP-only options are left out. An invalid address
+// in laddr binds every address of network's families.
+func (o *Options) ListenUDP(ctx context.Context, network string, laddr netip.AddrPort, upstream bool) (*net.UDPConn, error) {
+	s := &o.Client
+	if upstream {
+		s = &o.Upstream
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return rawControl(c, func(fd int) error {
+			if err := o.apply(fd, listenerSockOpts, s, upstream, true); err != nil || !upstream {
+				return err
+			}
+			return o.apply(fd, dialOpts, s, true, true)
+		})
+	}}
+	addr := laddr.String()
+	if !laddr.Addr().IsValid() { // no address: every address
+		addr = ":" + strconv.Itoa(int(laddr.Port()))
+	}
+	pc, err := lc.ListenPacket(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }

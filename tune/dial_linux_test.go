@@ -114,3 +114,60 @@ func TestDialerRefusedOption(t *testing.T) {
 		t.Fatalf("Dial = %v; want an OptionError for --interface wrapping ENODEV", err)
 	}
 }
+
+// TestListenUDPOptions: a UDP ASSOCIATE's sockets get the socket-level
+// options of their side, the upstream one --interface too, so that --mark
+// and --interface hold for UDP as for TCP (the build before opened both
+// with net.ListenUDP: unmarked, on any device).
+func TestListenUDPOptions(t *testing.T) {
+	t.Parallel()
+	markPermitted(t)
+	o := &Options{
+		Upstream:  SockOpts{Mark: 0x2a, RecvBufferBytes: 96 << 10, Congestion: congestion(t)},
+		Client:    SockOpts{Mark: 0x2b, SendBufferBytes: 80 << 10},
+		Interface: "lo",
+	}
+	up, err := o.ListenUDP(t.Context(), "udp4", netip.MustParseAddrPort("127.0.0.1:0"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	cl, err := o.ListenUDP(t.Context(), "udp", netip.MustParseAddrPort("[::1]:0"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, tc := range []struct {
+		name       string
+		c          *net.UDPConn
+		level, opt int
+		want       int
+	}{
+		{"upstream SO_MARK", up, unix.SOL_SOCKET, unix.SO_MARK, 0x2a},
+		{"upstream SO_RCVBUF", up, unix.SOL_SOCKET, unix.SO_RCVBUF, 2 * (96 << 10)},
+		{"client SO_MARK", cl, unix.SOL_SOCKET, unix.SO_MARK, 0x2b},
+		{"client SO_SNDBUF", cl, unix.SOL_SOCKET, unix.SO_SNDBUF, 2 * (80 << 10)},
+	} {
+		if got := getInt(t, tc.c, tc.level, tc.opt); got != tc.want {
+			t.Errorf("%s = %#x, want %#x", tc.name, got, tc.want)
+		}
+	}
+	if got := getString(t, up, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); got != "lo" {
+		t.Errorf("upstream SO_BINDTODEVICE = %q, want lo", got)
+	}
+	if got := getString(t, cl, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); got != "" {
+		t.Errorf("client SO_BINDTODEVICE = %q, want none (--interface is for the upstream side)", got)
+	}
+	if got := up.LocalAddr().(*net.UDPAddr).AddrPort(); !got.Addr().Is4() || got.Port() == 0 {
+		t.Errorf("upstream bound to %v; want 127.0.0.1 and a port", got)
+	}
+	// No address (no --source-addr): every address of the family.
+	anyAddr, err := o.ListenUDP(t.Context(), "udp4", netip.AddrPort{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anyAddr.Close()
+	if got := anyAddr.LocalAddr().(*net.UDPAddr).AddrPort(); !got.Addr().IsUnspecified() || got.Port() == 0 {
+		t.Errorf("no address: bound to %v; want 0.0.0.0 and a port", got)
+	}
+}

@@ -42,13 +42,15 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	// DST.ADDR is not trusted: behind a NAT it is often the client's
 	// private address.
 	port := req.Port
-	clientSide, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	clientSide, err := s.tune.ListenUDP(ctx, "udp", netip.AddrPortFrom(local, 0), false)
 	if err != nil {
 		return st, 0, err
 	}
 	defer clientSide.Close()
-	src := s.tune.SourceAddr
-	upstream, err := net.ListenUDP(udpNetwork(src), net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+	// An IPv4-mapped --source-addr is an IPv4 source, as for CONNECT: as
+	// given, it made a v6-only socket that cannot bind it.
+	src := s.tune.SourceAddr.Unmap()
+	upstream, err := s.tune.ListenUDP(ctx, udpNetwork(src), netip.AddrPortFrom(src, 0), true)
 	if err != nil {
 		return st, 0, err
 	}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/handshake"
+)
+
+// TestUDPSocketOptions: a UDP ASSOCIATE's sockets carry the marks of their
+// sides and the upstream one --interface, as the TCP sockets do, so that
+// mark-based policy routing and firewall rules hold for its datagrams. The
+// build before opened both plainly: no mark, any device. The sockets are
+// found among this process's descriptors, where the in-process sluice
+// keeps them.
+func TestUDPSocketOptions(t *testing.T) {
+	t.Parallel()
+	probe, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.SetsockoptInt(probe, unix.SOL_SOCKET, unix.SO_MARK, 1)
+	unix.Close(probe)
+	if errors.Is(err, unix.EPERM) {
+		const why = "SO_MARK needs CAP_NET_ADMIN"
+		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
+			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
+		}
+		t.Skip(why)
+	}
+	const upMark, clMark = 0x5ca1, 0x5ca2
+	echo, _ := udpEcho(t, "udp4", "127.0.0.1:0")
+	target := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	addr, _ := startSluice(t, "--upstream-mark", strconv.Itoa(upMark), "--client-mark", strconv.Itoa(clMark), "--interface", "lo")
+	_, relayAddr := associateUDP(t, addr)
+	u := udpClient(t, "127.0.0.1", relayAddr)
+	roundTrip(t, u, handshake.AddrFromAddrPort(target), []byte("marked"), target)
+
+	var up, cl int
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		// Other tests open and close descriptors meanwhile: one that is
+		// gone or no datagram socket is skipped.
+		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_DGRAM {
+			continue
+		}
+		mark, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK)
+		if err != nil {
+			continue
+		}
+		dev, _ := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+		switch {
+		case mark == upMark && dev == "lo":
+			up++
+		case mark == upMark:
+			t.Errorf("upstream UDP socket (fd %d) on device %q; want lo", fd, dev)
+		case mark == clMark && dev == "":
+			cl++
+		case mark == clMark:
+			t.Errorf("client-side UDP socket (fd %d) on device %q; want none", fd, dev)
+		}
+	}
+	if up != 1 || cl != 1 {
+		t.Errorf("found %d upstream UDP sockets marked %#x on lo and %d client-side marked %#x; want 1 each", up, upMark, cl, clMark)
+	}
+}
