@@ -66,7 +66,9 @@ func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("--config %s: %w", path, unwrapPathError(err))
 	}
-	text := string(data)
+	// A byte order mark (a file saved by Notepad) is no part of the first
+	// key, whose line keyLine would not find.
+	text := strings.TrimPrefix(string(data), "\ufeff")
 	var generic map[string]any
 	md, err := toml.Decode(text, &generic)
 	if err != nil {
@@ -265,10 +267,13 @@ func dottedKey(s string) string {
 }
 
 // tableLine finds the line of the n-th (from 0) [[name]] header; 0 when not
-// found.
+// found. A header may have blanks inside its brackets, quotes around name
+// and a comment after it ("[[ rule ]]  # no SMTP").
 func tableLine(text, name string, n int) int {
 	for i, line := range strings.Split(text, "\n") {
-		if strings.ReplaceAll(strings.TrimSpace(line), " ", "") == "[["+name+"]]" {
+		h, _, _ := strings.Cut(line, "#")
+		h = strings.Join(strings.Fields(h), "")
+		if len(h) > 4 && strings.HasPrefix(h, "[[") && strings.HasSuffix(h, "]]") && dottedKey(h[2:len(h)-2]) == name {
 			if n == 0 {
 				return i + 1
 			}

@@ -259,6 +259,12 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 		cancel()
 		return nil, err
 	}
+	if cfg.relay.CopyBelow > 0 && srv.relay.Loops() == 0 {
+		// Only the event loops split reads by size: on the goroutine
+		// path (--loops -1, --no-splice, no loops on this system) the
+		// flag would do nothing, silently.
+		log.Warn("--copy-below has no effect without the relay's event loops (--loops -1, --no-splice, or none on this system)")
+	}
 	inst := &instance{cancel: cancel, srv: srv, closed: make(chan struct{})}
 	inst.srv.live.Store(lv)
 	for _, la := range plan {

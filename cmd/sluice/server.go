@@ -156,9 +156,9 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 	if err != nil {
 		// A request refused with a reply was read, its command with it
 		// (an unknown one is cmdLabelUnknown); anything else ended before
-		// one, or on one too broken to answer.
-		// The log says what is known of it: the name a failed login
-		// tried, and the target of a request refused whole.
+		// one, or on one too broken to answer. The log says what is
+		// known of it: the name a failed login tried, and the target of
+		// a request refused whole.
 		rep, cmd := replyNone, cmdLabelHandshake
 		var target dest
 		if errors.Is(err, handshake.ErrAddrTypeNotSupported) || errors.Is(err, handshake.ErrCommandNotSupported) || errors.Is(err, errAuthRequired) {
@@ -169,6 +169,7 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		}
 		user := string(req.User)
 		b.Release()
+		s.releaseLimits(rs) // before the reply: a client may retry as soon as it reads it
 		s.reject(c, &req, err)
 		s.metrics.endEarly(cmd, rep)
 		s.accessLog(lv, c, user, cmdLabels[cmd], target, rep, 0, 0, start, err)
@@ -400,22 +401,23 @@ func writeFd(fd int, p []byte) error {
 // relaySession is an established session as serveConn hands it to the
 // relay, which owns it from then on and ends it through relayed.
 type relaySession struct {
-	rel      relay.Session // the relay's state for it, in this allocation (StartFdsIn)
-	s        *server
-	c        *client
-	up       *net.TCPConn // nil: none, or a bare descriptor the relay owns
-	lv       *live
-	ip       netip.Addr
-	perIP    bool
-	userHeld bool // a --max-sessions-per-user slot of user is held
-	ahead    int  // bytes the client pipelined behind its request, written upstream before the relay started
-	user     string
-	cmd      int
-	target   dest
-	start    time.Time
-	relaying bool // handed to the relay, which ends it through relayed
-	closed   bool // closeSockets ran
-	replied  bool // a CONNECT's success reply went out: the reply it ends with, whatever fails after it
+	rel         relay.Session // the relay's state for it, in this allocation (StartFdsIn)
+	s           *server
+	c           *client
+	up          *net.TCPConn // nil: none, or a bare descriptor the relay owns
+	lv          *live
+	ip          netip.Addr
+	perIP       bool
+	userHeld    bool // a --max-sessions-per-user slot of user is held
+	ahead       int  // bytes the client pipelined behind its request, written upstream before the relay started
+	user        string
+	cmd         int
+	target      dest
+	start       time.Time
+	relaying    bool // handed to the relay, which ends it through relayed
+	closed      bool // closeSockets ran
+	replied     bool // a CONNECT's success reply went out: the reply it ends with, whatever fails after it
+	limitsFreed bool // releaseLimits ran
 }
 
 // relayed accounts for a session the relay ended and releases what it holds:
@@ -445,11 +447,22 @@ func (rs *relaySession) closeSockets() {
 // endSession closes a session's sockets and gives back its limit slots.
 func (s *server) endSession(rs *relaySession) {
 	rs.closeSockets()
+	s.releaseLimits(rs)
+	s.sessions.Done()
+}
+
+// releaseLimits gives back the session's places under the limits, once:
+// at its end, or before a failure reply, after which the client may well
+// connect again at once (and must not be refused for its own last session).
+func (s *server) releaseLimits(rs *relaySession) {
+	if rs.limitsFreed {
+		return
+	}
+	rs.limitsFreed = true
 	if rs.userHeld {
 		s.limits.releaseUser(rs.user)
 	}
 	s.limits.release(rs.ip, rs.perIP)
-	s.sessions.Done()
 }
 
 // udpSession runs a UDP association and accounts for it.
@@ -485,6 +498,7 @@ func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 	case rs.replied:
 		rep = int(handshake.Succeeded)
 	case !errors.As(err, new(errReplied)):
+		s.releaseLimits(rs) // before the reply: a client may retry as soon as it reads it
 		s.reject(c, req, err)
 		rep = int(handshake.ReplyFor(err))
 		if rep == int(handshake.NotAllowed) {
