@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -211,6 +212,23 @@ func (inst *instance) serveHTTP(ctx context.Context, cfg *config, log *slog.Logg
 	return nil
 }
 
+// warnShared logs one warning for each address of plan that another socket
+// already listens on: with SO_REUSEPORT sluice binds beside it and shares
+// its connections, which a restart means to do (see README) and a second
+// sluice started by mistake does silently. Workers do not check: each
+// binds beside its siblings.
+func warnShared(plan []listenAddr, log *slog.Logger) {
+	for _, la := range plan {
+		for _, a := range la.addrs {
+			ap, err := netip.ParseAddrPort(a)
+			if err != nil || ap.Port() == 0 || !portTaken(ap) {
+				continue
+			}
+			log.Warn("another socket already listens on this address: sluice shares its connections with it (SO_REUSEPORT), as a restart means to; stop the other if that is not meant", "addr", a)
+		}
+	}
+}
+
 // migrateReq reads net.ipv4.tcp_migrate_req: "1" when the kernel moves the
 // connections queued on a closing SO_REUSEPORT listener to another one of
 // its group; "" when it cannot be read (not Linux, or before 5.14).
@@ -241,6 +259,9 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	plan, err := planListen(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if os.Getenv(workerEnv) == "" {
+		warnShared(plan, log)
 	}
 	lv, warn, err := buildLive(cfg)
 	if err != nil {

@@ -71,13 +71,15 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		return fail(fmt.Errorf("--workers: cannot find own executable: %w", err))
 	}
 	// What start checks before it binds, each worker would fail on alike.
-	if _, err := planListen(ctx, cfg); err != nil {
+	plan, err := planListen(ctx, cfg)
+	if err != nil {
 		if stoppedStarting(ctx, err) {
 			log.Info("stopped while starting")
 			return 0
 		}
 		return fail(err)
 	}
+	warnShared(plan, log)
 	if _, _, err := buildLive(cfg); err != nil {
 		return fail(err)
 	}
