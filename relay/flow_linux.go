@@ -52,6 +52,7 @@ type flow struct {
 	dirs     [2]flowDir
 	readable [2]bool
 	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
+	erred    [2]bool // an error reported (EPOLLERR): one may be pending once reading ends
 	urgent   [2]bool // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
 	writable [2]bool
 	queued   bool // in l.ready
@@ -180,15 +181,21 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		case dir.eof:
 			l.dropPipe(dir)
 			dir.done = true
-			if (f.callerCloses || f.owned[dst]) && f.dirs[1-d].done {
-				// The session ends here and the caller's close sends
-				// this FIN: dst has read its peer's FIN already, so it
-				// holds no unread byte that would turn the close into a
-				// reset.
-				return false, nil
+			// Unless the session ends here and the caller's close sends
+			// this FIN: dst has read its peer's FIN already, so it holds
+			// no unread byte that would turn the close into a reset.
+			if !(f.callerCloses || f.owned[dst]) || !f.dirs[1-d].done {
+				if err := rawsys.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
+					return false, os.NewSyscallError("shutdown", err)
+				}
 			}
-			if err := rawsys.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
-				return false, os.NewSyscallError("shutdown", err)
+			if f.erred[src] {
+				// A reset that came after src's FIN, before the loop
+				// read up to it, is left pending behind the EOF, and its
+				// EPOLLERR was spent while this direction was not done
+				// (dispatch): take it now, or a silent far side keeps
+				// the session for ever.
+				return false, sockError(f.fds[src])
 			}
 			return false, nil
 		case !f.readable[src]:

@@ -367,6 +367,9 @@ func (l *loop) dispatch(n int) (woken bool) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			f.writable[side] = true
 		}
+		if ev&unix.EPOLLERR != 0 {
+			f.erred[side] = true
+		}
 		if ev&unix.EPOLLERR != 0 && f.dirs[side].done && !f.ended {
 			// A socket whose reading is over (its FIN was passed on)
 			// failed: a reset after the half-close. Nothing reads it,
