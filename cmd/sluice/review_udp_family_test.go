@@ -26,24 +26,6 @@ func associateBND(t *testing.T, addr string, dst handshake.Addr) (*net.TCPConn, 
 	return c, netip.AddrPortFrom(ip, uint16(bnd[len(bnd)-2])<<8|uint16(bnd[len(bnd)-1]))
 }
 
-// TestUDPSourceAddrMapped: an IPv4-mapped --source-addr is an IPv4 source
-// for UDP ASSOCIATE too, as it is for CONNECT. The upstream socket was
-// opened as a v6-only socket on the mapped address, which the kernel
-// refuses (EINVAL): every UDP ASSOCIATE got 0x01.
-func TestUDPSourceAddrMapped(t *testing.T) {
-	t.Parallel()
-	echo4, _ := udpEcho(t, "udp4", "127.0.0.1:0")
-	e4 := echo4.LocalAddr().(*net.UDPAddr).AddrPort()
-	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
-	var log syncBuffer
-	addr, _ := startSluiceResolver(t, r, &log, "--source-addr", "::ffff:127.0.0.1")
-	_, relayAddr := associateUDP(t, addr)
-	u := udpClient(t, "127.0.0.1", relayAddr)
-	roundTrip(t, u, handshake.AddrFromAddrPort(e4), []byte("ipv4"), e4)
-	// A dual-stack name goes to its IPv4 address, the source's family.
-	roundTrip(t, u, handshake.Addr{Type: handshake.AddrDomain, Name: []byte("dual.example"), Port: e4.Port()}, []byte("name"), e4)
-}
-
 // TestUDPAssociateIPv6Listen: a client that reaches sluice on ::1 gets an
 // IPv6 relay address on ::1, and its datagrams reach IPv4, IPv6 and name
 // destinations, each answered with the (resolved) source's address, up to

@@ -465,18 +465,30 @@ func udpAccessLine(t *testing.T, log *syncBuffer) string {
 // TestUDPSourceAddrFamily: with --source-addr the upstream socket has one
 // family, and a name with addresses of both goes to the address of that
 // family, as CONNECT dials it (dialName); with an IPv6 source, picking the
-// IPv4 address sent every datagram to a name into a refused send.
+// IPv4 address sent every datagram to a name into a refused send. An
+// IPv4-mapped source is an IPv4 one, as for CONNECT: as given, it made a
+// v6-only socket that the kernel would not bind (EINVAL), and every UDP
+// ASSOCIATE got 0x01.
 func TestUDPSourceAddrFamily(t *testing.T) {
 	t.Parallel()
-	echo6, _ := udpEcho(t, "udp6", "[::1]:0")
-	e6 := echo6.LocalAddr().(*net.UDPAddr).AddrPort()
 	r := dualResolver(t, netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback())
-	var log syncBuffer
-	addr, _ := startSluiceResolver(t, r, &log, "--source-addr", "::1")
-	_, relayAddr := associateUDP(t, addr)
-	u := udpClient(t, "127.0.0.1", relayAddr)
-	u.SetDeadline(time.Now().Add(5 * time.Second)) // safety net only
-	roundTrip(t, u, handshake.Addr{Type: handshake.AddrDomain, Name: []byte("dual.example"), Port: e6.Port()}, []byte("name"), e6)
+	for _, tc := range []struct{ source, echo string }{
+		{"::1", "[::1]:0"},
+		{"::ffff:127.0.0.1", "127.0.0.1:0"},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			t.Parallel()
+			echo, _ := udpEcho(t, "udp", tc.echo)
+			e := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+			var log syncBuffer
+			addr, _ := startSluiceResolver(t, r, &log, "--source-addr", tc.source)
+			_, relayAddr := associateUDP(t, addr)
+			u := udpClient(t, "127.0.0.1", relayAddr)
+			u.SetDeadline(time.Now().Add(5 * time.Second)) // safety net only
+			roundTrip(t, u, handshake.AddrFromAddrPort(e), []byte("literal"), e)
+			roundTrip(t, u, handshake.Addr{Type: handshake.AddrDomain, Name: []byte("dual.example"), Port: e.Port()}, []byte("name"), e)
+		})
+	}
 }
 
 // TestUDPNameCacheFull: past maxCachedNames names a new name still gets
