@@ -58,6 +58,12 @@ func TestStartupErrors(t *testing.T) {
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
 		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},
+		// Checked before anything serves (they used to fail after the
+		// "sluice listening" line, with exit 1).
+		{"bad-metrics-addr", []string{"--metrics", "bogus"}, 2, []string{"--metrics bogus: want host:port"}},
+		{"metrics-port-range", []string{"--metrics", "127.0.0.1:99999"}, 2, []string{"--metrics 127.0.0.1:99999: want host:port"}},
+		{"bad-debug-addr", []string{"--debug-addr", "bogus"}, 2, []string{"--debug-addr bogus: want host:port"}},
+		{"listen-port-range", []string{"--listen", "127.0.0.1:99999"}, 2, []string{`--listen "127.0.0.1:99999": want host:port`}},
 		{"bad-profile", []string{"--profile", "disk"}, 2, []string{"--profile"}},
 		{"bad-udp-filter", []string{"--udp-filter", "cone"}, 2, []string{"--udp-filter", "addr-port, addr or none"}},
 		{"bad-source-ports", []string{"--source-ports", "2000-1000"}, 2, []string{"--source-ports", "LOW-HIGH"}},

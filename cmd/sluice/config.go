@@ -146,7 +146,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.Var(portsFlag{&cfg.tune.SourcePorts}, "source-ports", "local `ports` for upstream connections (IP_LOCAL_PORT_RANGE): off (the kernel's choice), LOW-HIGH, or all; faster connects at high rates to one target, at a cost to bind(port 0) on this host (see README)")
 	fs.StringVar(&cfg.tune.Interface, "interface", "", "bind upstream connections to this network `interface` (SO_BINDTODEVICE)")
 	sockFlags := registerSockFlags(fs, &cfg.tune.Client, &cfg.tune.Upstream)
-	level := fs.String("log-level", "info", "log `level`: debug (one line per session), info, warn, error")
+	level := fs.String("log-level", "info", "log `level`: debug (adds rejected handshakes, refused BIND peers, socket option errors), info (the access log), warn, error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.profile, "profile", "", "write a profile of this `kind` while running: cpu, heap, allocs, block, mutex, trace, goroutine")
 	fs.StringVar(&cfg.profileDir, "profile-dir", ".", "`directory` for --profile output")
@@ -257,6 +257,11 @@ func (cfg *config) check() error {
 		// package net (--net-sockets) would read it as no source at all.
 		return fmt.Errorf("--source-addr %v is the unspecified address, not a source: leave --source-addr unset for the kernel's choice", cfg.tune.SourceAddr)
 	}
+	for _, a := range []struct{ flag, addr string }{{"--debug-addr", cfg.debugAddr}, {"--metrics", cfg.metricsAddr}} {
+		if a.addr != "" && !validHostPort(a.addr) {
+			return fmt.Errorf("%s %s: want host:port, e.g. 127.0.0.1:9100", a.flag, quoteOdd(a.addr))
+		}
+	}
 	if cfg.debugAddr != "" && !cfg.debugPublic && !isLoopback(cfg.debugAddr) {
 		return fmt.Errorf("--debug-addr %s: must be a loopback address (pprof exposes the process); add --debug-allow-public if you mean it", quoteOdd(cfg.debugAddr))
 	}
@@ -269,7 +274,7 @@ func (cfg *config) check() error {
 	}
 	for _, a := range cfg.listen {
 		_, port, err := net.SplitHostPort(a)
-		if err != nil {
+		if err != nil || !validHostPort(a) {
 			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
 		}
 		if cfg.workers > 0 && (port == "" || port == "0") {
@@ -373,6 +378,16 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 
 // isLoopback reports whether every address hostport can bind is a loopback
 // one. Unspecified addresses ("0.0.0.0", "[::]", "") are not.
+// validHostPort reports whether a is host:port with a port that a listener
+// can take: 0 to 65535, or a service name this host knows.
+func validHostPort(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	return err == nil
+}
+
 func isLoopback(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil || host == "" {

@@ -221,7 +221,7 @@ func warnShared(plan []listenAddr, log *slog.Logger) {
 	for _, la := range plan {
 		for _, a := range la.addrs {
 			ap, err := netip.ParseAddrPort(a)
-			if err != nil || ap.Port() == 0 || !portTaken(ap) {
+			if err != nil || ap.Port() == 0 || !portShared(ap) {
 				continue
 			}
 			log.Warn("another socket already listens on this address: sluice shares its connections with it (SO_REUSEPORT), as a restart means to; stop the other if that is not meant", "addr", a)

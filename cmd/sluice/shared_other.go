@@ -4,5 +4,5 @@ package main
 
 import "net/netip"
 
-// portTaken cannot tell here; listeners do not share ports off Unix.
-func portTaken(netip.AddrPort) bool { return false }
+// portShared cannot tell here; listeners do not share ports off Unix.
+func portShared(netip.AddrPort) bool { return false }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -36,5 +37,25 @@ func TestSecondInstanceWarns(t *testing.T) {
 	t.Cleanup(func() { second.shutdown(5 * time.Second) })
 	if n := strings.Count(log.String(), warning); n != 1 || !strings.Contains(log.String(), "addr="+first) {
 		t.Errorf("second sluice on %s: %d warnings naming it; want 1\n%s", first, n, log.String())
+	}
+
+	// A port another program holds (no SO_REUSEPORT) is no sharing:
+	// sluice fails to bind it, with that error alone.
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	cfg, err = parseFlags([]string{"--listeners", "1", "--listen", other.Addr().String()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var otherLog syncBuffer
+	if inst, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(&otherLog, nil))); err == nil {
+		inst.shutdown(0)
+		t.Errorf("sluice bound %s, which another program listens on", other.Addr())
+	}
+	if strings.Contains(otherLog.String(), warning) {
+		t.Errorf("a port another program holds: warned of sharing it\n%s", otherLog.String())
 	}
 }

@@ -6,15 +6,26 @@ import (
 	"errors"
 	"net/netip"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// portTaken reports whether a listening socket already holds addr (IP and
-// non-zero port): a socket bound there with SO_REUSEADDR but without
-// SO_REUSEPORT, never listening, is refused only then (or by another
-// socket that took the port without SO_REUSEADDR). sluice's own listeners
-// set SO_REUSEPORT, so a second sluice of the same user would bind beside
-// the first without a word, and take half its connections.
-func portTaken(addr netip.AddrPort) bool {
+// portShared reports whether listening sockets that sluice would share its
+// connections with already hold addr (IP and non-zero port): SO_REUSEPORT
+// ones of this user, as a running sluice's are. A socket bound there with
+// SO_REUSEADDR alone, never listening, is refused only by a listener (or by
+// a socket that took the port without SO_REUSEADDR); one with SO_REUSEPORT
+// too is let in beside SO_REUSEPORT listeners of the same user, as sluice's
+// own listeners will be. When only the first is refused, something else
+// holds the port and sluice's bind fails with its own error: no sharing.
+func portShared(addr netip.AddrPort) bool {
+	return bindRefused(addr, false) && !bindRefused(addr, true)
+}
+
+// bindRefused reports whether a probe socket with SO_REUSEADDR (and
+// SO_REUSEPORT if reusePort) gets EADDRINUSE binding addr; it never
+// listens, and is closed at once.
+func bindRefused(addr netip.AddrPort, reusePort bool) bool {
 	family, sa := syscall.AF_INET, syscall.Sockaddr(nil)
 	if ip := addr.Addr().Unmap(); ip.Is4() {
 		sa = &syscall.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
@@ -29,6 +40,9 @@ func portTaken(addr netip.AddrPort) bool {
 	defer syscall.Close(fd)
 	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) != nil {
 		return false
+	}
+	if reusePort && syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1) != nil {
+		return true // no SO_REUSEPORT: nothing to share with
 	}
 	return errors.Is(syscall.Bind(fd, sa), syscall.EADDRINUSE)
 }
