@@ -192,3 +192,20 @@ func runExit(timeout time.Duration, args ...string) (code int, stderr string, er
 	err = cmd.Run()
 	return cmd.ProcessState.ExitCode(), strings.TrimRight(buf.String(), "\n"), err
 }
+
+// TestHelpToStdout: --help prints its usage on stdout and exits 0, so that
+// `sluice --help | less` shows it; it went to stderr.
+func TestHelpToStdout(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := sluiceCmd(ctx, "--help")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sluice --help: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "--listen") || errOut.Len() != 0 {
+		t.Errorf("sluice --help: stdout %d bytes (want the usage, naming --listen), stderr %q (want nothing)", out.Len(), errOut.String())
+	}
+}

@@ -71,7 +71,7 @@ func run(args []string, stderr io.Writer) int {
 	default:
 	}
 	signal.Stop(earlyHUP)
-	cfg, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, os.Stdout) // --help's usage: asked for, so stdout (sluice --help | less)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
