@@ -166,7 +166,7 @@ func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []by
 			k.denied++
 			return netip.AddrPort{}, nil, relay.DropUnresolved
 		}
-		return netip.AddrPortFrom(h.Addr.IP.Unmap(), h.Addr.Port), b[n:], relay.Relayed
+		return netip.AddrPortFrom(sendTo(h.Addr.IP), h.Addr.Port), b[n:], relay.Relayed
 	}
 	e, ok := k.names[string(h.Addr.Name)]
 	if !ok || (!e.ip.IsValid() && !k.clock().Before(e.retry)) {
@@ -180,7 +180,18 @@ func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []by
 		k.denied++
 		return netip.AddrPort{}, nil, relay.DropUnresolved
 	}
-	return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed
+	return netip.AddrPortFrom(sendTo(ip), h.Addr.Port), b[n:], relay.Relayed
+}
+
+// sendTo is the address a datagram for ip goes to: ip, unmapped, but for
+// 0.0.0.0 and ::, which Linux delivers to this host, the loopback address
+// that answers, so that the answer is the reply the filter expects, not a
+// stranger's datagram (the rules match them as that address already).
+func sendTo(ip netip.Addr) netip.Addr {
+	if ip = ip.Unmap(); ip.IsUnspecified() {
+		return unspecifiedReaches(ip)
+	}
+	return ip
 }
 
 // resolve looks name up, preferring IPv4 (only the upstream socket's family

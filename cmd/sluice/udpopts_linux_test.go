@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -74,5 +76,27 @@ func TestUDPSocketOptions(t *testing.T) {
 	}
 	if up != 1 || cl != 1 {
 		t.Errorf("found %d upstream UDP sockets marked %#x on lo and %d client-side marked %#x; want 1 each", up, upMark, cl, clMark)
+	}
+}
+
+// TestUDPUnspecifiedDestination: a datagram to 0.0.0.0 or ::, which Linux
+// delivers to this host, gets its answer back: it is sent to the loopback
+// address that answers, so the answer passes the default addr-port filter.
+// It was sent as addressed, and the answer, from 127.0.0.1 or ::1, was
+// dropped as unsolicited.
+func TestUDPUnspecifiedDestination(t *testing.T) {
+	t.Parallel()
+	addr, _ := startSluice(t)
+	for _, tc := range []struct{ echo, dst string }{
+		{"127.0.0.1:0", "0.0.0.0"},
+		{"[::1]:0", "::"},
+	} {
+		echo, _ := udpEcho(t, "udp", tc.echo)
+		e := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+		_, relayAddr := associateUDP(t, addr)
+		u := udpClient(t, "127.0.0.1", relayAddr)
+		u.SetDeadline(time.Now().Add(3 * time.Second))
+		dst := handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(tc.dst), e.Port()))
+		roundTrip(t, u, dst, []byte("to "+tc.dst), e)
 	}
 }
