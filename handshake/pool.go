@@ -23,6 +23,9 @@ type Buffer struct {
 	// next answer or the request's reply (Config.Coalesce).
 	held  [4]byte
 	nheld int
+	// pooled is set while b sits in the pool: a second Release of b
+	// would put it there twice, and two handshakes would share it.
+	pooled bool
 }
 
 var bufferPool = sync.Pool{New: func() any { return new(Buffer) }}
@@ -31,13 +34,19 @@ var bufferPool = sync.Pool{New: func() any { return new(Buffer) }}
 func GetBuffer() *Buffer {
 	b := bufferPool.Get().(*Buffer)
 	b.reset()
+	b.pooled = false
 	return b
 }
 
 // Release returns b to the pool. Everything aliasing it (a Request's Name,
-// User and Rest) becomes invalid, and b must not be used again.
+// User and Rest) becomes invalid, and b must not be used again. Releasing
+// it again before GetBuffer hands it out does nothing.
 func (b *Buffer) Release() {
+	if b.pooled {
+		return
+	}
 	b.reset()
+	b.pooled = true
 	bufferPool.Put(b)
 }
 

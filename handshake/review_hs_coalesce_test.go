@@ -82,3 +82,20 @@ func TestCoalesceNoAllocUserPass(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseTwice: a Buffer released twice goes into the pool once, so
+// that no two handshakes are ever handed the same one.
+func TestReleaseTwice(t *testing.T) {
+	// Not parallel: another test's Get between these calls could take
+	// what this one put. (A GC emptying the pool, or the race detector
+	// dropping a Put, would let the old code pass, never fail the new.)
+	b := GetBuffer()
+	b.Release()
+	b.Release()
+	first, second := GetBuffer(), GetBuffer()
+	if first == second {
+		t.Fatal("two GetBuffer calls after a double Release returned the same Buffer")
+	}
+	first.Release()
+	second.Release()
+}
