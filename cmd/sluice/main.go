@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,7 +136,8 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	workerStarted(nil) // a worker of --workers tells its parent that it serves
-	status := "serving on " + strings.Join(inst.addrs(), " ")
+	// Each address once: its --listeners sockets are next to each other.
+	status := "serving on " + strings.Join(slices.Compact(inst.addrs()), " ")
 	notify(log, sd.ready(status))
 	for ctx.Err() == nil {
 		select {

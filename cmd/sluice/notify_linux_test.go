@@ -110,7 +110,8 @@ func TestNotifyLifecycle(t *testing.T) {
 			m := listenManager(t, tc.sock)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // safety net
 			defer cancel()
-			cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--listeners", "1", "--drain-timeout", "1s")
+			// Two listener sockets, one address: STATUS names it once.
+			cmd := sluiceCmd(ctx, "--listen", "127.0.0.1:0", "--listeners", "2", "--drain-timeout", "1s")
 			cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+tc.sock)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
