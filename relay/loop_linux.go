@@ -368,17 +368,19 @@ func (l *loop) dispatch(n int) (woken bool) {
 			f.writable[side] = true
 		}
 		if ev&unix.EPOLLERR != 0 {
+			// Kept for the direction's EOF (step), behind which a
+			// reset that came after the FIN stays pending.
 			f.erred[side] = true
-		}
-		if ev&unix.EPOLLERR != 0 && f.dirs[side].done && !f.ended {
-			// A socket whose reading is over (its FIN was passed on)
-			// failed: a reset after the half-close. Nothing reads it,
-			// and the other direction writes to it only if its own
-			// source has bytes, which a silent far side never sends:
-			// take the error here.
-			if err := sockError(f.fds[side]); err != nil {
-				l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
-				continue
+			if f.dirs[side].done && !f.ended {
+				// A socket whose reading is over (its FIN was passed
+				// on) failed: a reset after the half-close. Nothing
+				// reads it, and the other direction writes to it only
+				// if its own source has bytes, which a silent far side
+				// never sends: take the error here.
+				if err := sockError(f.fds[side]); err != nil {
+					l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
+					continue
+				}
 			}
 		}
 		l.run(f)

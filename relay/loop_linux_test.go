@@ -556,6 +556,35 @@ func tcpState(t testing.TB, c *net.TCPConn) uint8 {
 	return info.State
 }
 
+// tcpClose is TCP_CLOSE: the connection is gone, both ways or by a reset.
+const tcpClose = 7
+
+// waitState waits until c's TCP state is state.
+func waitState(t *testing.T, c *net.TCPConn, state uint8) {
+	t.Helper()
+	for end := time.Now().Add(safety); tcpState(t, c) != state; {
+		if time.Now().After(end) {
+			t.Fatalf("TCP state %d, want %d", tcpState(t, c), state)
+		}
+		runtime.Gosched()
+	}
+}
+
+// queued returns the bytes in c's receive queue.
+func queued(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q int
+	var qerr error
+	if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || qerr != nil {
+		t.Fatal(err, qerr)
+	}
+	return q
+}
+
 // TestLoopCallerCloses: with Options.CallerCloses the loop leaves the
 // half-close of the direction that ends last to the caller's close, so in
 // done the relay's client socket has its peer's FIN and has sent none
@@ -662,21 +691,9 @@ func TestLoopCopyBelow(t *testing.T) {
 // waitQueued waits until c's receive queue holds at least n bytes.
 func waitQueued(t *testing.T, c *net.TCPConn, n int) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for end := time.Now().Add(safety); ; {
-		var q int
-		var qerr error
-		if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || qerr != nil {
-			t.Fatal(err, qerr)
-		}
-		if q >= n {
-			return
-		}
+	for end := time.Now().Add(safety); queued(t, c) < n; {
 		if time.Now().After(end) {
-			t.Fatalf("%d bytes queued, want %d", q, n)
+			t.Fatalf("%d bytes queued, want %d", queued(t, c), n)
 		}
 		runtime.Gosched()
 	}

@@ -7,42 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-const tcpClose = 7
-
-// waitState waits until c's TCP state is state.
-func waitState(t *testing.T, c *net.TCPConn, state uint8) {
-	t.Helper()
-	for end := time.Now().Add(safety); tcpState(t, c) != state; {
-		if time.Now().After(end) {
-			t.Fatalf("TCP state %d, want %d", tcpState(t, c), state)
-		}
-		runtime.Gosched()
-	}
-}
-
-// queued returns the bytes in c's receive queue.
-func queued(t *testing.T, c *net.TCPConn) int {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var q int
-	var qerr error
-	if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || qerr != nil {
-		t.Fatal(err, qerr)
-	}
-	return q
-}
 
 // TestLoopResetBeforeEOFRead: the client sends its bytes and its FIN, then
 // resets, all while the loop does not read it (upstream reads nothing yet,

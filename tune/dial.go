@@ -61,17 +61,11 @@ func (o *Options) controlDial(_ context.Context, network, _ string, c syscall.Ra
 // that faces the client. TCP-only options are left out. An invalid address
 // in laddr binds every address of network's families.
 func (o *Options) ListenUDP(ctx context.Context, network string, laddr netip.AddrPort, upstream bool) (*net.UDPConn, error) {
-	s := &o.Client
-	if upstream {
-		s = &o.Upstream
-	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		return rawControl(c, func(fd int) error {
-			if err := o.apply(fd, listenerSockOpts, s, upstream, true); err != nil || !upstream {
-				return err
-			}
-			return o.apply(fd, dialOpts, s, true, true)
-		})
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if upstream { // as Dialer's "udp" dials
+			return o.controlDial(ctx, network, address, c)
+		}
+		return rawControl(c, func(fd int) error { return o.apply(fd, listenerSockOpts, &o.Client, false, true) })
 	}}
 	addr := laddr.String()
 	if !laddr.Addr().IsValid() { // no address: every address

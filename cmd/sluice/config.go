@@ -258,7 +258,7 @@ func (cfg *config) check() error {
 		return fmt.Errorf("--source-addr %v is the unspecified address, not a source: leave --source-addr unset for the kernel's choice", cfg.tune.SourceAddr)
 	}
 	for _, a := range []struct{ flag, addr string }{{"--debug-addr", cfg.debugAddr}, {"--metrics", cfg.metricsAddr}} {
-		if a.addr != "" && !validHostPort(a.addr) {
+		if _, ok := listenPort(a.addr); a.addr != "" && !ok {
 			return fmt.Errorf("%s %s: want host:port, e.g. 127.0.0.1:9100", a.flag, quoteOdd(a.addr))
 		}
 	}
@@ -273,8 +273,8 @@ func (cfg *config) check() error {
 		}
 	}
 	for _, a := range cfg.listen {
-		_, port, err := net.SplitHostPort(a)
-		if err != nil || !validHostPort(a) {
+		port, ok := listenPort(a)
+		if !ok {
 			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
 		}
 		if cfg.workers > 0 && (port == "" || port == "0") {
@@ -378,14 +378,14 @@ func planListen(ctx context.Context, cfg *config) ([]listenAddr, error) {
 
 // isLoopback reports whether every address hostport can bind is a loopback
 // one. Unspecified addresses ("0.0.0.0", "[::]", "") are not.
-// validHostPort reports whether a is host:port with a port that a listener
-// can take: 0 to 65535, or a service name this host knows.
-func validHostPort(a string) bool {
+// listenPort returns the port of a, and whether a is host:port with a port
+// that a listener can take: 0 to 65535, or a service name this host knows.
+func listenPort(a string) (string, bool) {
 	_, port, err := net.SplitHostPort(a)
 	if err == nil {
 		_, err = net.LookupPort("tcp", port)
 	}
-	return err == nil
+	return port, err == nil
 }
 
 func isLoopback(hostport string) bool {

@@ -142,6 +142,13 @@ func echoServer(t testing.TB, network, addr string) *net.TCPListener {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveEcho(t, l)
+	return l.(*net.TCPListener)
+}
+
+// serveEcho is echoServer on a listener opened elsewhere (in another
+// network namespace, say), closed when the test ends.
+func serveEcho(t testing.TB, l net.Listener) {
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
@@ -156,7 +163,6 @@ func echoServer(t testing.TB, network, addr string) *net.TCPListener {
 			}()
 		}
 	}()
-	return l.(*net.TCPListener)
 }
 
 // dialSluice connects to a sluice address.

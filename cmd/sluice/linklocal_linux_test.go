@@ -34,17 +34,7 @@ func TestLinkLocalClient(t *testing.T) {
 		echo, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		return err
 	})
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	serveUDPEcho(t, echo)
 
 	p := spawnSluice(t, []string{"ip", "netns", "exec", nsS}, "--listen", "[fe80::1%"+vethS+"]:0", "--allow-open-relay", "--listeners", "1")
 	port := netip.MustParseAddrPort(p.addr).Port()

@@ -33,17 +33,7 @@ func TestConnectNameLinkLocalZone(t *testing.T) {
 		l, err = net.Listen("tcp6", "[fe80::2%"+vethT+"]:0")
 		return err
 	})
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("hello"))
-			c.Close()
-		}
-	}()
+	serveEcho(t, l)
 	port := uint16(l.Addr().(*net.TCPAddr).Port)
 
 	cfg := writeConfig(t, "[[rule]]\naction = \"allow\"\ncidr = [\"fe80::/10\"]\n")
@@ -58,7 +48,7 @@ func TestConnectNameLinkLocalZone(t *testing.T) {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(name))}, name...)
-			mustWrite(t, c, append(req, byte(port>>8), byte(port)))
+			mustWrite(t, c, append(req, byte(port>>8), byte(port), 'h', 'e', 'l', 'l', 'o'))
 			expect(t, c, []byte{5, 0})
 			if rep, bnd := readReply(t, c); rep != 0 {
 				t.Fatalf("CONNECT %s:%d: REP %#02x BND %x, want 0x00; log:\n%s", name, port, rep, bnd, p.log())

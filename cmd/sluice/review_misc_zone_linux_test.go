@@ -63,17 +63,7 @@ func TestNameLinkLocalZone(t *testing.T) {
 			echo, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[fe80::2%"+vethP+"]:0")))
 			return err
 		})
-		t.Cleanup(func() { echo.Close() })
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				n, from, err := echo.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				echo.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}()
+		serveUDPEcho(t, echo)
 		port := echo.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 
 		p := spawnSluice(t, netns, "--listeners", "1")

@@ -28,20 +28,27 @@ func udpEcho(t *testing.T, network, addr string) (*net.UDPConn, *atomic.Int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pc.(*net.UDPConn), serveUDPEcho(t, pc.(*net.UDPConn))
+}
+
+// serveUDPEcho echoes every datagram pc receives (a socket opened
+// elsewhere, in another network namespace say), counting them, until the
+// test ends and closes it.
+func serveUDPEcho(t *testing.T, pc *net.UDPConn) *atomic.Int64 {
 	t.Cleanup(func() { pc.Close() })
 	var got atomic.Int64
 	go func() {
 		buf := make([]byte, 65536)
 		for {
-			n, from, err := pc.ReadFrom(buf)
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
 			got.Add(1)
-			pc.WriteTo(buf[:n], from)
+			pc.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	return pc.(*net.UDPConn), &got
+	return &got
 }
 
 // associateUDP opens a control connection, asks for UDP ASSOCIATE with
