@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -82,8 +81,10 @@ type Association struct {
 	// receives from destinations. Datagrams closes neither.
 	Client, Upstream *net.UDPConn
 	// From is the client: only datagrams from its IP are relayed and, when
-	// its port is not 0, from that port. With port 0 the first datagram's
-	// port is taken for the rest of the association.
+	// its port is not 0, from that port. With port 0 the port of the first
+	// datagram the codec accepts is taken for the rest of the association:
+	// one it drops (garbage from another program on the client's host, a
+	// fragment) does not tie the association to its port.
 	From netip.AddrPort
 	// Codec decodes client datagrams and encodes replies.
 	Codec Codec
@@ -143,13 +144,20 @@ type association struct {
 	r        *Relay
 	client   atomic.Pointer[netip.AddrPort]
 	progress atomic.Int64
-	stopped  atomic.Bool
-	idle     atomic.Bool
-	timer    atomic.Pointer[time.Timer] // idle watchdog, when on
-	last     int64                      // progress at the previous check; the watchdog's own
-	quiet    int                        // looks in a row that found no progress; the watchdog's own
-	stats    [2]DatagramStats           // one per direction, summed at the end
-	cancel   context.CancelFunc         // ends the ctx Decode is given; halt calls it
+	last     int64              // progress at the previous check; the watchdog's own
+	quiet    int                // looks in a row that found no progress; the watchdog's own
+	stats    [2]DatagramStats   // one per direction, summed at the end
+	cancel   context.CancelFunc // ends the ctx Decode is given; halt calls it
+
+	// mu orders what comes from outside the loops (ctx's end, the idle
+	// watchdog) with the end of Datagrams: an abort or a re-arm decided
+	// before it but run after it would halt sockets that are the caller's
+	// again, report the wrong end, or keep a timer running.
+	mu      sync.Mutex
+	over    bool        // Datagrams is returning: aborts and re-arms do nothing
+	stopped bool        // an abort (ctx, idle timeout) ended it
+	idle    bool        // that abort was the idle timeout's
+	timer   *time.Timer // the idle watchdog, when on
 
 	peersMu sync.Mutex
 	peers   map[netip.AddrPort]struct{} // destinations the client sent to, keyed by peerKey
@@ -215,19 +223,15 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 		from := netip.AddrPortFrom(a.From.Addr().Unmap(), a.From.Port())
 		as.client.Store(&from)
 	}
-	stop := context.AfterFunc(ctx, as.abort)
+	stop := context.AfterFunc(ctx, as.abortCtx)
 	defer stop()
 	if a.IdleTimeout > 0 {
 		as.last = -1
-		// Stored before it is armed: checkIdle re-arms it through
-		// as.timer, and a short timeout could fire before a Store.
-		t := time.AfterFunc(math.MaxInt64, as.checkIdle)
-		as.timer.Store(t)
-		t.Reset(as.idlePeriod())
-		defer func() {
-			as.stopped.Store(true)
-			as.timer.Load().Stop()
-		}()
+		// Stored under mu, which checkIdle takes before it re-arms
+		// through as.timer: a short timeout may fire before the store.
+		as.mu.Lock()
+		as.timer = time.AfterFunc(as.idlePeriod(), as.checkIdle)
+		as.mu.Unlock()
 	}
 	var wg sync.WaitGroup
 	var downErr error
@@ -241,18 +245,33 @@ func (r *Relay) Datagrams(ctx context.Context, a *Association) (DatagramStats, e
 	upErr := as.clientToUpstream(dctx)
 	as.halt()
 	wg.Wait()
+	stopped, idle := as.end()
 	st := as.stats[0]
 	st.ToClient, st.ToClientBytes = as.stats[1].ToClient, as.stats[1].ToClientBytes
 	for i, n := range as.stats[1].Dropped {
 		st.Dropped[i] += n
 	}
-	if as.stopped.Load() { // ctx or the idle timeout ended it
-		if as.idle.Load() {
+	if stopped { // ctx or the idle timeout ended it
+		if idle {
 			return st, errDatagramIdle
 		}
 		return st, nil
 	}
 	return st, errors.Join(upErr, downErr)
+}
+
+// end marks the association over, both loops returned, and stops the
+// watchdog: an abort under way completes first, and one that comes later
+// does nothing. It reports whether an abort ended the association, and
+// whether that was the idle timeout.
+func (as *association) end() (stopped, idle bool) {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	as.over = true
+	if as.timer != nil {
+		as.timer.Stop()
+	}
+	return as.stopped, as.idle
 }
 
 // IsIdle reports whether err is the idle-timeout end of Datagrams.
@@ -271,27 +290,46 @@ func (as *association) idlePeriod() time.Duration {
 
 // checkIdle runs once per idle period in a timer goroutine: it aborts the
 // association when idleChecks looks in a row found no datagram moved, and
-// re-arms itself otherwise (one timer, no work per datagram).
+// re-arms itself otherwise (one timer, no work per datagram). Once the
+// association ended (end) it does neither: both are decided under mu.
 func (as *association) checkIdle() {
-	if as.stopped.Load() {
-		return
-	}
 	if now := as.progress.Load(); now != as.last {
 		as.last, as.quiet = now, 0
 	} else if as.quiet++; as.quiet >= idleChecks {
-		as.idle.Store(true)
-		as.abort()
+		as.abort(true)
 		return
 	}
-	as.timer.Load().Reset(as.idlePeriod())
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if !as.over && !as.stopped {
+		as.timer.Reset(as.idlePeriod())
+	}
 }
 
-// abort ends the association normally (ctx, idle timeout): it records that
-// and halts both loops.
-func (as *association) abort() {
-	as.stopped.Store(true)
+// abortCtx is abort for the end of Datagrams' ctx.
+func (as *association) abortCtx() { as.abort(false) }
+
+// abort ends the association normally, by the end of ctx or (idle) by the
+// idle timeout: it records which and halts both loops, unless an abort
+// came first or Datagrams is returning (end), when the sockets are about
+// to be the caller's again.
+func (as *association) abort(idle bool) {
+	if h := testHookDatagramAbort; h != nil {
+		after := h(idle)
+		defer after()
+	}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if as.over || as.stopped {
+		return
+	}
+	as.stopped, as.idle = true, idle
 	as.halt()
 }
+
+// testHookDatagramAbort, when a test sets it, is called as abort begins,
+// and what it returns as abort returns.
+var testHookDatagramAbort func(idle bool) (after func())
 
 // halt unblocks both loops by pushing the sockets' deadlines into the past,
 // and a Decode waiting on its ctx by cancelling that. The write deadlines
@@ -325,10 +363,8 @@ func (as *association) clientToUpstream(ctx context.Context) error {
 			ip = ip.WithZone(zone) // no-op for IPv4 and for an empty zone
 		}
 		from = netip.AddrPortFrom(ip, from.Port())
-		if c := as.client.Load(); c == nil {
-			first := from // its own variable: only the first datagram's escapes
-			as.client.Store(&first)
-		} else if *c != from {
+		c := as.client.Load()
+		if c != nil && *c != from {
 			st.Dropped[DropStranger]++
 			return
 		}
@@ -336,6 +372,12 @@ func (as *association) clientToUpstream(ctx context.Context) error {
 		if drop != Relayed {
 			st.Dropped[drop]++
 			return
+		}
+		if c == nil {
+			// The first datagram the codec accepts fixes the client's
+			// port; one it dropped did not.
+			first := from // its own variable: only the first datagram's escapes
+			as.client.Store(&first)
 		}
 		as.sentTo(dst)
 		if err := up.send(payload, dst, int64(len(payload))); err != nil {

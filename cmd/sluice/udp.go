@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/handshake"
@@ -130,6 +132,12 @@ const unresolvedRetry = 5 * time.Second
 // destinations are resolved once and cached for the association's life (up
 // to maxCachedNames names, past which a new one takes any one's place); a
 // name that did not resolve is looked up again after unresolvedRetry.
+//
+// A reply is named as the client named its source: an IPv4 address the
+// client sent to as IPv4-mapped IPv6 (ATYP 4, ::ffff:a.b.c.d) comes back
+// in that form, since a client matches replies against the address it sent
+// to. Decode records those addresses and Encode, in the relay's other
+// goroutine, reads them.
 type socksCodec struct {
 	src      netip.Addr // the upstream socket's source address (none: dual-stack), whose family a name's address must have
 	resolver *net.Resolver
@@ -138,7 +146,16 @@ type socksCodec struct {
 	rules    *policy          // nil: every destination
 	denied   int64            // datagrams the rules refused
 	now      func() time.Time // nil: time.Now
+
+	anyMapped atomic.Bool // mapped has held an address: Encode looks there
+	mappedMu  sync.Mutex
+	mapped    map[netip.Addr]struct{} // IPv4 addresses whose latest datagram named them IPv4-mapped
 }
+
+// maxMapped bounds socksCodec.mapped: past it the set starts again empty,
+// and replies from the addresses it held are named as IPv4 (ATYP 1) until
+// the client sends to them again.
+const maxMapped = 4096
 
 // nameEntry is a name in an association's cache.
 type nameEntry struct {
@@ -153,20 +170,27 @@ func (k *socksCodec) clock() time.Time {
 	return time.Now()
 }
 
-// Decode parses the header of a client datagram.
+// Decode parses the header of a client datagram. FRAG comes first: a
+// fragment (RSV zero, FRAG not) is dropped as one whatever follows, an
+// address type sluice does not know or a truncated address included (RFC
+// 1928 section 7: an implementation that does not support fragmentation
+// MUST drop any datagram whose FRAG field is other than X'00').
 func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []byte, relay.Drop) {
+	if len(b) >= 3 && b[0] == 0 && b[1] == 0 && b[2] != 0 {
+		return netip.AddrPort{}, nil, relay.DropFragment
+	}
 	h, n, err := handshake.ParseUDPHeader(b)
 	switch {
 	case err != nil:
 		return netip.AddrPort{}, nil, relay.DropMalformed
-	case h.Frag != 0:
-		return netip.AddrPort{}, nil, relay.DropFragment
 	case h.Addr.Type != handshake.AddrDomain:
 		if !k.rules.allowed(cmdUDP, nil, h.Addr.IP, h.Addr.Port) {
 			k.denied++
 			return netip.AddrPort{}, nil, relay.DropUnresolved
 		}
-		return netip.AddrPortFrom(sendTo(h.Addr.IP), h.Addr.Port), b[n:], relay.Relayed
+		ip := sendTo(h.Addr.IP)
+		k.noteForm(ip, h.Addr.Type == handshake.AddrIPv6 && h.Addr.IP.Is4In6())
+		return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed
 	}
 	e, ok := k.names[string(h.Addr.Name)]
 	if !ok || (!e.ip.IsValid() && !k.clock().Before(e.retry)) {
@@ -239,11 +263,50 @@ func (k *socksCodec) resolve(ctx context.Context, name string) netip.Addr {
 	return ip
 }
 
+// noteForm records whether the client named ip, a destination it sends
+// to, IPv4-mapped, for Encode. Until it first does, nothing is locked.
+func (k *socksCodec) noteForm(ip netip.Addr, mapped bool) {
+	if !ip.Is4() || !mapped && !k.anyMapped.Load() {
+		return
+	}
+	k.mappedMu.Lock()
+	defer k.mappedMu.Unlock()
+	if !mapped {
+		delete(k.mapped, ip)
+		return
+	}
+	if _, ok := k.mapped[ip]; !ok {
+		if k.mapped == nil || len(k.mapped) >= maxMapped {
+			k.mapped = make(map[netip.Addr]struct{})
+		}
+		k.mapped[ip] = struct{}{}
+		k.anyMapped.Store(true)
+	}
+}
+
+// namedMapped reports whether the client last named ip IPv4-mapped.
+func (k *socksCodec) namedMapped(ip netip.Addr) bool {
+	if !k.anyMapped.Load() || !ip.Is4() {
+		return false
+	}
+	k.mappedMu.Lock()
+	defer k.mappedMu.Unlock()
+	_, ok := k.mapped[ip]
+	return ok
+}
+
 // Headroom is the longest header Encode writes (IPv6).
 func (k *socksCodec) Headroom() int { return 3 + 1 + 16 + 2 }
 
-// Encode puts the header naming src right before b[off].
+// Encode puts the header naming src right before b[off]: IPv4-mapped
+// (ATYP 4) when the client named src's address so, else as src is.
 func (k *socksCodec) Encode(b []byte, off int, src netip.AddrPort) int {
+	if k.namedMapped(src.Addr()) {
+		start := off - (3 + 1 + 16 + 2)
+		handshake.AppendUDPHeader(b[start:start], handshake.UDPHeader{Addr: handshake.Addr{
+			Type: handshake.AddrIPv6, IP: netip.AddrFrom16(src.Addr().As16()), Port: src.Port()}})
+		return start
+	}
 	start := off - handshake.UDPHeaderLen(src)
 	handshake.PutUDPHeader(b[start:], src)
 	return start
