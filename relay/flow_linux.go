@@ -70,7 +70,7 @@ type flowDir struct {
 	buf      *[]byte // the small reads' buffer (loop.bufBytes): held while bytes are in it
 	off, n   int32   // the bytes of buf not yet written: (*buf)[off:off+n]; at most MaxCopyBelow
 	bytes    int64   // written to the destination
-	calls    int64   // splice calls that moved bytes
+	calls    int64   // splice(2) calls that moved bytes (passMark's read is none)
 	copies   int64   // read and write calls of the small reads that moved bytes
 	bulk     bool    // the last read was not small: the next one splices
 	copyOnly bool    // no splice (refused, or no pipe) while the other direction held bytes: every read is small
@@ -98,7 +98,11 @@ func (l *loop) run(f *flow) {
 			return
 		}
 		if err != nil {
-			l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[d], err))
+			label := dirLabel[d]
+			if o, ok := err.(otherFailed); ok {
+				label, err = dirLabel[1-d], o.err
+			}
+			l.finish(f, fmt.Errorf("relay: %s: %w", label, err))
 			return
 		}
 		more = more || m
@@ -114,6 +118,14 @@ func (l *loop) run(f *flow) {
 }
 
 var dirLabel = [2]string{"client->upstream", "upstream->client"}
+
+// otherFailed is step's error when it found the socket that the other
+// direction reads failed: run labels it with that direction, as when that
+// direction meets the failure itself.
+type otherFailed struct{ err error }
+
+func (e otherFailed) Error() string { return e.err.Error() }
+func (e otherFailed) Unwrap() error { return e.err }
 
 // step moves bytes in direction d (source side d, destination side 1-d)
 // until a socket would block, the direction ends, or it spent its budget
@@ -186,6 +198,15 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			// no unread byte that would turn the close into a reset.
 			if !(f.callerCloses || f.owned[dst]) || !f.dirs[1-d].done {
 				if err := rawsys.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
+					if err == unix.ENOTCONN {
+						// dst is gone, reset, and its EPOLLERR
+						// not dispatched yet (both came in one
+						// batch, this EOF first): the reset is the
+						// cause, not the refused half-close.
+						if serr := sockError(f.fds[dst]); serr != nil {
+							return false, otherFailed{serr}
+						}
+					}
 					return false, os.NewSyscallError("shutdown", err)
 				}
 			}
@@ -250,11 +271,12 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if err == nil {
 				n, err = rawsys.Splice(f.fds[src], dir.p.wfd, dir.p.size, spliceFlags)
 			}
+			spliced := true // n came from splice, not from passMark's read
 			if f.urgent[src] && (err == unix.EAGAIN || err == nil && n == 0) {
 				// Urgent data came: EAGAIN or 0 may be the mark.
 				m, at, merr := passMark(f.fds[src], dir.p)
 				if at {
-					n, err = int64(m), merr // 0 and nil: EOF right after the urgent byte
+					n, err, spliced = int64(m), merr, false // 0 and nil: EOF right after the urgent byte
 				} else {
 					f.urgent[src] = false
 				}
@@ -264,7 +286,9 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				dir.eof = true
 			case err == nil:
 				dir.p.data = int(n)
-				dir.calls++
+				if spliced {
+					dir.calls++
+				}
 				if int(n) < l.copyBelow {
 					dir.bulk = false
 				}
@@ -413,41 +437,51 @@ func (l *loop) finish(f *flow, err error) {
 }
 
 // handOff moves f, whose pipes hold no byte, to the goroutine path, which
-// falls back to plain copies where splice cannot go on; the Stats reported
-// count what the loop moved too. Its sockets leave the loop's epoll set
-// first: a descriptor that package net duplicates would otherwise stay
-// registered, and wake the loop for every segment it receives.
+// falls back to plain copies where splice cannot go on. Its sockets leave
+// the loop's epoll set first: a descriptor that package net duplicates would
+// otherwise stay registered, and wake the loop for every segment it
+// receives. Loop goroutine only.
 func (l *loop) handOff(f *flow) {
 	for _, fd := range f.fds {
-		rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil) // ENOENT: never registered
+		rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil) // ENOENT: its registration failed
 	}
 	l.unlink(f)
-	prev := f.stats()
+	l.goPlain(f)
+}
+
+// goPlain runs f, which the loop does not serve (unlinked, or never
+// registered), on the goroutine path; the Stats reported count what the
+// loop moved too. A direction that passed its EOF on is finished there: it
+// only watches its source.
+func (l *loop) goPlain(f *flow) {
 	if f.unripe {
 		f.unripe = false
 		l.mature(f.fds[sideUpstream]) // the plain path holds a goroutine: no waiting for it
 	}
-	go func() {
-		// The loop's own descriptors go back into package net, which
-		// the plain path needs, and are closed with it.
-		client, upstream, err := adopt(f)
-		if err != nil {
-			f.done.Ended(prev, err)
-			return
-		}
-		st, err := l.fallback(f.ctx, client, upstream)
-		if f.owned[sideClient] {
-			client.Close() // before done, as finish does
-		}
-		if f.owned[sideUpstream] {
-			upstream.Close()
-		}
-		st.ClientToUpstream += prev.ClientToUpstream
-		st.UpstreamToClient += prev.UpstreamToClient
-		st.SpliceCalls += prev.SpliceCalls
-		st.CopyCalls += prev.CopyCalls
-		st.Spliced = st.Spliced || prev.Spliced
-		st.Fallback = st.Fallback || prev.Fallback
-		f.done.Ended(st, err)
-	}()
+	go l.runPlain(f, f.stats(), [2]bool{f.dirs[0].done, f.dirs[1].done})
+}
+
+// runPlain is goPlain's goroutine. prev is what the loop moved.
+func (l *loop) runPlain(f *flow, prev Stats, finished [2]bool) {
+	// The loop's own descriptors go back into package net, which the plain
+	// path needs, and are closed with it.
+	client, upstream, err := adopt(f)
+	if err != nil {
+		f.done.Ended(prev, err)
+		return
+	}
+	st, err := l.fallback(f.ctx, client, upstream, finished)
+	if f.owned[sideClient] {
+		client.Close() // before done, as finish does
+	}
+	if f.owned[sideUpstream] {
+		upstream.Close()
+	}
+	st.ClientToUpstream += prev.ClientToUpstream
+	st.UpstreamToClient += prev.UpstreamToClient
+	st.SpliceCalls += prev.SpliceCalls
+	st.CopyCalls += prev.CopyCalls
+	st.Spliced = st.Spliced || prev.Spliced
+	st.Fallback = st.Fallback || prev.Fallback
+	f.done.Ended(st, err)
 }

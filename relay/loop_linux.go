@@ -35,10 +35,10 @@ type loop struct {
 	idle        time.Duration // Options.IdleTimeout; 0: off
 	mature      func(int)     // Options.Mature; nil: none
 	matureAfter int64         // Options.MatureAfter in nanoseconds
-	fallback    func(ctx context.Context, client, upstream *net.TCPConn) (Stats, error)
-	refuse      [2]error // set by tests before any session: every splice from that side's socket answers it
-	copyBelow   int      // Options.CopyBelow's size; 0: every read splices
-	bufBytes    int      // the small-read buffers' size: copyBelow, else copyOnlyBytes
+	fallback    goPath        // the goroutine path, for sessions the loop hands over
+	refuse      [2]error      // set by tests before any session: every splice from that side's socket answers it
+	copyBelow   int           // Options.CopyBelow's size; 0: every read splices
+	bufBytes    int           // the small-read buffers' size: copyBelow, else copyOnlyBytes
 
 	epfd int
 	wake int // eventfd, registered with data 0: aborts and Close
@@ -88,7 +88,7 @@ const (
 )
 
 // newLoop makes a loop and starts its goroutine.
-func newLoop(pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) (*loop, error) {
+func newLoop(pipes *pipePool, o Options, fallback goPath) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -160,8 +160,10 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 		l.mu.Unlock()
 		if f.owned[sideClient] || f.owned[sideUpstream] {
 			// A socket is the loop's already: the session goes to the
-			// plain path from the loop's descriptors.
-			l.handOff(f)
+			// plain path from the loop's descriptors. It was never
+			// registered, and the loop's epoll descriptor, closed once
+			// the loop returned, may be another file's by now: untouched.
+			l.goPlain(f)
 			return true
 		}
 		return false
@@ -525,7 +527,7 @@ type loopSet struct {
 	err   error // why fewer loops than asked for were made; nil: none
 }
 
-func newLoopSet(n int, pipes *pipePool, o Options, fallback func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+func newLoopSet(n int, pipes *pipePool, o Options, fallback goPath) *loopSet {
 	ls := &loopSet{}
 	for range n {
 		l, err := newLoop(pipes, o, fallback)

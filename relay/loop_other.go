@@ -17,7 +17,7 @@ type loopSet struct {
 // sessionFlow: a Session holds nothing without event loops.
 type sessionFlow struct{}
 
-func newLoopSet(int, *pipePool, Options, func(context.Context, *net.TCPConn, *net.TCPConn) (Stats, error)) *loopSet {
+func newLoopSet(int, *pipePool, Options, goPath) *loopSet {
 	return &loopSet{}
 }
 

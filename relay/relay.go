@@ -181,7 +181,8 @@ type Stats struct {
 	Spliced bool
 
 	// SpliceCalls counts the splice(2) calls that moved bytes, both
-	// directions, into and out of the pipes.
+	// directions, into and out of the pipes. The one-byte read that passes
+	// an urgent mark into a pipe is not one.
 	SpliceCalls int64
 
 	// CopyCalls counts the read(2) and write(2) calls of an event loop's
@@ -305,6 +306,7 @@ const (
 type half struct {
 	label       string // "client->upstream" or "upstream->client"
 	cause       int32  // abort cause when this half fails
+	passed      bool   // its EOF was passed on before (an event loop's hand-off): it only watches src
 	src, dst    *net.TCPConn
 	bytes       int64 // written to dst
 	spliceCalls int64
@@ -403,7 +405,7 @@ func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats,
 			return st, err
 		}
 	}
-	return r.pipeGoroutines(ctx, client, upstream)
+	return r.pipeGoroutines(ctx, client, upstream, [2]bool{})
 }
 
 // Start relays like Pipe but returns at once; done is called once with what
@@ -416,7 +418,7 @@ func (r *Relay) Start(ctx context.Context, client, upstream *net.TCPConn, done f
 		return
 	}
 	go func() {
-		st, err := r.pipeGoroutines(ctx, client, upstream)
+		st, err := r.pipeGoroutines(ctx, client, upstream, [2]bool{})
 		done(st, err)
 	}()
 }
@@ -452,8 +454,10 @@ func (r *Relay) StartFds(ctx context.Context, client, upstream int, done func(St
 // state for the session in sess, which the caller allocated (nil: the
 // relay allocates it): a caller that keeps its session in a struct of its
 // own, with a Session and an Ended method in it, starts a session without
-// an allocation. sess must not be used for another session, and is the
-// relay's until e.Ended returns.
+// an allocation. sess serves one session: the relay holds it until
+// e.Ended returns, and it must not be used for another session even then (a
+// loop may still look at a session that ended: an abortion or an event
+// queued before its end).
 func (r *Relay) StartFdsIn(ctx context.Context, sess *Session, client, upstream int, e Ender) {
 	r.startMixed(ctx, sess, nil, [2]int{client, upstream}, e)
 }
@@ -508,7 +512,7 @@ func (r *Relay) pipeAdopted(ctx context.Context, upstream *net.TCPConn, fds [2]i
 	if err != nil {
 		return Stats{}, err
 	}
-	return r.pipeGoroutines(ctx, conns[0], conns[1])
+	return r.pipeGoroutines(ctx, conns[0], conns[1], [2]bool{})
 }
 
 // Loops returns the number of event loops the Relay started (0: its
@@ -535,13 +539,20 @@ func (r *Relay) onLoop() bool {
 	return r.loops != nil && !r.closed.Load()
 }
 
+// goPath is the goroutine path as event loops hand sessions over to it:
+// Relay.pipeGoroutines.
+type goPath func(ctx context.Context, client, upstream *net.TCPConn, finished [2]bool) (Stats, error)
+
 // pipeGoroutines is Pipe on goroutines: the calling one runs the
 // client->upstream direction and one more, joined before it returns, runs
-// upstream->client.
-func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
+// upstream->client. finished[d] says that direction d (0 client->upstream)
+// passed its EOF on before, its destination half-closed: an event loop that
+// hands a session over says so, and that half reads nothing and shuts
+// nothing down again, it only watches its source (watchSource).
+func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPConn, finished [2]bool) (Stats, error) {
 	s := &session{client: client, upstream: upstream}
-	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, src: client, dst: upstream, live: &r.live[0]}
-	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, src: upstream, dst: client, live: &r.live[1]}
+	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, passed: finished[0], src: client, dst: upstream, live: &r.live[0]}
+	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, passed: finished[1], src: upstream, dst: client, live: &r.live[1]}
 
 	stop := context.AfterFunc(ctx, s.abortContext)
 	defer stop()
@@ -566,23 +577,15 @@ func (r *Relay) reverseHalf(s *session, wg *sync.WaitGroup) {
 	r.runHalf(s, &s.halves[1])
 }
 
-// runHalf moves h.src to h.dst until EOF or an error, by splice where it can.
+// runHalf moves h.src to h.dst until EOF or an error, by splice where it
+// can, unless h passed its EOF on already (h.passed).
 func (r *Relay) runHalf(s *session, h *half) {
-	var err error
-	done := false
-	if !r.opts.ForceCopy {
-		done, err = r.spliceHalf(h)
-		if errors.Is(err, errors.ErrUnsupported) {
-			done, err = false, nil
+	if !h.passed {
+		if err := r.moveHalf(h); err != nil {
+			h.err = fmt.Errorf("relay: %s: %w", h.label, err)
+			s.abort(h.cause)
+			return
 		}
-	}
-	if !done {
-		err = r.copyHalf(h)
-	}
-	if err != nil {
-		h.err = fmt.Errorf("relay: %s: %w", h.label, err)
-		s.abort(h.cause)
-		return
 	}
 	if !watchErrors {
 		return
@@ -597,6 +600,20 @@ func (r *Relay) runHalf(s *session, h *half) {
 		other = &s.halves[1]
 	}
 	other.src.SetReadDeadline(aLongTimeAgo)
+}
+
+// moveHalf moves h.src to h.dst until EOF, which it passes on, or an error.
+func (r *Relay) moveHalf(h *half) error {
+	if !r.opts.ForceCopy {
+		done, err := r.spliceHalf(h)
+		if errors.Is(err, errors.ErrUnsupported) {
+			done, err = false, nil
+		}
+		if done {
+			return err
+		}
+	}
+	return r.copyHalf(h)
 }
 
 // watchSource waits, once h passed its source's EOF on, until the other

@@ -26,13 +26,18 @@ func sockError(fd int) error {
 }
 
 // closeWrite half-closes dst, the destination of a direction whose source
-// reached EOF. shutdown(2) answers ENOTCONN once the connection is closed
-// both ways, which it is when this FIN went out before and the peer's came
-// since: an event loop passed this direction's EOF on and then handed the
-// session to the goroutine path, which reads the EOF again. That is no
-// failure unless the socket holds an error (a reset), which is returned
-// then. Only the ENOTCONN case costs a system call (getsockopt).
+// reached EOF. shutdown(2) answers ENOTCONN once the connection is gone both
+// ways, as when a reset came in just before: the socket's pending error (a
+// reset, SO_ERROR) is returned then, as the failure it is. With none
+// pending, another call took it (the other direction, which reads dst and
+// ends the session with it), and this direction has nothing to add. Only
+// the ENOTCONN case costs a system call (getsockopt). An event loop that
+// hands a session over names the directions that passed their EOF on
+// already (pipeGoroutines), so no destination is half-closed twice.
 func closeWrite(dst *net.TCPConn) error {
+	if h := testHookCloseWrite; h != nil {
+		h(dst)
+	}
 	err := dst.CloseWrite()
 	if !errors.Is(err, syscall.ENOTCONN) {
 		return err
@@ -50,3 +55,7 @@ func closeWrite(dst *net.TCPConn) error {
 	}
 	return nil
 }
+
+// testHookCloseWrite, when a test sets it, is called with dst as closeWrite
+// begins.
+var testHookCloseWrite func(dst *net.TCPConn)

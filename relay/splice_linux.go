@@ -23,9 +23,10 @@ type splicer struct {
 	h      *half
 	p      *pipe // held while bytes are in flight; nil while src is waited on
 	n      int   // bytes the last fill moved into p; 0 with err nil is EOF
+	marked bool  // the last fill read past an urgent mark (passMark): no splice
 	err    error // error of the last callback
 	noPipe bool  // err came from making a pipe, not from splice
-	calls  int64 // splice calls that moved bytes
+	calls  int64 // splice(2) calls that moved bytes
 
 	fill, drain func(fd uintptr) bool
 }
@@ -55,7 +56,7 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 	// fill gives the pipe back whenever src would block, so a direction that
 	// waits for data holds no pipe; drain empties it before the next fill.
 	for {
-		s.n, s.err, s.noPipe = 0, nil, false
+		s.n, s.err, s.noPipe, s.marked = 0, nil, false, false
 		if err := src.Read(s.fill); err != nil {
 			return true, err
 		}
@@ -72,7 +73,9 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 			return true, closeWrite(h.dst)
 		}
 		s.p.data = s.n
-		s.calls++
+		if !s.marked {
+			s.calls++
+		}
 		if err := dst.Write(s.drain); err != nil {
 			return true, err
 		}
@@ -115,7 +118,7 @@ func (s *splicer) fillFrom(fd uintptr) bool {
 			// check only after EPOLLPRI.
 			if m, at, merr := passMark(int(fd), s.p); at {
 				if merr == nil {
-					s.n = m // 0: EOF right after the urgent byte
+					s.n, s.marked = m, true // 0: EOF right after the urgent byte
 					return true
 				}
 				n, err = 0, merr
