@@ -131,13 +131,15 @@ func closeOnly(err error) bool {
 // does not know map to GeneralFailure. DNS errors of any kind, timeouts
 // included, map to HostUnreachable; other timeouts (os.ErrDeadlineExceeded,
 // context.DeadlineExceeded, errors whose Timeout method reports true, and
-// ErrTTLExpired) map to TTLExpired.
+// ErrTTLExpired) map to TTLExpired. EACCES and EPERM, with which connect(2)
+// reports a local firewall rule (a netfilter drop, a cgroup BPF program, a
+// prohibit route, a security module), map to NotAllowed, as ErrNotAllowed.
 func ReplyFor(err error) Reply {
 	var dnsErr *net.DNSError
 	switch {
 	case err == nil:
 		return GeneralFailure
-	case errors.Is(err, ErrNotAllowed):
+	case errors.Is(err, ErrNotAllowed), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return NotAllowed
 	case errors.Is(err, ErrCommandNotSupported):
 		return CommandNotSupported

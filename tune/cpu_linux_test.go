@@ -54,7 +54,7 @@ func pinAndReport(t *testing.T, cpu int, got chan<- []int) {
 		return
 	}
 	var cpus []int
-	for c := range len(set) * 64 {
+	for c := range cpuSetSize {
 		if set.IsSet(c) {
 			cpus = append(cpus, c)
 		}

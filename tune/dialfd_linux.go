@@ -110,7 +110,7 @@ func (o *Options) dialFd(ctx context.Context, addr netip.AddrPort, yield func(ab
 	if o.Upstream.QuickAck {
 		if err := setOpt(fd, optQuickAck, o, &o.Upstream); err != nil {
 			rawsys.Close(fd)
-			return -1, optError(optQuickAck, true, err)
+			return -1, o.optError(optQuickAck, true, err)
 		}
 	}
 	return fd, nil
@@ -134,7 +134,7 @@ func (o *Options) beforeConnect(fd int, late bool) error {
 	if o.SourceAddr.IsValid() {
 		bindNoPort(fd)
 		if err := bindAddr(fd, o.SourceAddr); err != nil {
-			return optError(optSourceAddr, true, err)
+			return o.optError(optSourceAddr, true, err)
 		}
 	}
 	if !o.Upstream.Nagle {

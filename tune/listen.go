@@ -58,7 +58,7 @@ func (o *Options) listen(ctx context.Context, lc *net.ListenConfig, network, add
 // the listener's own.
 func (o *Options) controlListener(network, address string, c syscall.RawConn) error {
 	if err := reuseport.Control(network, address, c); err != nil {
-		return optError(optReusePort, false, err)
+		return o.optError(optReusePort, false, err)
 	}
 	return rawControl(c, func(fd int) error {
 		if err := o.apply(fd, listenerSockOpts, &o.Client, false, false); err != nil {
@@ -121,7 +121,7 @@ func (o *Options) applyConn(c *net.TCPConn, s *SockOpts, upstream bool) error {
 	}
 	if s.Nagle {
 		if err := c.SetNoDelay(false); err != nil {
-			return optError(optNagle, upstream, err)
+			return o.optError(optNagle, upstream, err)
 		}
 	}
 	if s.QuickAck {
@@ -138,7 +138,7 @@ func (o *Options) apply(fd int, ids []opt, s *SockOpts, upstream, udp bool) erro
 			continue
 		}
 		if err := setOpt(fd, id, o, s); err != nil {
-			return optError(id, upstream, err)
+			return o.optError(id, upstream, err)
 		}
 	}
 	return nil

@@ -171,8 +171,8 @@ func TestListenRefusedOption(t *testing.T) {
 	o := &Options{Listeners: 3, Client: SockOpts{Congestion: "nosuchcc"}}
 	ls, err := o.Listen(context.Background(), "127.0.0.1:0")
 	var oe *OptionError
-	if !errors.As(err, &oe) || oe.Flag != "--congestion" || !errors.Is(err, unix.ENOENT) {
-		t.Fatalf("Listen = %v, %v; want an OptionError for --congestion wrapping ENOENT", ls, err)
+	if !errors.As(err, &oe) || oe.Flag != "--client-congestion" || !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("Listen = %v, %v; want an OptionError for --client-congestion wrapping ENOENT", ls, err)
 	}
 }
 

@@ -11,8 +11,10 @@ import (
 // SockOpts are per-socket TCP options. The zero value keeps the kernel's and
 // Go's defaults: 0 means the default and, where it makes sense, a negative
 // value turns the option off. Each field names the command-line flag that sets
-// it for Options.Client; the flag for Options.Upstream carries the prefix
-// "upstream-" (--rcvbuf, --upstream-rcvbuf).
+// it on both sides; the flags for Options.Client and Options.Upstream alone
+// carry the prefix "client-" or "upstream-" (--rcvbuf, --client-rcvbuf,
+// --upstream-rcvbuf). An OptionError names the first where both sides hold
+// the same value, else the side's.
 type SockOpts struct {
 	// RecvBufferBytes sets SO_RCVBUF; the kernel doubles it and clamps it to
 	// net.core.rmem_max. 0 keeps receive-buffer autotuning, which a fixed size
@@ -28,18 +30,19 @@ type SockOpts struct {
 	Nagle bool
 
 	// KeepAliveIdle sets SO_KEEPALIVE and TCP_KEEPIDLE, rounded up to whole
-	// seconds. 0 means Go's default, 15 s; negative turns keepalive off.
-	// Flag: --keepalive-idle.
+	// seconds, at most MaxKeepAliveIdle. 0 means Go's default, 15 s;
+	// negative turns keepalive off. Flag: --keepalive-idle.
 	KeepAliveIdle time.Duration
 
-	// KeepAliveInterval sets TCP_KEEPINTVL, rounded up to whole seconds.
-	// 0 means Go's default, 15 s; negative leaves the kernel's value
-	// (net.ipv4.tcp_keepalive_intvl). Flag: --keepalive-interval.
+	// KeepAliveInterval sets TCP_KEEPINTVL, rounded up to whole seconds, at
+	// most MaxKeepAliveInterval. 0 means Go's default, 15 s; negative leaves
+	// the kernel's value (net.ipv4.tcp_keepalive_intvl).
+	// Flag: --keepalive-interval.
 	KeepAliveInterval time.Duration
 
-	// KeepAliveCount sets TCP_KEEPCNT. 0 means Go's default, 9; negative
-	// leaves the kernel's value (net.ipv4.tcp_keepalive_probes).
-	// Flag: --keepalive-count.
+	// KeepAliveCount sets TCP_KEEPCNT, at most MaxKeepAliveCount. 0 means
+	// Go's default, 9; negative leaves the kernel's value
+	// (net.ipv4.tcp_keepalive_probes). Flag: --keepalive-count.
 	KeepAliveCount int
 
 	// UserTimeout sets TCP_USER_TIMEOUT, rounded up to whole milliseconds:
@@ -175,6 +178,16 @@ var AllPorts = PortRange{1, 65535}
 // Value is r as IP_LOCAL_PORT_RANGE takes it: Low in the lower 16 bits,
 // High in the upper, as a C int's bits.
 func (r PortRange) Value() int { return int(int32(uint32(r.High)<<16 | uint32(r.Low))) }
+
+// The largest keepalive values Linux takes (MAX_TCP_KEEPIDLE,
+// MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT), the times after rounding up to whole
+// seconds. setsockopt refuses a larger one with EINVAL, and Probe then turns
+// the option back to its default: check them where the values are read.
+const (
+	MaxKeepAliveIdle     = 32767 * time.Second
+	MaxKeepAliveInterval = 32767 * time.Second
+	MaxKeepAliveCount    = 127
+)
 
 // Defaults resolved at the point of use.
 const (
@@ -451,11 +464,18 @@ func sameValue(id opt, a, b *SockOpts) bool {
 	return true // Nagle, QuickAck: booleans, both set
 }
 
-// optError wraps err as the OptionError of id on the given side.
-func optError(id opt, upstream bool, err error) error {
+// optError wraps err as the OptionError of id on the given side, named by
+// the flag that sets the value there: --X for a per-side option that both
+// sides configure alike, as --X does, --client-X or --upstream-X for one
+// that they do not (only one side sets it, or each its own value).
+func (o *Options) optError(id opt, upstream bool, err error) error {
 	flag := optNames[id].flag
-	if upstream && id.perSide() {
-		flag = "--upstream-" + strings.TrimPrefix(flag, "--")
+	if id.perSide() && !(o.set(id, &o.Client) && o.set(id, &o.Upstream) && sameValue(id, &o.Client, &o.Upstream)) {
+		side := "--client-"
+		if upstream {
+			side = "--upstream-"
+		}
+		flag = side + strings.TrimPrefix(flag, "--")
 	}
 	return &OptionError{Flag: flag, Option: optNames[id].option, Err: err}
 }

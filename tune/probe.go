@@ -14,8 +14,11 @@ var (
 // their default), plus one *OptionError per refused option, naming its flag:
 // "tune: --mark (SO_MARK): operation not permitted". An option that Client
 // and Upstream set to the same value is tried and reported once, under the
-// client flag. A value the kernel lowers (socket buffers, backlog, fast open
-// queue, defer accept past 29,887 s) is reported with ErrClamped and kept.
+// flag that sets both (--congestion); one that only one side sets, or each
+// side to its own value, under that side's flag (--client-congestion,
+// --upstream-congestion). A value the kernel lowers (socket buffers,
+// backlog, fast open queue, defer accept past 29,887 s) is reported with
+// ErrClamped and kept.
 // Probe neither dials out nor checks that SourceAddr and Interface reach
 // anywhere.
 func (o Options) Probe() (Options, []error) {
@@ -28,7 +31,7 @@ func (o Options) Probe() (Options, []error) {
 		}
 		if err := probeOpt(id, &o, &o.Client); err != nil {
 			clientErr[id] = err
-			errs = append(errs, optError(id, false, err))
+			errs = append(errs, o.optError(id, false, err))
 			if !errors.Is(err, ErrClamped) {
 				p.clear(id, &p.Client)
 			}
@@ -43,7 +46,7 @@ func (o Options) Probe() (Options, []error) {
 		if !tried {
 			err = probeOpt(id, &o, &o.Upstream)
 			if err != nil {
-				errs = append(errs, optError(id, true, err))
+				errs = append(errs, o.optError(id, true, err))
 			}
 		}
 		if err != nil && !errors.Is(err, ErrClamped) {

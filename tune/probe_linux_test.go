@@ -49,7 +49,7 @@ func TestProbe(t *testing.T) {
 		{
 			name:  "unknown congestion",
 			in:    with(func(o *Options) { o.Client.Congestion = "nosuchcc" }),
-			flags: []string{"--congestion"}, errno: unix.ENOENT,
+			flags: []string{"--client-congestion"}, errno: unix.ENOENT, // upstream has its own
 			want: with(func(o *Options) { o.Client.Congestion = "" }),
 		},
 		{
@@ -67,7 +67,7 @@ func TestProbe(t *testing.T) {
 		{
 			name:  "keepalive count too high",
 			in:    with(func(o *Options) { o.Client.KeepAliveCount = 1000 }),
-			flags: []string{"--keepalive-count"}, errno: unix.EINVAL,
+			flags: []string{"--client-keepalive-count"}, errno: unix.EINVAL, // upstream keepalive is off
 			want: with(func(o *Options) { o.Client.KeepAliveCount = 0 }),
 		},
 		{
@@ -85,7 +85,7 @@ func TestProbe(t *testing.T) {
 		{
 			name:  "two refusals",
 			in:    with(func(o *Options) { o.Client.Congestion, o.Interface = "nosuchcc", "nosuchif0" }),
-			flags: []string{"--congestion", "--interface"},
+			flags: []string{"--client-congestion", "--interface"},
 			want:  with(func(o *Options) { o.Client.Congestion, o.Interface = "", "" }),
 		},
 	}
@@ -109,8 +109,8 @@ func TestProbeClamped(t *testing.T) {
 	t.Parallel()
 	in := Options{Client: SockOpts{RecvBufferBytes: 1 << 30}, Backlog: 1 << 30}
 	got, errs := in.Probe()
-	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--rcvbuf", "--backlog"}) {
-		t.Fatalf("errors %v, want --rcvbuf and --backlog clamped", errs)
+	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--client-rcvbuf", "--backlog"}) {
+		t.Fatalf("errors %v, want --client-rcvbuf and --backlog clamped", errs)
 	}
 	for _, err := range errs {
 		if !errors.Is(err, ErrClamped) {

@@ -7,20 +7,21 @@ import (
 )
 
 // RaiseNoFile raises the soft RLIMIT_NOFILE to the hard limit and returns the
-// new soft limit, the number of descriptors the process may hold open. Go
-// already does this at start-up; RaiseNoFile makes it explicit and reports
-// the value.
-func RaiseNoFile() (uint64, error) {
+// soft limit, the number of descriptors the process may hold open, and
+// whether it changed it. Go already raises it at start-up, so raised is
+// false unless something lowered the limit since; RaiseNoFile makes the
+// raise explicit and reports the value.
+func RaiseNoFile() (soft uint64, raised bool, err error) {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("tune: getrlimit RLIMIT_NOFILE: %w", err)
+		return 0, false, fmt.Errorf("tune: getrlimit RLIMIT_NOFILE: %w", err)
 	}
 	if lim.Cur == lim.Max {
-		return lim.Cur, nil
+		return lim.Cur, false, nil
 	}
 	lim.Cur = lim.Max
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("tune: setrlimit RLIMIT_NOFILE: %w", err)
+		return 0, false, fmt.Errorf("tune: setrlimit RLIMIT_NOFILE: %w", err)
 	}
-	return lim.Cur, nil
+	return lim.Cur, true, nil
 }

@@ -5,4 +5,4 @@ package tune
 import "errors"
 
 // RaiseNoFile returns errors.ErrUnsupported outside Linux.
-func RaiseNoFile() (uint64, error) { return 0, errors.ErrUnsupported }
+func RaiseNoFile() (soft uint64, raised bool, err error) { return 0, false, errors.ErrUnsupported }

@@ -229,7 +229,7 @@ func TestUserTimeout(t *testing.T) {
 	// once wrapped to 32 bits.
 	in := Options{Client: SockOpts{UserTimeout: 1200 * time.Hour}}
 	got, errs := in.Probe()
-	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--user-timeout"}) || !errors.Is(errs[0], unix.EINVAL) || got.Client.UserTimeout != 0 {
+	if flags := errorFlags(t, errs); !slices.Equal(flags, []string{"--client-user-timeout"}) || !errors.Is(errs[0], unix.EINVAL) || got.Client.UserTimeout != 0 {
 		t.Errorf("Probe with --user-timeout 1200h = %+v, %v; want it off, with EINVAL", got.Client, errs)
 	}
 }

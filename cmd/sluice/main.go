@@ -119,8 +119,18 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.workers > 0 {
 		return runWorkers(ctx, cfg, args, log, level, hup, again, sd)
 	}
+	// --debug-addr and --metrics bind before the SOCKS listeners, so that a
+	// port in use stops the start with one line, before any "sluice
+	// listening" line or READY=1.
+	web, err := listenHTTP(ctx, cfg)
+	if err != nil {
+		workerStarted(err)
+		fmt.Fprintf(stderr, "sluice: %v\n", err)
+		return 1
+	}
 	inst, err := start(ctx, cfg, log)
 	if err != nil {
+		web.close()
 		workerStarted(err)
 		if stoppedStarting(ctx, err) {
 			log.Info("stopped while starting")
@@ -129,12 +139,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
-	if err := inst.serveHTTP(ctx, cfg, log); err != nil {
-		workerStarted(err)
-		inst.shutdown(0)
-		fmt.Fprintf(stderr, "sluice: %v\n", err)
-		return 1
-	}
+	web.serve(ctx, inst.srv.metrics, log)
 	workerStarted(nil) // a worker of --workers tells its parent that it serves
 	// Each address once: its --listeners sockets are next to each other.
 	status := "serving on " + strings.Join(slices.Compact(inst.addrs()), " ")
@@ -199,19 +204,46 @@ func stoppedStarting(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
-// serveHTTP starts the --debug-addr and --metrics servers that cfg asks for.
-func (inst *instance) serveHTTP(ctx context.Context, cfg *config, log *slog.Logger) error {
+// httpListeners are the listeners of the --debug-addr and --metrics
+// servers (nil: not asked for).
+type httpListeners struct{ debug, metrics net.Listener }
+
+// listenHTTP binds the listeners of the --debug-addr and --metrics servers
+// that cfg asks for; it binds neither when one fails.
+func listenHTTP(ctx context.Context, cfg *config) (httpListeners, error) {
+	var web httpListeners
+	var err error
 	if cfg.debugAddr != "" {
-		if _, err := serveDebug(workerAddr(cfg.debugAddr), 0, log); err != nil {
-			return fmt.Errorf("--debug-addr: %w", err)
+		if web.debug, err = net.Listen("tcp", workerAddr(cfg.debugAddr)); err != nil {
+			return httpListeners{}, fmt.Errorf("--debug-addr: %w", err)
 		}
 	}
 	if cfg.metricsAddr != "" {
-		if _, err := serveMetrics(ctx, workerAddr(cfg.metricsAddr), inst.srv.metrics, log); err != nil {
-			return fmt.Errorf("--metrics %s: %w", cfg.metricsAddr, err)
+		if web.metrics, err = listenMetrics(ctx, workerAddr(cfg.metricsAddr)); err != nil {
+			web.close()
+			return httpListeners{}, fmt.Errorf("--metrics %s: %w", cfg.metricsAddr, err)
 		}
 	}
-	return nil
+	return web, nil
+}
+
+// serve starts the servers of web's listeners, m's metrics until ctx ends.
+func (web httpListeners) serve(ctx context.Context, m *metrics, log *slog.Logger) {
+	if web.debug != nil {
+		serveDebugOn(web.debug, 0, log)
+	}
+	if web.metrics != nil {
+		serveMetricsOn(ctx, web.metrics, m, log)
+	}
+}
+
+// close closes web's listeners, for a start that failed.
+func (web httpListeners) close() {
+	for _, l := range []net.Listener{web.debug, web.metrics} {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 // warnShared logs one warning for each address of plan that another socket
@@ -397,10 +429,12 @@ func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la list
 // descriptor limit raised, and the sockets handed over to the relay.
 func relayOptions(cfg *config, topts *tune.Options, log *slog.Logger) relay.Options {
 	ropts := cfg.relay
-	if n, err := tune.RaiseNoFile(); err != nil {
+	if n, raised, err := tune.RaiseNoFile(); err != nil {
 		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
 	} else {
-		log.Debug("RLIMIT_NOFILE raised", "soft", n)
+		if raised { // Go raised it at start-up already, as a rule
+			log.Debug("RLIMIT_NOFILE raised", "soft", n)
+		}
 		if ropts.MaxIdlePipes == 0 {
 			// Pooled pipes hold two fds each: keep them to 1/16 of the
 			// descriptors (and at most relay's default of 1024).
@@ -609,6 +643,12 @@ func serveDebug(addr string, limit time.Duration, log *slog.Logger) (string, err
 	if err != nil {
 		return "", err
 	}
+	serveDebugOn(l, limit, log)
+	return l.Addr().String(), nil
+}
+
+// serveDebugOn is serveDebug on a bound listener, l.
+func serveDebugOn(l net.Listener, limit time.Duration, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -618,5 +658,4 @@ func serveDebug(addr string, limit time.Duration, log *slog.Logger) (string, err
 	log.Info("debug server listening", "addr", l.Addr().String(), "path", "/debug/pprof/", "gomaxprocs", runtime.GOMAXPROCS(0))
 	// No write timeout: /debug/pprof/profile?seconds=N answers after N s.
 	go limitedServer(mux, limit).Serve(l)
-	return l.Addr().String(), nil
 }

@@ -277,15 +277,27 @@ func (m *metrics) datagramsDropped(st relay.DatagramStats, denied int64) {
 	}
 }
 
-// serveMetrics serves m at http://addr/metrics until ctx ends. The listener
-// sets SO_REUSEPORT, so that a second sluice started for a restart can open
-// the same address. It returns the bound address.
+// serveMetrics serves m at http://addr/metrics until ctx ends, on a
+// listener of listenMetrics, and returns the bound address.
 func serveMetrics(ctx context.Context, addr string, m *metrics, log *slog.Logger) (string, error) {
-	lc := net.ListenConfig{Control: reuseport.Control}
-	l, err := lc.Listen(ctx, "tcp", addr)
+	l, err := listenMetrics(ctx, addr)
 	if err != nil {
 		return "", err
 	}
+	serveMetricsOn(ctx, l, m, log)
+	return l.Addr().String(), nil
+}
+
+// listenMetrics binds the metrics server's listener to addr. It sets
+// SO_REUSEPORT, so that a second sluice started for a restart can open the
+// same address.
+func listenMetrics(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: reuseport.Control}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+// serveMetricsOn serves m at /metrics on l until ctx ends.
+func serveMetricsOn(ctx context.Context, l net.Listener, m *metrics, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	srv := limitedServer(mux, m.scrapeLimit)
@@ -293,5 +305,4 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *slog.Logger
 	go srv.Serve(l)
 	context.AfterFunc(ctx, func() { srv.Close() })
 	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
-	return l.Addr().String(), nil
 }

@@ -48,6 +48,9 @@ type server struct {
 	// connected, when set (tests only), runs after a CONNECT's dial
 	// succeeded and before its success reply.
 	connected atomic.Pointer[func()]
+	// handOverErr, when set (tests only), is the error startRelay fails
+	// with, as when the relay cannot take a session (EMFILE).
+	handOverErr atomic.Pointer[error]
 }
 
 // applyClient sets the client options its listener did not pass on.
@@ -302,7 +305,14 @@ func (s *server) relayFd(ctx context.Context, rs *relaySession, req *handshake.R
 // relay.Start, with a bare upstream wrapped first.
 func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPConn, upFd int) {
 	var err error
-	if rs.c.tc == nil {
+	if p := s.handOverErr.Load(); p != nil {
+		err = *p
+		if up != nil {
+			up.Close()
+		} else {
+			sysClose(upFd)
+		}
+	} else if rs.c.tc == nil {
 		var cfd int
 		if cfd, err = rs.c.takeFd(); err == nil {
 			rs.up, rs.relaying = up, true
@@ -340,8 +350,11 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 		rs.c.handOn()
 	}
 	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
-	s.metrics.end(rs.cmd, replyNone)
-	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, replyNone, 0, 0, rs.start, err)
+	// The client has its success reply (a CONNECT's, a BIND's second), and
+	// the target any bytes it pipelined: the session ends with that reply,
+	// as one that fails in the relay does (relayed).
+	s.metrics.end(rs.cmd, int(handshake.Succeeded))
+	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), int64(rs.ahead), 0, rs.start, err)
 }
 
 // Ended is the relay's done for rs (a relay.Ender).
