@@ -121,8 +121,8 @@ func TestFlagErrorDashes(t *testing.T) {
 	}{
 		{[]string{"--nodelay=maybe"}, `invalid boolean value "maybe" for --nodelay: invalid syntax`},
 		{[]string{"--udp=no for -bind"}, `invalid boolean value "no for -bind" for --udp: parse error`},
-		{[]string{"--dial-timeout", "flag -x"}, `invalid value "flag -x" for flag --dial-timeout: parse error`},
-		{[]string{"--dial-timeout", `a" for flag -b`}, `invalid value "a\" for flag -b" for flag --dial-timeout: parse error`},
+		{[]string{"--dial-timeout", "flag -x"}, `invalid value "flag -x" for flag --dial-timeout: want a duration such as "10s", "1m30s" or "500ms"`},
+		{[]string{"--dial-timeout", `a" for flag -b`}, `invalid value "a\" for flag -b" for flag --dial-timeout: want a duration such as "10s", "1m30s" or "500ms"`},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: --no-such-flag"},
 		{[]string{"--listen"}, "flag needs an argument: --listen"},
 	}

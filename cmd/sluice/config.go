@@ -119,15 +119,15 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.Var(&listen, "listen", "`address` to serve SOCKS5 on, host:port; a host name serves on each of its addresses; repeatable (default "+defaultListen+")")
 	fs.StringVar(&cfg.usersFile, "users", "", "`file` of name:password lines; makes RFC 1929 username/password mandatory")
 	fs.BoolVar(&cfg.allowOpenRelay, "allow-open-relay", false, "allow listening on a non-loopback address without --users")
-	fs.DurationVar(&cfg.handshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not completed the SOCKS handshake in this `duration`")
-	fs.DurationVar(&cfg.tune.DialTimeout, "dial-timeout", 10*time.Second, "give up connecting to a target after this `duration` (reply 0x06); 0 = 10s; negative = no limit but the kernel's SYN retries")
-	fs.DurationVar(&cfg.relay.IdleTimeout, "idle-timeout", 0, "end sessions that moved no byte for this `duration`; 0 = never")
+	durationVar(fs, &cfg.handshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not completed the SOCKS handshake in this `duration`")
+	durationVar(fs, &cfg.tune.DialTimeout, "dial-timeout", 10*time.Second, "give up connecting to a target after this `duration` (reply 0x06); 0 = 10s; negative = no limit but the kernel's SYN retries")
+	durationVar(fs, &cfg.relay.IdleTimeout, "idle-timeout", 0, "end sessions that moved no byte for this `duration`; 0 = never")
 	fs.BoolVar(&cfg.bind, "bind", true, "serve the BIND command (false answers it with 0x07)")
-	fs.DurationVar(&cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
+	durationVar(fs, &cfg.bindTimeout, "bind-timeout", 60*time.Second, "BIND: wait this `duration` for the peer to connect (then reply 0x06)")
 	fs.BoolVar(&cfg.udp, "udp", true, "serve the UDP ASSOCIATE command (false answers it with 0x07)")
-	fs.DurationVar(&cfg.udpIdleTimeout, "udp-idle-timeout", 60*time.Second, "end a UDP association that relayed no datagram for this `duration`; 0 = only when its control connection closes")
+	durationVar(fs, &cfg.udpIdleTimeout, "udp-idle-timeout", 60*time.Second, "end a UDP association that relayed no datagram for this `duration`; 0 = only when its control connection closes")
 	fs.StringVar(&cfg.udpFilter, "udp-filter", "addr-port", "UDP ASSOCIATE: relay to the client only datagrams from an address and port it sent to (`addr-port`), from any port of such an address (addr), or from anyone (none: full cone)")
-	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
+	durationVar(fs, &cfg.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, let live sessions finish for up to this `duration`")
 	fs.Var(byteSize{&cfg.relay.PipeBytes}, "pipe-size", "splice pipe `size` (e.g. 1M); 0 = 1 MiB; negative = kernel default")
 	fs.Var(byteSize{&cfg.relay.CopyBelow}, "copy-below", "relay reads of fewer than `size` bytes (e.g. 16K) with read/write through a buffer that size, splicing once a read fills it; 0 = splice every read (at most 1M)")
 	fs.Var(decimal{&cfg.relay.Loops}, "loops", "splice event loops (`N`), each serving many sessions without a goroutine each; 0 = 4 per usable CPU; negative = none (two goroutines per session)")
@@ -138,7 +138,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	fs.Var(decimal{&cfg.workers}, "workers", "run `N` worker processes, each with GOMAXPROCS=1, pinned to its own CPU, with its own SO_REUSEPORT listeners (every --listen needs a port, not 0); 0 = one process")
 	fs.Var(decimal{&cfg.tune.Backlog}, "backlog", "listen backlog of `N` connections; 0 = the kernel's somaxconn")
 	fs.Var(decimal{&cfg.tune.FastOpenQueue}, "fastopen", "TCP_FASTOPEN queue `length` on listeners; 0 = off")
-	fs.DurationVar(&cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
+	durationVar(fs, &cfg.tune.DeferAccept, "defer-accept", defaultDeferAccept(), "TCP_DEFER_ACCEPT: wake accept only when the client has sent data (a SOCKS5 client speaks first), waiting up to this `duration`; 0 = off")
 	fs.BoolVar(&cfg.tune.SmartAccept, "smart-accept", runtime.GOOS == "linux", "TCP_QUICKACK=0 on listeners: the ACK of a client's first data (greeting and request) rides on sluice's answer instead of a segment of its own; --quickack turns it off")
 	fs.BoolVar(&cfg.tune.SmartConnect, "smart-connect", false, "TCP_QUICKACK=0 on upstream sockets before connect: the ACK ending the handshake rides on the first bytes sent to the target; for targets whose clients speak first (HTTP, TLS), since a target that speaks first waits up to 200 ms for its connection")
 	fs.BoolVar(&cfg.tune.FastOpenConnect, "fastopen-connect", false, "TCP_FASTOPEN_CONNECT on upstream connections")
@@ -177,6 +177,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	sockFlags.commandLineWins(fs)
 	sockFlags.apply()
 	cfg.listen = listen.vals
 	if len(cfg.listen) == 0 {
@@ -506,6 +507,48 @@ func (d decimal) Set(s string) error {
 	}
 	*d.p = n
 	return nil
+}
+
+// duration is a time.Duration flag whose errors say what a duration is:
+// the flag package's say only "parse error", and "10" (a unit left out, as
+// in a file written for another tool) most needs saying.
+type duration struct{ p *time.Duration }
+
+// durationVar registers a duration flag, as fs.DurationVar does.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(duration{p}, name, usage)
+}
+
+func (d duration) String() string {
+	if d.p == nil {
+		return time.Duration(0).String()
+	}
+	return d.p.String()
+}
+
+func (d duration) kind() string { return kindDuration }
+
+func (d duration) Set(s string) error {
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d.p = v
+	return nil
+}
+
+// parseDuration is time.ParseDuration with an error that shows the form:
+// a number with a unit, such as "10s", "1m30s" or "500ms" (0 alone too).
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err == nil {
+		return d, nil
+	}
+	if _, ferr := strconv.ParseFloat(s, 64); ferr == nil {
+		return 0, errors.New(`no unit: want a duration such as "10s", "1m30s" or "500ms"`)
+	}
+	return 0, errors.New(`want a duration such as "10s", "1m30s" or "500ms"`)
 }
 
 // addrFlag is a netip.Addr flag.

@@ -74,14 +74,24 @@ func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
 	if err != nil {
 		return fileError(path, text, err)
 	}
-	var tables fileRules
-	if md, err = toml.Decode(text, &tables); err != nil {
-		return fileError(path, text, err)
-	}
-	for _, k := range md.Undecoded() {
-		if len(k) > 1 && (k[0] == "rule" || k[0] == "client-rule") {
-			return fmt.Errorf("--config %s:%d: unknown key %q in [[%s]]", path, keyLine(text, k), k[len(k)-1], k[0])
+	// The rule tables are checked before they are decoded, so that every
+	// error names its rule and the line it starts on (the library gives
+	// the line of a key's last use, not of the table that holds it).
+	ruleLines := make(map[string][]int)
+	for _, k := range md.Keys() {
+		name := k[0]
+		if _, seen := ruleLines[name]; seen || name != "rule" && name != "client-rule" {
+			continue
 		}
+		lines, header := tableLines(text, name)
+		ruleLines[name] = lines
+		if line, err := checkRuleTables(text, name, generic[name], lines, header, keyLine(text, k)); err != nil {
+			return fmt.Errorf("--config %s:%d: %w", path, line, err)
+		}
+	}
+	var tables fileRules
+	if _, err = toml.Decode(text, &tables); err != nil {
+		return fileError(path, text, err)
 	}
 	cfg.fileLines = make(map[string]int)
 	for _, k := range md.Keys() {
@@ -102,7 +112,7 @@ func loadConfigFile(fs *flag.FlagSet, cfg *config) error {
 	}{{"client-rule", tables.ClientRule}, {"rule", tables.Rule}} {
 		for i, s := range set.specs {
 			if _, err := compileRule(s, set.name == "client-rule"); err != nil {
-				return fmt.Errorf("--config %s:%d: [[%s]] #%d: %w", path, tableLine(text, set.name, i), set.name, i+1, err)
+				return fmt.Errorf("--config %s:%d: [[%s]] #%d: %w", path, nth(ruleLines[set.name], i, 0), set.name, i+1, err)
 			}
 		}
 	}
@@ -217,70 +227,6 @@ func flagKind(f *flag.Flag) string {
 		}
 	}
 	return kindString
-}
-
-// keyLine finds the line that sets key k (a top-level key, dotted or not,
-// or one inside the last table that holds it); 0 when not found. The TOML
-// library gives positions for syntax and type errors only.
-func keyLine(text string, k toml.Key) int {
-	want := dottedKey(strings.Join(k, "."))
-	cur := ""
-	found := 0
-	for i, line := range strings.Split(text, "\n") {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "[") {
-			cur = strings.Trim(line, "[] \t")
-			if j := strings.Index(cur, "]"); j >= 0 {
-				cur = cur[:j]
-			}
-			cur = dottedKey(cur)
-			if found == 0 && cur == want {
-				found = i + 1 // the key is a table: its header
-			}
-			continue
-		}
-		name, _, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		if name = dottedKey(name); cur != "" {
-			name = cur + "." + name
-		}
-		if name == want {
-			found = i + 1
-			if cur == "" {
-				return found
-			}
-		}
-	}
-	return found
-}
-
-// dottedKey writes a TOML key as its parts joined by dots, without the
-// spaces and quotes around each.
-func dottedKey(s string) string {
-	parts := strings.Split(s, ".")
-	for i, p := range parts {
-		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
-	}
-	return strings.Join(parts, ".")
-}
-
-// tableLine finds the line of the n-th (from 0) [[name]] header; 0 when not
-// found. A header may have blanks inside its brackets, quotes around name
-// and a comment after it ("[[ rule ]]  # no SMTP").
-func tableLine(text, name string, n int) int {
-	for i, line := range strings.Split(text, "\n") {
-		h, _, _ := strings.Cut(line, "#")
-		h = strings.Join(strings.Fields(h), "")
-		if len(h) > 4 && strings.HasPrefix(h, "[[") && strings.HasSuffix(h, "]]") && dottedKey(h[2:len(h)-2]) == name {
-			if n == 0 {
-				return i + 1
-			}
-			n--
-		}
-	}
-	return 0
 }
 
 // flagValues records every flag's effective value and kind.

@@ -240,7 +240,17 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return p, fmt.Errorf("cidr %q: want an address or prefix such as 10.0.0.0/8 or fd00::/8", s)
 	}
 	if p.Addr().Is4In6() {
-		p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		// Rules see an IPv4-mapped destination as the IPv4 address it
+		// carries (allowed unmaps it), so a prefix inside ::ffff:0:0/96
+		// is the IPv4 prefix it maps. A shorter one also holds IPv6
+		// addresses outside that range (::ffff:0:0/80 is ::/80, ::1
+		// included), which no IPv4 prefix can say, and the same prefix
+		// written ::/80 matches IPv6 destinations only: refuse it rather
+		// than pick one of the two meanings.
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("cidr %q: an IPv4-mapped prefix shorter than /96 also holds IPv6 addresses; write 0.0.0.0/0 (or ::ffff:0:0/96) for IPv4 destinations and %v for IPv6 ones", s, p.Masked())
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -48,13 +49,19 @@ var sockOpts = []sockOpt{
 		},
 		get: func(o *tune.SockOpts) string { return strconv.FormatBool(o.KeepAliveIdle >= 0) }},
 	{name: "keepalive-idle", kind: kindDuration, usage: "idle `duration` before the first keepalive probe; 0 = Go's 15s",
-		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveIdle, v) },
+		set: func(o *tune.SockOpts, v string) error {
+			return setDurationAtMost(&o.KeepAliveIdle, v, tune.MaxKeepAliveIdle)
+		},
 		get: func(o *tune.SockOpts) string { return o.KeepAliveIdle.String() }},
 	{name: "keepalive-interval", kind: kindDuration, usage: "`duration` between keepalive probes; 0 = Go's 15s",
-		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.KeepAliveInterval, v) },
+		set: func(o *tune.SockOpts, v string) error {
+			return setDurationAtMost(&o.KeepAliveInterval, v, tune.MaxKeepAliveInterval)
+		},
 		get: func(o *tune.SockOpts) string { return o.KeepAliveInterval.String() }},
 	{name: "keepalive-count", kind: kindInt, usage: "unanswered keepalive probes before the connection drops; 0 = Go's 9",
-		set: func(o *tune.SockOpts, v string) error { return setInt(&o.KeepAliveCount, v) },
+		set: func(o *tune.SockOpts, v string) error {
+			return setIntAtMost(&o.KeepAliveCount, v, tune.MaxKeepAliveCount)
+		},
 		get: func(o *tune.SockOpts) string { return strconv.Itoa(o.KeepAliveCount) }},
 	{name: "user-timeout", kind: kindDuration, usage: "TCP_USER_TIMEOUT `duration`: drop a connection whose sent data stays unacknowledged this long; 0 = off",
 		set: func(o *tune.SockOpts, v string) error { return setDuration(&o.UserTimeout, v) },
@@ -72,9 +79,15 @@ var sockOpts = []sockOpt{
 			return err
 		},
 		get: func(o *tune.SockOpts) string { return strconv.FormatBool(o.QuickAck) }},
-	{name: "mark", kind: kindInt, usage: "SO_MARK `value` (needs CAP_NET_ADMIN); 0 = none",
+	// A mark is read as iptables (--set-mark, xtables_strtoui) and ip rule
+	// (fwmark, get_u32) read the marks it is paired with, base 0: 0x10 is
+	// 16 and 010 is 8, not 10 as in the decimal counts.
+	{name: "mark", kind: kindInt, usage: "SO_MARK `value` (needs CAP_NET_ADMIN), read as iptables --set-mark and ip rule fwmark read it: decimal, 0x hex, or octal after a leading 0 (010 is 8); 0 = none",
 		set: func(o *tune.SockOpts, v string) error {
 			n, err := strconv.ParseUint(v, 0, 32)
+			if errors.Is(err, strconv.ErrSyntax) {
+				err = errors.New("want a mark of 0 to 0xffffffff: decimal, 0x hex, or octal after a leading 0 (010 is 8)")
+			}
 			o.Mark = uint32(n)
 			return err
 		},
@@ -129,6 +142,33 @@ func registerSockFlags(fs *flag.FlagSet, client, upstream *tune.SockOpts) sockFl
 		set = append(set, both, cl, up)
 	}
 	return set
+}
+
+// commandLineWins drops each per-side value that came from the
+// configuration file where the command line gives the both-sides flag of
+// its option: the command line overrides the file whatever the form, so
+// --rcvbuf beats the file's client-rcvbuf as it beats the file's rcvbuf
+// (within one source a per-side value still wins, in apply). fs holds the
+// flags as parsed: fs.Visit sees only those given on the command line, since
+// a file's keys set their flags' values directly. A dropped value is unset,
+// as --print-config then shows it, so that its output reads back the same.
+func (set sockFlagSet) commandLineWins(fs *flag.FlagSet) {
+	onLine := make(map[*sideFlag]bool)
+	fs.Visit(func(f *flag.Flag) {
+		if sf, ok := f.Value.(*sideFlag); ok {
+			onLine[sf] = true
+		}
+	})
+	for _, both := range set {
+		if both.weight != 0 || !onLine[both] {
+			continue
+		}
+		for _, f := range set {
+			if f.opt == both.opt && f.weight == 1 && !onLine[f] {
+				f.val, f.isSet = "", false
+			}
+		}
+	}
 }
 
 // apply writes the parsed values into the SockOpts: both-sides first. The
@@ -188,10 +228,32 @@ func setInt(p *int, v string) error {
 
 // setDuration parses a duration: 0 (the default, or off) or more.
 func setDuration(p *time.Duration, v string) error {
-	d, err := time.ParseDuration(v)
+	d, err := parseDuration(v)
 	if err == nil && d < 0 {
 		err = errors.New("must be 0 or more")
 	}
 	*p = d
+	return err
+}
+
+// setIntAtMost is setInt for a count the kernel takes up to most
+// (--keepalive-count): a larger one is refused here, naming the flag,
+// where setsockopt would refuse it at start and sluice run with the default.
+func setIntAtMost(p *int, v string, most int) error {
+	err := setInt(p, v)
+	if err == nil && *p > most {
+		err = fmt.Errorf("must be %d or less, the most the kernel takes", most)
+	}
+	return err
+}
+
+// setDurationAtMost is setDuration for a time the kernel takes in whole
+// seconds, rounded up, up to most (--keepalive-idle, --keepalive-interval),
+// refused here past it, as setIntAtMost.
+func setDurationAtMost(p *time.Duration, v string, most time.Duration) error {
+	err := setDuration(p, v)
+	if err == nil && *p > most {
+		err = fmt.Errorf("must be %ds or less, the most the kernel takes", most/time.Second)
+	}
 	return err
 }
