@@ -110,7 +110,8 @@ func (h *Histogram) Percentile(q float64) time.Duration {
 		rank = 1
 	}
 	var seen uint64
-	// Invariant: seen is the number of observations in buckets below i.
+	// Invariant: once c is added, seen is the number of observations in
+	// buckets 0 to i.
 	for i, c := range h.counts {
 		seen += c
 		if seen < rank {

@@ -77,6 +77,13 @@ type IdleResult struct {
 // Idle runs the idle-sessions test. The returned error is for unusable
 // options or a failed process sample.
 func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
+	return o.run(ctx, MaxDuration)
+}
+
+// run is Idle with opening and holding together cut at limit. Only the end
+// of parent (SIGINT) stops the run early, unchecked: sessions held until
+// the limit cut the hold are checked as after a full one.
+func (o *IdleOptions) run(parent context.Context, limit time.Duration) (*IdleResult, error) {
 	d, err := NewDialer(o.Proxy, o.Target)
 	if err != nil {
 		return nil, err
@@ -87,7 +94,7 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 		return nil, err
 	}
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(ctx, start.Add(MaxDuration))
+	ctx, cancel := context.WithDeadline(parent, start.Add(limit))
 	defer cancel()
 	conns := make([]*net.TCPConn, o.sessions())
 	errs := make([]Errors, o.openers())
@@ -127,7 +134,7 @@ func Idle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 			res.FDsPerSession = float64(after.FDs-before.FDs) / float64(res.Open)
 		}
 	}
-	if ctx.Err() == nil { // a run stopped early is not checked
+	if parent.Err() == nil { // a run stopped early is not checked
 		res.Alive = o.checkAlive(conns, &res.Errors)
 	}
 	return res, nil

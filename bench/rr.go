@@ -43,6 +43,9 @@ type RROptions struct {
 	// Timeout bounds one exchange, the first one counted from the connect.
 	// 0 means 5 s.
 	Timeout time.Duration
+	// closeConn closes each connection after its exchanges; nil means its
+	// Close. Tests slow it down.
+	closeConn func(*net.TCPConn) error
 }
 
 // MaxExchanges bounds RROptions.Exchanges, and so how far past its duration
@@ -59,6 +62,13 @@ func (o *RROptions) workers() int {
 func (o *RROptions) size() int { return max(o.SizeBytes, 1) }
 
 func (o *RROptions) exchanges() int { return min(max(o.Exchanges, 1), MaxExchanges) }
+
+func (o *RROptions) close(c *net.TCPConn) error {
+	if o.closeConn != nil {
+		return o.closeConn(c)
+	}
+	return c.Close()
+}
 
 func (o *RROptions) timeout() time.Duration {
 	if o.Timeout > 0 {
@@ -214,15 +224,15 @@ func (o *RROptions) rrLoop(ctx context.Context, wg *sync.WaitGroup, d *Dialer, w
 	msg, echo := make([]byte, o.size()), make([]byte, o.size())
 	// Invariant: each pass opens and closes one connection.
 	for seq := id; ctx.Err() == nil && time.Now().Before(end); seq += n {
-		t0 := time.Now()
-		if err := o.exchange(ctx, d, seq, msg, echo, t0); err != nil {
+		lat, err := o.exchange(ctx, d, seq, msg, echo)
+		if err != nil {
 			if stopped(ctx, err) {
 				return
 			}
 			w.errs.add(err)
 			continue
 		}
-		w.hist.Record(time.Since(t0))
+		w.hist.Record(lat)
 		w.conns.n.Add(1)
 	}
 }
@@ -236,32 +246,36 @@ func stopped(ctx context.Context, err error) bool {
 }
 
 // exchange opens one connection, echoes its messages through it (in msg,
-// each made from seq and its number) and closes it. When ctx ends it makes
-// no more exchanges and returns ctx's error.
-func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, echo []byte, t0 time.Time) error {
+// each made from seq and its number) and closes it. It returns the time
+// from the start of the connect to the last echo's last byte, the close
+// left out. When ctx ends it makes no more exchanges and returns ctx's
+// error.
+func (o *RROptions) exchange(ctx context.Context, d *Dialer, seq uint64, msg, echo []byte) (time.Duration, error) {
+	start := time.Now()
 	c, err := d.Dial(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	defer c.Close()
+	defer o.close(c)
+	t0 := start // the first exchange's timeout counts from the connect
 	for k := range o.exchanges() {
 		if k > 0 {
 			if err := ctx.Err(); err != nil {
-				return err // stopped early: the connection is not counted
+				return 0, err // stopped early: the connection is not counted
 			}
 			t0 = time.Now()
 		}
 		if err := c.SetDeadline(t0.Add(o.timeout())); err != nil {
-			return err
+			return 0, err
 		}
 		for i := range msg {
 			msg[i] = byte(seq>>(8*(i%8)) + uint64(i) + uint64(k)*131)
 		}
 		if err := o.echo(c, msg, echo); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return time.Since(start), nil
 }
 
 // echo sends msg on c and checks that it comes back.

@@ -224,7 +224,7 @@ func (d *Dialer) handshake(c *net.TCPConn) error {
 
 // negotiate runs greeting, any authentication and request on c, pipelined
 // (greeting, auth and request in one write) unless in lockstep, and returns
-// the reply's BND address.
+// the reply's BND address as connect does.
 func (d *Dialer) negotiate(c *net.TCPConn, request, pipelined []byte) (netip.AddrPort, error) {
 	var b [2 + 2 + 5 + 255 + 2]byte
 	if d.lockstep {
@@ -285,7 +285,9 @@ func (d *Dialer) checkAnswers(b []byte) error {
 // reply (pre bytes: none in lockstep, all of them after the pipelined
 // write) and the reply's first replyMin bytes in one read, then the rest of a
 // longer address (IPv6, or a domain name past 2 bytes) in a second. It
-// returns the reply's BND address (invalid for a domain name).
+// returns the reply's BND.ADDR and BND.PORT; for a domain name the address
+// is the zero Addr, and BND.PORT is still there (a UDP ASSOCIATE relay
+// socket's port, whatever names its host).
 func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) (netip.AddrPort, error) {
 	if _, err := c.Write(msg); err != nil {
 		return netip.AddrPort{}, err
@@ -303,10 +305,13 @@ func (d *Dialer) connect(c *net.TCPConn, b, msg []byte, pre int) (netip.AddrPort
 		return netip.AddrPort{}, rerr
 	}
 	r = r[:size]
-	if _, err = io.ReadFull(c, r[replyMin:]); err != nil || r[3] == atypDomain {
+	if _, err = io.ReadFull(c, r[replyMin:]); err != nil {
 		return netip.AddrPort{}, err
 	}
-	ip, _ := netip.AddrFromSlice(r[4 : size-2])
+	var ip netip.Addr
+	if r[3] != atypDomain {
+		ip, _ = netip.AddrFromSlice(r[4 : size-2])
+	}
 	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(r[size-2:])), nil
 }
 

@@ -94,8 +94,9 @@ type StreamResult struct {
 	// Dir is "up" or "down".
 	Dir string `json:"dir"`
 	// Bytes is what the stream moved: for up the sink's count of what it
-	// received, which must equal what was written (with VerifyNone, what
-	// was written), for down what was read (and verified).
+	// received, which must equal what was written (where it does not, an
+	// error, the smaller of the two; with VerifyNone, what was written),
+	// for down what was read (and verified).
 	Bytes int64 `json:"bytes"`
 	// Gbps is Bytes over its direction's wall time (TputResult's UpGbps
 	// and DownGbps), in Gbit/s.
@@ -258,17 +259,21 @@ func (o *TputOptions) directions() (map[Direction]string, error) {
 // connect dials every stream concurrently; failures are counted in errs and
 // leave the stream out, but for connects that ctx's end cut short (SIGINT
 // during the setup), which leave it out uncounted. Bad addresses end the
-// run.
+// run before any stream connects.
 func (o *TputOptions) connect(ctx context.Context, dirs map[Direction]string, errs *Errors) ([]*stream, error) {
-	var all []*stream
-	for _, d := range []Direction{Up, Down} {
-		addr, ok := dirs[d]
-		if !ok {
-			continue
-		}
+	dialers := make(map[Direction]*Dialer, len(dirs))
+	for d, addr := range dirs {
 		dl, err := NewDialer(o.Proxy, addr)
 		if err != nil {
 			return nil, err
+		}
+		dialers[d] = dl
+	}
+	var all []*stream
+	for _, d := range []Direction{Up, Down} {
+		dl, ok := dialers[d]
+		if !ok {
+			continue
 		}
 		for range o.streams() {
 			all = append(all, &stream{dir: d})
@@ -365,6 +370,9 @@ func (o *TputOptions) upload(ctx context.Context, s *stream, buf []byte, end tim
 	}
 	s.end = time.Now() // the sink has read everything
 	if got := binary.BigEndian.Uint64(b[:]); got != uint64(sent) {
+		// The figure is what was delivered, not what was written; a count
+		// above it (bytes the relay made up, or no count at all) is not.
+		s.bytes.n.Store(int64(min(got, uint64(sent))))
 		return fmt.Errorf("%w: tput up: sink received %d bytes, %d were sent", ErrMismatch, got, sent)
 	}
 	return nil

@@ -132,7 +132,9 @@ func openUDP(ctx context.Context, o *UDPOptions) (*udpPath, error) {
 	}
 	ctrl.SetDeadline(time.Time{})
 	if !bnd.IsValid() || bnd.Addr().IsUnspecified() {
-		// The relay socket listens where the control connection arrived.
+		// The relay socket listens where the control connection arrived:
+		// BND.ADDR is 0.0.0.0 or ::, or a domain name (whose BND.PORT
+		// bnd still holds).
 		bnd = netip.AddrPortFrom(ctrl.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), bnd.Port())
 	}
 	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(bnd))

@@ -37,6 +37,17 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"idle", d, tg, "127.0.0.1:1", "--hold", "0"}, "flag --hold"},
 		{[]string{"rr", d, tg, "127.0.0.1:1", "--user", "u"}, "flag --user"},
 		{[]string{"tput", d, tg, "127.0.0.1:1", "--lockstep"}, "flag --lockstep"},
+		// Counts and sizes past their bounds: the run used to die of
+		// "out of memory" (a runtime dump) or fail at the first send.
+		{[]string{"rr", d, tg, "127.0.0.1:1", "--size", "2000000000"}, "flag --size"},
+		{[]string{"rr", d, tg, "127.0.0.1:1", "-c", "2000000000"}, "flag -c"},
+		{[]string{"idle", d, tg, "127.0.0.1:1", "-n", "2000000000"}, "flag -n"},
+		{[]string{"tput", d, tg, "127.0.0.1:1", "-P", "2000000000"}, "flag -P"},
+		{[]string{"tput", d, tg, "127.0.0.1:1", "--buf", "2000000000"}, "flag --buf"},
+		{[]string{"udp", d, tg, "127.0.0.1:1", "--window", "2000000000"}, "flag --window"},
+		{[]string{"udp", d, tg, "127.0.0.1:1", "--size", "70000"}, "flag --size"},
+		{[]string{"udp", d, tg, "127.0.0.1:1", "--size", "8"}, "flag --size"},
+		{[]string{"echo", "--buf", "2000000000"}, "flag --buf"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(tc.args, &out, &errOut)

@@ -241,6 +241,17 @@ func (o *options) check(fs *flag.FlagSet, mode string) error {
 			return fmt.Errorf("invalid value for flag %s: must be positive", flagName(name))
 		}
 	}
+	// Upper bounds: past them a run would not fail cleanly but exhaust
+	// memory or descriptors before its first connection.
+	for name, v := range map[string][2]int{"buf": {o.buf, maxBytes}, "size": {o.size, maxBytes},
+		"P": {o.streams, maxStreams}, "c": {o.workers, maxWorkers}, "n": {o.sessions, maxSessions}, "window": {o.window, maxWindow}} {
+		if v[0] > v[1] {
+			return fmt.Errorf("invalid value %d for flag %s: at most %d", v[0], flagName(name), v[1])
+		}
+	}
+	if mode == "udp" && isSet(fs, "size") && (o.size < minDatagram || o.size > maxDatagram) {
+		return fmt.Errorf("invalid value %d for flag --size: a datagram of %d to %d bytes", o.size, minDatagram, maxDatagram)
+	}
 	switch {
 	case o.duration < 0:
 		return errors.New("invalid value for flag --duration: negative")
@@ -346,6 +357,17 @@ func checkHostPort(addr string) error {
 	}
 	return nil
 }
+
+// Bounds on counts and sizes (check).
+const (
+	maxBytes    = 64 << 20   // --buf, --size
+	maxStreams  = 4096       // -P
+	maxWorkers  = 1 << 16    // -c
+	maxSessions = 1 << 20    // -n
+	maxWindow   = 1 << 16    // --window
+	minDatagram = 16         // udp --size: sequence number and send time
+	maxDatagram = 65507 - 22 // udp --size: an IPv4 datagram's largest payload, less an IPv6 SOCKS header
+)
 
 // maxSources bounds a --source range.
 const maxSources = 1024
