@@ -5,6 +5,9 @@ package relay
 import (
 	"context"
 	"io"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +22,11 @@ import (
 // has the peer's FIN too: shutdown(2) answers ENOTCONN there. That used to
 // end the session with "shutdown: transport endpoint is not connected" and
 // drop the answer; it must reach the other side whole, then EOF, and the
-// session end cleanly. Both ways round.
+// session end cleanly. Both ways round. Nor may the goroutine path read the
+// finished direction's EOF again: the loop tells it which directions are
+// finished, so their destinations get no second half-close there, and the
+// answer's exactly one (it used to half-close both, and only closeWrite's
+// tolerance of ENOTCONN kept the session alive).
 func TestGoPathHandOffAfterHalfClose(t *testing.T) {
 	t.Parallel()
 	// "loop refused": only the loop is refused, so that the goroutine path
@@ -41,11 +48,19 @@ func TestGoPathHandOffAfterHalfClose(t *testing.T) {
 				if why == "refused" {
 					r.refuseSplice = unix.EINVAL // on the goroutine path too
 				}
-				g := newRig(t).startAsync(context.Background(), r)
+				g := newRig(t)
 				from, to := g.client, g.upstream
+				fromDst, toDst := g.relayB, g.relayA // the relay's sockets each direction writes
 				if first == "upstream" {
 					from, to = g.upstream, g.client
+					fromDst, toDst = g.relayA, g.relayB
 				}
+				var shutFrom, shutTo atomic.Int32
+				closeWrites.Store(fromDst, &shutFrom)
+				closeWrites.Store(toDst, &shutTo)
+				defer closeWrites.Delete(fromDst)
+				defer closeWrites.Delete(toDst)
+				g.startAsync(context.Background(), r)
 				if _, err := from.Write([]byte("req")); err != nil {
 					t.Fatal(err)
 				}
@@ -93,7 +108,24 @@ func TestGoPathHandOffAfterHalfClose(t *testing.T) {
 				if res.st.ClientToUpstream != up || res.st.UpstreamToClient != down || res.st.Fallback != wantFallback {
 					t.Fatalf("Stats = %+v; want %d and %d bytes, Fallback %v", res.st, up, down, wantFallback)
 				}
+				if shutFrom.Load() != 0 || shutTo.Load() != 1 {
+					t.Errorf("goroutine path half-closed the finished direction's destination %d times, the answer's %d; want 0 and 1",
+						shutFrom.Load(), shutTo.Load())
+				}
 			})
+		}
+	}
+}
+
+// closeWrites counts closeWrite's half-closes of the sockets a test put in
+// it (*net.TCPConn to *atomic.Int32). The hook is set once, before any
+// test runs, so that tests that count run in parallel.
+var closeWrites sync.Map
+
+func init() {
+	testHookCloseWrite = func(dst *net.TCPConn) {
+		if n, ok := closeWrites.Load(dst); ok {
+			n.(*atomic.Int32).Add(1)
 		}
 	}
 }
