@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // notifier speaks systemd's readiness protocol (sd_notify(3)): one datagram
@@ -17,17 +20,58 @@ type notifier struct {
 	addr *net.UnixAddr
 }
 
-// newNotifier takes NOTIFY_SOCKET out of the environment, so that no child
-// (a --workers worker) reports as if it were sluice, and returns a notifier
-// for it, or nil when it is not set. A name starting with '@' is a Linux
-// abstract socket, as Go's unix addresses write it too.
+// newNotifier takes NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID out of the
+// environment, so that no child (a --workers worker) reports as if it were
+// sluice, and returns a notifier for NOTIFY_SOCKET, or nil when it is not
+// set. A name starting with '@' is a Linux abstract socket, as Go's unix
+// addresses write it too.
+//
+// With WATCHDOG_USEC set (a unit's WatchdogSec=) for this process
+// (WATCHDOG_PID unset or its pid), it sends WATCHDOG=1 every half of it
+// from now on, as sd_watchdog_enabled(3) asks, for as long as the process
+// runs: the manager, which counts from the start, kills a process whose
+// runtime no longer schedules the ping, and would kill one that never sent
+// it at the first interval's end.
 func newNotifier() *notifier {
 	name := os.Getenv("NOTIFY_SOCKET")
-	os.Unsetenv("NOTIFY_SOCKET")
+	every := watchdogInterval(os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID"), os.Getpid())
+	for _, v := range [...]string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+		os.Unsetenv(v)
+	}
 	if name == "" {
 		return nil
 	}
-	return &notifier{addr: &net.UnixAddr{Name: name, Net: "unixgram"}}
+	n := &notifier{addr: &net.UnixAddr{Name: name, Net: "unixgram"}}
+	if every > 0 {
+		go n.watchdog(every)
+	}
+	return n
+}
+
+// watchdogInterval is how often to send WATCHDOG=1 for WATCHDOG_USEC usec
+// and WATCHDOG_PID pid (as the environment gives them) in process self: half
+// the timeout, or 0 where there is none for this process.
+func watchdogInterval(usec, pid string, self int) time.Duration {
+	us, err := strconv.ParseUint(usec, 10, 63)
+	if err != nil || us == 0 {
+		return 0
+	}
+	if p, err := strconv.Atoi(pid); pid != "" && (err != nil || p != self) {
+		return 0
+	}
+	us = min(us, uint64(math.MaxInt64/time.Microsecond)) // a Duration holds 292 years
+	return max(time.Duration(us)*time.Microsecond/2, time.Microsecond)
+}
+
+// watchdog sends WATCHDOG=1 every interval, for the life of the process.
+// A send that fails is not logged: the next one may well pass, and the
+// manager's kill says more than a line a second would.
+func (n *notifier) watchdog(every time.Duration) {
+	t := time.NewTicker(every)
+	for {
+		n.send("WATCHDOG=1")
+		<-t.C
+	}
 }
 
 // send sends state, lines like "READY=1", in one datagram.

@@ -221,6 +221,7 @@ func (s *server) serveRequest(ctx context.Context, rs *relaySession, req *handsh
 		}
 	case handshake.CmdBind:
 		up, err = s.bindRequest(ctx, lv, c, req)
+		rs.replied = err == nil // its second reply, 0x00, is out
 	case handshake.CmdUDPAssociate:
 		if lv.udpIdleTimeout < 0 {
 			err = handshake.ErrCommandNotSupported
@@ -429,7 +430,7 @@ type relaySession struct {
 	start       time.Time
 	relaying    bool // handed to the relay, which ends it through relayed
 	closed      bool // closeSockets ran
-	replied     bool // a CONNECT's success reply went out: the reply it ends with, whatever fails after it
+	replied     bool // a CONNECT's success reply (a BIND's second) went out: the reply it ends with, whatever fails after it
 	limitsFreed bool // releaseLimits ran
 }
 
