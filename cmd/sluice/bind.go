@@ -37,9 +37,9 @@ var errPeerNotAllowed = fmt.Errorf("bind: peer address differs from DST.ADDR: %w
 // its own addresses); rules under which no peer at all could pass refuse it
 // before listening. A rule's ports match DST.PORT at both checks, never the
 // port the peer connects from (ephemeral, or 20 for active FTP: its own
-// choice).
+// choice). A name that is an IP literal is that address (literalAddr).
 func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handshake.Request) (*net.TCPConn, error) {
-	want := req.Addr
+	want := literalAddr(req.Addr)
 	want.IP = want.IP.Unmap() // ::ffff:0.0.0.0 is all-zeros too
 	p := lv.rules
 	switch {
@@ -65,7 +65,7 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	}
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false) // splice falls back to copying on MPTCP sockets
-	ip := bindIP(c, want)
+	ip := s.bindIP(c, want)
 	l, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(ip, 0).String())
 	if err != nil {
 		return nil, err
@@ -203,12 +203,36 @@ type errReplied struct{ error }
 
 func (e errReplied) Unwrap() error { return e.error }
 
-// bindIP picks the address to listen on for BIND: the local address of the
-// route to DST.ADDR (a connected UDP socket tells it; no packet is sent),
-// or the address the client reached sluice on when that cannot be told.
-func bindIP(c *net.TCPConn, want handshake.Addr) netip.Addr {
+// literalAddr is a, or the address a names when it is a name that is an IP
+// literal ("127.0.0.1", "::1"), as the resolver reads one: a BIND to it
+// then waits for a peer from that address, and the rules check it before
+// listening, as for the same address sent as one. Taken for a name, any
+// peer could come, and a deny of the address refused each peer only.
+func literalAddr(a handshake.Addr) handshake.Addr {
+	if a.Type != handshake.AddrDomain {
+		return a
+	}
+	ip, err := netip.ParseAddr(string(a.Name))
+	if err != nil {
+		return a
+	}
+	return handshake.AddrFromAddrPort(netip.AddrPortFrom(ip, a.Port)) // unmapped, no zone
+}
+
+// bindIP picks the address to listen on for BIND, the one the client tells
+// its peer to connect to: the address the relay's connections come from,
+// which is --source-addr when set (unless DST.ADDR is an address of the
+// other family), or else the local address of the route to DST.ADDR (a
+// connected UDP socket tells it; no packet is sent); the address the
+// client reached sluice on when DST.ADDR is all-zeros or a name, or the
+// route cannot be told.
+func (s *server) bindIP(c *net.TCPConn, want handshake.Addr) netip.Addr {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
-	if want.Type == handshake.AddrDomain || !want.IP.IsValid() || want.IP.IsUnspecified() {
+	known := want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified()
+	if src := s.tune.SourceAddr.Unmap(); src.IsValid() && (!known || reachableFrom(src, want.IP)) {
+		return src
+	}
+	if !known {
 		return local
 	}
 	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(want.IP, 9)))

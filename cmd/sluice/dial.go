@@ -12,15 +12,18 @@ import (
 )
 
 // connect dials a CONNECT target, applying the destination rules to the
-// address actually dialled: a domain target is resolved here when a rule
-// looks at addresses, every address it resolves to must be allowed, and
-// those addresses are dialled, never the name again (no DNS rebinding).
-// An address target is dialled as a bare socket, returned as fd (c nil),
-// when s.bareSockets; otherwise fd is -1. Before anything that may wait (a
-// name to resolve, a connect still in progress) the session leaves its
-// accept loop (client.handOn); a bare dial that completes at once does not.
+// address actually dialled: a domain target is resolved here, and when a
+// rule looks at addresses every address it resolves to must be allowed;
+// those addresses are dialled, never the name again (no DNS rebinding),
+// and the resolver gets the name as the rules saw it, byte for byte. An
+// address target is dialled as a bare socket, returned as fd (c nil), when
+// s.bareSockets; otherwise fd is -1, as for a name without them. Before
+// anything that may wait (a name to resolve, a connect still in progress)
+// the session leaves its accept loop (client.handOn); a bare dial that
+// completes at once does not.
 func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
 	p := lv.rules
+	var check *policy // the rules each address of a name must pass
 	switch {
 	case p == nil:
 	case a.Type != handshake.AddrDomain:
@@ -32,16 +35,22 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 			return nil, -1, errDenied{}
 		}
 	default:
+		check = p
+	}
+	if a.Type == handshake.AddrDomain {
+		// Never through host:port text for net.Dialer to split again:
+		// SplitHostPort reads "[evil.test]:80" as evil.test, which a
+		// deny of that name would not have matched.
 		cl.handOn()
 		if s.bareSockets {
-			fd, err := s.dialNameWatched(ctx, cl, p, a)
+			fd, err := s.dialNameWatched(ctx, cl, check, a)
 			return nil, fd, err
 		}
-		c, err := s.dialResolved(ctx, p, a)
+		c, err := s.dialResolved(ctx, check, a)
 		return c, -1, err
 	}
 	start := time.Now()
-	if s.bareSockets && a.Type != handshake.AddrDomain {
+	if s.bareSockets {
 		// Keepalive comes later, from relay.Options.Mature (or
 		// startRelay), for sessions that live long enough to need it.
 		// A connect that waits has the waiter watch the client
@@ -55,10 +64,6 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		return nil, fd, nil
 	}
 	cl.handOn()
-	if s.bareSockets { // a name
-		fd, err := s.dialNameWatched(ctx, cl, nil, a)
-		return nil, fd, err
-	}
 	c, err = s.dial(ctx, a)
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))
@@ -353,8 +358,8 @@ func dialParallel[C any](ctx context.Context, s *server, primaries, fallbacks []
 	}
 }
 
-// dial connects to a with the tuned dialer. Domain names are resolved by the
-// dialer.
+// dial connects to a, an address, with the tuned dialer. A name never
+// comes here: resolved by dialName, its addresses come one at a time.
 func (s *server) dial(ctx context.Context, a handshake.Addr) (*net.TCPConn, error) {
 	var buf [300]byte
 	addr := string(a.AppendTo(buf[:0]))
