@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -22,7 +23,10 @@ import (
 // holds each such socket EPOLLONESHOT under the id of its wait; its goroutine
 // wakes the session when the socket is ready, when the session's deadline
 // passes (the waiter keeps the deadlines, in a heap, and the epoll file's
-// read deadline is the earliest) and when the waiter closes.
+// read deadline is the earliest) and when the waiter closes. Deadlines are
+// kept on the monotonic clock, as nanoseconds since the waiter was made
+// (base): a step of the wall clock moves none of them, and one centuries
+// away (past 2262, where UnixNano overflows) is far, not passed.
 //
 // Package os would register the socket with the runtime poller instead
 // (os.NewFile: an fcntl to read its flags, an epoll_ctl, a finalizer, a
@@ -39,6 +43,7 @@ type waiter struct {
 	fn       func(uintptr) bool // w.turn, bound once
 	events   [64]unix.EpollEvent
 	finished chan struct{} // closed when serve returns
+	base     time.Time     // when the waiter was made, with its monotonic reading: the origin of deadline.at
 	// watchAfter is how long a dial waits before its client's socket is
 	// registered for its watch (watch); set before the waiter is used.
 	watchAfter time.Duration
@@ -48,7 +53,7 @@ type waiter struct {
 	next      uint64             // the last wait id given
 	parked    map[uint64]*client // by wait id
 	deadlines deadlineHeap       // of waits in parked, and of earlier ones (stale)
-	timer     int64              // the epoll file's read deadline (unix ns); 0: none
+	timer     int64              // the epoll file's read deadline (as deadline.at); 0: none
 }
 
 func newWaiter() (*waiter, error) {
@@ -65,7 +70,7 @@ func newWaiter() (*waiter, error) {
 
 // waiterOn makes the waiter of epoll descriptor epfd, which it then owns.
 func waiterOn(epfd int) (*waiter, error) {
-	w := &waiter{epfd: epfd, finished: make(chan struct{}), parked: make(map[uint64]*client), watchAfter: defaultWatchAfter}
+	w := &waiter{epfd: epfd, finished: make(chan struct{}), base: time.Now(), parked: make(map[uint64]*client), watchAfter: defaultWatchAfter}
 	w.file = os.NewFile(uintptr(epfd), "waiter")
 	// A descriptor the runtime poller did not take (os.NewFile falls back
 	// to blocking I/O when registering fails, as when
@@ -200,8 +205,10 @@ func (w *waiter) watch(c *client, abort func()) {
 		w.armWatchLocked(c)
 		return
 	}
-	at := time.Now().Add(after).UnixNano()
-	at += watchTick - at%watchTick
+	at := w.at(time.Now().Add(after))
+	if at <= math.MaxInt64-watchTick {
+		at += watchTick - at%watchTick
+	}
 	w.pushDeadlineLocked(deadline{at: at, id: c.wid})
 }
 
@@ -264,7 +271,7 @@ func (w *waiter) unwatch(c *client) (left bool) {
 func (w *waiter) expire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := time.Now().UnixNano()
+	now := w.at(time.Now())
 	for len(w.deadlines) > 0 && w.deadlines[0].at <= now {
 		d := w.deadlines.pop()
 		switch c := w.parked[d.id]; {
@@ -278,6 +285,11 @@ func (w *waiter) expire() {
 	w.timer = 0
 	w.armTimerLocked()
 }
+
+// at is t as a deadline's at: nanoseconds since w.base, monotonic when t
+// has a monotonic reading (time.Now's, and times added to it), saturated
+// at the bounds of a time.Duration.
+func (w *waiter) at(t time.Time) int64 { return int64(t.Sub(w.base)) }
 
 // pushDeadlineLocked adds d, and brings the epoll file's read deadline
 // forward to it if it is the earliest. w.mu is held.
@@ -299,7 +311,7 @@ func (w *waiter) armTimerLocked() {
 	}
 	if at := w.deadlines[0].at; w.timer == 0 || at < w.timer {
 		w.timer = at
-		w.file.SetReadDeadline(time.Unix(0, at))
+		w.file.SetReadDeadline(w.base.Add(time.Duration(at)))
 	}
 }
 
@@ -334,7 +346,7 @@ func (w *waiter) wait(c *client, out bool) error {
 		return os.NewSyscallError("epoll_ctl", e)
 	}
 	if !c.deadline.IsZero() {
-		w.pushDeadlineLocked(deadline{at: c.deadline.UnixNano(), id: c.wid})
+		w.pushDeadlineLocked(deadline{at: w.at(c.deadline), id: c.wid})
 	}
 	w.mu.Unlock()
 	<-c.wake
@@ -380,7 +392,7 @@ func (w *waiter) close() {
 // deadline is a wait's end, by the wait's id: a wait still parked is in
 // parked under it, one that ended is not.
 type deadline struct {
-	at int64 // unix ns
+	at int64 // waiter.at
 	id uint64
 }
 
