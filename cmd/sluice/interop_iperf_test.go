@@ -104,9 +104,12 @@ func writeProxychainsConf(t *testing.T, addr string) string {
 	return p
 }
 
-// TestIperf3Proxychains runs iperf3 through sluice with proxychains4, in
-// both directions: its control connection and its data connection must all
-// pass through the proxy, and the test must report nonzero throughput.
+// TestIperf3Proxychains runs iperf3 through sluice with proxychains4: one
+// stream each way (-R), four streams (-P 4) and both ways at once
+// (--bidir). Its control connection and every data connection must pass
+// through the proxy, and iperf3 must report nonzero throughput in each
+// direction it measured. (iperf3 -u is not here: proxychains4 hooks TCP
+// connects only, so its datagrams would bypass sluice.)
 func TestIperf3Proxychains(t *testing.T) {
 	t.Parallel()
 	proxychains := needClient(t, "proxychains4")
@@ -114,9 +117,12 @@ func TestIperf3Proxychains(t *testing.T) {
 	cases := []struct {
 		name  string
 		extra []string
+		conns int64 // control and data connections iperf3 makes
 	}{
-		{"client-sends", nil},
-		{"reverse", []string{"-R"}},
+		{"client-sends", nil, 2},
+		{"reverse", []string{"-R"}, 2},
+		{"parallel", []string{"-P", "4"}, 5},
+		{"bidir", []string{"--bidir"}, 3},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,25 +131,33 @@ func TestIperf3Proxychains(t *testing.T) {
 			port := startIperf3Server(t, iperf3)
 			args := append([]string{"-q", "-f", writeProxychainsConf(t, addr), iperf3, "-c", "127.0.0.1", "-p", port, "-t", "2", "--json"}, tc.extra...)
 			r := runClient(t, "proxychains4 + iperf3", 30*time.Second, exec.Command(proxychains, args...))
+			type sum struct {
+				Bytes         int64   `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			}
 			var res struct {
 				Error string
 				End   struct {
-					SumReceived struct {
-						Bytes         int64   `json:"bytes"`
-						BitsPerSecond float64 `json:"bits_per_second"`
-					} `json:"sum_received"`
+					SumReceived *sum `json:"sum_received"`
+					Reverse     *sum `json:"sum_received_bidir_reverse"` // --bidir only
 				} `json:"end"`
 			}
 			if err := json.Unmarshal(r.stdout.Bytes(), &res); err != nil {
 				r.fatalf(t, "%s: the output is not its JSON report: %v", tc.name, err)
 			}
-			got := res.End.SumReceived
-			if res.Error != "" || got.Bytes <= 0 || got.BitsPerSecond <= 0 {
-				r.fatalf(t, "%s: error %q, received %d bytes at %.0f bit/s; want no error and nonzero throughput", tc.name, res.Error, got.Bytes, got.BitsPerSecond)
+			sums := map[string]*sum{"sum_received": res.End.SumReceived}
+			if tc.name == "bidir" {
+				sums["sum_received_bidir_reverse"] = res.End.Reverse
 			}
-			// One control connection and at least one data connection.
-			if n := inst.accepted[0].Load(); n < 2 {
-				r.fatalf(t, "%s: sluice accepted %d connections, want >= 2 (control and data)", tc.name, n)
+			for field, got := range sums {
+				if res.Error != "" || got == nil || got.Bytes <= 0 || got.BitsPerSecond <= 0 {
+					r.fatalf(t, "%s: error %q, %s %+v; want no error and nonzero throughput", tc.name, res.Error, field, got)
+				}
+			}
+			got := res.End.SumReceived
+			// Accepted before sluice replies, so counted by the time iperf3 is done.
+			if n := inst.accepted[0].Load(); n < tc.conns {
+				r.fatalf(t, "%s: sluice accepted %d connections, want >= %d (control and one per data stream)", tc.name, n, tc.conns)
 			}
 			t.Logf("iperf3 %s through sluice: %.2f Gbit/s", tc.name, got.BitsPerSecond/1e9)
 		})
