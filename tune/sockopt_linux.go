@@ -237,8 +237,8 @@ func systemPortRange() (lo, hi uint16, err error) {
 }
 
 // fastOpenEnabled checks net.ipv4.tcp_fastopen, without which TCP_FASTOPEN
-// and TCP_FASTOPEN_CONNECT are accepted but do nothing: bit 1 enables the
-// client side, bit 2 the server side.
+// and TCP_FASTOPEN_CONNECT are accepted but do nothing: the bit 0x1 enables
+// the client side, 0x2 the server side.
 func fastOpenEnabled(id opt) error {
 	const sysctl = "/proc/sys/net/ipv4/tcp_fastopen"
 	b, err := os.ReadFile(sysctl)
@@ -249,12 +249,12 @@ func fastOpenEnabled(id opt) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", sysctl, err)
 	}
-	bit := 1
+	bit, side := 0x1, "client"
 	if id == optFastOpen {
-		bit = 2
+		bit, side = 0x2, "server"
 	}
 	if v&bit == 0 {
-		return fmt.Errorf("disabled by net.ipv4.tcp_fastopen=%d (needs bit %d)", v, bit)
+		return fmt.Errorf("disabled by net.ipv4.tcp_fastopen=%d (needs the %s bit, %#x)", v, side, bit)
 	}
 	return nil
 }

@@ -308,6 +308,7 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	for _, w := range warnings {
 		log.Warn(w.Error())
 	}
+	warnPipeSize(cfg, log)
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	srv, err := newServer(cfg, &topts, relayOptions(cfg, &topts, log), log)
 	if err != nil {
@@ -330,6 +331,28 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	}
 	inst.startAccepting(sctx, cfg.pin, log)
 	return inst, nil
+}
+
+// warnPipeSize logs one warning when the kernel refuses the splice pipe size
+// (--pipe-size; 1 MiB when 0): the relay's pipes then keep the kernel's
+// default size, not the largest it allows, as a refused socket option is
+// left unset.
+func warnPipeSize(cfg *config, log *slog.Logger) {
+	want := cfg.relay.PipeBytes
+	if want < 0 || cfg.relay.ForceCopy {
+		return
+	}
+	if want == 0 {
+		want = 1 << 20
+	}
+	kept, err := pipeSizeRefused(want)
+	if err == nil {
+		return
+	}
+	limit, _ := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	log.Warn(fmt.Sprintf("--pipe-size %d (F_SETPIPE_SZ): %v: splice pipes keep the kernel's %d bytes "+
+		"(fs.pipe-max-size is %s; past it, or past fs.pipe-user-pages-soft, a pipe needs CAP_SYS_RESOURCE)",
+		want, err, kept, strings.TrimSpace(string(limit))))
 }
 
 // listen opens the listeners of one --listen address: of each of its
