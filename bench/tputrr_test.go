@@ -28,7 +28,10 @@ func startSlowSink(t *testing.T, readBytes int, pause time.Duration) *slowSink {
 		t.Fatal(err)
 	}
 	s := &slowSink{addr: ln.Addr().String(), done: make(chan struct{})}
-	t.Cleanup(func() { ln.Close() })
+	// The sink ends with its connection (Tput's, closed when it returns)
+	// or, if none came, with ln: the test waits for it, so that it does
+	// not outlive the test.
+	t.Cleanup(func() { ln.Close(); <-s.done })
 	go func() {
 		defer close(s.done)
 		c, err := ln.Accept()
@@ -92,24 +95,25 @@ func TestTputUpDelivered(t *testing.T) {
 				t.Fatalf("errors %+v, streams %+v", r.Errors, r.PerStream)
 			}
 			up := r.PerStream[0]
-			if up.Dir != "up" || up.Bytes != int64(sink.count) {
+			if up.Dir != "up" || up.Bytes == 0 || up.Bytes != int64(sink.count) {
 				t.Errorf("reported %+v; the sink read %d bytes", up, sink.count)
 			}
 			delivered := sink.eof.Sub(sink.first)
 			want := gbps(int64(sink.count), delivered)
 			t.Logf("reported %d bytes up in %.3f s = %.4f Gbit/s; the sink read %d bytes from its first to its EOF in %.3f s = %.4f Gbit/s (%+.1f %%)",
 				up.Bytes, r.Seconds, r.UpGbps, sink.count, delivered.Seconds(), want, (r.UpGbps/want-1)*100)
-			// The reported time holds the sink's, from before the first
-			// write until after the count, which the sink sends after its
-			// EOF, came back: the figure can only be below the sink's,
-			// and by little, what the sink's clock starts late (its
-			// goroutine wakes up late on a busy machine: up to 6 % under
-			// -race) and the count's way back.
-			if r.UpGbps > want*1.01 || r.UpGbps < want*0.9 || up.Gbps != r.UpGbps {
-				t.Errorf("reported %.4f Gbit/s up (stream %.4f); delivered %.4f (%+.1f %%)", r.UpGbps, up.Gbps, want, (r.UpGbps/want-1)*100)
-			}
-			if r.Seconds < delivered.Seconds() || r.Seconds > call.Seconds() {
-				t.Errorf("reported %.3f s; the sink took %.3f s from its first byte to EOF, the call %.3f s", r.Seconds, delivered.Seconds(), call.Seconds())
+			// The upload's time (its bytes over its rate) holds the
+			// sink's, from before the first write until after the count,
+			// which the sink sends after its EOF, came back, and lies
+			// within the call: so the figure is at most the sink's and at
+			// least the bytes over the call's time. These are the order
+			// of events on one clock, not a tolerance; how close the
+			// figure comes to the sink's (a busy machine wakes the sink
+			// late: 6 % under -race) is logged above, not tested.
+			upSecs := float64(up.Bytes) * 8 / 1e9 / r.UpGbps
+			if up.Gbps != r.UpGbps || upSecs < delivered.Seconds() || upSecs > call.Seconds() || r.Seconds < delivered.Seconds() || r.Seconds > call.Seconds() {
+				t.Errorf("reported %.4f Gbit/s up (stream %.4f) over %.3f s, the run %.3f s; the sink took %.3f s from its first byte to EOF (%.4f Gbit/s), the call %.3f s",
+					r.UpGbps, up.Gbps, upSecs, r.Seconds, delivered.Seconds(), want, call.Seconds())
 			}
 			if r.Gbps != r.UpGbps+r.DownGbps || r.UpCounted != "delivered" {
 				t.Errorf("%v Gbit/s, up %v, down %v, up counted %q; want up plus down, delivered", r.Gbps, r.UpGbps, r.DownGbps, r.UpCounted)

@@ -166,18 +166,30 @@ func TestDatagrams(t *testing.T) {
 // TestDatagramsIdle: an association ends by its idle timeout, and not
 // before the timeout has passed since its last datagram, with datagrams
 // every tenth of the timeout keeping it alive for several timeouts first.
+// Every time taken is a lower bound: last is read before the datagram goes
+// out (the relay sees it after), so a busy machine can only make took
+// longer; and should this loop stall past the timeout, the association ends
+// during it, rightly, and that end is held to the same bound. An
+// association that did not count its datagrams ends within a tenth of the
+// timeout of one.
 func TestDatagramsIdle(t *testing.T) {
 	t.Parallel()
 	const idle = 200 * time.Millisecond
 	g := startAssociation(t, idle)
 	buf := make([]byte, 2048)
 	var last time.Time
+trickle:
 	for end := time.Now().Add(3 * idle); time.Now().Before(end); {
-		g.exchange(t, []byte("one"), buf)
+		select {
+		case <-g.done: // this loop stalled past the timeout
+			break trickle
+		default:
+		}
 		last = time.Now()
+		g.exchange(t, []byte("one"), buf)
 		select {
 		case <-g.done:
-			t.Fatalf("ended (%v) while a datagram moved every %v", g.err, idle/10)
+			break trickle
 		case <-time.After(idle / 10):
 		}
 	}
@@ -190,10 +202,8 @@ func TestDatagramsIdle(t *testing.T) {
 	if !IsIdle(g.err) {
 		t.Fatalf("err = %v, want the idle timeout", g.err)
 	}
-	// The relay counts a datagram just before the client reads it: a
-	// millisecond's grace for the two clocks.
-	if took < idle-time.Millisecond {
-		t.Errorf("ended %v after the last datagram, want at least %v", took, idle)
+	if took < idle {
+		t.Errorf("ended %v after the last datagram was sent, want at least %v", took, idle)
 	}
 	t.Logf("ended %v after the last datagram (idle timeout %v)", took, idle)
 }

@@ -354,8 +354,8 @@ func TestHalfClose(t *testing.T) {
 func TestSilentClientTimeout(t *testing.T) {
 	t.Parallel()
 	addr, _ := startSluice(t, "--handshake-timeout", "300ms")
+	start := time.Now() // before the connect: sluice's timeout starts after it
 	c := dialSluice(t, addr)
-	start := time.Now()
 	expectClosed(t, c)
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("closed after %v, before the 300ms handshake timeout", d)

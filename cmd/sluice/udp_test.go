@@ -213,8 +213,8 @@ func TestUDPAssociateDstPort(t *testing.T) {
 func TestUDPIdleTimeout(t *testing.T) {
 	t.Parallel()
 	addr, _ := startSluice(t, "--udp-idle-timeout", "300ms")
+	start := time.Now() // before the request: the idle timeout starts after it
 	c, _ := associateUDP(t, addr)
-	start := time.Now()
 	expectClosed(t, c)
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("association ended after %v, before the 300ms idle timeout", d)
