@@ -43,8 +43,26 @@
 # and every process it starts, and the namespace, is gone on exit.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh 'SLUICE_A [FLAG...]' 'SLUICE_B [FLAG...]'" >&2; exit 2; }
+read -r -a builds_a <<<"$1"
+read -r -a builds_b <<<"$2"
+# build_path WORD: a build's first word, the program that runs, as the
+# shell would find it: a path from the directory this script is run from
+# (made absolute before the cd below, so that ./sluice is the caller's and
+# not the repository root's), or a name on PATH. Fails for anything else.
+build_path() {
+	local p=$1
+	case $p in */*) ;; ?*) p=$(type -P -- "$p") || return 1 ;; *) return 1 ;; esac
+	if [ ! -f "$p" ] || [ ! -x "$p" ]; then return 1; fi
+	case $p in /*) echo "$p" ;; *) echo "$PWD/$p" ;; esac
+}
+not_a_build() { echo "ab.sh: $1: '$2' is not an executable file (give its path, or a name on PATH)" >&2; exit 2; }
+prog=$(build_path "${builds_a[0]:-}") || not_a_build A "${builds_a[0]:-}"
+builds_a[0]=$prog
+prog=$(build_path "${builds_b[0]:-}") || not_a_build B "${builds_b[0]:-}"
+builds_b[0]=$prog
+case ${BIN:-} in '' | /*) ;; *) BIN=$PWD/$BIN ;; esac
+cd "$(dirname "$0")/.."
 WORKLOAD=${WORKLOAD:-rr} ROUNDS=${ROUNDS:-8} DURATION=${DURATION:-2} PORT_BASE=${PORT_BASE:-17400}
 RELAY_CPUS=${RELAY_CPUS:-} LOAD_CPUS=${LOAD_CPUS:-} RELAY_QUOTA=${RELAY_QUOTA:-}
 
@@ -57,9 +75,7 @@ rr) LOAD_ARGS=${LOAD_ARGS:--c 64} ;;
 tput) LOAD_ARGS=${LOAD_ARGS:--P 1} ;;
 *) die "WORKLOAD=$WORKLOAD: rr or tput" ;;
 esac
-read -r -a builds_a <<<"$1"
-read -r -a builds_b <<<"$2"
-for b in "${builds_a[0]}" "${builds_b[0]}"; do [ -x "$b" ] || die "$b is not an executable"; done
+case $ROUNDS in '' | *[!0-9]* | 0) die "ROUNDS=$ROUNDS: a whole number of rounds, at least 1" ;; esac
 place_relay_and_load
 
 TARGET_PORT=$((PORT_BASE + 1)) PROXY_PORT=$((PORT_BASE + 10))

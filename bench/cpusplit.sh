@@ -32,6 +32,9 @@
 # process it starts is stopped on exit.
 set -euo pipefail
 
+# BIN relative to the directory this script is run from is made absolute
+# before the cd to the repository root.
+case ${BIN:-} in '' | /*) ;; *) BIN=$PWD/$BIN ;; esac
 cd "$(dirname "$0")/.."
 PEER=${PEER:-haproxy} ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4} CONNS=${CONNS:-64} SYSCALLS=${SYSCALLS:-auto} SETTLE=${SETTLE:-1}
 PORT_BASE=${PORT_BASE:-17600} SLUICE_FLAGS=${SLUICE_FLAGS:-}

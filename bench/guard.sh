@@ -12,11 +12,22 @@
 # fails the guard as well: peers.sh leaves failed runs out of its medians,
 # so the figures alone would not show it.
 #
+# Exit 0: pass; 1: FAIL (a ratio below FLOOR, a peer without a figure, a
+# failed run of sluice, or peers.sh stopped before writing its results: a
+# peer or sluice that did not start; 130 when interrupted); 2: bad settings,
+# or a GUARD_RESULTS that is not a results.json of peers.sh.
+#
 # usage: bench/guard.sh [path/to/sluice]
 # env:   RUNS=3 DURATION=4 FLOOR=0.9, and peers.sh's other variables
 #        GUARD_RESULTS=   a results.json that peers.sh wrote (these five peers):
 #                         judge it instead of running peers.sh
 set -euo pipefail
+# Paths given relative to the directory this script is run from (the sluice
+# binary, BIN, GUARD_RESULTS) are made absolute before the cd to the
+# repository root.
+case ${1:-} in /* | '') ;; */*) set -- "$PWD/$1" "${@:2}" ;; esac
+case ${BIN:-} in '' | /*) ;; *) export BIN=$PWD/$BIN ;; esac
+case ${GUARD_RESULTS:-} in '' | /*) ;; *) GUARD_RESULTS=$PWD/$GUARD_RESULTS ;; esac
 cd "$(dirname "$0")/.."
 FLOOR=${FLOOR:-0.9}
 GUARD_RESULTS=${GUARD_RESULTS:-}
@@ -26,9 +37,18 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 if [ -n "$GUARD_RESULTS" ]; then
 	[ -f "$GUARD_RESULTS" ] || { echo "guard.sh: GUARD_RESULTS=$GUARD_RESULTS: no such file" >&2; exit 2; }
+	jq -e '(.runs | type) == "array" and (.medians | type) == "array"' "$GUARD_RESULTS" >/dev/null 2>&1 ||
+		{ echo "guard.sh: GUARD_RESULTS=$GUARD_RESULTS: not a results.json that bench/peers.sh wrote" >&2; exit 2; }
 	cp "$GUARD_RESULTS" "$out/results.json"
 else
-	PEERS="haproxy-splice haproxy-pipe1m haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null
+	# A run that stops early (a peer or sluice that does not start, an
+	# interrupt) writes no results: that is no pass either, and says so.
+	rc=0
+	PEERS="haproxy-splice haproxy-pipe1m haproxy-nosplice go-socks5 sluice" IDLE_N=${IDLE_N:-200} OUT="$out" bash bench/peers.sh "$@" >/dev/null || rc=$?
+	if [ "$rc" != 0 ]; then
+		echo "guard: FAIL: bench/peers.sh exited $rc before writing its results (its messages are above)"
+		exit "$rc"
+	fi
 fi
 # Per run, for the record: sluice's figure over each peer's in the same run.
 jq -r '

@@ -24,6 +24,9 @@
 # process this script starts is stopped by PID on exit.
 set -euo pipefail
 
+# A sluice path relative to the directory this script is run from is made
+# absolute before the cd to the repository root.
+case ${1:-} in /* | '') ;; */*) set -- "$PWD/$1" "${@:2}" ;; esac
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}

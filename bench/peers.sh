@@ -49,6 +49,10 @@
 # rest of its workloads in it, not run), with a line naming it.
 set -euo pipefail
 
+# Paths given relative to the directory this script is run from (the
+# sluice binary, BIN) are made absolute before the cd to the repository root.
+case ${1:-} in /* | '') ;; */*) set -- "$PWD/$1" "${@:2}" ;; esac
+case ${BIN:-} in '' | /*) ;; *) BIN=$PWD/$BIN ;; esac
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-4}

@@ -26,6 +26,10 @@
 #        DURATION=5 RUNS=3 PORT_BASE=17500
 #        BIN=             prebuilt binaries (bench/prebuild.sh), no Go needed
 set -euo pipefail
+# Paths given relative to the directory this script is run from (the
+# sluice binary, BIN) are made absolute before the cd to the repository root.
+case ${1:-} in /* | '') ;; */*) set -- "$PWD/$1" "${@:2}" ;; esac
+case ${BIN:-} in '' | /*) ;; *) BIN=$PWD/$BIN ;; esac
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}

@@ -100,7 +100,9 @@ malformed() {
 
 end=$((SECONDS + DURATION))
 log "load for ${DURATION}s: tput both ways (-P 4), rr (-c 32), $IDLE_N idle sessions, malformed clients"
-bench=("$tmp/sluice-bench")
+# Each load generator ends by itself: a hung one is stopped after
+# bench_timeout (its duration and 120 s) and fails the run.
+bench=(timeout -k 5 "$(bench_timeout)" "$tmp/sluice-bench")
 "${bench[@]}" tput --proxy "127.0.0.1:$proxy_port" --target "127.0.0.1:$sink_port,127.0.0.1:$source_port" \
 	--dir both -P 4 --duration "${DURATION}s" --quiet >"$tmp/tput.out" 2>&1 &
 tput_pid=$!
@@ -167,8 +169,22 @@ if [ "$RACE" != 1 ] && [ "$after_rss" -gt $((base_rss + RSS_SLACK_MIB * 1024)) ]
 	fail=1
 fi
 
+# SIGTERM must end sluice within its 10 s drain: one still running after
+# 30 s fails the run (and is killed) rather than hang the script.
 kill -TERM "$sluice_pid"
-if ! wait "$sluice_pid"; then log "sluice did not exit 0 on SIGTERM"; fail=1; fi
+for _ in $(seq 300); do
+	alive "$sluice_pid" || break
+	sleep 0.1
+done
+if alive "$sluice_pid"; then
+	log "sluice still ran 30 s after SIGTERM (--drain-timeout 10s); killed"
+	kill -KILL "$sluice_pid"
+	wait "$sluice_pid" || true
+	fail=1
+elif ! wait "$sluice_pid"; then
+	log "sluice did not exit 0 on SIGTERM"
+	fail=1
+fi
 forget "$sluice_pid"
 if grep -q 'DATA RACE' "$tmp/sluice.log"; then
 	log "race detector report:"
