@@ -49,14 +49,17 @@ func (e workerExit) listened() bool { return e.status == workerListening }
 // SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them (as
 // SIGTERM; a second one as endDrain, which ends their drains at once), and
 // SIGHUP (each worker then reloads on its own; the parent takes the new
-// --log-level for its own lines), and restarts a worker that dies after it
+// --log-level for its own lines; a worker that has not told it that it
+// serves gets the signal once it has, as Go's default for SIGHUP would end
+// a process still starting), and restarts a worker that dies after it
 // served (one stopped by SIGTERM or SIGINT a second later, unless sluice
 // stops by then: the signal was most likely sent to the parent too). It
 // returns the exit status once every worker has ended after a signal: 0, or
 // 1 when the configuration cannot start (checked here before any worker
-// starts, with the line sluice without --workers prints) or a worker ends
+// starts, with the line sluice without --workers prints), a worker ends
 // before it listens (an address only the worker finds it cannot bind),
-// which a restart would only repeat.
+// which a restart would only repeat, or workers still ran at the drain
+// timeout plus 5 s and were killed.
 func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logger, level *slog.LevelVar, hup, again <-chan os.Signal, sd *notifier) int {
 	var stderr io.Writer = os.Stderr
 	if cfg.logWriter != nil {
@@ -87,6 +90,11 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	if err != nil || len(cpus) == 0 {
 		cpus = nil
 	}
+	// A worker gets stdin, stdout, stderr and its status pipe: no
+	// descriptor that this process inherited from whatever started it.
+	if err := closeInheritedOnExec(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		log.Warn("workers may inherit descriptors that sluice inherited", "err", err)
+	}
 	// The drain timeout the workers may be using: the longest of the
 	// configuration's at the start and at each reload or restart since (a
 	// worker whose reload fails keeps its old one). noteDrain returns the
@@ -102,11 +110,15 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	}
 	wargs := workerArgs(args)
 	procs := make([]*exec.Cmd, cfg.workers)
+	serving := make([]bool, cfg.workers) // procs[i] has told that it serves
+	hupHeld := make([]bool, cfg.workers) // a SIGHUP waits for procs[i] to serve
 	exited := make(chan workerExit, cfg.workers)
-	// Each worker's slot once it listens, for the service manager's
-	// READY=1 once all have; a send that finds the buffer full (restarts,
-	// long after) is dropped.
-	listening := make(chan int, 2*cfg.workers)
+	// Each worker's slot once it listens: for the SIGHUP held for it, and
+	// the service manager's READY=1 once every slot has served. Its exit
+	// is sent after, so that the slot has no other worker yet; quit,
+	// closed once the workers are told to stop, lets it go without.
+	listening := make(chan int)
+	quit := make(chan struct{})
 	startWorker := func(i int) error {
 		cmd := exec.Command(exe, wargs...)
 		cmd.Env = append(os.Environ(), workerEnv+"="+strconv.Itoa(i), "GOMAXPROCS=1")
@@ -134,7 +146,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			}
 			return err
 		}
-		procs[i] = cmd
+		procs[i], serving[i], hupHeld[i] = cmd, false, false // it reads the files anew
 		log.Info("worker started", "worker", i, "pid", cmd.Process.Pid, "cpu", cpu)
 		go func() {
 			line := workerListening
@@ -149,7 +161,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			if line == workerListening {
 				select {
 				case listening <- i:
-				default:
+				case <-quit:
 				}
 			}
 			exited <- workerExit{i, cmd.Wait(), line}
@@ -157,7 +169,28 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		return nil
 	}
 	live := 0
-	stopAll := func() {
+	// waitExits waits up to d for every live worker to exit, passing each
+	// signal from cut to onCut; it reports whether they all did.
+	waitExits := func(d time.Duration, cut <-chan os.Signal, onCut func(os.Signal)) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		for live > 0 {
+			select {
+			case e := <-exited:
+				live--
+				procs[e.i] = nil
+			case sig := <-cut:
+				onCut(sig)
+			case <-t.C:
+				return false
+			}
+		}
+		return true
+	}
+	// stopAll stops every worker. It reports whether they all exited
+	// within the drain timeout plus 5 s; it kills the others.
+	stopAll := func() bool {
+		close(quit)
 		log.Info("stopping workers", "workers", live, "drain_timeout", drain)
 		signalAll(procs, syscall.SIGTERM)
 		// A second SIGINT or SIGTERM ends the workers' drains at once.
@@ -165,12 +198,24 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			log.Warn("second signal: ending the workers' drains now", "signal", sig.String(), "workers", live)
 			signalAll(procs, endDrain)
 		}
-		if !waitAllTimeout(exited, live, drain+5*time.Second, again, cut) {
-			signalAll(procs, syscall.SIGKILL)
+		grace := drain + 5*time.Second
+		if waitExits(grace, again, cut) {
+			return true
 		}
+		var pids []int
+		for _, p := range procs {
+			if p != nil {
+				pids = append(pids, p.Process.Pid)
+			}
+		}
+		log.Error("workers still running at the drain timeout plus 5 s; killing them", "workers", live, "pids", pids, "waited", grace)
+		signalAll(procs, syscall.SIGKILL)
+		waitExits(5*time.Second, nil, nil) // reaped before this process exits
+		return false
 	}
 	for i := range cfg.workers {
 		if err := startWorker(i); err != nil {
+			close(quit)
 			signalAll(procs, syscall.SIGTERM)
 			waitAll(exited, live)
 			return fail(fmt.Errorf("--workers: cannot start worker %d: %w", i, err))
@@ -206,18 +251,48 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 		select {
 		case <-ctx.Done():
 			notify(log, sd.stopping())
-			stopAll()
+			if !stopAll() {
+				return 1
+			}
 			return 0
 		case i := <-listening:
 			markServed(i)
+			serving[i] = true
+			if hupHeld[i] {
+				hupHeld[i] = false
+				log.Info("forwarding the SIGHUP held while the worker started", "worker", i)
+				procs[i].Process.Signal(syscall.SIGHUP)
+			}
 		case <-hup:
 			// A worker reloads on its own: the manager hears that the
-			// reload is done once it is forwarded.
+			// reload is done once it is forwarded. One still starting
+			// gets it once it serves: until its handler is set up,
+			// SIGHUP would end it.
 			notify(log, sd.reloading())
-			log.Info("forwarding SIGHUP to workers", "workers", live)
-			signalAll(procs, syscall.SIGHUP)
+			held := 0
+			for i, p := range procs {
+				switch {
+				case p == nil:
+				case serving[i]:
+					p.Process.Signal(syscall.SIGHUP)
+				default:
+					hupHeld[i] = true
+					held++
+				}
+			}
+			attrs := []any{"workers", live - held}
+			if held > 0 {
+				attrs = append(attrs, "held_until_serving", held)
+			}
+			log.Info("forwarding SIGHUP to workers", attrs...)
 			if c := noteDrain(); c != nil { // else the level stays, as a worker's configuration does
 				level.Set(c.logLevel)
+				// A worker's --workers=0 wins over its file: only
+				// this process sees the key change.
+				if run, file := cfg.values["workers"], c.values["workers"]; run != file {
+					log.Warn("reload: key changed but needs a restart; keeping the running value", "key", "workers",
+						"running", run.val, "file", file.val)
+				}
 			}
 			if nServed == cfg.workers {
 				notify(log, sd.ready(status))
@@ -345,24 +420,6 @@ func waitAll(exited <-chan workerExit, n int) {
 	for range n {
 		<-exited
 	}
-}
-
-// waitAllTimeout waits for n workers to exit, up to d; it reports whether
-// they all did. Each signal from cut meanwhile is passed to onCut.
-func waitAllTimeout(exited <-chan workerExit, n int, d time.Duration, cut <-chan os.Signal, onCut func(os.Signal)) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for n > 0 {
-		select {
-		case <-exited:
-			n--
-		case sig := <-cut:
-			onCut(sig)
-		case <-t.C:
-			return false
-		}
-	}
-	return true
 }
 
 // workerAttr is the log attribute of a worker process, if this is one.

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"math"
+	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +38,27 @@ func startPinned(cmd *exec.Cmd, cpu int) error {
 	err := cmd.Start()
 	if rerr := unix.SchedSetaffinity(0, &old); err == nil {
 		err = rerr
+	}
+	return err
+}
+
+// closeInheritedOnExec marks every descriptor past stderr close-on-exec, so
+// that a worker gets no descriptor that this process inherited (a shell's
+// redirection, a supervisor's pipe or lock): Go opens its own close-on-exec
+// but leaves those open across exec, to every worker, which would hold
+// them past this process's death. A worker's status pipe is passed in
+// ExtraFiles, which exec duplicates onto descriptor 3 whatever its flag.
+func closeInheritedOnExec() error {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return nil
+	}
+	// Before Linux 5.11, or close_range filtered out (seccomp): one at a
+	// time.
+	fds, err := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if n, err := strconv.Atoi(fd.Name()); err == nil && n > 2 {
+			unix.CloseOnExec(n)
+		}
 	}
 	return err
 }

@@ -14,3 +14,7 @@ func startPinned(cmd *exec.Cmd, cpu int) error {
 	}
 	return cmd.Start()
 }
+
+// closeInheritedOnExec is Linux-only: elsewhere a worker inherits the
+// descriptors that this process inherited without close-on-exec.
+func closeInheritedOnExec() error { return errors.ErrUnsupported }
