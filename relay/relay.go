@@ -185,8 +185,11 @@ type Stats struct {
 	// an urgent mark into a pipe is not one.
 	SpliceCalls int64
 
-	// CopyCalls counts the read(2) and write(2) calls of an event loop's
-	// small reads (Options.CopyBelow) that moved bytes, both directions.
+	// CopyCalls counts the read(2) and write(2) calls that moved bytes
+	// through an event loop's buffers, both directions: its small reads
+	// (Options.CopyBelow), and a direction that reads through a buffer
+	// because it could not splice (Fallback). The goroutine path's copies
+	// (ForceCopy, or splice refused there) are not counted.
 	CopyCalls int64
 
 	// Fallback is true when splice was refused (the kernel answered EINVAL
@@ -582,7 +585,11 @@ func (r *Relay) reverseHalf(s *session, wg *sync.WaitGroup) {
 func (r *Relay) runHalf(s *session, h *half) {
 	if !h.passed {
 		if err := r.moveHalf(h); err != nil {
-			h.err = fmt.Errorf("relay: %s: %w", h.label, err)
+			label := h.label
+			if errors.As(err, new(dstFailed)) {
+				label = s.other(h).label
+			}
+			h.err = fmt.Errorf("relay: %s: %w", label, err)
 			s.abort(h.cause)
 			return
 		}
@@ -595,12 +602,26 @@ func (r *Relay) runHalf(s *session, h *half) {
 		return
 	}
 	// The other half finished first and watches its source: release it.
-	other := &s.halves[0]
-	if h == other {
-		other = &s.halves[1]
-	}
-	other.src.SetReadDeadline(aLongTimeAgo)
+	s.other(h).src.SetReadDeadline(aLongTimeAgo)
 }
+
+// other returns the half of s that is not h.
+func (s *session) other(h *half) *half {
+	if h == &s.halves[0] {
+		return &s.halves[1]
+	}
+	return &s.halves[0]
+}
+
+// dstFailed is a half's error when its destination failed, not its source:
+// a reset that its half-close found (closeWrite). runHalf labels it with
+// the direction that reads that socket, as when that direction meets the
+// failure itself; the abort cause stays the half's own, so that result
+// leaves out the timeout the abort inflicts on the other half.
+type dstFailed struct{ err error }
+
+func (e dstFailed) Error() string { return e.err.Error() }
+func (e dstFailed) Unwrap() error { return e.err }
 
 // moveHalf moves h.src to h.dst until EOF, which it passes on, or an error.
 func (r *Relay) moveHalf(h *half) error {

@@ -28,7 +28,8 @@ func sockError(fd int) error {
 // closeWrite half-closes dst, the destination of a direction whose source
 // reached EOF. shutdown(2) answers ENOTCONN once the connection is gone both
 // ways, as when a reset came in just before: the socket's pending error (a
-// reset, SO_ERROR) is returned then, as the failure it is. With none
+// reset, SO_ERROR) is returned then, as the failure it is, of dst
+// (dstFailed: the direction that reads dst reports it). With none
 // pending, another call took it (the other direction, which reads dst and
 // ends the session with it), and this direction has nothing to add. Only
 // the ENOTCONN case costs a system call (getsockopt). An event loop that
@@ -51,7 +52,7 @@ func closeWrite(dst *net.TCPConn) error {
 		return err
 	}
 	if serr != nil {
-		return os.NewSyscallError("shutdown", serr)
+		return dstFailed{os.NewSyscallError("shutdown", serr)}
 	}
 	return nil
 }

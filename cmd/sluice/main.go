@@ -448,6 +448,13 @@ func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la list
 	return bound, false, nil
 }
 
+// idlePipes bounds the relay's pooled pipes for a process that may open
+// nofile descriptors: a pipe holds two, so nofile/32 pipes hold 1/16 of
+// them; at least one pipe, at most relay's default of 1024.
+func idlePipes(nofile uint64) int {
+	return int(min(max(nofile/32, 1), 1024))
+}
+
 // relayOptions are cfg's relay options as this process runs them: its
 // descriptor limit raised, and the sockets handed over to the relay.
 func relayOptions(cfg *config, topts *tune.Options, log *slog.Logger) relay.Options {
@@ -459,9 +466,7 @@ func relayOptions(cfg *config, topts *tune.Options, log *slog.Logger) relay.Opti
 			log.Debug("RLIMIT_NOFILE raised", "soft", n)
 		}
 		if ropts.MaxIdlePipes == 0 {
-			// Pooled pipes hold two fds each: keep them to 1/16 of the
-			// descriptors (and at most relay's default of 1024).
-			ropts.MaxIdlePipes = int(min(max(n/16, 8), 1024))
+			ropts.MaxIdlePipes = idlePipes(n)
 		}
 	}
 	// The relay takes a session's sockets over on its event loops (out of
