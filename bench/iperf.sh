@@ -62,17 +62,7 @@ start sluice "$SLUICE" --listen "127.0.0.1:$PROXY_PORT"
 wait_port "$IPERF_PORT" iperf3
 wait_port "$PROXY_PORT" sluice
 if [ "$PEER" = dante ]; then
-	cat >"$tmp/danted.conf" <<-EOF
-		logoutput: $tmp/danted.out
-		internal: 127.0.0.1 port = $PEER_PORT
-		external: 127.0.0.1
-		clientmethod: none
-		socksmethod: none
-		user.privileged: root
-		user.unprivileged: nobody
-		client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
-		socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }
-	EOF
+	danted_cfg "$tmp/danted.conf" "$tmp/danted.out" "$PEER_PORT"
 	start dante danted -f "$tmp/danted.conf" -p "$tmp/danted.pid"
 	wait_port "$PEER_PORT" dante
 fi

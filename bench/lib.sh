@@ -282,6 +282,22 @@ haproxy_cfg() {
 	} >"$file"
 }
 
+# danted_cfg FILE LOG PORT: a Dante configuration that serves CONNECT without
+# authentication on 127.0.0.1:PORT to loopback targets, logging to LOG.
+danted_cfg() {
+	cat >"$1" <<-EOF
+		logoutput: $2
+		internal: 127.0.0.1 port = $3
+		external: 127.0.0.1
+		clientmethod: none
+		socksmethod: none
+		user.privileged: root
+		user.unprivileged: nobody
+		client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+		socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }
+	EOF
+}
+
 # port_range: the ephemeral port range, "LOW-HIGH". Loopback conn/s from one
 # source address to one target tops out at about that many per second, or
 # less: every closed connection holds its port in TIME_WAIT, which

@@ -140,17 +140,7 @@ start_peer() {
 		wait_port "$FWD_ECHO" "$1"
 		;;
 	dante)
-		cat >"$tmp/danted.conf" <<-EOF
-			logoutput: $tmp/danted.out
-			internal: 127.0.0.1 port = $PROXY_PORT
-			external: 127.0.0.1
-			clientmethod: none
-			socksmethod: none
-			user.privileged: root
-			user.unprivileged: nobody
-			client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
-			socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }
-		EOF
+		danted_cfg "$tmp/danted.conf" "$tmp/danted.out" "$PROXY_PORT"
 		start dante "${relay_on[@]+"${relay_on[@]}"}" danted -f "$tmp/danted.conf" -p "$tmp/danted.pid"
 		wait_port "$PROXY_PORT" dante
 		;;

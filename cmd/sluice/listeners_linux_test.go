@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -91,22 +90,7 @@ type workersProc struct {
 // its stderr until it ends.
 func startWorkers(t *testing.T, ctx context.Context, args ...string) *workersProc {
 	t.Helper()
-	p := &workersProc{cmd: sluiceCmd(ctx, args...), lines: make(chan string, 100)}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-	}()
-	return p
+	return startWorkersWith(t, ctx, func(*exec.Cmd) {}, args...)
 }
 
 // waitLines reads stderr until each key has been seen in as many lines as
