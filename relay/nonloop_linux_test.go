@@ -304,7 +304,13 @@ func endMidTransfer(t *testing.T, r *Relay, how string, seed uint64) {
 	const n = 8 << 20
 	sent := make(chan error, 2)
 	go func() { _, err := sendRandom(g.client, seed, n); sent <- err }()
-	go func() { _, err := sendRandom(g.upstream, seed+1, n); sent <- err }()
+	// The upstream sends without end (until the sockets close below), so
+	// that the upstream->client direction is still running when the
+	// session ends: once it has passed its FIN on, its goroutine watches
+	// the upstream alone, and a client reset that comes while the other
+	// direction waits to write to an upstream that reads nothing goes
+	// unseen until that write moves (see README, Reliability).
+	go func() { _, err := sendRandom(g.upstream, seed+1, 1<<40); sent <- err }()
 	got := make(chan error, 1)
 	if how == "idle" || how == "client close" {
 		// idle: nothing reads the client, so no byte moves once the
