@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-reuseport"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"sluice/handshake"
@@ -144,6 +145,11 @@ func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 	conns := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_connections_accepted_total", Help: "TCP connections accepted, refused ones included."})
 	m.reg.MustRegister(active, sessions, up, down, paths, hs, dial, acceptErrs, refused, dropped, reloads, conns, logLost)
 	m.reg.MustRegister(udpFams[:]...)
+	// The process's own figures, as every Prometheus exporter serves them:
+	// open and maximum descriptors, RSS, CPU seconds, start time
+	// (process_*), and the Go runtime's goroutines, threads and heap
+	// (go_*). Read at each scrape, never per session.
+	m.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	for c := range numCmdLabels {
 		m.active[c] = active.WithLabelValues(cmdLabels[c])
 		for r := range replyLabels {

@@ -169,7 +169,15 @@ func TestMetrics(t *testing.T) {
 	if paths != 2 {
 		t.Errorf("sluice_relay_sessions_total over paths = %v, want 2", paths)
 	}
+	// The process's and the Go runtime's standard families are there too.
+	if value(mfs, "process_open_fds") < 2 || value(mfs, "process_max_fds") < 1 || value(mfs, "go_goroutines") < 1 {
+		t.Errorf("process_open_fds %v, process_max_fds %v, go_goroutines %v; want the process's figures",
+			value(mfs, "process_open_fds"), value(mfs, "process_max_fds"), value(mfs, "go_goroutines"))
+	}
 	for name, mf := range mfs {
+		if strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "go_") {
+			continue // the client library's standard names
+		}
 		ok := strings.HasPrefix(name, "sluice_")
 		switch mf.GetType() {
 		case dto.MetricType_COUNTER:
