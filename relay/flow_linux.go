@@ -99,7 +99,7 @@ func (l *loop) run(f *flow) {
 		}
 		if err != nil {
 			label := dirLabel[d]
-			if o, ok := err.(otherFailed); ok {
+			if o, ok := err.(dstFailed); ok {
 				label, err = dirLabel[1-d], o.err
 			}
 			l.finish(f, fmt.Errorf("relay: %s: %w", label, err))
@@ -118,14 +118,6 @@ func (l *loop) run(f *flow) {
 }
 
 var dirLabel = [2]string{"client->upstream", "upstream->client"}
-
-// otherFailed is step's error when it found the socket that the other
-// direction reads failed: run labels it with that direction, as when that
-// direction meets the failure itself.
-type otherFailed struct{ err error }
-
-func (e otherFailed) Error() string { return e.err.Error() }
-func (e otherFailed) Unwrap() error { return e.err }
 
 // step moves bytes in direction d (source side d, destination side 1-d)
 // until a socket would block, the direction ends, or it spent its budget
@@ -204,7 +196,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 						// batch, this EOF first): the reset is the
 						// cause, not the refused half-close.
 						if serr := sockError(f.fds[dst]); serr != nil {
-							return false, otherFailed{serr}
+							return false, dstFailed{serr}
 						}
 					}
 					return false, os.NewSyscallError("shutdown", err)

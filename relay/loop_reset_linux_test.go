@@ -24,17 +24,7 @@ func TestLoopResetMeetsEOF(t *testing.T) {
 			t.Parallel()
 			r := newRelayLoops(t, 1, Options{})
 			g := newRig(t)
-			// finner half-closes, resetter resets; finned and reset are
-			// their relay sockets.
-			finner, finned, resetter, reset, label := g.client, g.relayA, g.upstream, g.relayB, "relay: upstream->client: "
-			if side == "client" {
-				finner, finned, resetter, reset, label = g.upstream, g.relayB, g.client, g.relayA, "relay: client->upstream: "
-			}
-			finner.CloseWrite()
-			waitState(t, finned, tcpCloseWait)
-			resetter.SetLinger(0)
-			resetter.Close()
-			waitState(t, reset, tcpClose)
+			label := finAndReset(t, g, side)
 			g.startAsync(context.Background(), r)
 			res := g.wait(t)
 			if !errors.Is(res.err, syscall.ECONNRESET) || !strings.Contains(res.err.Error(), label) {
@@ -42,4 +32,25 @@ func TestLoopResetMeetsEOF(t *testing.T) {
 			}
 		})
 	}
+}
+
+// finAndReset has the side that does not reset (side: "upstream" or
+// "client") half-close and the other reset, and waits until both are in
+// the relay's sockets of g, before its session starts. It returns the label
+// the reset must end the session with: the direction that reads the reset
+// socket.
+func finAndReset(t *testing.T, g *rig, side string) (label string) {
+	t.Helper()
+	// finner half-closes, resetter resets; finned and reset are their
+	// relay sockets.
+	finner, finned, resetter, reset, label := g.client, g.relayA, g.upstream, g.relayB, "relay: upstream->client: "
+	if side == "client" {
+		finner, finned, resetter, reset, label = g.upstream, g.relayB, g.client, g.relayA, "relay: client->upstream: "
+	}
+	finner.CloseWrite()
+	waitState(t, finned, tcpCloseWait)
+	resetter.SetLinger(0)
+	resetter.Close()
+	waitState(t, reset, tcpClose)
+	return label
 }

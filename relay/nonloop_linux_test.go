@@ -395,15 +395,7 @@ func TestReviewResetMeetsEOFGoroutines(t *testing.T) {
 				}
 				for range 10 {
 					g := newRig(t)
-					finner, finned, resetter, reset, label := g.client, g.relayA, g.upstream, g.relayB, "relay: upstream->client: "
-					if side == "client" {
-						finner, finned, resetter, reset, label = g.upstream, g.relayB, g.client, g.relayA, "relay: client->upstream: "
-					}
-					finner.CloseWrite()
-					waitState(t, finned, tcpCloseWait)
-					resetter.SetLinger(0)
-					resetter.Close()
-					waitState(t, reset, tcpClose)
+					label := finAndReset(t, g, side)
 					res := g.start(context.Background(), r).wait(t)
 					if !errors.Is(res.err, syscall.ECONNRESET) || !strings.Contains(res.err.Error(), label) || strings.Count(res.err.Error(), "relay: ") != 1 {
 						t.Fatalf("session: %v; want ECONNRESET labelled %q, alone", res.err, label)

@@ -24,18 +24,41 @@ const maxPipeBytes = 1 << 31
 // newPipe makes a pipe and asks for want bytes of capacity (0: the kernel
 // default). A refused size is not an error: the pipe keeps the size it got.
 func newPipe(want int) (*pipe, error) {
+	p, _, err := openPipe(want)
+	return p, err
+}
+
+// PipeSizeRefused makes one pipe as the relay's pool would for o, closes it,
+// and reports the kernel's refusal of the size o asks for (Options.PipeBytes),
+// with that size and the one a pipe keeps then: EPERM above fs.pipe-max-size
+// without CAP_SYS_RESOURCE, or once the user's pipes hold
+// fs.pipe-user-pages-soft pages. err is nil where the size is granted, none is
+// asked for, or no pipe could be made to ask.
+func PipeSizeRefused(o Options) (want, kept int, err error) {
+	want = o.pipeBytes()
+	p, refused, perr := openPipe(want)
+	if perr != nil {
+		return want, 0, nil
+	}
+	p.close()
+	return want, p.size, refused
+}
+
+// openPipe is newPipe, and also returns the kernel's refusal of want (nil:
+// granted, or not asked).
+func openPipe(want int) (p *pipe, refused, err error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, os.NewSyscallError("pipe2", err)
+		return nil, nil, os.NewSyscallError("pipe2", err)
 	}
-	p := &pipe{rfd: fds[0], wfd: fds[1]}
+	p = &pipe{rfd: fds[0], wfd: fds[1]}
 	size := 0
 	// EPERM past fs.pipe-user-pages-soft or above fs.pipe-max-size:
 	// keep what we have. Above 2 GiB every kernel refuses the size, but
 	// fcntl takes it as 32 bits, so 4 GiB would come out as a page: not
 	// asked for.
 	if want > 0 && int64(want) <= maxPipeBytes {
-		size, _ = unix.FcntlInt(uintptr(p.rfd), unix.F_SETPIPE_SZ, want)
+		size, refused = unix.FcntlInt(uintptr(p.rfd), unix.F_SETPIPE_SZ, want)
 	}
 	if size <= 0 {
 		var err error
@@ -45,7 +68,7 @@ func newPipe(want int) (*pipe, error) {
 	}
 	p.size = size
 	p.slots = max(size/os.Getpagesize(), 1)
-	return p, nil
+	return p, refused, nil
 }
 
 func (p *pipe) close() {

@@ -613,10 +613,11 @@ func (s *session) other(h *half) *half {
 	return &s.halves[0]
 }
 
-// dstFailed is a half's error when its destination failed, not its source:
-// a reset that its half-close found (closeWrite). runHalf labels it with
-// the direction that reads that socket, as when that direction meets the
-// failure itself; the abort cause stays the half's own, so that result
+// dstFailed is a direction's error when its destination failed, not its
+// source: a reset that its half-close found (closeWrite; an event loop's
+// step). runHalf and a loop's run label it with the direction that reads
+// that socket, as when that direction meets the failure itself; on the
+// goroutine path the abort cause stays the half's own, so that result
 // leaves out the timeout the abort inflicts on the other half.
 type dstFailed struct{ err error }
 

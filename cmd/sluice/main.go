@@ -338,14 +338,10 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 // default size, not the largest it allows, as a refused socket option is
 // left unset.
 func warnPipeSize(cfg *config, log *slog.Logger) {
-	want := cfg.relay.PipeBytes
-	if want < 0 || cfg.relay.ForceCopy {
+	if cfg.relay.ForceCopy {
 		return
 	}
-	if want == 0 {
-		want = 1 << 20
-	}
-	kept, err := pipeSizeRefused(want)
+	want, kept, err := relay.PipeSizeRefused(cfg.relay)
 	if err == nil {
 		return
 	}

@@ -79,22 +79,3 @@ func monotonicMicros() (int64, bool) {
 	}
 	return ts.Nano() / 1000, true
 }
-
-// pipeSizeRefused asks a new pipe for want bytes, as the relay's pool asks
-// each pipe it makes, and returns the kernel's refusal (nil where it grants
-// them, or where no pipe could be made to ask) and the size a pipe keeps
-// then: EPERM above fs.pipe-max-size without CAP_SYS_RESOURCE, or once the
-// user's pipes hold fs.pipe-user-pages-soft pages.
-func pipeSizeRefused(want int) (kept int, err error) {
-	var fds [2]int
-	if unix.Pipe2(fds[:], unix.O_CLOEXEC) != nil {
-		return 0, nil
-	}
-	defer unix.Close(fds[1])
-	defer unix.Close(fds[0])
-	if _, err = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, want); err == nil {
-		return 0, nil
-	}
-	kept, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_GETPIPE_SZ, 0)
-	return kept, err
-}

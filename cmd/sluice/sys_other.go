@@ -35,6 +35,3 @@ func hungUp(uintptr) (hung, known bool) { return false, false }
 
 // monotonicMicros is Linux's: sd_notify is systemd's.
 func monotonicMicros() (int64, bool) { return 0, false }
-
-// pipeSizeRefused is Linux's: there are no splice pipes elsewhere.
-func pipeSizeRefused(int) (int, error) { return 0, nil }
