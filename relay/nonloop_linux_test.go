@@ -441,7 +441,15 @@ func sharedSession(g *rig, seed uint64, reset bool) error {
 	}
 	sendUp, sendDown, atUp, atClient := make(chan result, 1), make(chan result, 1), make(chan result, 1), make(chan result, 1)
 	go func() { k, err := sendRandom(g.client, seed, n); sendUp <- result{k, err} }()
-	go func() { k, err := sendRandom(g.upstream, seed+1, n); sendDown <- result{k, err} }()
+	down := int64(n)
+	if reset {
+		// Without end (until the sockets close), as in endMidTransfer: a
+		// downstream that finished first would leave the reset unseen
+		// while the other direction waits on an upstream that reads
+		// nothing (README, Reliability).
+		down = 1 << 40
+	}
+	go func() { k, err := sendRandom(g.upstream, seed+1, down); sendDown <- result{k, err} }()
 	go func() { k, err := checkRandom(g.client, seed+1); atClient <- result{k, err} }()
 	if reset {
 		k := 1 + rand.New(rand.NewPCG(seed, 3)).IntN(n/2)
