@@ -119,7 +119,7 @@ func (a *acceptor) acceptLoop() {
 			}
 			s.metrics.acceptError()
 			s.fdPressure(err)
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			delay = min(max(2*delay, s.backoffMin), s.backoffMax)
 			if s.acceptLogDue() {
 				s.log.Error("accept failed; backing off", "listener", a.l.Addr().String(), "err", err, "backoff", delay)
 			}

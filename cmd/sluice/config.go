@@ -36,6 +36,13 @@ type config struct {
 	// watchAfter (tests only), when not 0, replaces defaultWatchAfter;
 	// negative: a pending dial's client is watched at once.
 	watchAfter time.Duration
+	// acceptBackoff (tests only), when not 0, is every accept back-off's
+	// delay, the first included, instead of 5 ms doubling to 1 s.
+	acceptBackoff time.Duration
+	// sideFlagFrom maps a per-side flag (--client-congestion) to the
+	// both-sides flag that set that side's value (--congestion), where one
+	// did: a warning about the value names the flag the operator used.
+	sideFlagFrom map[string]string
 	// logWriter, set by run, is the writer the logger writes through: a
 	// log line never waits on stderr, so sessions write theirs where they
 	// are, on an accept loop or an event loop, and the lines it drops are
@@ -179,6 +186,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	}
 	sockFlags.commandLineWins(fs)
 	sockFlags.apply()
+	cfg.sideFlagFrom = sockFlags.sideSources()
 	cfg.listen = listen.vals
 	if len(cfg.listen) == 0 {
 		cfg.listen = []string{defaultListen}

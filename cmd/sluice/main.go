@@ -306,6 +306,10 @@ func start(ctx context.Context, cfg *config, log *slog.Logger) (*instance, error
 	}
 	topts, warnings := cfg.tune.Probe()
 	for _, w := range warnings {
+		var oe *tune.OptionError
+		if errors.As(w, &oe) && cfg.sideFlagFrom[oe.Flag] != "" {
+			oe.Flag = cfg.sideFlagFrom[oe.Flag]
+		}
 		log.Warn(w.Error())
 	}
 	warnPipeSize(cfg, log)
@@ -501,6 +505,11 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 		logBlocks:   cfg.logWriter == nil,
 	}
 	s.fallbackDelay = cmp.Or(cfg.fallbackDelay, defaultFallbackDelay)
+	s.backoffMin, s.backoffMax = 5*time.Millisecond, time.Second
+	if cfg.acceptBackoff != 0 {
+		s.backoffMin, s.backoffMax = cfg.acceptBackoff, cfg.acceptBackoff
+	}
+	s.started = time.Now()
 	if s.logBlocks {
 		s.refusals = newRefusals(log)
 	}

@@ -43,14 +43,14 @@ func acceptRefusals(mfs map[string]*dto.MetricFamily) float64 {
 		value(mfs, "sluice_refused_total", "reason", "max_sessions_per_ip")
 }
 
-// TestObserveReviewAccounting runs a session down every path a session can
+// TestObserveAccounting runs a session down every path a session can
 // end on (success, each failure reply, a handshake that fails, both of
 // BIND's outcomes, UDP ASSOCIATE, a hand-over that fails, clients refused
 // at accept, reloads between them, and sessions the drain ends) against one
 // sluice whose log is its own (never blocks), and checks from real scrapes
 // that every accepted connection is counted exactly once, as a session or a
 // refusal, with one access line each, and that every gauge is back to 0.
-func TestObserveReviewAccounting(t *testing.T) {
+func TestObserveAccounting(t *testing.T) {
 	t.Parallel()
 	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
 		t.Run(name, func(t *testing.T) {
@@ -239,11 +239,11 @@ func testAccounting(t *testing.T, flags []string) {
 	}
 }
 
-// TestObserveReviewLogOneLine: a user name and a domain name from a client,
+// TestObserveLogOneLine: a user name and a domain name from a client,
 // with line breaks, quotes, '=', control characters and invalid UTF-8 in
 // them, leave the access line one line, in text and JSON, with the field
 // they were sent in holding them (escaped) and no field of their own.
-func TestObserveReviewLogOneLine(t *testing.T) {
+func TestObserveLogOneLine(t *testing.T) {
 	t.Parallel()
 	const evil = "x\n" + `time=0 level=ERROR msg=forged reply="succeeded` + "\" \x00\x1b[2J\r\xff\xfe end"
 	users := writeUsers(t, "alice:pw\n")
@@ -367,10 +367,10 @@ func fieldOf(t *testing.T, format, line, key string) string {
 	return fields[key]
 }
 
-// TestObserveReviewLint: /metrics, scraped from a server that has served
+// TestObserveLint: /metrics, scraped from a server that has served
 // sessions, passes promlint, Prometheus' own checks of names, types, units
 // and help.
-func TestObserveReviewLint(t *testing.T) {
+func TestObserveLint(t *testing.T) {
 	t.Parallel()
 	_, inst := startSluice(t, "--metrics", "127.0.0.1:0")
 	maddr, err := serveMetrics(t.Context(), "127.0.0.1:0", inst.srv.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -411,13 +411,13 @@ func (g gatedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, from, err
 }
 
-// TestObserveReviewBindFailAfterSecondReply: a BIND whose second reply,
+// TestObserveBindFailAfterSecondReply: a BIND whose second reply,
 // 0x00, went out and whose pipelined bytes then could not reach the peer
 // (it reset the connection while sluice looked up DST.ADDR's name to check
 // it: the DNS server holds the answer until it has) ends with the reply it
 // got, succeeded, as a CONNECT that fails after its success reply does; it
 // was logged and counted as reply none.
-func TestObserveReviewBindFailAfterSecondReply(t *testing.T) {
+func TestObserveBindFailAfterSecondReply(t *testing.T) {
 	t.Parallel()
 	asked, release := make(chan struct{}, 1), make(chan struct{})
 	r := loopbackResolver(t, func(pc net.PacketConn) {

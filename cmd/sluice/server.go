@@ -43,7 +43,14 @@ type server struct {
 	logBlocks bool
 	refusals  *refusals
 
-	lastAcceptLog atomic.Int64 // unix nanoseconds of the last accept-failure line
+	// backoffMin and backoffMax bound an accept loop's back-off after a
+	// failed accept: the first waits backoffMin, each next one twice the
+	// last, up to backoffMax.
+	backoffMin, backoffMax time.Duration
+	// started is when start made the server, with its monotonic reading:
+	// the origin of lastAcceptLog.
+	started       time.Time
+	lastAcceptLog atomic.Int64 // nanoseconds since started of the last accept-failure line (at least 1); 0: none yet
 
 	// connected, when set (tests only), runs after a CONNECT's dial
 	// succeeded and before its success reply.
@@ -77,11 +84,12 @@ func outOfFds(err error) bool {
 }
 
 // acceptLogDue reports whether an accept failure may be logged now: at most
-// once a second over all accept loops.
+// once a second over all accept loops. It reads the monotonic clock, so a
+// step of the wall clock neither silences the lines nor lets them flood.
 func (s *server) acceptLogDue() bool {
-	now := time.Now().UnixNano()
+	now := max(int64(time.Since(s.started)), 1) // 0 is "none yet"
 	last := s.lastAcceptLog.Load()
-	return now-last >= int64(time.Second) && s.lastAcceptLog.CompareAndSwap(last, now)
+	return (last == 0 || now-last >= int64(time.Second)) && s.lastAcceptLog.CompareAndSwap(last, now)
 }
 
 // refuse closes a client refused at accept, counts it and logs it, through
@@ -483,7 +491,6 @@ func (s *server) releaseLimits(rs *relaySession) {
 func (s *server) udpSession(ctx context.Context, rs *relaySession, tc *net.TCPConn, req *handshake.Request) {
 	lv, c, user, target, start := rs.lv, rs.c, rs.user, rs.target, rs.start
 	st, denied, err := s.associate(ctx, lv, tc, c.peer, req)
-	s.metrics.datagramsDropped(st, denied)
 	if err != nil && (!errors.As(err, new(errReplied)) || errors.As(err, new(errReplyUnsent))) {
 		s.fail(rs, req, err) // an errReplied: counted and logged as reply none
 		return

@@ -33,7 +33,15 @@ func bindRefused(addr netip.AddrPort, reusePort bool) bool {
 		family = syscall.AF_INET6
 		sa = &syscall.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
 	}
+	// Close-on-exec from the start, as package net makes its sockets where
+	// SOCK_CLOEXEC may be missing: a fork meanwhile (a --workers start)
+	// must not inherit the probe.
+	syscall.ForkLock.RLock()
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return false
 	}

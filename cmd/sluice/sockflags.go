@@ -171,6 +171,31 @@ func (set sockFlagSet) commandLineWins(fs *flag.FlagSet) {
 	}
 }
 
+// sideSources maps "--client-NAME" and "--upstream-NAME" to "--NAME" for
+// each side whose value came from --NAME (or the file's NAME), not from its
+// own flag: tune.Probe names a value refused on one side by that side's
+// flag, and with --congestion bad --upstream-congestion cubic the client's
+// bad value was typed as --congestion.
+func (set sockFlagSet) sideSources() map[string]string {
+	from := make(map[string]string)
+	for _, both := range set {
+		if both.weight != 0 || !both.isSet {
+			continue
+		}
+		for _, f := range set {
+			if f.opt != both.opt || f.weight != 1 || f.isSet {
+				continue
+			}
+			side := "--client-"
+			if f.sides[0] != both.sides[0] {
+				side = "--upstream-"
+			}
+			from[side+both.opt.name] = "--" + both.opt.name
+		}
+	}
+	return from
+}
+
 // apply writes the parsed values into the SockOpts: both-sides first. The
 // keepalive switch of each side, decided as any option's is (a per-side flag
 // wins), goes in last: --keepalive=false turns keepalive off whatever

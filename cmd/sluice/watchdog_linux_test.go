@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// TestObserveReviewWatchdog: with WATCHDOG_USEC set, as systemd sets it for
+// TestObserveWatchdog: with WATCHDOG_USEC set, as systemd sets it for
 // a unit with WatchdogSec=, sluice sends WATCHDOG=1 from its own pid, from
 // its start (the manager counts from there, READY=1 or not) and on, until
 // it exits; it sent none, so the manager killed it at the first timeout.
-func TestObserveReviewWatchdog(t *testing.T) {
+func TestObserveWatchdog(t *testing.T) {
 	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "notify")
 	m := listenManager(t, sock)
@@ -51,9 +51,9 @@ func TestObserveReviewWatchdog(t *testing.T) {
 	}
 }
 
-// TestObserveReviewWatchdogInterval: WATCHDOG=1 goes out every half of
+// TestObserveWatchdogInterval: WATCHDOG=1 goes out every half of
 // WATCHDOG_USEC, only where WATCHDOG_PID is unset or this process's.
-func TestObserveReviewWatchdogInterval(t *testing.T) {
+func TestObserveWatchdogInterval(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		usec, pid string

@@ -44,14 +44,14 @@ func labelledSluice(t *testing.T, log *syncBuffer, args ...string) (addr, maddr 
 	return addr, maddr, inst
 }
 
-// TestReviewLabelsFailAfterSuccess: a CONNECT whose success reply went out
+// TestLabelsFailAfterSuccess: a CONNECT whose success reply went out
 // and whose pipelined bytes then could not reach the target (the target
 // reset the connection between the dial and the reply: server.connected
 // holds the session there until it has) is logged and counted with the
 // reply it got, succeeded, and the error; before, both said reply none
 // though the client had read 0x00. On the bare-socket path (relayFd) and
 // through package net (serveRequest).
-func TestReviewLabelsFailAfterSuccess(t *testing.T) {
+func TestLabelsFailAfterSuccess(t *testing.T) {
 	t.Parallel()
 	for name, flags := range map[string][]string{"bare": nil, "net-sockets": {"--net-sockets"}} {
 		t.Run(name, func(t *testing.T) {
@@ -94,13 +94,13 @@ func TestReviewLabelsFailAfterSuccess(t *testing.T) {
 	}
 }
 
-// TestReviewLabelsCommand: a session's command is labelled alike in its
+// TestLabelsCommand: a session's command is labelled alike in its
 // access line and in sluice_sessions_total: none for one that ended before
 // its request (the log said cmd=""), and the command itself for a request
 // that was read and refused with a reply (address type or command not
 // supported), which counted as none; an unknown command code is unknown.
 // sluice_sessions_active stays at 0: the refused request never began.
-func TestReviewLabelsCommand(t *testing.T) {
+func TestLabelsCommand(t *testing.T) {
 	t.Parallel()
 	var log syncBuffer
 	addr, maddr, inst := labelledSluice(t, &log)
@@ -159,10 +159,10 @@ func TestReviewLabelsCommand(t *testing.T) {
 	}
 }
 
-// TestReviewLabelsAuthRequired: a request refused because a reload made
+// TestLabelsAuthRequired: a request refused because a reload made
 // authentication mandatory after its greeting was read whole, so it counts
 // under its command (connect), not none.
-func TestReviewLabelsAuthRequired(t *testing.T) {
+func TestLabelsAuthRequired(t *testing.T) {
 	t.Parallel()
 	target := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
 	addr, inst, reload := startReloadable(t, "--handshake-timeout", "0", "--metrics", "127.0.0.1:0")
@@ -191,10 +191,10 @@ func TestReviewLabelsAuthRequired(t *testing.T) {
 	}
 }
 
-// TestReviewLabelsAuthFailedUser: a failed RFC 1929 login is logged with the
+// TestLabelsAuthFailedUser: a failed RFC 1929 login is logged with the
 // name it tried (as sshd logs "Failed password for"), so that an operator
 // can tell a forgotten password from a guessing run; before, user was empty.
-func TestReviewLabelsAuthFailedUser(t *testing.T) {
+func TestLabelsAuthFailedUser(t *testing.T) {
 	t.Parallel()
 	var log syncBuffer
 	addr, _ := startSluiceLog(t, &log, "--users", writeUsers(t, "alice:a\n"))

@@ -30,13 +30,13 @@ func (w *recordWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestReviewLifeLogWritesWholeLines: lines that queue up while stderr is
+// TestLogWritesWholeLines: lines that queue up while stderr is
 // slow go out in writes of whole lines of at most PIPE_BUF bytes (a longer
 // line alone). The workers of --workers and their parent share one stderr;
 // a write past PIPE_BUF to a full pipe is cut where the pipe fills, and
 // another process's write lands in the cut, in the middle of a line (the
 // writer used to hand its whole batch, up to 1 MiB, to one write).
-func TestReviewLifeLogWritesWholeLines(t *testing.T) {
+func TestLogWritesWholeLines(t *testing.T) {
 	t.Parallel()
 	w := &recordWriter{started: make(chan struct{}), release: make(chan struct{})}
 	lw := newLogWriter(w, 1<<20, nil)

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestReviewLifeWorkersGroupStop: a SIGTERM sent to the whole process
+// TestWorkersGroupStop: a SIGTERM sent to the whole process
 // group (systemd's default KillMode=control-group, SIGINT from Ctrl-C in a
 // terminal) may reach a worker, which drains and exits 0, before it
 // reaches the parent's own handling. The parent used to restart that
@@ -17,7 +17,7 @@ import (
 // with an error line "worker died". Here the worker gets its SIGTERM first
 // and the parent its own once it has seen the worker's exit, the order
 // that lost the race: no worker may start after the first.
-func TestReviewLifeWorkersGroupStop(t *testing.T) {
+func TestWorkersGroupStop(t *testing.T) {
 	t.Parallel()
 	p := stopOnlyWorker(t)
 	after := p.linesUntil(t, "restarting")
@@ -35,9 +35,9 @@ func TestReviewLifeWorkersGroupStop(t *testing.T) {
 	}
 }
 
-// TestReviewLifeWorkersStoppedRestarts: a worker stopped on its own by
+// TestWorkersStoppedRestarts: a worker stopped on its own by
 // SIGTERM (the parent not stopping) is still restarted, a second later.
-func TestReviewLifeWorkersStoppedRestarts(t *testing.T) {
+func TestWorkersStoppedRestarts(t *testing.T) {
 	t.Parallel()
 	p := stopOnlyWorker(t)
 	p.waitLines(t, map[string]int{"worker stopped on a signal": 1, "worker started": 1, "worker serving": 1})

@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// TestReviewTwiceSecondSignalEnds: a second SIGTERM during a drain of 60 s
+// TestSecondSignalEnds: a second SIGTERM during a drain of 60 s
 // ends it at once. A CONNECT session lives through the first SIGTERM (the
 // drain lets it finish); the second closes it, and sluice exits 0, long
 // before the drain timeout (the context, 15 s, kills a sluice that waits
 // it out, and the test fails). With --workers 1 the parent passes the
 // second signal on, and a SIGTERM that reaches the worker itself as well
 // (sent to the whole process group) does not end its drain.
-func TestReviewTwiceSecondSignalEnds(t *testing.T) {
+func TestSecondSignalEnds(t *testing.T) {
 	t.Parallel()
 	for name, workers := range map[string]bool{"process": false, "workers": true} {
 		t.Run(name, func(t *testing.T) {

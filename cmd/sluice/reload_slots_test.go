@@ -9,10 +9,10 @@ import (
 	"sluice/handshake"
 )
 
-// TestReviewReloadSlotsEveryPath: every way a session can end gives back
+// TestReloadSlotsEveryPath: every way a session can end gives back
 // its --max-sessions, per-IP and per-user slots, on each accept and relay
 // path: afterwards the limiter counts nothing and no count went negative.
-func TestReviewReloadSlotsEveryPath(t *testing.T) {
+func TestReloadSlotsEveryPath(t *testing.T) {
 	t.Parallel()
 	echo := echoServer(t, "tcp", "127.0.0.1:0").Addr().(*net.TCPAddr)
 	p := closedPort(t) // held: no other socket gets the port meanwhile

@@ -7,12 +7,12 @@ import (
 	"time"
 )
 
-// TestReviewReloadUnderLoad: reloads that turn the limits on and off and
+// TestReloadUnderLoad: reloads that turn the limits on and off and
 // swap the users file while clients come and go change nothing for the
 // sessions that end: once every client has gone, the limiter counts no
 // session, no client IP and no user (none lost, none negative), and a
 // client is served under the last configuration.
-func TestReviewReloadUnderLoad(t *testing.T) {
+func TestReloadUnderLoad(t *testing.T) {
 	t.Parallel()
 	echo := startEcho(t)
 	users := writeUsers(t, "alice:a\nbob:b\n")

@@ -2,12 +2,12 @@ package main
 
 import "testing"
 
-// TestReviewReloadFileErrorLines: an error in a configuration file names
+// TestReloadFileErrorLines: an error in a configuration file names
 // the line that holds it where a [[rule]] header carries a comment, where
 // the file starts with a UTF-8 byte order mark, and where a header has
 // blanks or quotes inside its brackets; these used to be named as line 0,
 // or as the line of another rule.
-func TestReviewReloadFileErrorLines(t *testing.T) {
+func TestReloadFileErrorLines(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, file string
