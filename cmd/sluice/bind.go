@@ -63,14 +63,18 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 		// would every peer after the first reply.
 		return nil, errDenied{}
 	}
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false) // splice falls back to copying on MPTCP sockets
-	ip := s.bindIP(c, want)
-	l, err := lc.Listen(ctx, "tcp", netip.AddrPortFrom(ip, 0).String())
+	ip, err := s.bindIP(ctx, c, want)
 	if err != nil {
 		return nil, err
 	}
-	tl := l.(*net.TCPListener)
+	// The peer is an upstream connection that comes in: its listener gets
+	// the upstream side's options (mark, device, buffers, keepalive, ...),
+	// which the accepted socket inherits, with MPTCP off (splice falls back
+	// to copying on MPTCP sockets).
+	tl, err := s.tune.ListenUpstream(ctx, netip.AddrPortFrom(ip, 0))
+	if err != nil {
+		return nil, err
+	}
 	defer tl.Close()
 	if err := req.WriteReply(c, handshake.Succeeded, tl.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		return nil, errReplied{err}
@@ -79,6 +83,9 @@ func (s *server) bind(ctx context.Context, lv *live, c *net.TCPConn, req *handsh
 	peer, pa, err := s.awaitPeer(ctx, p, c, tl, want)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.tune.ApplyUpstream(peer); err != nil {
+		s.log.Debug("upstream socket options", "peer", pa.String(), "err", err) // as dial's: Probe warned
 	}
 	if err := handshake.WriteReply(c, handshake.Succeeded, pa); err != nil {
 		peer.Close()
@@ -220,27 +227,36 @@ func literalAddr(a handshake.Addr) handshake.Addr {
 }
 
 // bindIP picks the address to listen on for BIND, the one the client tells
-// its peer to connect to: the address the relay's connections come from,
-// which is --source-addr when set (unless DST.ADDR is an address of the
-// other family), or else the local address of the route to DST.ADDR (a
-// connected UDP socket tells it; no packet is sent); the address the
-// client reached sluice on when DST.ADDR is all-zeros or a name, or the
-// route cannot be told.
-func (s *server) bindIP(c *net.TCPConn, want handshake.Addr) netip.Addr {
+// its peer to connect to: the address the relay's connections to DST.ADDR
+// come from (tune's UpstreamSource), which is --source-addr when set and of
+// DST.ADDR's family, or else the local address of the route to DST.ADDR,
+// looked up with the upstream sockets' --mark and --interface, as a
+// CONNECT's dial is routed. For a DST.ADDR that is all-zeros or a name it
+// is --source-addr, or the address the client reached sluice on.
+//
+// A lookup that finds no route to DST.ADDR (ENETUNREACH, or EHOSTUNREACH
+// for an unreachable route) ends the BIND with that error, reply 0x03 or
+// 0x04, as a CONNECT to it gets: the kernel could not answer the peer's SYN
+// either, so the peer could never connect. Any other lookup error (EINVAL
+// for a link-local DST.ADDR, which has no zone on the wire; EPERM or EACCES,
+// which a rule for UDP alone may cause) falls back to the address the
+// client reached sluice on, as before.
+func (s *server) bindIP(ctx context.Context, c *net.TCPConn, want handshake.Addr) (netip.Addr, error) {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
-	known := want.Type != handshake.AddrDomain && want.IP.IsValid() && !want.IP.IsUnspecified()
-	if src := s.tune.SourceAddr.Unmap(); src.IsValid() && (!known || reachableFrom(src, want.IP)) {
-		return src
+	if want.Type == handshake.AddrDomain || !want.IP.IsValid() || want.IP.IsUnspecified() {
+		if src := s.tune.SourceAddr.Unmap(); src.IsValid() {
+			return src, nil
+		}
+		return local, nil
 	}
-	if !known {
-		return local
+	ip, err := s.tune.UpstreamSource(ctx, want.IP)
+	switch {
+	case err == nil:
+		return ip, nil
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return netip.Addr{}, fmt.Errorf("bind: no route to DST.ADDR %v for the peer: %w", want.IP, err)
 	}
-	u, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(want.IP, 9)))
-	if err != nil {
-		return local
-	}
-	defer u.Close()
-	return u.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	return local, nil
 }
 
 // watchClose calls onClose if the peer of c closes or resets while the watch
