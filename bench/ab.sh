@@ -133,7 +133,7 @@ measure() {
 	fi >"$tmp/$name.fig"
 }
 
-echo "ab.sh: B = ${builds_b[*]}; A = ${builds_a[*]}; $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s${WARM_ARGS:+, each after an unmeasured $WORKLOAD $WARM_ARGS}; $placement"
+echo "ab.sh: B = ${builds_b[*]} ($(build_info "${builds_b[0]}")); A = ${builds_a[*]} ($(build_info "${builds_a[0]}")); $WORKLOAD $LOAD_ARGS, $ROUNDS rounds of ${DURATION}s${WARM_ARGS:+, each after an unmeasured $WORKLOAD $WARM_ARGS}; $placement"
 : >"$tmp/ratios"
 for r in $(seq "$ROUNDS"); do
 	# The order alternates (A B, then B A): a run that follows another

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # cpusplit.sh: where the CPU of a short connection goes, sluice against
 # another relay: HAProxy's plain TCP forwarding (splice, no handshake) by
-# default, or a SOCKS5 peer. Both relays and one echo target stay up; ROUNDS alternating rounds of `sluice-bench rr` (CONNS
-# workers, each looping connect + handshake + 1-byte echo + close), each
-# round once fewer than 1,000 sockets are in TIME_WAIT. Per 1,000
+# default, or a SOCKS5 peer. Both relays and one echo target stay up; ROUNDS
+# rounds of `sluice-bench rr` through each (CONNS workers, each looping
+# connect + handshake + 1-byte echo + close), each run once fewer than 1,000
+# sockets are in TIME_WAIT. The order alternates: the peer runs first in odd
+# rounds and sluice in even ones, so that neither always meets what the
+# other left behind (TIME_WAITs, a warm echo target, its caches); the
+# output names the order of every round. Per 1,000
 # connections it reports the relay's user and system time and the echo
 # target's (from /proc/PID/stat), the load generator's own CPU, the whole
 # machine's (every CPU's busy time), and the TCP segments sent (the kernel's
@@ -127,11 +131,12 @@ rr() {
 	esac
 }
 
-# round NAME PID ARGS...: one measured round; appends its figures, as one
-# JSON line, to $tmp/rounds.
+# round R NAME PID ARGS...: one measured run of round R through relay NAME
+# (peer or sluice); appends its figures, as one JSON line, to $tmp/rounds,
+# in the order the runs were made.
 round() {
-	local name=$1 pid=$2 ru rs eu es s0 s1
-	shift 2
+	local r=$1 name=$2 pid=$3 ru rs eu es s0 s1
+	shift 3
 	if [ "$SETTLE" = 1 ]; then await_time_wait; fi
 	read -r ru rs < <(ticks "$pid")
 	read -r eu es < <(ticks "$echo_pid")
@@ -140,10 +145,10 @@ round() {
 	s1=$(out_segs)
 	local -a d
 	read -r -a d < <(paste -d' ' <(ticks "$pid") <(ticks "$echo_pid"))
-	jq -c --arg peer "$name" --argjson hz "$hz" --argjson ru $((d[0] - ru)) --argjson rs $((d[1] - rs)) \
+	jq -c --argjson round "$r" --arg peer "$name" --argjson hz "$hz" --argjson ru $((d[0] - ru)) --argjson rs $((d[1] - rs)) \
 		--argjson eu $((d[2] - eu)) --argjson es $((d[3] - es)) --argjson segs $((s1 - s0)) '
 		def per1k(t): t / $hz * 1e6 / .conns;
-		{peer: $peer, conns: .conns, "conn/s": .conns_per_sec, "p99 µs": .latency.p99_us,
+		{round: $round, peer: $peer, conns: .conns, "conn/s": .conns_per_sec, "p99 µs": .latency.p99_us,
 		 "relay user": per1k($ru), "relay system": per1k($rs),
 		 "load generator": (.client_cpu.per_1k_conns * 1000),
 		 "echo user": per1k($eu), "echo system": per1k($es),
@@ -154,15 +159,24 @@ round() {
 log "$ROUNDS rounds of ${DURATION}s per relay, $CONNS workers; $placement"
 : >"$tmp/rounds"
 for r in $(seq "$ROUNDS"); do
-	round peer "$peer_pid" "${peer_args[@]}"
-	round sluice "$sluice_pid" "${sluice_args[@]}"
+	# The order alternates (peer first in odd rounds, sluice in even ones):
+	# a run meets what the one before it left (TIME_WAITs, a warm echo
+	# target and caches), and whatever that costs falls on both alike.
+	if [ $((r % 2)) = 1 ]; then
+		round "$r" peer "$peer_pid" "${peer_args[@]}"
+		round "$r" sluice "$sluice_pid" "${sluice_args[@]}"
+	else
+		round "$r" sluice "$sluice_pid" "${sluice_args[@]}"
+		round "$r" peer "$peer_pid" "${peer_args[@]}"
+	fi
 	log "round $r: $(jq -r --slurp --arg name "$peer_name" '.[-2:] | map("\(if .peer == "peer" then $name else .peer end) \(."conn/s" | round) conn/s") | join(", ")' "$tmp/rounds")"
 done
 
 cat <<EOF
 Milliseconds of CPU per 1,000 connections of \`sluice-bench rr -c $CONNS --duration ${DURATION}s\` (1-byte echo),
 $peer_desc,
-medians of $ROUNDS alternating rounds; $placement.
+medians of $ROUNDS rounds, $peer_name first in odd rounds and sluice first in even ones; $placement;
+sluice $(build_info "$SLUICE").
 The relay's and the echo target's user and system time are from /proc/PID/stat, the load generator's is its own
 (\`client cpu\`), the machine's every CPU's busy time (/proc/stat); segments are TCP segments sent per
 connection, both of its TCP connections and both directions (OutSegs, /proc/net/snmp).
@@ -182,7 +196,9 @@ jq -rs "$jq_median"'
 	  "| sluice | " + ($s | map(fmt) | join(" | ")) + " |",
 	  "| sluice / \($name) | " + ([range($k | length)] | map(($s[.] / $h[.]) | r2) | join(" | ")) + " |",
 	  "",
-	  "Errors: \(map(.errors) | add). Per round, sluice / \($name) conn/s: \([range(0; length; 2) as $i | .[$i + 1]["conn/s"] / .[$i]["conn/s"] | r2] | join(", "))."' \
+	  "Errors: \(map(.errors) | add). Per round, sluice / \($name) conn/s (the relay that ran first): \(group_by(.round)
+		| map((map(select(.peer == "sluice"))[0]["conn/s"] / map(select(.peer == "peer"))[0]["conn/s"] | r2)
+			+ " (\(if .[0].peer == "peer" then $name else "sluice" end))") | join(", "))."' \
 	--arg CONNS "$CONNS" --arg row "$peer_row" --arg name "$peer_name" "$tmp/rounds"
 if [ "$(jq -s 'map(.errors) | add' "$tmp/rounds")" != 0 ]; then die "the rounds had errors"; fi
 

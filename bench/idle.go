@@ -65,9 +65,11 @@ type IdleResult struct {
 	// of the hold, when a PID was given.
 	Before *ProcSample `json:"before,omitempty"`
 	Held   *ProcSample `json:"held,omitempty"`
-	// RSSPerSession and FDsPerSession are (Held - Before) / Open.
-	RSSPerSession float64 `json:"rss_bytes_per_session,omitempty"`
-	FDsPerSession float64 `json:"fds_per_session,omitempty"`
+	// RSSPerSession and FDsPerSession are (Held - Before) / Open;
+	// FDsPerSession is nil where the relay's descriptors could not be
+	// counted (ProcSample.FDs).
+	RSSPerSession float64  `json:"rss_bytes_per_session,omitempty"`
+	FDsPerSession *float64 `json:"fds_per_session,omitempty"`
 	// CPU is the relay's processor time from opening to the end of the hold.
 	CPU *CPU `json:"cpu,omitempty"`
 	// Errors counts the failures.
@@ -131,7 +133,10 @@ func (o *IdleOptions) run(parent context.Context, limit time.Duration) (*IdleRes
 		res.CPU = cpuBetween(o.PID, before, after, time.Since(start))
 		if res.Open > 0 {
 			res.RSSPerSession = float64(after.RSSBytes-before.RSSBytes) / float64(res.Open)
-			res.FDsPerSession = float64(after.FDs-before.FDs) / float64(res.Open)
+			if before.FDs != nil && after.FDs != nil {
+				per := float64(*after.FDs-*before.FDs) / float64(res.Open)
+				res.FDsPerSession = &per
+			}
 		}
 	}
 	if parent.Err() == nil { // a run stopped early is not checked

@@ -53,7 +53,7 @@ esac
 
 if [ -z "$SLUICE" ]; then
 	log "building sluice"
-	CGO_ENABLED=0 go build -o "$tmp/sluice" ./cmd/sluice
+	CGO_ENABLED=0 go build -buildvcs=auto -o "$tmp/sluice" ./cmd/sluice
 	SLUICE=$tmp/sluice
 fi
 
@@ -146,7 +146,7 @@ median() {
 	if grep -q ' runs) |' "$tmp/rows"; then fewer=" (fewer where a cell says so: failed runs are left out)"; else fewer=""; fi
 	peer_facts="" share="iperf3, proxychains4 and sluice"
 	if [ -n "$PEER" ]; then peer_facts=", dante-server $(pkg_version dante-server danted -v)" share="iperf3, proxychains4, sluice and Dante"; fi
-	echo "Median of $RUNS runs of $DURATION s each$fewer; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`$peer_facts; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); $share share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION ${PEER:+PEER=$PEER }bench/iperf.sh\`."
+	echo "Median of $RUNS runs of $DURATION s each$fewer; iperf3 $(iperf3 --version | head -1 | awk '{print $2}'), proxychains4 with \`strict_chain\`$peer_facts; sluice $(build_info "$SLUICE"); $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r); $share share the cores. Command: \`RUNS=$RUNS DURATION=$DURATION ${PEER:+PEER=$PEER }bench/iperf.sh\`."
 } >"$tmp/iperf.md"
 cat "$tmp/iperf.md"
 if grep -q '| failed |' "$tmp/iperf.md"; then die "iperf3 failed in every run of a row (the table above), so nothing is written to OUT"; fi

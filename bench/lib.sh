@@ -15,10 +15,29 @@ policy_created=""
 log() { echo "$SCRIPT: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# children PID: the PIDs of PID's child processes, read from /proc/*/stat
+# (no procps: pgrep and ps are not on every machine, a minimal container's
+# least of all).
+children() {
+	local f line rest
+	for f in /proc/[0-9]*/stat; do
+		# A process that exits meanwhile takes its file with it.
+		{ read -r line <"$f"; } 2>/dev/null || continue
+		# The fields after the command name, which may hold spaces and
+		# parentheses: state, then the parent's PID.
+		rest=${line##*) }
+		rest=${rest#* }
+		if [ "${rest%% *}" = "$1" ]; then
+			f=${f#/proc/}
+			echo "${f%/stat}"
+		fi
+	done
+}
+
 # kill_tree PID: stop a process and its descendants (Dante forks), by PID.
 kill_tree() {
 	local pid=$1 child
-	for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+	for child in $(children "$pid"); do
 		kill_tree "$child"
 	done
 	kill "$pid" 2>/dev/null || true
@@ -141,12 +160,15 @@ forget() {
 }
 
 # start NAME CMD...: start a process in the background with its output in
-# $tmp/NAME.log, remembering its PID in started_pid (and for cleanup).
+# $tmp/NAME.log, remembering its PID in started_pid, under NAME in
+# started_pids (for wait_port), and for cleanup.
+declare -A started_pids=()
 start() {
 	local name=$1
 	shift
 	"$@" >"$tmp/$name.log" 2>&1 &
 	started_pid=$!
+	started_pids[$name]=$started_pid
 	pids+=("$started_pid")
 }
 
@@ -164,11 +186,22 @@ alive() {
 bench_timeout() { echo $((${DURATION:-0} + 120)); }
 
 # wait_port PORT [NAME [HOST]]: wait up to 30 s for something to listen on
-# HOST:PORT (127.0.0.1 by default); on failure show the log of process NAME.
+# HOST:PORT (127.0.0.1 by default). NAME is the process started with `start
+# NAME` that should listen there: should it be gone (a bad flag, a port
+# taken), the wait ends at once, with its exit status; on failure its log is
+# shown.
 wait_port() {
-	local host=${3:-127.0.0.1}
+	local host=${3:-127.0.0.1} pid="" rc
+	if [ -n "${2:-}" ]; then pid=${started_pids[$2]:-}; fi
 	for _ in $(seq 300); do
 		if (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; then return 0; fi
+		if [ -n "$pid" ] && ! alive "$pid"; then
+			rc=0
+			wait "$pid" 2>/dev/null || rc=$?
+			forget "$pid"
+			if [ -f "$tmp/$2.log" ]; then tail -5 "$tmp/$2.log" >&2; fi
+			die "$2 (PID $pid) exited (status $rc) before anything listened on $host:$1"
+		fi
 		sleep 0.1
 	done
 	if [ -n "${2:-}" ] && [ -f "$tmp/$2.log" ]; then tail -5 "$tmp/$2.log" >&2; fi
@@ -221,17 +254,35 @@ go_bin() {
 	command -v go >/dev/null 2>&1 ||
 		die "go is needed to build $name (or BIN=DIR, with DIR from bench/prebuild.sh on a machine with Go)"
 	log "building $name"
-	(cd "$dir" && CGO_ENABLED=0 go build -o "$tmp/$name" .) || die "$dir did not build"
+	# -buildvcs=auto: the commit goes into the binary (build_info) even
+	# where GOFLAGS turns that off, and a tree without git still builds.
+	(cd "$dir" && CGO_ENABLED=0 go build -buildvcs=auto -o "$tmp/$name" .) || die "$dir did not build"
 	echo "$tmp/$name"
 }
 
-# go_version: the Go release the programs were built with.
-go_version() {
-	if [ -n "${BIN:-}" ]; then
-		cat "$BIN/go-version" 2>/dev/null || echo "unknown Go (BIN=$BIN)"
-	else
-		go version
+# build_info FILE: one line on how the Go program FILE was built, read from
+# the binary itself (go version -m), not from the Go found here, which need
+# not be the one that built it: its Go release and the commit of its source
+# ("with local changes" when the tree had uncommitted ones), or that none was
+# recorded (-buildvcs=false, or no git). Without go here it reads
+# FILE.buildinfo, which bench/prebuild.sh writes beside each binary.
+build_info() {
+	local info=""
+	if command -v go >/dev/null 2>&1; then info=$(go version -m "$1" 2>/dev/null) || info=""; fi
+	if [ -z "$info" ] && [ -f "$1.buildinfo" ]; then info=$(cat "$1.buildinfo"); fi
+	if [ -z "$info" ]; then
+		echo "unknown build (no go here to read it, and no $1.buildinfo)"
+		return
 	fi
+	awk '
+		NR == 1 { release = $NF }
+		$1 == "build" && $2 ~ /^vcs\.revision=/ { rev = substr($2, 14) }
+		$1 == "build" && $2 ~ /^vcs\.time=/ { at = substr($2, 10) }
+		$1 == "build" && $2 == "vcs.modified=true" { modified = 1 }
+		END {
+			if (rev == "") print release ", no commit recorded"
+			else print release ", commit " substr(rev, 1, 12) " of " at (modified ? " with local changes" : "")
+		}' <<<"$info"
 }
 
 # pkg_version PACKAGE COMMAND...: the Debian package's version, or else the

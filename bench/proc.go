@@ -15,8 +15,10 @@ type ProcSample struct {
 	CPU time.Duration `json:"cpu_ns"`
 	// RSSBytes is the sum of VmRSS; pages shared between processes count once per process.
 	RSSBytes int64 `json:"rss_bytes"`
-	// FDs is the number of open file descriptors.
-	FDs int `json:"fds"`
+	// FDs is the number of open file descriptors; nil (JSON null) when
+	// unknown: /proc/PID/fd of another user's process is unreadable without
+	// privilege, where its stat and status, and so CPU and RSS, are not.
+	FDs *int `json:"fds"`
 	// Procs is the number of processes summed.
 	Procs int `json:"procs"`
 }

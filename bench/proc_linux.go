@@ -1,22 +1,34 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 )
 
 // SampleProc reads the resource use of process pid and its descendants
-// from /proc.
+// from /proc. Only what the CPU figures need must be readable: pid's
+// stat. Descriptors are counted where /proc/PID/fd can be read, which for
+// another user's process takes privilege (ptrace access): where it cannot,
+// FDs is nil, unknown, and the sample stands.
 func SampleProc(pid int) (ProcSample, error) {
-	tree, err := descendants(pid)
+	return sampleProcAt("/proc", pid)
+}
+
+// sampleProcAt is SampleProc on the proc file system at root.
+func sampleProcAt(root string, pid int) (ProcSample, error) {
+	tree, err := descendants(root, pid)
 	if err != nil {
 		return ProcSample{}, err
 	}
 	var s ProcSample
+	fds, fdsKnown := 0, true
 	for _, p := range tree {
-		dir := "/proc/" + strconv.Itoa(p)
+		dir := filepath.Join(root, strconv.Itoa(p))
 		stat, err := os.ReadFile(dir + "/stat")
 		if err != nil {
 			if p == pid {
@@ -36,16 +48,34 @@ func SampleProc(pid int) (ProcSample, error) {
 		if err != nil {
 			return ProcSample{}, err
 		}
-		fds, err := os.ReadDir(dir + "/fd")
-		if err != nil && p == pid {
-			return ProcSample{}, fmt.Errorf("bench: proc: %w", err)
+		n, err := countFDs(dir + "/fd")
+		switch {
+		case err == nil:
+			fds += n
+		case p != pid && errors.Is(err, fs.ErrNotExist):
+			// A child that exited since its stat: its descriptors are closed.
+		default:
+			fdsKnown = false // unreadable: another user's process
 		}
 		s.CPU += cpu
 		s.RSSBytes += rss
-		s.FDs += len(fds)
 		s.Procs++
 	}
+	if fdsKnown {
+		s.FDs = &fds
+	}
 	return s, nil
+}
+
+// countFDs returns the number of entries in a /proc/PID/fd directory.
+func countFDs(dir string) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	return len(names), err
 }
 
 // machineCPU returns the busy time of every CPU of the machine together.
@@ -58,12 +88,13 @@ func machineCPU() (time.Duration, bool) {
 	return t, err == nil
 }
 
-// descendants returns pid followed by every process below it.
-func descendants(pid int) ([]int, error) {
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+// descendants returns pid followed by every process below it, from the
+// proc file system at root.
+func descendants(root string, pid int) ([]int, error) {
+	if _, err := os.Stat(filepath.Join(root, strconv.Itoa(pid))); err != nil {
 		return nil, fmt.Errorf("bench: proc: %w", err)
 	}
-	entries, err := os.ReadDir("/proc")
+	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("bench: proc: %w", err)
 	}
@@ -73,7 +104,7 @@ func descendants(pid int) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		stat, err := os.ReadFile(filepath.Join(root, e.Name(), "stat"))
 		if err != nil {
 			continue
 		}

@@ -65,7 +65,15 @@ func (r *IdleResult) WriteText(w io.Writer) error {
 	if r.Before != nil && r.Held != nil {
 		fmt.Fprintln(tw, "relay\tbefore\theld\tper session\t")
 		fmt.Fprintf(tw, "RSS KiB\t%d\t%d\t%.1f\t\n", r.Before.RSSBytes>>10, r.Held.RSSBytes>>10, r.RSSPerSession/1024)
-		fmt.Fprintf(tw, "fds\t%d\t%d\t%.2f\t\n", r.Before.FDs, r.Held.FDs, r.FDsPerSession)
+		if r.Before.FDs != nil && r.Held.FDs != nil {
+			per := 0.0 // no session open
+			if r.FDsPerSession != nil {
+				per = *r.FDsPerSession
+			}
+			fmt.Fprintf(tw, "fds\t%d\t%d\t%.2f\t\n", *r.Before.FDs, *r.Held.FDs, per)
+		} else {
+			fmt.Fprintln(tw, "fds\tunknown\tunknown\tunknown\t(/proc/PID/fd unreadable)")
+		}
 		fmt.Fprintf(tw, "processes\t%d\t%d\t\t\n", r.Before.Procs, r.Held.Procs)
 	}
 	if r.CPU != nil {

@@ -111,7 +111,8 @@ for k in $CORES; do
 	sink_pid=$started_pid
 	start echo "${load_on[@]}" "$BENCH" echo --addr "$echoes" --quiet
 	echo_pid=$started_pid
-	for p in $sink $echo_port; do wait_port "$p"; done
+	wait_port "$sink" sink
+	wait_port "$echo_port" echo
 	# Interleaved: run 1 of every peer, then run 2, ...
 	for _ in $(seq "$RUNS"); do
 		for peer in $PEERS; do measure "$peer" "$k"; done
@@ -150,4 +151,4 @@ awk -v peers="$PEERS" -v cores="$CORES" '
 		}
 	}' "$tmp/runs.tsv"
 echo
-echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), $(go_version); median of $RUNS interleaved runs of ${DURATION}s; relay on CPUs 0..K-1, load generator and targets on CPUs K..$((n - 1)); ephemeral ports $(port_range), $SPREAD loopback source and target address(es) (conn/s tops out near as many per second per address pair, or lower: the direct rows); \`CORES=\"$CORES\" PEERS=\"$PEERS\" SPREAD=$SPREAD RUNS=$RUNS DURATION=$DURATION bench/scaling.sh\`."
+echo "$n CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), sluice $(build_info "$SLUICE"); median of $RUNS interleaved runs of ${DURATION}s; relay on CPUs 0..K-1, load generator and targets on CPUs K..$((n - 1)); ephemeral ports $(port_range), $SPREAD loopback source and target address(es) (conn/s tops out near as many per second per address pair, or lower: the direct rows); \`CORES=\"$CORES\" PEERS=\"$PEERS\" SPREAD=$SPREAD RUNS=$RUNS DURATION=$DURATION bench/scaling.sh\`."

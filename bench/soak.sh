@@ -64,14 +64,14 @@ go build "${race_flag[@]}" -o "$tmp/sluice" ./cmd/sluice
 go build -o "$tmp/sluice-bench" ./cmd/sluice-bench
 
 for t in sink:$sink_port source:$source_port echo:$echo_port; do
-	"$tmp/sluice-bench" "${t%%:*}" --addr "127.0.0.1:${t##*:}" --quiet &
-	pids+=($!)
+	start "${t%%:*}" "$tmp/sluice-bench" "${t%%:*}" --addr "127.0.0.1:${t##*:}" --quiet
 done
-"$tmp/sluice" --listen "127.0.0.1:$proxy_port" --debug-addr "127.0.0.1:$debug_port" \
-	--handshake-timeout 2s --drain-timeout 10s 2>"$tmp/sluice.log" &
-sluice_pid=$!
-pids+=("$sluice_pid")
-for p in $sink_port $source_port $echo_port $proxy_port $debug_port; do wait_port "$p"; done
+start sluice "$tmp/sluice" --listen "127.0.0.1:$proxy_port" --debug-addr "127.0.0.1:$debug_port" \
+	--handshake-timeout 2s --drain-timeout 10s
+sluice_pid=$started_pid
+for t in sink:$sink_port source:$source_port echo:$echo_port sluice:$proxy_port sluice:$debug_port; do
+	wait_port "${t##*:}" "${t%%:*}"
+done
 
 # goroutines on its own: in "a=$(x) b=$(y)" only y's status counts, and a
 # failed profile read would leave the count empty and the checks below moot.

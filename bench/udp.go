@@ -16,6 +16,10 @@ import (
 // cmdUDPAssociate is the UDP ASSOCIATE command (RFC 1928 section 4).
 const cmdUDPAssociate = 0x03
 
+// ErrNoEcho reports a udp run in which no datagram came back (intact, and in
+// time): it measured nothing.
+var ErrNoEcho = errors.New("bench: udp: no datagram came back")
+
 // udpAssociateRequest asks for an association without naming the client's
 // address (0.0.0.0:0): the relay takes the control connection's address.
 var udpAssociateRequest = []byte{socksVersion, cmdUDPAssociate, 0, atypIPv4, 0, 0, 0, 0, 0, 0}
@@ -176,7 +180,8 @@ const lossTimeout = 100 * time.Millisecond
 // as lost, and its slot takes the next datagram. The rate is taken from the
 // first datagram sent until the last echo came back (or sending stopped, if
 // that is later); the wait for the last datagrams, up to lossTimeout after
-// sending stops, decides only whether they were lost.
+// sending stops, decides only whether they were lost. A run that sent
+// datagrams and had none back has an error (ErrNoEcho): it measured nothing.
 func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	path, err := openUDP(ctx, &o)
 	res := &UDPResult{Mode: "udp", Proxy: o.Proxy.Addr, SizeBytes: o.size(), Window: o.window()}
@@ -201,8 +206,7 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	wg.Add(1)
 	go udpReceive(path, o.size(), w, &recvErrs, &wg)
 	sendErr := udpSend(ctx, path, o.size(), w, o.duration())
-	sending := time.Since(start)
-	w.drain()
+	elapsed := w.finish(time.Since(start))
 	path.conn.SetReadDeadline(aLongTimeAgo)
 	wg.Wait()
 	after, err := smp.sample()
@@ -211,7 +215,6 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	}
 	w.mu.Lock()
 	res.Sent, res.Received, res.Lost, res.Late = w.sent, w.received, w.lost, w.late
-	elapsed := max(sending, w.lastEcho)
 	w.mu.Unlock()
 	res.Seconds = elapsed.Seconds()
 	if res.Sent > 0 {
@@ -222,6 +225,16 @@ func UDP(ctx context.Context, o UDPOptions) (*UDPResult, error) {
 	res.Errors.merge(&recvErrs)
 	if sendErr != nil {
 		res.Errors.add(sendErr)
+	}
+	if res.Sent > 0 && res.Received == 0 {
+		// Nothing came back: the rate is 0 and the loss 100 % whatever
+		// the relay does, so the run measured nothing.
+		late := ""
+		if res.Late > 0 {
+			late = fmt.Sprintf(" (%d echoes came later)", res.Late)
+		}
+		res.Errors.add(fmt.Errorf("%w: none of the %d datagrams sent was echoed intact within %v%s",
+			ErrNoEcho, res.Sent, lossTimeout, late))
 	}
 	if o.PID != 0 {
 		res.CPU = cpuBetween(o.PID, before, after, elapsed)
@@ -367,6 +380,20 @@ func (w *udpWindow) settle(now time.Duration) (busy bool, wake time.Duration) {
 	}
 	w.waiting = true
 	return true, w.slots[w.head].sentAt + w.timeout
+}
+
+// finish waits until every datagram sent has its echo or has counted as
+// lost (drain) and returns the run's time: from the start to the last echo
+// counted, or to sendingEnd, when sending stopped, if that is later. The
+// wait for the last datagrams decides only whether they were lost: it is no
+// part of the run's time (before, it added up to 200 ms to any run that lost
+// a datagram).
+func (w *udpWindow) finish(sendingEnd time.Duration) time.Duration {
+	w.drain()
+	// Nothing is in flight now: a later echo is late and moves no time.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(sendingEnd, w.lastEcho)
 }
 
 // drain waits until every datagram sent has its echo or has counted as lost.

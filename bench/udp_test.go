@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +48,31 @@ func TestUDPHeaderLen(t *testing.T) {
 		if got := udpHeaderLen(tc.in); got != tc.want {
 			t.Errorf("udpHeaderLen(%x) = %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestUDPNoEcho: a run that sent datagrams and had none back (a target that
+// never answers) has an error, ErrNoEcho: its 0 datagrams/s and 100 % loss
+// measured nothing. Before, it had no error, and sluice-bench exited 0.
+func TestUDPNoEcho(t *testing.T) {
+	t.Parallel()
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0") // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	res, err := UDP(context.Background(), UDPOptions{
+		Client: Client{Duration: 50 * time.Millisecond},
+		Target: silent.LocalAddr().String(), SizeBytes: 100, Window: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent == 0 || res.Received != 0 || res.Lost != res.Sent {
+		t.Fatalf("sent %d, received %d, lost %d; want all sent lost", res.Sent, res.Received, res.Lost)
+	}
+	if res.Errors.Total() != 1 || res.Errors.IO != 1 || len(res.Errors.Samples) != 1 ||
+		!strings.HasPrefix(res.Errors.Samples[0], ErrNoEcho.Error()) {
+		t.Errorf("errors %+v; want one, %q", res.Errors, ErrNoEcho)
 	}
 }

@@ -47,8 +47,9 @@ descendants) per GiB (tput) or per 1,000 connections (rr); tput and rr
 always report their own ("client cpu"), which on shared cores the relay
 cannot have, and on Linux the whole machine's ("machine cpu": every CPU's
 busy time, the kernel's TCP work on loopback included, whichever process
-it ran in). A run with any error (connect, SOCKS reply, data mismatch)
-exits 1; bad flags exit 2.
+it ran in). A run with any error (connect, SOCKS reply, data mismatch; a
+udp run with no datagram back) exits 1, with a line on stderr naming the
+first; bad flags exit 2.
 SIGINT stops a run early and still prints its results.
 
 Flags:
@@ -570,7 +571,13 @@ func runClient(ctx context.Context, mode string, o *options, stdout, stderr io.W
 		fmt.Fprintf(stderr, "sluice-bench: %v\n", err)
 		return 1
 	}
-	if errs.Total() > 0 {
+	if n := errs.Total(); n > 0 {
+		// One line on stderr says why, whatever the format on stdout.
+		first := ""
+		if len(errs.Samples) > 0 {
+			first = "; the first: " + errs.Samples[0]
+		}
+		fmt.Fprintf(stderr, "sluice-bench: %s failed: %d error(s)%s\n", mode, n, first)
 		return 1
 	}
 	return 0

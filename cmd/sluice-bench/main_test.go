@@ -149,3 +149,27 @@ func TestEchoServesEveryAddr(t *testing.T) {
 		t.Error("listenAll with a bad address: no error")
 	}
 }
+
+// TestRunUDPNoEchoIsError: a udp run against a target that never answers
+// exits 1, with one line on stderr saying that no datagram came back, and
+// still prints its result; before, it exited 0 with 100 % loss.
+func TestRunUDPNoEchoIsError(t *testing.T) {
+	t.Parallel()
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0") // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	var out, errOut bytes.Buffer
+	code := run([]string{"udp", "--direct", "--target", silent.LocalAddr().String(), "--duration", "50ms", "--json", "--quiet"}, &out, &errOut)
+	var res struct{ Sent, Received uint64 }
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if code != 1 || res.Sent == 0 || res.Received != 0 {
+		t.Fatalf("exit %d, sent %d, received %d; want 1, some, none", code, res.Sent, res.Received)
+	}
+	if s := errOut.String(); strings.Count(s, "\n") != 1 || !strings.Contains(s, bench.ErrNoEcho.Error()) {
+		t.Errorf("stderr %q; want one line with %q", s, bench.ErrNoEcho)
+	}
+}
