@@ -104,10 +104,12 @@ type DatagramStats struct {
 }
 
 // udpCount counts one direction's datagrams and their payload bytes as they
-// leave, for Relay.RelayedDatagrams, alone on its cache line.
+// leave, for Relay.RelayedDatagrams, and those a batch's flush saw the
+// kernel refuse, for Relay.DroppedDatagrams, alone on its cache line.
 type udpCount struct {
 	n, bytes atomic.Int64
-	_        [48]byte
+	refused  atomic.Int64 // written only when the kernel refuses a datagram
+	_        [40]byte
 }
 
 // add counts n datagrams of b bytes; a nil c counts nothing.
@@ -118,12 +120,33 @@ func (c *udpCount) add(n, b int64) {
 	}
 }
 
+// refuse counts n datagrams the kernel refused at a flush; a nil c counts
+// nothing.
+func (c *udpCount) refuse(n int64) {
+	if c != nil && n > 0 {
+		c.refused.Add(n)
+	}
+}
+
 // RelayedDatagrams returns the datagrams r's associations have sent on
 // from their clients and to them, and their payload bytes, running
 // associations' included: counted as the kernel takes each batch, not when
 // an association ends. It is safe to call at any time, from any goroutine.
 func (r *Relay) RelayedDatagrams() (fromClient, toClient, fromClientBytes, toClientBytes int64) {
 	return r.udp[0].n.Load(), r.udp[1].n.Load(), r.udp[0].bytes.Load(), r.udp[1].bytes.Load()
+}
+
+// DroppedDatagrams returns the datagrams r's associations have dropped, by
+// reason (indexed by Drop; Relayed is 0), running associations' included:
+// counted as each is dropped, not when its association ends. Each count
+// only grows. It is safe to call at any time, from any goroutine.
+func (r *Relay) DroppedDatagrams() [NumDrops]int64 {
+	var d [NumDrops]int64
+	for i := range d {
+		d[i] = r.drops[i].Load()
+	}
+	d[DropSendFailed] += r.udp[0].refused.Load() + r.udp[1].refused.Load()
+	return d
 }
 
 // errDatagramIdle ends an association that moved nothing for the idle
@@ -203,6 +226,14 @@ func (as *association) solicited(src netip.AddrPort) bool {
 	_, ok := as.peers[k]
 	as.peersMu.Unlock()
 	return ok
+}
+
+// drop counts a datagram of st's direction dropped for d, in st and in the
+// relay's live count (DroppedDatagrams): one atomic add, off the path of
+// the datagrams relayed.
+func (as *association) drop(st *DatagramStats, d Drop) {
+	st.Dropped[d]++
+	as.r.drops[d].Add(1)
 }
 
 // Datagrams relays between an association's client and upstream sockets
@@ -356,7 +387,7 @@ func (as *association) clientToUpstream(ctx context.Context) error {
 	err := readDatagrams(as.a.Client, 0, func(buf []byte, _, n int, from netip.AddrPort) {
 		ip := from.Addr().Unmap()
 		if ip.WithZone("") != wantIP {
-			st.Dropped[DropStranger]++
+			as.drop(st, DropStranger)
 			return
 		}
 		if ip.Zone() == "" {
@@ -365,12 +396,12 @@ func (as *association) clientToUpstream(ctx context.Context) error {
 		from = netip.AddrPortFrom(ip, from.Port())
 		c := as.client.Load()
 		if c != nil && *c != from {
-			st.Dropped[DropStranger]++
+			as.drop(st, DropStranger)
 			return
 		}
 		dst, payload, drop := as.a.Codec.Decode(ctx, buf[:n])
 		if drop != Relayed {
-			st.Dropped[drop]++
+			as.drop(st, drop)
 			return
 		}
 		if c == nil {
@@ -381,7 +412,7 @@ func (as *association) clientToUpstream(ctx context.Context) error {
 		}
 		as.sentTo(dst)
 		if err := up.send(payload, dst, int64(len(payload))); err != nil {
-			st.Dropped[DropSendFailed]++
+			as.drop(st, DropSendFailed)
 			return
 		}
 		as.progress.Add(1)
@@ -400,16 +431,16 @@ func (as *association) upstreamToClient() error {
 	err := readDatagrams(as.a.Upstream, as.a.Codec.Headroom(), func(buf []byte, off, n int, from netip.AddrPort) {
 		client := as.client.Load()
 		if client == nil {
-			st.Dropped[DropNoClient]++
+			as.drop(st, DropNoClient)
 			return
 		}
 		if !as.solicited(from) {
-			st.Dropped[DropUnsolicited]++
+			as.drop(st, DropUnsolicited)
 			return
 		}
 		start := as.a.Codec.Encode(buf, off, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 		if err := cl.send(buf[start:off+n], *client, int64(n)); err != nil {
-			st.Dropped[DropSendFailed]++
+			as.drop(st, DropSendFailed)
 			return
 		}
 		as.progress.Add(1)
@@ -422,7 +453,8 @@ func (as *association) upstreamToClient() error {
 
 // unsend takes out of a direction's counts (datagrams and bytes, counted
 // as each was handed to s) the datagrams s queued and the kernel refused at
-// a flush, and counts them as DropSendFailed.
+// a flush, and counts them as DropSendFailed in st (the relay's live count
+// took them at the flush: udpCount.refuse).
 func unsend(s *sender, st *DatagramStats, datagrams, bytes *int64) {
 	n, b := s.refused()
 	*datagrams -= n

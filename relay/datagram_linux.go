@@ -218,8 +218,8 @@ func (s *sender) send(p []byte, dst netip.AddrPort, acct int64) error {
 }
 
 // flush sends what send queued and counts what left in s.live. A datagram
-// the kernel refuses is counted in failed; so are those left unsent when the
-// socket fails.
+// the kernel refuses is counted in failed, and in s.live's refused; so are
+// those left unsent when the socket fails.
 func (s *sender) flush() {
 	if s.n == 0 {
 		return
@@ -232,6 +232,7 @@ func (s *sender) flush() {
 		}
 	}
 	s.live.add(int64(s.n)-(s.failed-failed), s.queuedBytes-(s.failedBytes-failedBytes))
+	s.live.refuse(s.failed - failed)
 	s.n, s.queuedBytes = 0, 0
 	for i := range s.iovs {
 		s.iovs[i].Base = nil // hold no reference to a batch's buffer

@@ -222,6 +222,10 @@ type Relay struct {
 	// udp counts the datagrams associations sent on, per direction
 	// (RelayedDatagrams).
 	udp [2]udpCount
+	// drops counts the datagrams associations dropped, per reason, as
+	// they are dropped (DroppedDatagrams), but for those a flush saw the
+	// kernel refuse, which udp counts.
+	drops [NumDrops]atomic.Int64
 
 	// refuseSplice, when set by tests, stands for the kernel's answer to
 	// every direction's first splice.

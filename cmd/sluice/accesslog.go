@@ -112,7 +112,7 @@ func (s *server) accessLog(lv *live, c *client, user, cmd string, target dest, r
 // udpLog writes the line of a UDP association that ended after its reply.
 // denied, the datagrams the destination rules refused, is its own field and
 // not in dropped (relay counted them as DropUnresolved), as the metrics
-// count it apart (metrics.datagramsDropped).
+// count it apart (metrics.udpUnresolved).
 func (s *server) udpLog(lv *live, c *client, user string, target dest, st relay.DatagramStats, denied int64, start time.Time, err error) {
 	if !s.logsEnabled(lv) {
 		return

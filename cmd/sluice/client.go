@@ -29,14 +29,15 @@ type client struct {
 	deadline time.Time
 	lead     *leader       // the accept loop this session runs on inline; nil: its own goroutine
 	sess     relaySession  // the session c serves, in c's allocation (serveConn)
-	w        *waiter       // where a read or write that would block waits, while f is nil; nil: in f
+	w        *waiter       // where a bare read or write that would block waits, while f is nil (nil: in f); and what watches a pending dial
 	wid      uint64        // the id in w of the session's last wait
 	wake     chan struct{} // w's wake-up, from the first wait
 	werr     error         // why w woke the session: nil (ready), a deadline, w closed
-	waited   bool          // fd is registered with w
+	waited   bool          // the socket (pollFd) is registered with w
 	abort    func()        // ends the pending dial w watches c's leaving for (w.watch); under w.mu
 	left     bool          // w aborted the dial: the client left; under w.mu
 	sent     bool          // the client pipelined bytes for the target after its request, read already
+	netFd    int32         // tc's descriptor, read when w registered it for a watch; valid while waited
 }
 
 // netClient is a client accepted by package net.
@@ -144,9 +145,24 @@ func (c *client) handOn() {
 // meanwhile, to abort the dial (w.watch). dialed ends the watch.
 func (c *client) dialing(abort func()) {
 	c.handOn()
-	if c.w != nil && c.fd >= 0 {
+	if c.watchable() {
 		c.w.watch(c, abort)
 	}
+}
+
+// watchable reports whether the waiter can watch c's socket during a dial:
+// there is one, and a socket, bare or package net's.
+func (c *client) watchable() bool {
+	return c.w != nil && (c.fd >= 0 || c.tc != nil)
+}
+
+// pollFd is the descriptor of c's socket as the waiter registers it: the
+// bare one, or package net's, read when its watch was registered (netFd).
+func (c *client) pollFd() int {
+	if c.tc != nil {
+		return int(c.netFd)
+	}
+	return c.fd
 }
 
 // dialed ends the watch dialing began and turns err, the dial's outcome,

@@ -20,8 +20,12 @@ import (
 // s.bareSockets; otherwise fd is -1, as for a name without them. Before
 // anything that may wait (a name to resolve, a connect still in progress)
 // the session leaves its accept loop (client.handOn); a bare dial that
-// completes at once does not.
+// completes at once does not. A client that leaves while the dial is
+// pending ends it (waiter.watch), errClientGone.
 func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.Addr) (c *net.TCPConn, fd int, err error) {
+	if cl.tc != nil {
+		cl.w = s.waiter // package net's client: to watch its dial, the one use it has for a waiter
+	}
 	p := lv.rules
 	var check *policy // the rules each address of a name must pass
 	switch {
@@ -43,10 +47,10 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		// deny of that name would not have matched.
 		cl.handOn()
 		if s.bareSockets {
-			fd, err := s.dialNameWatched(ctx, cl, check, a)
+			fd, err := dialNameWatched(ctx, s, cl, check, a, (*server).dialNameFd)
 			return nil, fd, err
 		}
-		c, err := s.dialResolved(ctx, check, a)
+		c, err := dialNameWatched(ctx, s, cl, check, a, (*server).dialResolved)
 		return c, -1, err
 	}
 	start := time.Now()
@@ -64,7 +68,7 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		return nil, fd, nil
 	}
 	cl.handOn()
-	c, err = s.dial(ctx, a)
+	c, err = s.dialWatched(ctx, cl, a)
 	if err == nil {
 		s.metrics.dialDone(time.Since(start))
 	}
@@ -76,19 +80,43 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 // target (waiter.leftLocked).
 var errClientGone = errors.New("connect: client left while its dial was pending")
 
-// dialNameWatched is dialNameFd for bare client cl, whose leaving cancels
-// the dial (resolution included) when the server has a waiter to watch for
-// it (waiter.watch): a name's dial always waits, so the context this takes
-// is made only where it is needed.
-func (s *server) dialNameWatched(ctx context.Context, cl *client, p *policy, a handshake.Addr) (int, error) {
-	if cl.w == nil || cl.fd < 0 {
-		return s.dialNameFd(ctx, p, a)
+// dialNameWatched dials a name for cl with dial (dialNameFd, or
+// dialResolved), cl's leaving canceling the dial (resolution included) when
+// the server has a waiter to watch for it (waiter.watch): a name's dial
+// always waits, so the context this takes is made only where it is needed.
+func dialNameWatched[C any](ctx context.Context, s *server, cl *client, p *policy, a handshake.Addr, dial func(*server, context.Context, *policy, handshake.Addr) (C, error)) (C, error) {
+	if !cl.watchable() {
+		return dial(s, ctx, p, a)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cl.w.watch(cl, cancel)
-	fd, err := s.dialNameFd(ctx, p, a)
-	return fd, dialEnded(cl, err)
+	c, err := dial(s, ctx, p, a)
+	return c, dialEnded(cl, err)
+}
+
+// dialWatched is dial for cl, whose leaving cancels it when the server has
+// a waiter to watch for it (waiter.watch). The context canceled is the dial
+// timeout's, made here rather than by net.Dialer, which makes none under a
+// deadline as early as its own: the watch adds no allocation to a dial that
+// has a timeout, but its map entry and deadline in the waiter (watch).
+func (s *server) dialWatched(ctx context.Context, cl *client, a handshake.Addr) (*net.TCPConn, error) {
+	if !cl.watchable() {
+		return s.dial(ctx, a)
+	}
+	var cancel context.CancelFunc
+	if s.dialTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, s.dialTimeout)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	cl.w.watch(cl, cancel)
+	c, err := s.dial(ctx, a)
+	if err = dialEnded(cl, err); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialEnded ends the watch of cl's dial (client.dialed) and returns the

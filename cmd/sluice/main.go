@@ -139,7 +139,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
-	web.serve(ctx, inst.srv.metrics, log)
+	stopWeb := web.serve(inst.srv.metrics, log)
 	workerStarted(nil) // a worker of --workers tells its parent that it serves
 	// Each address once: its --listeners sockets are next to each other.
 	status := "serving on " + strings.Join(slices.Compact(inst.addrs()), " ")
@@ -159,6 +159,11 @@ func run(args []string, stderr io.Writer) int {
 		log.Info("net.ipv4.tcp_migrate_req is 0: connections still queued on the closing listeners are reset; set it to 1 for zero-downtime restarts")
 	}
 	inst.shutdownUnless(cfg.drainTimeout, again)
+	// /metrics and --debug-addr serve until the drain is over (every
+	// session ended, or was closed at the drain timeout or a second
+	// signal), so that it can be watched (sluice_sessions_active counts
+	// down) and profiled.
+	stopWeb()
 	return 0
 }
 
@@ -227,13 +232,32 @@ func listenHTTP(ctx context.Context, cfg *config) (httpListeners, error) {
 	return web, nil
 }
 
-// serve starts the servers of web's listeners, m's metrics until ctx ends.
-func (web httpListeners) serve(ctx context.Context, m *metrics, log *slog.Logger) {
+// serve starts the servers of web's listeners, m's metrics, and returns
+// the func that closes them, which run calls once the drain is over.
+func (web httpListeners) serve(m *metrics, log *slog.Logger) (stop func()) {
+	var srvs []*http.Server
 	if web.debug != nil {
-		serveDebugOn(web.debug, 0, log)
+		srvs = append(srvs, serveDebugOn(web.debug, 0, log))
 	}
 	if web.metrics != nil {
-		serveMetricsOn(ctx, web.metrics, m, log)
+		srvs = append(srvs, serveMetricsOn(web.metrics, m, log))
+	}
+	return func() { closeHTTP(srvs, httpCloseWait) }
+}
+
+// httpCloseWait is how long the exit lets a scrape or a profile that is in
+// flight when the drain ends go on before its connection is closed.
+const httpCloseWait = time.Second
+
+// closeHTTP closes srvs: their listeners at once, their connections once
+// idle, and after wait whatever is still busy.
+func closeHTTP(srvs []*http.Server, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for _, srv := range srvs {
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
 	}
 }
 
@@ -520,10 +544,12 @@ func newServer(cfg *config, topts *tune.Options, ropts relay.Options, log *slog.
 	// as it is: no poller registration, no net.Dialer. Without loops the
 	// relay would wrap it in a *net.TCPConn after all, so net.Dialer dials.
 	s.bareSockets = !cfg.netSockets && s.relay.Loops() > 0
-	if s.bareSockets && !cfg.noWaiter {
+	// The waiter parks bare clients that must wait, and watches every
+	// client's pending dial, package net's too (--net-sockets).
+	if !cfg.noWaiter {
 		w, err := newWaiter()
 		if err != nil {
-			log.Warn("bare clients wait in package os's poller", "err", err)
+			log.Warn("no waiter: bare clients wait in package os's poller, pending dials go unwatched", "err", err)
 		} else if w != nil && cfg.watchAfter != 0 {
 			w.watchAfter = cfg.watchAfter
 		}
@@ -680,8 +706,9 @@ func serveDebug(addr string, limit time.Duration, log *slog.Logger) (string, err
 	return l.Addr().String(), nil
 }
 
-// serveDebugOn is serveDebug on a bound listener, l.
-func serveDebugOn(l net.Listener, limit time.Duration, log *slog.Logger) {
+// serveDebugOn is serveDebug on a bound listener, l; it returns the server,
+// for its owner to close.
+func serveDebugOn(l net.Listener, limit time.Duration, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -690,5 +717,7 @@ func serveDebugOn(l net.Listener, limit time.Duration, log *slog.Logger) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info("debug server listening", "addr", l.Addr().String(), "path", "/debug/pprof/", "gomaxprocs", runtime.GOMAXPROCS(0))
 	// No write timeout: /debug/pprof/profile?seconds=N answers after N s.
-	go limitedServer(mux, limit).Serve(l)
+	srv := limitedServer(mux, limit)
+	go srv.Serve(l)
+	return srv
 }

@@ -58,15 +58,13 @@ const (
 	numPaths
 )
 
-// dropNotAllowed extends relay's drop reasons with datagrams refused by the
-// destination rules, which cmd counts itself.
-const dropNotAllowed = relay.NumDrops
-
 // metrics are the Prometheus collectors, resolved to their label values once
 // so that updating them takes no map lookup and no lock. They are updated
 // when a session or association ends, never per read, but for the bytes and
 // datagrams relayed, which the relay counts as they move and a scrape reads
-// (relay.Relayed, relay.RelayedDatagrams). A nil *metrics ignores every update.
+// (relay.Relayed, relay.RelayedDatagrams), and the datagrams dropped, which
+// the relay and socksCodec count as each is dropped (relay.DroppedDatagrams,
+// udpUnresolved). A nil *metrics ignores every update.
 type metrics struct {
 	reg         *prometheus.Registry
 	active      [numCmdLabels]prometheus.Gauge
@@ -77,9 +75,13 @@ type metrics struct {
 	dial        prometheus.Observer
 	acceptErrs  prometheus.Counter
 	refused     [numRefusals]prometheus.Counter
-	dropped     [relay.NumDrops + 1]prometheus.Counter
 	reloads     [2]prometheus.Counter // ok, failed
 	connections prometheus.Counter
+
+	// UDP datagrams socksCodec dropped for a name that did not resolve,
+	// and for a destination the rules refused: both are DropUnresolved
+	// to the relay, which counts every other reason (DroppedDatagrams).
+	unresolved, notAllowed atomic.Int64
 
 	// scrapeLimit, when not 0 (tests only), replaces metricsIdleTimeout and
 	// metricsReadTimeout.
@@ -140,11 +142,26 @@ func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 		udpFams[i] = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_udp_datagrams_total", Help: "UDP datagrams relayed, counted as they leave (running associations' included); up is client to destination.", ConstLabels: prometheus.Labels{"direction": d}}, udp(i))
 		udpFams[2+i] = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_udp_relayed_bytes_total", Help: "UDP payload bytes relayed, counted as they leave (running associations' included).", ConstLabels: prometheus.Labels{"direction": d}}, udp(2+i))
 	}
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_udp_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason, counted when an association ends."}, []string{"reason"})
+	// Drops: each reason read from one count, which only grows: the
+	// relay's, but for the two that it sees as one, DropUnresolved.
+	var dropFams []prometheus.Collector
+	drop := func(reason string, f func() float64) {
+		dropFams = append(dropFams, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_udp_datagrams_dropped_total",
+			Help: "UDP datagrams dropped, by reason, counted as they are dropped (running associations' included).", ConstLabels: prometheus.Labels{"reason": reason}}, f))
+	}
+	for d := relay.DropStranger; d < relay.NumDrops; d++ {
+		if d == relay.DropUnresolved {
+			drop(d.String(), func() float64 { return float64(m.unresolved.Load()) })
+		} else {
+			drop(d.String(), func() float64 { return float64(r.DroppedDatagrams()[d]) })
+		}
+	}
+	drop("not_allowed", func() float64 { return float64(m.notAllowed.Load()) })
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_config_reloads_total", Help: "SIGHUP reloads, by result."}, []string{"result"})
 	conns := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_connections_accepted_total", Help: "TCP connections accepted, refused ones included."})
-	m.reg.MustRegister(active, sessions, up, down, paths, hs, dial, acceptErrs, refused, dropped, reloads, conns, logLost)
+	m.reg.MustRegister(active, sessions, up, down, paths, hs, dial, acceptErrs, refused, reloads, conns, logLost)
 	m.reg.MustRegister(udpFams[:]...)
+	m.reg.MustRegister(dropFams...)
 	// The process's own figures, as every Prometheus exporter serves them:
 	// open and maximum descriptors, RSS, CPU seconds, start time
 	// (process_*), and the Go runtime's goroutines, threads and heap
@@ -164,10 +181,6 @@ func newMetrics(lw *logWriter, r *relay.Relay) *metrics {
 	for r := refClientRule; r < numRefusals; r++ {
 		m.refused[r] = refused.WithLabelValues(r.String())
 	}
-	for d := relay.DropStranger; d < relay.NumDrops; d++ {
-		m.dropped[d] = dropped.WithLabelValues(d.String())
-	}
-	m.dropped[dropNotAllowed] = dropped.WithLabelValues("not_allowed")
 	m.reloads[0], m.reloads[1] = reloads.WithLabelValues("ok"), reloads.WithLabelValues("failed")
 	m.handshake, m.dial, m.acceptErrs, m.connections = hs, dial, acceptErrs, conns
 	return m
@@ -265,21 +278,16 @@ func (m *metrics) relayed(st relay.Stats, forceCopy bool) {
 	}
 }
 
-// datagramsDropped counts what one association dropped (what it relayed
-// was counted as it left); denied is the part of DropUnresolved that the
-// rules refused.
-func (m *metrics) datagramsDropped(st relay.DatagramStats, denied int64) {
-	if m == nil {
-		return
-	}
-	st.Dropped[relay.DropUnresolved] -= denied
-	for d := relay.DropStranger; d < relay.NumDrops; d++ {
-		if st.Dropped[d] > 0 {
-			m.dropped[d].Add(float64(st.Dropped[d]))
-		}
-	}
-	if denied > 0 {
-		m.dropped[dropNotAllowed].Add(float64(denied))
+// udpUnresolved counts a datagram that socksCodec dropped as
+// DropUnresolved, as it drops it: denied, when the destination rules
+// refused it; else its name did not resolve.
+func (m *metrics) udpUnresolved(denied bool) {
+	switch {
+	case m == nil:
+	case denied:
+		m.notAllowed.Add(1)
+	default:
+		m.unresolved.Add(1)
 	}
 }
 
@@ -290,7 +298,8 @@ func serveMetrics(ctx context.Context, addr string, m *metrics, log *slog.Logger
 	if err != nil {
 		return "", err
 	}
-	serveMetricsOn(ctx, l, m, log)
+	srv := serveMetricsOn(l, m, log)
+	context.AfterFunc(ctx, func() { srv.Close() })
 	return l.Addr().String(), nil
 }
 
@@ -302,13 +311,15 @@ func listenMetrics(ctx context.Context, addr string) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", addr)
 }
 
-// serveMetricsOn serves m at /metrics on l until ctx ends.
-func serveMetricsOn(ctx context.Context, l net.Listener, m *metrics, log *slog.Logger) {
+// serveMetricsOn serves m at /metrics on l and returns the server, for its
+// owner to close: run closes it once the drain is over, not at SIGTERM, so
+// that a drain can be scraped.
+func serveMetricsOn(l net.Listener, m *metrics, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	srv := limitedServer(mux, m.scrapeLimit)
 	srv.WriteTimeout = metricsWriteTimeout
 	go srv.Serve(l)
-	context.AfterFunc(ctx, func() { srv.Close() })
 	log.Info("metrics listening", "addr", l.Addr().String(), "path", "/metrics")
+	return srv
 }

@@ -153,9 +153,7 @@ func TestMisbehavingClientsGiveBack(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			args := []string{"--handshake-timeout", "1s", "--max-sessions", "100000", "--max-sessions-per-ip", "100000", "--dial-timeout", "20s"}
 			if mode == "net-sockets" {
-				// Package net's clients are not watched during a dial:
-				// one that leaves holds its places until the dial ends.
-				args = append(args, "--net-sockets", "--dial-timeout", "2s")
+				args = append(args, "--net-sockets")
 			}
 			var logs syncBuffer
 			// The waiter watches a pending dial's client at once.

@@ -30,7 +30,7 @@ type server struct {
 	metrics     *metrics // nil: no --metrics
 	forceCopy   bool     // --no-splice, so a copy is not a fallback
 	bareSockets bool     // clients accepted (bareAccept) and CONNECTs to an address dialled (tune.DialFd) outside package net, for relay.StartFds
-	waiter      *waiter  // where bare clients wait to be readable; nil: in package os's poller
+	waiter      *waiter  // where bare clients wait to be readable, and what watches pending dials' clients; nil: in package os's poller, unwatched
 	dialTimeout time.Duration
 	// fallbackDelay: a name's other address family is dialled this long
 	// after the first (defaultFallbackDelay), or once the first failed.

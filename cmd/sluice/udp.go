@@ -65,7 +65,7 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	defer cancel()
 	done := make(chan struct{})
 	go drainControl(c, cancel, done)
-	codec := &socksCodec{src: src, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules}
+	codec := &socksCodec{src: src, resolver: s.dialer.Resolver, timeout: s.tune.DialTimeout, rules: lv.rules, metrics: s.metrics}
 	st, err = s.relay.Datagrams(actx, &relay.Association{
 		Client:      clientSide,
 		Upstream:    upstream,
@@ -146,6 +146,7 @@ type socksCodec struct {
 	rules    *policy          // nil: every destination
 	denied   int64            // datagrams the rules refused
 	now      func() time.Time // nil: time.Now
+	metrics  *metrics         // counts what Decode drops as DropUnresolved, as it does (nil: nothing)
 
 	anyMapped atomic.Bool // mapped has held an address: Encode looks there
 	mappedMu  sync.Mutex
@@ -185,8 +186,7 @@ func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []by
 		return netip.AddrPort{}, nil, relay.DropMalformed
 	case h.Addr.Type != handshake.AddrDomain:
 		if !k.rules.allowed(cmdUDP, nil, h.Addr.IP, h.Addr.Port) {
-			k.denied++
-			return netip.AddrPort{}, nil, relay.DropUnresolved
+			return k.unresolved(true)
 		}
 		ip := sendTo(h.Addr.IP)
 		k.noteForm(ip, h.Addr.Type == handshake.AddrIPv6 && h.Addr.IP.Is4In6())
@@ -198,13 +198,24 @@ func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []by
 	}
 	ip := e.ip
 	if !ip.IsValid() {
-		return netip.AddrPort{}, nil, relay.DropUnresolved
+		return k.unresolved(false)
 	}
 	if !k.rules.allowed(cmdUDP, h.Addr.Name, ip, h.Addr.Port) {
-		k.denied++
-		return netip.AddrPort{}, nil, relay.DropUnresolved
+		return k.unresolved(true)
 	}
 	return netip.AddrPortFrom(sendTo(ip), h.Addr.Port), b[n:], relay.Relayed
+}
+
+// unresolved is Decode's answer for a datagram dropped as DropUnresolved:
+// denied when the destination rules refused it, else its name did not
+// resolve. The relay counts DropUnresolved without telling the two apart;
+// the metrics count each here, as it is dropped.
+func (k *socksCodec) unresolved(denied bool) (netip.AddrPort, []byte, relay.Drop) {
+	if denied {
+		k.denied++
+	}
+	k.metrics.udpUnresolved(denied)
+	return netip.AddrPort{}, nil, relay.DropUnresolved
 }
 
 // sendTo is the address a datagram for ip goes to: ip, unmapped, but for

@@ -533,31 +533,3 @@ func TestUDPNameCacheFull(t *testing.T) {
 		t.Fatalf("cache holds %d names, want at most %d", len(k.names), maxCachedNames)
 	}
 }
-
-// TestUDPIdleDuringLookup: the idle timeout ends an association whose
-// client loop waits on a name lookup that does not answer (it used to wait
-// out --dial-timeout, 8 s here).
-func TestUDPIdleDuringLookup(t *testing.T) {
-	t.Parallel()
-	r := loopbackResolver(t, func(pc net.PacketConn) { // reads queries, answers none
-		b := make([]byte, 1500)
-		for {
-			if _, _, err := pc.ReadFrom(b); err != nil {
-				return
-			}
-		}
-	})
-	var log syncBuffer
-	addr, _ := startSluiceResolver(t, r, &log, "--udp-idle-timeout", "200ms", "--dial-timeout", "8s")
-	c, relayAddr := associateUDP(t, addr)
-	u := udpClient(t, "127.0.0.1", relayAddr)
-	if _, err := u.Write(append(handshake.AppendUDPHeader(nil, handshake.UDPHeader{
-		Addr: handshake.Addr{Type: handshake.AddrDomain, Name: []byte("silent.example"), Port: 9}}), "payload"...)); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	expectClosed(t, c)
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("association ended %v after its datagram, want about 250ms (idle timeout 200ms)", d)
-	}
-}

@@ -36,6 +36,10 @@ import (
 // socket out when the relay takes it over (forget): a disarmed registration
 // would cost nothing to keep but would have every wake-up of the relayed
 // socket take this epoll instance's lock, shared by all sessions.
+//
+// It also watches a pending dial's client, bare or package net's (watch):
+// a *net.TCPConn's socket, registered with the runtime poller's epoll set,
+// goes into this one beside it, each set with a registration of its own.
 type waiter struct {
 	epfd     int
 	file     *os.File
@@ -148,7 +152,7 @@ func (w *waiter) wakeLocked(c *client, err error) {
 // its request: c.sent) is a client that pipelined its data and
 // half-closed, whose dial goes on, watched from then on for a reset alone
 // (halfClosedLocked). w.mu is held, and the session, in its dial, keeps
-// c.fd open.
+// the socket open.
 func (w *waiter) leftLocked(c *client, events uint32) {
 	delete(w.parked, c.wid)
 	if events&(unix.EPOLLHUP|unix.EPOLLERR) == 0 {
@@ -156,7 +160,9 @@ func (w *waiter) leftLocked(c *client, events uint32) {
 			w.halfClosedLocked(c)
 			return
 		}
-		if n, err := unix.IoctlGetInt(c.fd, unix.SIOCINQ); err != nil || n > 0 {
+		// SIOCINQ counts the bytes queued without reading them: they are
+		// the target's still.
+		if n, err := unix.IoctlGetInt(c.pollFd(), unix.SIOCINQ); err != nil || n > 0 {
 			w.halfClosedLocked(c)
 			return
 		}
@@ -188,8 +194,10 @@ func (w *waiter) halfClosedLocked(c *client) {
 // epoll_ctl calls, 2.5 to 3 µs (BenchmarkDialWatch), where a dial to a
 // machine a few milliseconds away, whose client rarely leaves that soon,
 // costs the waiter a map entry and a deadline. Registered, the socket stays
-// so for c's later waits, and forget takes it out. A session that cannot be
-// watched (the waiter closed, an epoll_ctl that failed) dials on unwatched.
+// so for c's later waits, and forget takes it out; a client of package net
+// (c.tc) is taken out when its watch ends (unwatch), before the session,
+// the only one to close it, goes on. A session that cannot be watched (the
+// waiter closed, an epoll_ctl that failed) dials on unwatched.
 func (w *waiter) watch(c *client, abort func()) {
 	after := w.watchAfter
 	w.mu.Lock()
@@ -228,9 +236,35 @@ const watchTick = int64(100 * time.Millisecond)
 func (w *waiter) armWatchLocked(c *client) {
 	// On the waiter's goroutine at expire, too, where ctlLocked writes
 	// c.waited: the session reads it again only after unwatch took w.mu.
-	if w.ctlLocked(c, unix.EPOLLRDHUP) != nil {
+	var err error
+	if c.tc != nil {
+		err = w.ctlNetLocked(c, unix.EPOLLRDHUP)
+	} else {
+		err = w.ctlLocked(c, unix.EPOLLRDHUP)
+	}
+	if err != nil {
 		delete(w.parked, c.wid)
 	}
+}
+
+// ctlNetLocked is ctlLocked for a client of package net (c.tc), whose
+// descriptor it reads (c.netFd) and registers within RawConn.Control, which
+// holds it open meanwhile; the session, in its dial, keeps it open until
+// unwatch takes it out. Two allocations (the RawConn, the closure), for a
+// dial that has lasted w.watchAfter. w.mu is held.
+func (w *waiter) ctlNetLocked(c *client, events uint32) error {
+	rc, err := c.tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		c.netFd = int32(fd)
+		cerr = w.ctlLocked(c, events)
+	}); err != nil {
+		return err
+	}
+	return cerr
 }
 
 // ctlLocked arms c's socket, one-shot, for events under c's current id:
@@ -246,7 +280,7 @@ func (w *waiter) ctlLocked(c *client, events uint32) error {
 	}
 	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT}
 	ev.Fd, ev.Pad = int32(uint32(c.wid)), int32(uint32(c.wid>>32))
-	if e := rawsys.EpollCtl(w.epfd, op, c.fd, &ev); e != nil {
+	if e := rawsys.EpollCtl(w.epfd, op, c.pollFd(), &ev); e != nil {
 		return e
 	}
 	c.waited = true
@@ -254,12 +288,20 @@ func (w *waiter) ctlLocked(c *client, events uint32) error {
 }
 
 // unwatch ends c's watch, once its dial returned, and reports whether the
-// client left (the watch aborted the dial).
+// client left (the watch aborted the dial). A client of package net that
+// was registered leaves the epoll set here, while the session still holds
+// its socket open: a registration lasts as long as the open socket, not its
+// descriptor, and the relay may take the session over through a duplicate
+// and close the conn, which would leave the socket registered here to the
+// relay's end, its events found under no id (ids are never reused).
 func (w *waiter) unwatch(c *client) (left bool) {
 	w.mu.Lock()
 	if c.abort != nil {
 		delete(w.parked, c.wid)
 		c.abort = nil
+	}
+	if c.tc != nil && c.waited {
+		w.delLocked(c)
 	}
 	left, c.left = c.left, false
 	w.mu.Unlock()
@@ -357,10 +399,16 @@ func (w *waiter) wait(c *client, out bool) error {
 // goes to the relay (client.takeFd).
 func (w *waiter) forget(c *client) {
 	w.mu.Lock()
-	if !w.closed {
-		rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	}
+	w.delLocked(c)
 	w.mu.Unlock()
+}
+
+// delLocked takes c's socket out of the epoll set; once w is closed, its
+// set is gone already. w.mu is held.
+func (w *waiter) delLocked(c *client) {
+	if !w.closed {
+		rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, c.pollFd(), nil)
+	}
 	c.waited = false
 }
 

@@ -8,7 +8,9 @@ import (
 )
 
 // waiter is Linux's (waiter_linux.go), for bare client sockets, which only
-// Linux has; elsewhere there is none and clients wait in package net.
+// Linux has, and for watching a pending dial's client (epoll); elsewhere
+// there is none: clients wait in package net, and a client that leaves
+// during its dial holds its session until the dial ends.
 type waiter struct{ watchAfter time.Duration }
 
 func newWaiter() (*waiter, error) { return nil, nil }

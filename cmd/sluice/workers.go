@@ -65,6 +65,7 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	if cfg.logWriter != nil {
 		stderr = cfg.logWriter
 	}
+	defer logLost(cfg.logWriter, log)
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
@@ -353,6 +354,18 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			}
 			restart(e.i)
 		}
+	}
+}
+
+// logLost logs, as the last line of the parent of --workers, how many of
+// its log lines lw dropped or lost to failed writes since it started, when
+// any were. A worker serves this count as sluice_log_lines_dropped_total;
+// the parent serves no metrics, and its writer's notice (logWriter) tells
+// only of lines dropped before one it kept, not of those lost to a write
+// that failed (a stderr that refused them for a while) or dropped last.
+func logLost(lw *logWriter, log *slog.Logger) {
+	if n := lw.droppedLines(); n > 0 {
+		log.Warn("log lines lost since the start: stderr fell behind or refused them", "count", n)
 	}
 }
 
