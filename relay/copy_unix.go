@@ -29,8 +29,8 @@ func (c *copier) readFrom(fd uintptr) bool {
 	if c.bp == nil {
 		c.bp = c.r.getBuf()
 	}
-	for {
-		n, err := syscall.Read(int(fd), *c.bp)
+	for tries := 0; ; {
+		n, err := readSock(int(fd), *c.bp)
 		switch err {
 		case nil:
 			c.n, c.err = n, nil
@@ -38,6 +38,13 @@ func (c *copier) readFrom(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			// The runtime poller does not report urgent data, so each
+			// EAGAIN is checked for a read cut short at the mark (one
+			// ioctl), as a splice that finds nothing is (passMark).
+			if cut, _ := cutAtMark(int(fd)); cut && tries < markRetries {
+				tries++
+				continue
+			}
 			c.r.putBuf(c.bp)
 			c.bp = nil
 			return false
@@ -47,12 +54,38 @@ func (c *copier) readFrom(fd uintptr) bool {
 	}
 }
 
+// markRetries bounds the reads made again at a mark (cutAtMark): each one
+// is cut short only by another signal that came in the microseconds since
+// the last, so the bound is never met; it is there so that no misreading
+// of the kernel's ways can turn into a busy loop.
+const markRetries = 8
+
+// readSock is read(2) of a socket, with the test hook in front of it.
+func readSock(fd int, b []byte) (int, error) {
+	if cutByTest(fd) {
+		return 0, syscall.EAGAIN
+	}
+	return syscall.Read(fd, b)
+}
+
+// testHookCutAtMark, when a test sets it, is asked before each read of a
+// socket that may be at its urgent mark: true makes the read answer EAGAIN
+// without reading, as Linux does at the mark when the reading thread has a
+// signal pending (cutAtMark), which no test can arrange.
+var testHookCutAtMark func(fd int) bool
+
+// cutByTest reports whether the test hook cuts this read short.
+func cutByTest(fd int) bool {
+	h := testHookCutAtMark
+	return h != nil && h(fd)
+}
+
 // writeTo is the dst RawConn.Write callback: write(2) until c.out is
 // written, each call's bytes counted as they go (h.moved), so that the idle
 // watchdog sees a slow destination take them; a write waits in the runtime
-// poller on EAGAIN. Package net's Write would report the whole buffer only
-// once the last of it went out, which a destination reading slowly takes
-// longer than an idle timeout to allow.
+// poller on EAGAIN (half.stall). Package net's Write would report the whole
+// buffer only once the last of it went out, which a destination reading
+// slowly takes longer than an idle timeout to allow.
 func (c *copier) writeTo(fd uintptr) bool {
 	for len(c.out) > 0 {
 		n, err := syscall.Write(int(fd), c.out)
@@ -65,6 +98,7 @@ func (c *copier) writeTo(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			c.h.stall()
 			return false
 		case nil:
 			err = io.ErrNoProgress // cannot happen for a write of bytes

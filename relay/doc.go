@@ -18,6 +18,11 @@
 // transfers do not starve the interactive sessions of their loop. With
 // ForceCopy or negative Loops, after Close, where splice is refused, and
 // elsewhere than Linux, a session runs on two goroutines, one per direction.
+// A direction that waits for room at its destination reads nothing
+// meanwhile, and the other may wait on that same socket, or have finished:
+// from its first such wait, its source is watched for a reset in one epoll
+// instance that the Relay shares among such directions, made for the first
+// and closed after the last (Linux).
 //
 // Datagrams relays a UDP association between a client-facing and an
 // upstream-facing socket; a Codec supplied by the caller reads and writes

@@ -220,7 +220,7 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				dir.buf = l.getBuf()
 			}
 			b := *dir.buf
-			n, err := rawsys.Read(f.fds[src], b)
+			n, err := readRaw(f.fds[src], b)
 			switch {
 			case err == nil && n == 0:
 				dir.eof = true
@@ -236,6 +236,8 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 					f.readable[src] = false
 				}
 			case err == unix.EINTR:
+			case err == unix.EAGAIN && f.urgent[src] && l.cutAtMark(f, src):
+				// Cut short at the mark by a signal: read again.
 			case err == unix.EAGAIN:
 				f.readable[src] = false
 				l.dropBuf(dir)
@@ -316,6 +318,15 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 		}
 	}
 	return !dir.done, nil
+}
+
+// cutAtMark reports whether a read from f's side src that answered EAGAIN,
+// after epoll reported urgent data, was cut short at the mark (cutAtMark);
+// not at the mark, it forgets the urgent data, as a splice does.
+func (l *loop) cutAtMark(f *flow, src int) bool {
+	cut, at := cutAtMark(f.fds[src])
+	f.urgent[src] = at
+	return cut
 }
 
 // drained sorts out a call that wrote n bytes of a direction into its

@@ -19,8 +19,15 @@ func startWatchdog(s *session, every time.Duration) *watchdog {
 	s.halves[0].watched = true
 	s.halves[1].watched = true
 	w.timer.Store(time.AfterFunc(every, w.check))
+	if h := testHookWatchdog; h != nil {
+		h(w)
+	}
 	return w
 }
+
+// testHookWatchdog, when a test sets it, is called with each session's
+// watchdog as it starts, so that the test can make its checks itself.
+var testHookWatchdog func(*watchdog)
 
 // check runs once per period in the timer's goroutine: it aborts the session
 // when the byte count has not moved since the previous check, and re-arms

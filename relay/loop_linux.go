@@ -40,6 +40,11 @@ type loop struct {
 	copyBelow   int           // Options.CopyBelow's size; 0: every read splices
 	bufBytes    int           // the small-read buffers' size: copyBelow, else copyOnlyBytes
 
+	// testNow, when a test sets it, is the loop's clock (clock), which the
+	// test moves on; the loop then sets no read deadline, and the test
+	// wakes it (kick).
+	testNow atomic.Pointer[atomic.Int64]
+
 	epfd int
 	wake int // eventfd, registered with data 0: aborts and Close
 	file *os.File
@@ -170,7 +175,7 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 	}
 	l.nextID++
 	f.id = l.nextID
-	f.last = int64(time.Since(l.base))
+	f.last = l.clock()
 	f.born = f.last
 	l.flows[f.id] = f
 	if f.unripe {
@@ -272,7 +277,7 @@ func (l *loop) serve() {
 		case err == nil:
 			err = l.err
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			l.now = int64(time.Since(l.base))
+			l.now = l.clock()
 			if l.housekeep() {
 				return
 			}
@@ -320,7 +325,7 @@ func (l *loop) turn(fd uintptr) bool {
 			l.err = err
 			return true
 		}
-		l.now = int64(time.Since(l.base))
+		l.now = l.clock()
 		if l.dispatch(n) {
 			l.takeAborts()
 		}
@@ -399,8 +404,18 @@ func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	return n, nil
 }
 
+// clock returns the loop's time in nanoseconds since base, or, when a test
+// set one (testNow), the test's.
+func (l *loop) clock() int64 {
+	if c := l.testNow.Load(); c != nil {
+		return c.Load()
+	}
+	return int64(time.Since(l.base))
+}
+
 // setDeadline arms the read deadline of the epoll file for the next idle
-// sweep or ripen, whichever comes first, or clears it when neither is due.
+// sweep or ripen, whichever comes first, or clears it when neither is due
+// (or the loop runs on a test's clock, whose test wakes it).
 func (l *loop) setDeadline() {
 	var next int64
 	if l.idle > 0 {
@@ -408,6 +423,9 @@ func (l *loop) setDeadline() {
 	}
 	if l.nextRipe > 0 && (next == 0 || l.nextRipe < next) {
 		next = l.nextRipe
+	}
+	if l.testNow.Load() != nil {
+		next = 0
 	}
 	if next == l.deadline {
 		return

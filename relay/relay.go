@@ -230,6 +230,10 @@ type Relay struct {
 	// refuseSplice, when set by tests, stands for the kernel's answer to
 	// every direction's first splice.
 	refuseSplice error
+
+	// resets watches the goroutine path's half-closed sessions for a
+	// reset that no goroutine would see (session.watchReset).
+	resets resetWatch
 }
 
 // New returns a Relay configured by o, with its event loops started. The
@@ -314,12 +318,16 @@ type half struct {
 	label       string // "client->upstream" or "upstream->client"
 	cause       int32  // abort cause when this half fails
 	passed      bool   // its EOF was passed on before (an event loop's hand-off): it only watches src
+	s           *session
 	src, dst    *net.TCPConn
 	bytes       int64 // written to dst
 	spliceCalls int64
 	spliced     bool
 	fallback    bool
 	err         error
+	watching    bool         // src is registered with the reset watch (stall)
+	reg         resetReg     // that registration, under the watch's lock
+	reset       error        // src failed as the reset watch saw, under its lock
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
 	live        *lineCount   // the Relay's count of this direction (Relayed)
@@ -341,6 +349,8 @@ type session struct {
 	halves           [2]half // client->upstream, upstream->client
 	cause            atomic.Int32
 	finished         atomic.Int32 // halves that passed their EOF on
+
+	resets *resetWatch // the Relay's (half.stall)
 
 	// mu orders the aborts from outside, by the context's AfterFunc and
 	// the idle watchdog on goroutines of their own, with the session's
@@ -557,9 +567,9 @@ type goPath func(ctx context.Context, client, upstream *net.TCPConn, finished [2
 // hands a session over says so, and that half reads nothing and shuts
 // nothing down again, it only watches its source (watchSource).
 func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPConn, finished [2]bool) (Stats, error) {
-	s := &session{client: client, upstream: upstream}
-	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, passed: finished[0], src: client, dst: upstream, live: &r.live[0]}
-	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, passed: finished[1], src: upstream, dst: client, live: &r.live[1]}
+	s := &session{client: client, upstream: upstream, resets: &r.resets}
+	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, passed: finished[0], s: s, src: client, dst: upstream, live: &r.live[0]}
+	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, passed: finished[1], s: s, src: upstream, dst: client, live: &r.live[1]}
 
 	stop := context.AfterFunc(ctx, s.abortContext)
 	defer stop()
@@ -573,6 +583,11 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 	go r.reverseHalf(s, &wg)
 	r.runHalf(s, &s.halves[0])
 	wg.Wait()
+	for i := range s.halves {
+		if h := &s.halves[i]; h.watching {
+			s.resets.remove(h) // before end: the watch may abort s until then
+		}
+	}
 	s.end() // before the deferred stops, which do not wait for a running callback
 
 	return s.stats(), s.result(ctx)
@@ -596,6 +611,11 @@ func (r *Relay) runHalf(s *session, h *half) {
 			h.err = fmt.Errorf("relay: %s: %w", label, err)
 			s.abort(h.cause)
 			return
+		}
+		if h.watching {
+			// src is at EOF: from now on watchSource, or the session's
+			// end, sees its failure.
+			s.resets.remove(h)
 		}
 	}
 	if !watchErrors {
@@ -667,6 +687,43 @@ func (s *session) watchSource(h *half) {
 	}
 }
 
+// stall is called each time h's destination has no room and h is about
+// to wait for some. While h waits it reads nothing, and the other half may
+// wait on that same destination (to read it) or have passed its EOF on
+// (it then watches its own source only): no goroutine waits on h's source
+// then, and a reset of it would go unseen for as long as the destination
+// takes nothing, or until the idle timeout. So, from its first wait on, h
+// has the Relay's reset watch watch its source, until that source's EOF
+// or the session's end: once per direction, and only for a direction
+// that ever waits for room; a direction that never does costs nothing.
+func (h *half) stall() {
+	if !h.watching {
+		h.watching = true
+		h.s.resets.add(h)
+	}
+}
+
+// resetSeen ends s with err, the failure of h's source that the reset watch
+// found, under its lock, as if h had met it: labelled with h's direction,
+// and with h's abort cause, so that result leaves out the timeout the abort
+// inflicts on the other half (and outcome the one it inflicts on h).
+func (s *session) resetSeen(h *half, err error) {
+	if h.reset == nil {
+		h.reset = fmt.Errorf("relay: %s: %w", h.label, err)
+	}
+	s.abort(h.cause)
+}
+
+// outcome is h's error, or the failure of its source that the reset watch
+// found (resetSeen), which stands in for the timeout that the abort
+// inflicted on h while it waited for room.
+func (h *half) outcome() error {
+	if h.reset != nil && (h.err == nil || isDeadline(h.err)) {
+		return h.reset
+	}
+	return orJoin(h.err, h.reset)
+}
+
 func (s *session) stats() Stats {
 	a, b := &s.halves[0], &s.halves[1]
 	return Stats{
@@ -680,7 +737,7 @@ func (s *session) stats() Stats {
 
 // result builds Pipe's error from the halves' errors and the abort cause.
 func (s *session) result(ctx context.Context) error {
-	e0, e1 := s.halves[0].err, s.halves[1].err
+	e0, e1 := s.halves[0].outcome(), s.halves[1].outcome()
 	if e0 == nil && e1 == nil {
 		return nil
 	}
@@ -704,3 +761,14 @@ func (s *session) result(ctx context.Context) error {
 }
 
 func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// orJoin is errors.Join for two errors, but returns one that is alone as it is.
+func orJoin(a, b error) error {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return errors.Join(a, b)
+}

@@ -143,7 +143,7 @@ func (s *splicer) fillFrom(fd uintptr) bool {
 // drainTo is the dst RawConn.Write callback: splice from the pipe into the
 // socket until the pipe is empty. Invariant: the pipe holds s.p.data > 0
 // bytes, so EAGAIN can only mean that the socket is full; the runtime poller
-// then waits for room.
+// then waits for room (half.stall).
 func (s *splicer) drainTo(fd uintptr) bool {
 	for s.p.data > 0 {
 		n, err := unix.Splice(s.p.rfd, nil, int(fd), nil, s.p.data, spliceFlags)
@@ -158,6 +158,7 @@ func (s *splicer) drainTo(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			s.h.stall()
 			return false
 		case nil:
 			err = io.ErrNoProgress // cannot happen while the pipe holds data

@@ -1,0 +1,171 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestPipeResetBehindStalledWrite: on the goroutine path, one side reads
+// nothing, the other side sends until its bytes wait in the relay's
+// socket, and then resets. The direction toward the silent side waits to
+// write, for good, and the other one waits to read the silent side, or has
+// finished, the silent side having half-closed (before the stall or after
+// it): either way nothing waited on the resetting side's socket, and the
+// session lasted until the silent side read, or for ever. The reset must
+// end it, labelled with the resetting side's direction, alone; and the
+// watch that saw it goes away with the session. Each side resets.
+//
+// The relay's socket toward the silent side takes little (small buffers on
+// both ends), and the test resets only once the relay's socket of the
+// resetting side holds more bytes than that socket, the silent side's
+// receive buffer and the half's pipe or copy buffer can take: the waiting
+// direction can then never read up to the reset itself, whatever the
+// timing (a reset leaves the bytes before it readable, then the error).
+func TestPipeResetBehindStalledWrite(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []struct {
+		name   string
+		opts   Options
+		refuse bool
+	}{
+		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false},
+		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false},
+		{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true},
+	} {
+		for _, resetter := range []string{"upstream", "client"} {
+			for _, order := range []string{"fin, stall", "stall, fin", "no fin"} {
+				t.Run(mode.name+"/"+resetter+" resets/"+order, func(t *testing.T) {
+					t.Parallel()
+					r := New(mode.opts)
+					defer r.Close()
+					if mode.refuse {
+						r.refuseSplice = unix.EINVAL
+					}
+					g, silent, toSilent, loud, fromLoud, label := stalledRig(t, resetter)
+					g.start(context.Background(), r)
+					// What the silent side can ever take from the relay: its
+					// receive buffer, the relay's send buffer toward it and
+					// the one 64 KiB segment a send may put past that buffer,
+					// and the half's one-page pipe or 4 KiB copy buffer.
+					bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+					if order == "fin, stall" {
+						finished(t, silent, loud)
+					}
+					// <- the loud side sends more than the silent one can
+					// ever take, without end (its write fails once it is
+					// closed).
+					sent := make(chan error, 1)
+					go func() {
+						_, err := loud.Write(make([]byte, 64<<20))
+						sent <- err
+					}()
+					waitQueued(t, fromLoud, bound+1)
+					if order == "stall, fin" {
+						finished(t, silent, loud)
+					}
+					loud.SetLinger(0)
+					loud.Close() // the reset
+					<-sent
+					res := g.wait(t)
+					if !errors.Is(res.err, syscall.ECONNRESET) || !strings.HasPrefix(res.err.Error(), label) ||
+						strings.Count(res.err.Error(), "relay: ") != 1 || errors.Is(res.err, os.ErrDeadlineExceeded) {
+						t.Fatalf("Pipe: %v; want ECONNRESET labelled %q, alone", res.err, label)
+					}
+					waitWatchGone(t, &r.resets)
+				})
+			}
+		}
+	}
+}
+
+// finished has the silent side half-close and waits until the loud side
+// read the EOF: that direction has passed its FIN on.
+func finished(t *testing.T, silent, loud *net.TCPConn) {
+	t.Helper()
+	silent.CloseWrite()
+	if n, err := loud.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("loud side read %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// waitWatchGone waits until w has no epoll instance, and so no goroutine:
+// it closes it, under w.mu, as it returns.
+func waitWatchGone(t *testing.T, w *resetWatch) {
+	t.Helper()
+	gone := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.file == nil && len(w.byID) == 0
+	}
+	for end := time.Now().Add(safety); !gone(); runtime.Gosched() {
+		if time.Now().After(end) {
+			t.Fatal("the reset watch still holds its epoll instance after the session ended")
+		}
+	}
+}
+
+// stalledRig is a rig whose side that does not reset (silent) has a small
+// receive buffer, and whose relay socket toward it (toSilent) a small send
+// buffer, so that the silent side, reading nothing, takes little; the
+// relay socket of the resetting side (fromLoud) gets a large receive
+// buffer. label is the direction that reads the resetting side.
+func stalledRig(t *testing.T, resetter string) (g *rig, silent, toSilent, loud, fromLoud *net.TCPConn, label string) {
+	t.Helper()
+	small, large := sizeBuffers(syscall.SO_RCVBUF, 1, syscall.SO_SNDBUF, 1), sizeBuffers(syscall.SO_RCVBUF, 4<<20)
+	none := &net.ListenConfig{}
+	g = &rig{done: make(chan pipeResult, 1)}
+	if resetter == "upstream" {
+		// client dials relayA: the client's receive buffer and relayA's
+		// send buffer are small.
+		g.client, g.relayA = tcpPairWith(t, &net.ListenConfig{Control: small}, &net.Dialer{Control: small})
+		g.relayB, g.upstream = tcpPairWith(t, none, &net.Dialer{Control: large})
+		g.armSafety()
+		return g, g.client, g.relayA, g.upstream, g.relayB, "relay: upstream->client: "
+	}
+	g.client, g.relayA = tcpPairWith(t, &net.ListenConfig{Control: large}, &net.Dialer{})
+	g.relayB, g.upstream = tcpPairWith(t, &net.ListenConfig{Control: small}, &net.Dialer{Control: small})
+	g.armSafety()
+	return g, g.upstream, g.relayB, g.client, g.relayA, "relay: client->upstream: "
+}
+
+// sizeBuffers sets socket buffer options, given as option, bytes pairs,
+// on the sockets of a listener or a dialer, before they connect.
+func sizeBuffers(optBytes ...int) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var err error
+		cerr := c.Control(func(fd uintptr) {
+			for i := 0; i+1 < len(optBytes) && err == nil; i += 2 {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, optBytes[i], optBytes[i+1])
+			}
+		})
+		return errors.Join(cerr, err)
+	}
+}
+
+// bufBytes returns a socket buffer's size as the kernel accounts it
+// (SO_RCVBUF or SO_SNDBUF).
+func bufBytes(t *testing.T, c *net.TCPConn, opt int) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { n, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return n
+}
