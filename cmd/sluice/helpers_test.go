@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 // was not given (its default is GOMAXPROCS, 2 on a 2-core machine). Most of
 // this package's parallel tests wait: on timeouts they provoke (a silent
 // client, a slow target, a drain) or on subprocesses, not on a CPU; run two
-// at a time they made the package take about 58 s, six at a time 33 s.
+// at a time they made the package take 73 s, six at a time 48 s.
 func parallelDefault() {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
