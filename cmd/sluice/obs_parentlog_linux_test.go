@@ -67,7 +67,8 @@ func TestObsParentLogLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &refusingWriter{refusing: true, serving: make(chan struct{})}
+	serving := make(chan struct{}) // w.serving, which Write clears under w.mu
+	w := &refusingWriter{refusing: true, serving: serving}
 	lw := newLogWriter(w, logBufferMax, nil)
 	cfg.logWriter = lw
 	level := new(slog.LevelVar) // the parent's lines at info; its worker logs errors only
@@ -76,7 +77,7 @@ func TestObsParentLogLost(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() { exited <- runWorkers(ctx, cfg, args, newLogger(cfg, level, lw), level, nil, nil, nil) }()
 	select {
-	case <-w.serving:
+	case <-serving:
 	case <-time.After(30 * time.Second): // safety net
 		t.Fatal("the parent logged no \"worker serving\" line within 30 s")
 	}
