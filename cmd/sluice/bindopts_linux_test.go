@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -58,19 +57,7 @@ func TestBindUpstreamSocketOptions(t *testing.T) {
 // the build before left both unmarked and on any device.
 func TestBindUpstreamMarkDevice(t *testing.T) {
 	t.Parallel()
-	probe, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = unix.SetsockoptInt(probe, unix.SOL_SOCKET, unix.SO_MARK, 1)
-	unix.Close(probe)
-	if errors.Is(err, unix.EPERM) {
-		const why = "SO_MARK needs CAP_NET_ADMIN"
-		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
-			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
-		}
-		t.Skip(why)
-	}
+	markPermitted(t)
 	const upMark = 0x5a1ce
 	addr, _ := startSluice(t, "--upstream-mark", strconv.Itoa(upMark), "--client-mark", "0x77", "--interface", "lo")
 	checkBindSockets(t, addr, []bindSockCase{

@@ -158,26 +158,7 @@ func halfCloseWithData(t *testing.T, addr string, pipelined bool) {
 		t.Fatal(err)
 	}
 	synSent(t, target)
-	if nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC); err == nil {
-		unix.Close(nfd) // a filler: room for the retransmitted SYN
-	}
-	if err := unix.SetNonblock(lfd, true); err != nil {
-		t.Fatal(err)
-	}
-	p := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(p, 10_000); n != 1 || err != nil {
-		t.Fatalf("the target accepted nothing in 10 s (%v): the dial did not go on", err)
-	}
-	nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(nfd), "target")
-	up, err := net.FileConn(f) // a duplicate
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := acceptRetried(t, lfd)
 	defer up.Close()
 	up.SetDeadline(time.Now().Add(10 * time.Second))
 	if got, err := io.ReadAll(up); string(got) != "early" || err != nil {
@@ -283,4 +264,32 @@ func watchID(t *testing.T, w *waiter) uint64 {
 		t.Fatal("no watch of the pending dial's client")
 	}
 	return id
+}
+
+// acceptRetried makes room in fullListenerFd's lfd for a pending dial's
+// retransmitted SYN (it accepts and closes the filler connection), waits
+// up to 10 s for the dial's connection to be queued, and accepts it.
+func acceptRetried(t *testing.T, lfd int) net.Conn {
+	t.Helper()
+	if nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC); err == nil {
+		unix.Close(nfd) // a filler: room for the retransmitted SYN
+	}
+	if err := unix.SetNonblock(lfd, true); err != nil {
+		t.Fatal(err)
+	}
+	p := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(p, 10_000); n != 1 || err != nil {
+		t.Fatalf("the target accepted nothing in 10 s (%v): the dial did not go on", err)
+	}
+	nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "target")
+	up, err := net.FileConn(f) // a duplicate
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"golang.org/x/sys/unix"
 
 	"sluice/handshake"
 )
@@ -151,26 +149,7 @@ func TestNetWatchEndsWithDial(t *testing.T) {
 		t.Fatalf("the waiter's epoll set holds %v during the pending dial; want the client's socket", epollTargets(t, w.epfd))
 	}
 	// Room for the retransmitted SYN, then the target accepts it.
-	if nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC); err == nil {
-		unix.Close(nfd)
-	}
-	if err := unix.SetNonblock(lfd, true); err != nil {
-		t.Fatal(err)
-	}
-	p := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(p, 10_000); n != 1 || err != nil {
-		t.Fatalf("the target accepted nothing in 10 s (%v)", err)
-	}
-	nfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(nfd), "target")
-	up, err := net.FileConn(f) // a duplicate
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := acceptRetried(t, lfd)
 	defer up.Close()
 	expect(t, c, []byte{5, 0})
 	if rep, _ := readReply(t, c); rep != 0 {
