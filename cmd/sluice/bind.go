@@ -239,8 +239,9 @@ func literalAddr(a handshake.Addr) handshake.Addr {
 // 0x04, as a CONNECT to it gets: the kernel could not answer the peer's SYN
 // either, so the peer could never connect. Any other lookup error (EINVAL
 // for a link-local DST.ADDR, which has no zone on the wire; EPERM or EACCES,
-// which a rule for UDP alone may cause) falls back to the address the
-// client reached sluice on, as before.
+// which a rule for UDP alone may cause) falls back to --source-addr when
+// it is of DST.ADDR's family (the upstream connections come from it all
+// the same), or else to the address the client reached sluice on.
 func (s *server) bindIP(ctx context.Context, c *net.TCPConn, want handshake.Addr) (netip.Addr, error) {
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	if want.Type == handshake.AddrDomain || !want.IP.IsValid() || want.IP.IsUnspecified() {
@@ -255,6 +256,9 @@ func (s *server) bindIP(ctx context.Context, c *net.TCPConn, want handshake.Addr
 		return ip, nil
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
 		return netip.Addr{}, fmt.Errorf("bind: no route to DST.ADDR %v for the peer: %w", want.IP, err)
+	}
+	if src := s.tune.SourceAddr.Unmap(); src.IsValid() && reachableFrom(src, want.IP) {
+		return src, nil
 	}
 	return local, nil
 }
