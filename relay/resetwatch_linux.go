@@ -47,15 +47,20 @@ type resetWatch struct {
 
 // resetReg is a direction's registration, under resetWatch.mu.
 type resetReg struct {
-	id uint64 // 0: none
-	fd int    // the watched socket: the direction's source
+	id uint64          // 0: none
+	rc syscall.RawConn // the watched socket: the direction's source
 }
 
 // add registers h's source. When it cannot (no descriptor left, say), a
 // reset of it is seen as it was before: once h's write moves, or at the
 // idle timeout.
+//
+// The socket's descriptor is used only inside rc.Control (here, in
+// harvest and in remove), never kept as a number: a caller may close its
+// conn while Pipe runs, and the number may then belong to another socket,
+// perhaps another session's, registered here too.
 func (w *resetWatch) add(h *half) {
-	fd, err := rawFd(h.src)
+	rc, err := h.src.SyscallConn()
 	if err != nil {
 		return
 	}
@@ -67,13 +72,14 @@ func (w *resetWatch) add(h *half) {
 	w.nextID++
 	ev := unix.EpollEvent{Events: unix.EPOLLET} // EPOLLERR and EPOLLHUP only
 	setData(&ev, w.nextID)
-	if rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev) != nil {
+	var aerr error
+	if err := rc.Control(func(fd uintptr) { aerr = rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); err != nil || aerr != nil {
 		w.idleLocked()
 		return
 	}
 	// A reset that came before the registration is reported by it: the
 	// event is raised at once when the socket polls EPOLLERR then.
-	h.reg = resetReg{id: w.nextID, fd: fd}
+	h.reg = resetReg{id: w.nextID, rc: rc}
 	w.byID[w.nextID] = h
 }
 
@@ -88,7 +94,9 @@ func (w *resetWatch) remove(h *half) {
 		return // never registered, gone already, or the watch failed and forgot it
 	}
 	delete(w.byID, reg.id)
-	rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, reg.fd, nil)
+	// Closed by its caller, the socket left the set with its last
+	// descriptor (or stays in it unseen, its id forgotten, until then).
+	reg.rc.Control(func(fd uintptr) { rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
 	w.idleLocked()
 }
 
@@ -170,8 +178,10 @@ func (w *resetWatch) harvest(fd uintptr) bool {
 			if h == nil || ev.Events&unix.EPOLLERR == 0 {
 				continue
 			}
-			if err := sockError(h.reg.fd); err != nil {
-				h.s.resetSeen(h, err)
+			var serr error
+			h.reg.rc.Control(func(fd uintptr) { serr = sockError(int(fd)) })
+			if serr != nil {
+				h.s.resetSeen(h, serr)
 			}
 		}
 		if n < len(w.events) {
