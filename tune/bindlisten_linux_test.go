@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/netnstest"
 )
 
 // TestListenUpstreamOptions reads back, on the listener and on a socket it
@@ -16,7 +18,7 @@ import (
 // sockets to inherit; ApplyUpstream adds Nagle and QuickAck.
 func TestListenUpstreamOptions(t *testing.T) {
 	t.Parallel()
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	s, cases := allSockOpts(t)
 	o := &Options{Upstream: s, Client: SockOpts{UserTimeout: 9 * time.Second, Mark: 0x77}, Interface: "lo"}
 	l, err := o.ListenUpstream(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"))

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/netnstest"
 )
 
 // dial connects d to a plain loopback listener, checks one byte each way and
@@ -30,7 +32,7 @@ func dial(t *testing.T, d *net.Dialer) *net.TCPConn {
 // allUpstreamOptions sets every upstream option, with allSockOpts's
 // values and read-backs, for a dial from 127.0.0.2 on lo.
 func allUpstreamOptions(t *testing.T) (*Options, []sockCase) {
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	s, cases := allSockOpts(t)
 	return &Options{
 		Upstream:        s,
@@ -121,7 +123,7 @@ func TestDialerRefusedOption(t *testing.T) {
 // with net.ListenUDP: unmarked, on any device).
 func TestListenUDPOptions(t *testing.T) {
 	t.Parallel()
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	o := &Options{
 		Upstream:  SockOpts{Mark: 0x2a, RecvBufferBytes: 96 << 10, Congestion: congestion(t)},
 		Client:    SockOpts{Mark: 0x2b, SendBufferBytes: 80 << 10},

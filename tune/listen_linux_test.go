@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/netnstest"
 )
 
 func TestListenClientOptions(t *testing.T) {
 	t.Parallel()
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	s, cases := allSockOpts(t)
 	o := &Options{Client: s, FastOpenQueue: 16, DeferAccept: 3 * time.Second, Backlog: 17}
 	l := listen(t, o)[0]

@@ -109,27 +109,6 @@ func congestion(t *testing.T) string {
 	return ""
 }
 
-// markPermitted skips the test unless the process may set SO_MARK
-// (CAP_NET_ADMIN); with SLUICE_REQUIRE_NETNS=1, which CI sets where it runs
-// as root, it fails instead, as netnstest.Need does.
-func markPermitted(t *testing.T) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, 1); errors.Is(err, unix.EPERM) {
-		const why = "SO_MARK needs CAP_NET_ADMIN"
-		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
-			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
-		}
-		t.Skip(why)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // sockCase is one option of SockOpts, with how to read it back.
 type sockCase struct {
 	name  string

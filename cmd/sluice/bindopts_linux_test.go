@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/tune/netnstest"
 )
 
 // bindSockCase is one socket option of a BIND's sockets and its expected
@@ -57,7 +59,7 @@ func TestBindUpstreamSocketOptions(t *testing.T) {
 // the build before left both unmarked and on any device.
 func TestBindUpstreamMarkDevice(t *testing.T) {
 	t.Parallel()
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	const upMark = 0x5a1ce
 	addr, _ := startSluice(t, "--upstream-mark", strconv.Itoa(upMark), "--client-mark", "0x77", "--interface", "lo")
 	checkBindSockets(t, addr, []bindSockCase{

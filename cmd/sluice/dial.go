@@ -113,10 +113,7 @@ func (s *server) dialWatched(ctx context.Context, cl *client, a handshake.Addr) 
 	defer cancel()
 	cl.w.watch(cl, cancel)
 	c, err := s.dial(ctx, a)
-	if err = dialEnded(cl, err); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return c, dialEnded(cl, err)
 }
 
 // dialEnded ends the watch of cl's dial (client.dialed) and returns the

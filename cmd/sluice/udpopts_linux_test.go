@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/handshake"
+
+	"sluice/tune/netnstest"
 )
 
 // TestUDPSocketOptions: a UDP ASSOCIATE's sockets carry the marks of their
@@ -22,7 +23,7 @@ import (
 // keeps them.
 func TestUDPSocketOptions(t *testing.T) {
 	t.Parallel()
-	markPermitted(t)
+	netnstest.MarkPermitted(t)
 	const upMark, clMark = 0x5ca1, 0x5ca2
 	echo, _ := udpEcho(t, "udp4", "127.0.0.1:0")
 	target := echo.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -86,25 +87,5 @@ func TestUDPUnspecifiedDestination(t *testing.T) {
 		u.SetDeadline(time.Now().Add(3 * time.Second))
 		dst := handshake.AddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(tc.dst), e.Port()))
 		roundTrip(t, u, dst, []byte("to "+tc.dst), e)
-	}
-}
-
-// markPermitted skips t where this process may not set SO_MARK (no
-// CAP_NET_ADMIN), and fails it there under SLUICE_REQUIRE_NETNS=1.
-func markPermitted(t *testing.T) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, 1); errors.Is(err, unix.EPERM) {
-		const why = "SO_MARK needs CAP_NET_ADMIN"
-		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
-			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
-		}
-		t.Skip(why)
-	} else if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@
 package netnstest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,6 +35,26 @@ func Need(t testing.TB) {
 		t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
 	}
 	t.Skip(why)
+}
+
+// MarkPermitted skips (or, with SLUICE_REQUIRE_NETNS=1, fails) a test that
+// needs to set SO_MARK, which takes CAP_NET_ADMIN.
+func MarkPermitted(t testing.TB) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, 1); errors.Is(err, unix.EPERM) {
+		const why = "SO_MARK needs CAP_NET_ADMIN"
+		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
+			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
+		}
+		t.Skip(why)
+	} else if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // IP runs ip with args and fails the test on error.
