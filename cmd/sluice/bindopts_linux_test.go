@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -121,8 +122,21 @@ func checkBindSockets(t *testing.T, addr string, cases []bindSockCase, strs map[
 // for the TCP socket bound to local that is connected to remote, or that
 // listens when remote is the zero AddrPort. Other tests open and close
 // descriptors meanwhile: one that is gone or of another kind is passed over.
+// The scan is made again until it finds the socket: the relay takes a
+// session's sockets over through duplicates and closes the originals, so a
+// scan may list a number that is closed by the time it is read, and not
+// yet the duplicate.
 func socketOf(t *testing.T, local, remote netip.AddrPort) int {
 	t.Helper()
+	fd := -1
+	if !waitFor(10*time.Second, func() bool { fd = scanSocketOf(t, local, remote); return fd >= 0 }) { // safety net
+		t.Fatalf("no socket of this process bound to %v with peer %v", local, remote)
+	}
+	return fd
+}
+
+// scanSocketOf is one scan of socketOf's: -1 when it finds none.
+func scanSocketOf(t *testing.T, local, remote netip.AddrPort) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +162,6 @@ func socketOf(t *testing.T, local, remote netip.AddrPort) int {
 			return fd
 		}
 	}
-	t.Fatalf("no socket of this process bound to %v with peer %v", local, remote)
 	return -1
 }
 
