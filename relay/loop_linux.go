@@ -94,38 +94,27 @@ const (
 
 // newLoop makes a loop and starts its goroutine.
 func newLoop(pipes *pipePool, o Options, fallback goPath) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := rawsys.NewEpoll("epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
+		return nil, err
 	}
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		unix.Close(epfd)
+		ep.File.Close()
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+	if err := unix.EpollCtl(ep.Fd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
 		unix.Close(wake)
-		unix.Close(epfd)
+		ep.File.Close()
 		return nil, os.NewSyscallError("epoll_ctl", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(wake)
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
 	}
 	l := &loop{
 		pipes: pipes, idle: max(o.IdleTimeout, 0), fallback: fallback,
 		mature: o.Mature, matureAfter: int64(o.matureAfter()),
 		copyBelow: o.copyBelow(), bufBytes: cmp.Or(o.copyBelow(), copyOnlyBytes),
-		epfd: epfd, wake: wake, base: time.Now(),
+		epfd: ep.Fd, wake: wake, file: ep.File, rc: ep.Conn, base: time.Now(),
 		flows: make(map[uint64]*flow), watches: make(map[<-chan struct{}]*watch), finished: make(chan struct{}),
-	}
-	l.file = os.NewFile(uintptr(epfd), "epoll")
-	if l.rc, err = l.file.SyscallConn(); err != nil {
-		l.file.Close()
-		unix.Close(wake)
-		return nil, err
 	}
 	l.turnFn = l.turn
 	go l.serve()

@@ -110,26 +110,16 @@ func (w *resetWatch) idleLocked() {
 
 // start makes the epoll instance and starts its goroutine; w.mu is held.
 func (w *resetWatch) start() error {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := rawsys.NewEpoll("reset watch")
 	if err != nil {
-		return err
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return err
-	}
-	f := os.NewFile(uintptr(epfd), "epoll")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return err
 	}
 	if w.byID == nil {
 		w.byID = make(map[uint64]*half)
 		w.fn = w.harvest
 	}
-	w.file, w.epfd = f, epfd
-	go w.serve(f, rc)
+	w.file, w.epfd = ep.File, ep.Fd
+	go w.serve(ep.File, ep.Conn)
 	return nil
 }
 

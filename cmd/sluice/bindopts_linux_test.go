@@ -137,18 +137,7 @@ func socketOf(t *testing.T, local, remote netip.AddrPort) int {
 
 // scanSocketOf is one scan of socketOf's: -1 when it finds none.
 func scanSocketOf(t *testing.T, local, remote netip.AddrPort) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_STREAM {
-			continue
-		}
+	for _, fd := range ownSockets(t, unix.SOCK_STREAM) {
 		if sa, err := unix.Getsockname(fd); err != nil || sockaddrAddrPort(sa) != local {
 			continue
 		}
@@ -163,6 +152,30 @@ func scanSocketOf(t *testing.T, local, remote netip.AddrPort) int {
 		}
 	}
 	return -1
+}
+
+// ownSockets lists this process's descriptors (the in-process sluice's,
+// among others) that are sockets of type typ (SOCK_STREAM, SOCK_DGRAM).
+// Other tests open and close descriptors meanwhile: one that is gone or of
+// another kind by the time it is looked at is left out, and one listed may
+// be closed, or another file's, by the time the caller reads it.
+func ownSockets(t *testing.T, typ int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && got == typ {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
 }
 
 func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {

@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -33,20 +32,7 @@ func TestUDPSocketOptions(t *testing.T) {
 	roundTrip(t, u, handshake.AddrFromAddrPort(target), []byte("marked"), target)
 
 	var up, cl int
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		// Other tests open and close descriptors meanwhile: one that is
-		// gone or no datagram socket is skipped.
-		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_DGRAM {
-			continue
-		}
+	for _, fd := range ownSockets(t, unix.SOCK_DGRAM) {
 		mark, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK)
 		if err != nil {
 			continue

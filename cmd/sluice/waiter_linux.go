@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"os"
@@ -61,35 +60,15 @@ type waiter struct {
 }
 
 func newWaiter() (*waiter, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	// An epoll descriptor the runtime poller did not take could neither
+	// wait nor time out: serve would return at once and parked sessions
+	// wait for ever. NewEpoll refuses one, and the caller then does
+	// without.
+	ep, err := rawsys.NewEpoll("waiter")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	return waiterOn(epfd)
-}
-
-// waiterOn makes the waiter of epoll descriptor epfd, which it then owns.
-func waiterOn(epfd int) (*waiter, error) {
-	w := &waiter{epfd: epfd, finished: make(chan struct{}), base: time.Now(), parked: make(map[uint64]*client), watchAfter: defaultWatchAfter}
-	w.file = os.NewFile(uintptr(epfd), "waiter")
-	// A descriptor the runtime poller did not take (os.NewFile falls back
-	// to blocking I/O when registering fails, as when
-	// fs.epoll.max_user_watches is used up) could neither wait nor time
-	// out: serve would return at once and parked sessions wait for ever.
-	// Such a file takes no deadline; the caller then does without.
-	if err := w.file.SetReadDeadline(time.Time{}); err != nil {
-		w.file.Close()
-		return nil, fmt.Errorf("epoll descriptor not in the runtime poller: %w", err)
-	}
-	var err error
-	if w.rc, err = w.file.SyscallConn(); err != nil {
-		w.file.Close()
 		return nil, err
 	}
+	w := &waiter{epfd: ep.Fd, file: ep.File, rc: ep.Conn, finished: make(chan struct{}), base: time.Now(), parked: make(map[uint64]*client), watchAfter: defaultWatchAfter}
 	w.fn = w.turn
 	go w.serve()
 	return w, nil

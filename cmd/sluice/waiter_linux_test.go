@@ -221,24 +221,3 @@ func BenchmarkDialWatch(b *testing.B) {
 		})
 	}
 }
-
-// TestWaiterNotPollable: an epoll descriptor that the runtime poller does
-// not take (os.NewFile leaves a blocking one out, as it does one whose
-// registration failed) makes no waiter: one would return from serve at once
-// and leave every parked session waiting, where the caller falls back to
-// package os's poller.
-func TestWaiterNotPollable(t *testing.T) {
-	t.Parallel()
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC) // blocking
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := waiterOn(epfd)
-	if err == nil {
-		w.close()
-		t.Fatal("waiterOn(a blocking epoll descriptor) made a waiter; want an error")
-	}
-	if !errors.Is(err, os.ErrNoDeadline) {
-		t.Errorf("error %v; want one wrapping os.ErrNoDeadline", err)
-	}
-}

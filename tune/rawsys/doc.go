@@ -2,7 +2,9 @@
 // unix.RawSyscall, with the socket addresses they take and return built and
 // read in place, so that none allocates. It is a leaf beside tune, relay and
 // cmd/sluice, which all use it; it imports only golang.org/x/sys/unix, knows
-// no SOCKS and sets no options. Outside Linux it is empty.
+// no SOCKS and sets no options. It also makes the epoll instances that the
+// relay's event loops, its reset watch and the dial waiter wait on through
+// the runtime poller (Epoll). Outside Linux it is empty.
 //
 // # Why raw
 //
