@@ -24,6 +24,15 @@
 // instance that the Relay shares among such directions, made for the first
 // and closed after the last (Linux).
 //
+// A reset is passed on as a reset. When a session ends because one of its
+// connections failed, each socket whose peer's stream is cut short (the
+// direction toward it had not passed its FIN on) is left with SO_LINGER 0,
+// so that its close, the relay's or the caller's, resets that peer instead
+// of passing the cut stream for a whole one with a FIN. A direction that
+// holds bytes its destination does not take when its source resets drops
+// them and ends the session at once, unless the source's FIN came before
+// the reset (the stream is whole): it then passes them on, and the FIN.
+//
 // Datagrams relays a UDP association between a client-facing and an
 // upstream-facing socket; a Codec supplied by the caller reads and writes
 // the client's datagram header. On Linux it reads with recvmmsg into pooled

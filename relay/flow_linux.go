@@ -53,6 +53,7 @@ type flow struct {
 	readable [2]bool
 	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
 	erred    [2]bool // an error reported (EPOLLERR): one may be pending once reading ends
+	finReset [2]bool // the socket was reset after its FIN, the error taken (run): the direction ends with EPIPE at its EOF
 	urgent   [2]bool // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
 	writable [2]bool
 	queued   bool // in l.ready
@@ -102,7 +103,7 @@ func (l *loop) run(f *flow) {
 			if o, ok := err.(dstFailed); ok {
 				label, err = dirLabel[1-d], o.err
 			}
-			l.finish(f, fmt.Errorf("relay: %s: %w", label, err))
+			l.fail(f, fmt.Errorf("relay: %s: %w", label, err))
 			return
 		}
 		more = more || m
@@ -110,6 +111,32 @@ func (l *loop) run(f *flow) {
 	if f.dirs[0].done && f.dirs[1].done {
 		l.finish(f, nil)
 		return
+	}
+	for d := range f.dirs {
+		if f.erred[d] && f.stalled(d) && !f.dirs[d].eof {
+			// d's source failed (its EPOLLERR came, now or before)
+			// while d holds bytes for a destination that takes none.
+			// Reset before its FIN, the peer cut its stream short:
+			// the session ends now, its bytes dropped and the far
+			// peer reset (fail), as the goroutine path's reset watch
+			// does, where waiting to pass them on would hold the
+			// session until a silent destination read or closed.
+			// Reset after its FIN (EPIPE: the socket was in
+			// CLOSE_WAIT), the stream was whole: d passes it on,
+			// and the FIN, as for any session whose destination
+			// reads slowly, and ends the session with the error at
+			// its EOF (finReset). An error taken already, or none,
+			// leaves only the flag: clear it.
+			err := sockError(f.fds[d])
+			f.erred[d] = false
+			switch {
+			case err == unix.EPIPE:
+				f.finReset[d] = true
+			case err != nil:
+				l.fail(f, fmt.Errorf("relay: %s: %w", dirLabel[d], err))
+				return
+			}
+		}
 	}
 	if more && !f.queued {
 		f.queued = true
@@ -136,6 +163,7 @@ var dirLabel = [2]string{"client->upstream", "upstream->client"}
 func (l *loop) step(f *flow, d int) (more bool, err error) {
 	dir := &f.dirs[d]
 	src, dst := d, 1-d
+	cuts := 0 // reads made again at the mark (markRetries)
 	for range budget {
 		switch {
 		case dir.done:
@@ -202,13 +230,16 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 					return false, os.NewSyscallError("shutdown", err)
 				}
 			}
-			if f.erred[src] {
+			switch {
+			case f.erred[src]:
 				// A reset that came after src's FIN, before the loop
 				// read up to it, is left pending behind the EOF, and its
 				// EPOLLERR was spent while this direction was not done
 				// (dispatch): take it now, or a silent far side keeps
 				// the session for ever.
 				return false, sockError(f.fds[src])
+			case f.finReset[src]:
+				return false, unix.EPIPE // the same, taken before (run)
 			}
 			return false, nil
 		case !f.readable[src]:
@@ -236,8 +267,9 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 					f.readable[src] = false
 				}
 			case err == unix.EINTR:
-			case err == unix.EAGAIN && f.urgent[src] && l.cutAtMark(f, src):
+			case err == unix.EAGAIN && f.urgent[src] && cuts < markRetries && l.cutAtMark(f, src):
 				// Cut short at the mark by a signal: read again.
+				cuts++
 			case err == unix.EAGAIN:
 				f.readable[src] = false
 				l.dropBuf(dir)
@@ -388,6 +420,13 @@ func (l *loop) dropBuf(dir *flowDir) {
 	}
 }
 
+// stalled reports whether direction d holds bytes that its destination
+// does not take now (it answered EAGAIN).
+func (f *flow) stalled(d int) bool {
+	dir := &f.dirs[d]
+	return !f.writable[1-d] && (dir.p != nil && dir.p.data > 0 || dir.n > 0)
+}
+
 // inFlight reports whether a pipe or a buffer of f holds bytes.
 func (f *flow) inFlight() bool {
 	for i := range f.dirs {
@@ -437,6 +476,19 @@ func (l *loop) finish(f *flow, err error) {
 		}
 	}
 	f.done.Ended(f.stats(), err)
+}
+
+// fail ends f, one of whose connections failed, with err. A socket whose
+// peer's stream is cut short, the direction toward it not done, gets
+// SO_LINGER 0 first, so that its close, the loop's or the caller's, resets
+// that peer (resetOnClose).
+func (l *loop) fail(f *flow, err error) {
+	for side, fd := range f.fds {
+		if !f.dirs[1-side].done {
+			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		}
+	}
+	l.finish(f, err)
 }
 
 // handOff moves f, whose pipes hold no byte, to the goroutine path, which

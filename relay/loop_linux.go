@@ -134,8 +134,12 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 	} else {
 		f = new(flow)
 	}
+	// Both sockets start writable, a connected socket's usual state (a
+	// write that finds no room answers EAGAIN and clears it), so that
+	// writable false means its socket answered EAGAIN (flow.stalled), not
+	// that its first EPOLLOUT is not dispatched yet.
 	*f = flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses,
-		unripe: l.mature != nil && fds[sideUpstream] >= 0}
+		unripe: l.mature != nil && fds[sideUpstream] >= 0, writable: [2]bool{true, true}}
 	var err error
 	for side, fd := range fds {
 		if fd >= 0 {
@@ -374,7 +378,7 @@ func (l *loop) dispatch(n int) (woken bool) {
 				// if its own source has bytes, which a silent far side
 				// never sends: take the error here.
 				if err := sockError(f.fds[side]); err != nil {
-					l.finish(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
+					l.fail(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
 					continue
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -317,7 +318,7 @@ const (
 type half struct {
 	label       string // "client->upstream" or "upstream->client"
 	cause       int32  // abort cause when this half fails
-	passed      bool   // its EOF was passed on before (an event loop's hand-off): it only watches src
+	passed      bool   // its EOF was passed on: before Pipe (an event loop's hand-off; it only watches src), or by runHalf
 	s           *session
 	src, dst    *net.TCPConn
 	bytes       int64 // written to dst
@@ -328,6 +329,7 @@ type half struct {
 	watching    bool         // src is registered with the reset watch (stall)
 	reg         resetReg     // that registration, under the watch's lock
 	reset       error        // src failed as the reset watch saw, under its lock
+	finReset    error        // src was reset after its FIN, as the reset watch saw, under its lock: h ends with it at its EOF
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
 	live        *lineCount   // the Relay's count of this direction (Relayed)
@@ -413,6 +415,8 @@ var testHookAbortOutside func(cause int32) (after func())
 // goroutine path); the timeout that a failure inflicts on the other direction
 // to unblock it is left out. When ctx ends first Pipe returns ctx.Err(); when
 // the idle timeout fires first it returns an error wrapping ErrIdleTimeout.
+// When a connection failed, Pipe leaves SO_LINGER 0 set on both conns, so
+// that the caller's close resets their peers (resetOnClose).
 func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
@@ -589,8 +593,30 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 		}
 	}
 	s.end() // before the deferred stops, which do not wait for a running callback
-
+	if c := s.cause.Load(); c == causeClientToUpstream || c == causeUpstreamToClient {
+		// A peer whose stream toward it is whole (its half passed the
+		// FIN on) keeps the FIN: the tail still in the socket's send
+		// buffer goes out behind it.
+		if !s.halves[1].passed {
+			resetOnClose(client)
+		}
+		if !s.halves[0].passed {
+			resetOnClose(upstream)
+		}
+	}
 	return s.stats(), s.result(ctx)
+}
+
+// resetOnClose sets SO_LINGER 0 on c, so that its close sends a reset. A
+// session that ended because one of its connections failed (a peer's reset,
+// a broken pipe, a kernel's timeout) has both of its sockets closed so,
+// by the relay or by its caller: each peer then reads a reset, as it would
+// have from the far peer directly, and never takes a stream cut short (bytes
+// dropped in the relay, or never sent by the peer that failed) for a
+// complete one, as a FIN would have it do. The end of the context and the
+// idle timeout are the relay's caller's decisions: those closes stay FINs.
+func resetOnClose(c *net.TCPConn) {
+	c.SetLinger(0) // an error: closed by the caller already
 }
 
 // reverseHalf runs the upstream->client direction: the one goroutine Pipe starts.
@@ -616,6 +642,14 @@ func (r *Relay) runHalf(s *session, h *half) {
 			// src is at EOF: from now on watchSource, or the session's
 			// end, sees its failure.
 			s.resets.remove(h)
+		}
+		h.passed = true
+		if h.finReset != nil {
+			// The watch took src's error already (after remove, which
+			// takes the watch's lock, h.finReset is settled).
+			h.err = h.finReset
+			s.abort(h.cause)
+			return
 		}
 	}
 	if !watchErrors {
@@ -707,7 +741,16 @@ func (h *half) stall() {
 // found, under its lock, as if h had met it: labelled with h's direction,
 // and with h's abort cause, so that result leaves out the timeout the abort
 // inflicts on the other half (and outcome the one it inflicts on h).
+//
+// A reset after src's FIN (EPIPE: the socket was in CLOSE_WAIT) cut nothing
+// short: h passes on what it holds and the FIN, as for any session whose
+// destination reads slowly, and then ends s with the error (runHalf), where
+// ending s now would drop the end of a whole stream.
 func (s *session) resetSeen(h *half, err error) {
+	if errors.Is(err, syscall.EPIPE) {
+		h.finReset = fmt.Errorf("relay: %s: %w", h.label, err)
+		return
+	}
 	if h.reset == nil {
 		h.reset = fmt.Errorf("relay: %s: %w", h.label, err)
 	}

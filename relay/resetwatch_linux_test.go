@@ -17,20 +17,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestPipeResetBehindStalledWrite: on the goroutine path, one side reads
-// nothing, the other side sends until its bytes wait in the relay's
-// socket, and then resets. The direction toward the silent side waits to
-// write, for good, and the other one waits to read the silent side, or has
-// finished, the silent side having half-closed (before the stall or after
-// it): either way nothing waited on the resetting side's socket, and the
-// session lasted until the silent side read, or for ever. The reset must
-// end it, labelled with the resetting side's direction, alone; and the
-// watch that saw it goes away with the session. Each side resets.
+// TestPipeResetBehindStalledWrite: one side reads nothing, the other side
+// sends until its bytes wait in the relay's socket, and then resets. The
+// direction toward the silent side waits to write, for good, and the other
+// one waits to read the silent side, or has finished, the silent side
+// having half-closed (before the stall or after it). On the goroutine path
+// nothing waited on the resetting side's socket; an event loop saw its
+// EPOLLERR but, with the direction waiting for room, passed it by. Either
+// way the session lasted until the silent side read, or for ever. The reset
+// must end it, labelled with the resetting side's direction, alone; the
+// goroutine path's watch that saw it goes away with the session; and the
+// silent side, once the caller closed, reads a reset, not an EOF, since the
+// bytes the relay held are lost. Each side resets, on every path.
 //
 // The relay's socket toward the silent side takes little (small buffers on
 // both ends), and the test resets only once the relay's socket of the
 // resetting side holds more bytes than that socket, the silent side's
-// receive buffer and the half's pipe or copy buffer can take: the waiting
+// receive buffer and the half's pipe or buffer can take: the waiting
 // direction can then never read up to the reset itself, whatever the
 // timing (a reset leaves the bytes before it readable, then the error).
 func TestPipeResetBehindStalledWrite(t *testing.T) {
@@ -39,10 +42,13 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 		name   string
 		opts   Options
 		refuse bool
+		hold   int // the most a half holds: its pipe or its buffer
 	}{
-		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false},
-		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false},
-		{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true},
+		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false, 4096},
+		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false, 4096},
+		{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true, 4096},
+		{"loop, one-page pipes", Options{Loops: 1, PipeBytes: 4096}, false, 4096},
+		{"loop, small reads", Options{Loops: 1, PipeBytes: 4096, CopyBelow: 16 << 10}, false, 16 << 10},
 	} {
 		for _, resetter := range []string{"upstream", "client"} {
 			for _, order := range []string{"fin, stall", "stall, fin", "no fin"} {
@@ -58,8 +64,8 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 					// What the silent side can ever take from the relay: its
 					// receive buffer, the relay's send buffer toward it and
 					// the one 64 KiB segment a send may put past that buffer,
-					// and the half's one-page pipe or 4 KiB copy buffer.
-					bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+					// and the half's pipe or buffer.
+					bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + mode.hold
 					if order == "fin, stall" {
 						finished(t, silent, loud)
 					}
@@ -84,6 +90,14 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 						t.Fatalf("Pipe: %v; want ECONNRESET labelled %q, alone", res.err, label)
 					}
 					waitWatchGone(t, &r.resets)
+					// The caller closes: the silent side reads what reached
+					// it, then a reset, as from the resetting peer directly;
+					// an EOF would pass the stream cut short for a whole one.
+					g.relayA.Close()
+					g.relayB.Close()
+					if _, err := io.Copy(io.Discard, silent); !errors.Is(err, syscall.ECONNRESET) {
+						t.Fatalf("the silent side read to %v once the session ended; want ECONNRESET", err)
+					}
 				})
 			}
 		}
