@@ -26,6 +26,9 @@ type copier struct {
 // pool before the runtime poller waits, so a direction that waits holds no
 // buffer, as with splice's pipes.
 func (c *copier) readFrom(fd uintptr) bool {
+	if hook := testHookRead; hook != nil {
+		hook(c.h.src)
+	}
 	if c.bp == nil {
 		c.bp = c.r.getBuf()
 	}
@@ -138,7 +141,7 @@ func (r *Relay) copyHalf(h *half) error {
 			return c.err
 		}
 		if c.n == 0 {
-			return closeWrite(h.dst)
+			return h.passEOF()
 		}
 		c.out = (*c.bp)[:c.n]
 		if err := dst.Write(c.write); err != nil {

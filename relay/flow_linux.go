@@ -51,10 +51,11 @@ type flow struct {
 
 	dirs     [2]flowDir
 	readable [2]bool
-	probe    [2]bool // EOF, an error or urgent data reported: read to EAGAIN
-	erred    [2]bool // an error reported (EPOLLERR): one may be pending once reading ends
-	finReset [2]bool // the socket was reset after its FIN, the error taken (run): the direction ends with EPIPE at its EOF
-	urgent   [2]bool // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
+	probe    [2]bool       // EOF, an error or urgent data reported: read to EAGAIN
+	erred    [2]bool       // an error reported (EPOLLERR): one may be pending once reading ends
+	finSeen  [2]bool       // the socket's FIN came before any error (an EPOLLRDHUP without EPOLLERR): its stream is whole
+	finReset [2]unix.Errno // the socket failed after its FIN, the error taken (run): the direction ends with it at its EOF
+	urgent   [2]bool       // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
 	writable [2]bool
 	queued   bool // in l.ready
 	ended    bool
@@ -122,17 +123,18 @@ func (l *loop) run(f *flow) {
 			// does, where waiting to pass them on would hold the
 			// session until a silent destination read or closed.
 			// Reset after its FIN (EPIPE: the socket was in
-			// CLOSE_WAIT), the stream was whole: d passes it on,
-			// and the FIN, as for any session whose destination
-			// reads slowly, and ends the session with the error at
-			// its EOF (finReset). An error taken already, or none,
-			// leaves only the flag: clear it.
+			// CLOSE_WAIT; or any error once the FIN was seen, as a
+			// reset in LAST_ACK, which answers ECONNRESET), the
+			// stream was whole: d passes it on, and the FIN, as for
+			// any session whose destination reads slowly, and ends
+			// the session with the error at its EOF (finReset). An
+			// error taken already, or none, leaves only the flag:
+			// clear it.
 			err := sockError(f.fds[d])
 			f.erred[d] = false
-			switch {
-			case err == unix.EPIPE:
-				f.finReset[d] = true
-			case err != nil:
+			if errno, ok := err.(unix.Errno); ok && (errno == unix.EPIPE || f.finSeen[d]) {
+				f.finReset[d] = errno
+			} else if err != nil {
 				l.fail(f, fmt.Errorf("relay: %s: %w", dirLabel[d], err))
 				return
 			}
@@ -238,8 +240,8 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				// (dispatch): take it now, or a silent far side keeps
 				// the session for ever.
 				return false, sockError(f.fds[src])
-			case f.finReset[src]:
-				return false, unix.EPIPE // the same, taken before (run)
+			case f.finReset[src] != 0:
+				return false, f.finReset[src] // the same, taken before (run)
 			}
 			return false, nil
 		case !f.readable[src]:

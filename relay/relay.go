@@ -329,7 +329,8 @@ type half struct {
 	watching    bool         // src is registered with the reset watch (stall)
 	reg         resetReg     // that registration, under the watch's lock
 	reset       error        // src failed as the reset watch saw, under its lock
-	finReset    error        // src was reset after its FIN, as the reset watch saw, under its lock: h ends with it at its EOF
+	finReset    error        // src failed after its FIN, as the reset watch saw, under its lock: h ends with it at its EOF
+	finSeen     bool         // src's FIN came before any error, as the reset watch saw, under its lock
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
 	live        *lineCount   // the Relay's count of this direction (Relayed)
@@ -356,10 +357,67 @@ type session struct {
 
 	// mu orders the aborts from outside, by the context's AfterFunc and
 	// the idle watchdog on goroutines of their own, with the session's
-	// end: once over, they do nothing.
-	mu   sync.Mutex
-	over bool // Pipe is returning: the conns are the caller's again
+	// end: once over, they do nothing. It also guards taken and
+	// takenWhole (takeError).
+	mu         sync.Mutex
+	over       bool     // Pipe is returning: the conns are the caller's again
+	taken      [2]error // per socket (0 the client, 1 the upstream): its error, taken by a call that does not read it
+	takenWhole [2]bool  // that error came after the socket's FIN
 }
+
+// takeError takes the pending error (SO_ERROR) of the session's socket of
+// side (0 the client, 1 the upstream) for a call that does not read that
+// socket: the reset watch, or the other direction's closeWrite. It records
+// the error, under s.mu, for the direction that reads the socket: a read
+// after a reset whose error was taken answers 0, as an EOF would, and that
+// direction asks cutShort before it passes the EOF on. fin: the socket's
+// FIN came before the error (the reset watch saw it); so did it when the
+// error is EPIPE (a reset in CLOSE_WAIT).
+func (s *session) takeError(side int, rc syscall.RawConn, fin bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	rc.Control(func(fd uintptr) { err = sockError(int(fd)) })
+	if err != nil && s.taken[side] == nil {
+		s.taken[side] = err
+		s.takenWhole[side] = fin || errors.Is(err, syscall.EPIPE)
+	}
+	if hook := testHookTaken; hook != nil && err != nil {
+		hook([2]*net.TCPConn{s.client, s.upstream}[side])
+	}
+	return err
+}
+
+// Test hooks, when a test sets them (in init, before any session):
+// testHookRead is called with a goroutine-path direction's source each time
+// that direction's read callback runs; testHookTaken with a socket whose
+// error takeError took.
+var (
+	testHookRead  func(src *net.TCPConn)
+	testHookTaken func(c *net.TCPConn)
+)
+
+// cutShort reports whether the EOF read from side's socket stands for a
+// failure of it whose error another call took (takeError) before the
+// socket's FIN came: the stream is cut short, and the call that took the
+// error ends the session with it.
+func (s *session) cutShort(side int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.taken[side] != nil && !s.takenWhole[side]
+}
+
+// side is the side (0 the client, 1 the upstream) of h's source.
+func (s *session) side(h *half) int {
+	if h == &s.halves[0] {
+		return 0
+	}
+	return 1
+}
+
+// errCutShort: the EOF a half read stands for a failure that another call
+// took and ends the session with (cutShort); the half adds nothing.
+var errCutShort = errors.New("relay: source failed, its error taken elsewhere")
 
 // aLongTimeAgo is a deadline in the past, set to unblock both directions.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -415,8 +473,9 @@ var testHookAbortOutside func(cause int32) (after func())
 // goroutine path); the timeout that a failure inflicts on the other direction
 // to unblock it is left out. When ctx ends first Pipe returns ctx.Err(); when
 // the idle timeout fires first it returns an error wrapping ErrIdleTimeout.
-// When a connection failed, Pipe leaves SO_LINGER 0 set on both conns, so
-// that the caller's close resets their peers (resetOnClose).
+// When a connection failed, Pipe leaves SO_LINGER 0 set on each conn whose
+// peer's stream it cut short, so that the caller's close resets that peer
+// (resetOnClose).
 func (r *Relay) Pipe(ctx context.Context, client, upstream *net.TCPConn) (Stats, error) {
 	if r.onLoop() {
 		ch := make(chan Stats, 1)
@@ -609,12 +668,15 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 
 // resetOnClose sets SO_LINGER 0 on c, so that its close sends a reset. A
 // session that ended because one of its connections failed (a peer's reset,
-// a broken pipe, a kernel's timeout) has both of its sockets closed so,
-// by the relay or by its caller: each peer then reads a reset, as it would
-// have from the far peer directly, and never takes a stream cut short (bytes
-// dropped in the relay, or never sent by the peer that failed) for a
-// complete one, as a FIN would have it do. The end of the context and the
-// idle timeout are the relay's caller's decisions: those closes stay FINs.
+// a broken pipe, a kernel's timeout) has each socket whose peer's stream is
+// cut short (the direction toward it did not pass its FIN on) closed so, by
+// the relay or by its caller: that peer then reads a reset, as it would
+// have from the failed peer directly, and never takes a stream cut short
+// (bytes dropped in the relay, or never sent by the peer that failed) for a
+// whole one, as a FIN would have it do. A socket whose stream is whole keeps
+// its FIN, so that the end of the stream still in its send buffer goes out.
+// The end of the context and the idle timeout are the relay's caller's
+// decisions: those closes stay FINs.
 func resetOnClose(c *net.TCPConn) {
 	c.SetLinger(0) // an error: closed by the caller already
 }
@@ -630,6 +692,11 @@ func (r *Relay) reverseHalf(s *session, wg *sync.WaitGroup) {
 func (r *Relay) runHalf(s *session, h *half) {
 	if !h.passed {
 		if err := r.moveHalf(h); err != nil {
+			if err == errCutShort {
+				// No FIN passed on: the call that took the error ends
+				// the session, and the destination is reset (resetOnClose).
+				return
+			}
 			label := h.label
 			if errors.As(err, new(dstFailed)) {
 				label = s.other(h).label
@@ -742,12 +809,13 @@ func (h *half) stall() {
 // and with h's abort cause, so that result leaves out the timeout the abort
 // inflicts on the other half (and outcome the one it inflicts on h).
 //
-// A reset after src's FIN (EPIPE: the socket was in CLOSE_WAIT) cut nothing
-// short: h passes on what it holds and the FIN, as for any session whose
-// destination reads slowly, and then ends s with the error (runHalf), where
-// ending s now would drop the end of a whole stream.
+// A failure after src's FIN (EPIPE: a reset in CLOSE_WAIT; or any error
+// once the watch saw the FIN, as a reset in LAST_ACK, which answers
+// ECONNRESET) cut nothing short: h passes on what it holds and the FIN, as
+// for any session whose destination reads slowly, and then ends s with the
+// error (runHalf), where ending s now would drop the end of a whole stream.
 func (s *session) resetSeen(h *half, err error) {
-	if errors.Is(err, syscall.EPIPE) {
+	if h.finSeen || errors.Is(err, syscall.EPIPE) {
 		h.finReset = fmt.Errorf("relay: %s: %w", h.label, err)
 		return
 	}

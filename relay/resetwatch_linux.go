@@ -70,7 +70,7 @@ func (w *resetWatch) add(h *half) {
 		return
 	}
 	w.nextID++
-	ev := unix.EpollEvent{Events: unix.EPOLLET} // EPOLLERR and EPOLLHUP only
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET} // the FIN, EPOLLERR and EPOLLHUP only
 	setData(&ev, w.nextID)
 	var aerr error
 	if err := rc.Control(func(fd uintptr) { aerr = rawsys.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); err != nil || aerr != nil {
@@ -165,12 +165,16 @@ func (w *resetWatch) harvest(fd uintptr) bool {
 		for i := range w.events[:n] {
 			ev := &w.events[i]
 			h := w.byID[getData(ev)]
-			if h == nil || ev.Events&unix.EPOLLERR == 0 {
+			switch {
+			case h == nil:
+				continue
+			case ev.Events&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP:
+				h.finSeen = true // the FIN came, before any error
+				continue
+			case ev.Events&unix.EPOLLERR == 0:
 				continue
 			}
-			var serr error
-			h.reg.rc.Control(func(fd uintptr) { serr = sockError(int(fd)) })
-			if serr != nil {
+			if serr := h.s.takeError(h.s.side(h), h.reg.rc, h.finSeen); serr != nil {
 				h.s.resetSeen(h, serr)
 			}
 		}

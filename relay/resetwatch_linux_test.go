@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -182,4 +184,105 @@ func bufBytes(t *testing.T, c *net.TCPConn, opt int) int {
 		t.Fatal(err, gerr)
 	}
 	return n
+}
+
+// TestPipeResetTakenElsewhere: on the goroutine path, a direction that once
+// waited for room keeps its source registered with the reset watch until
+// its EOF. When that source then resets while the direction waits to read
+// it, the watch and the direction both wake; when the watch takes the error
+// first (SO_ERROR clears it), the direction's read answers 0, as an EOF
+// would, and it passed that on as a FIN: upstream read a stream cut short as
+// if whole. The test holds the direction's read (testHookRead) until the
+// watch took the error (testHookTaken), the order the scheduler picks now
+// and then; upstream must then read every byte, then a reset.
+func TestPipeResetTakenElsewhere(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []struct {
+		name string
+		opts Options
+	}{
+		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}},
+		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			r := New(mode.opts)
+			defer r.Close()
+			g, silent, toSilent, loud, fromLoud, _ := stalledRig(t, "client")
+			g.start(context.Background(), r)
+			bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+			const n = 128 << 10
+			sent := make(chan error, 1)
+			go func() {
+				_, err := loud.Write(make([]byte, n))
+				sent <- err
+			}()
+			waitQueued(t, fromLoud, bound+1) // the direction waited for room: registered
+			var read atomic.Int64
+			got := make(chan error, 1)
+			go func() {
+				b := make([]byte, 64<<10)
+				for {
+					m, err := silent.Read(b)
+					read.Add(int64(m))
+					if err != nil {
+						got <- err
+						return
+					}
+				}
+			}()
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			// Upstream has it all: the direction waits to read.
+			for end := time.Now().Add(safety); read.Load() < n; runtime.Gosched() {
+				if time.Now().After(end) {
+					t.Fatalf("upstream read %d bytes of %d", read.Load(), n)
+				}
+			}
+			gate := &readGate{open: make(chan struct{})}
+			readGates.Store(fromLoud, gate)
+			defer readGates.Delete(fromLoud)
+			loud.SetLinger(0)
+			loud.Close() // a reset, no FIN
+			g.wait(t)
+			if !gate.held.Load() {
+				t.Log("the direction's read did not run after the reset (the watch's abort came first): the race was not met")
+			}
+			g.relayA.Close()
+			g.relayB.Close()
+			if err := <-got; read.Load() != n || !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("upstream read %d bytes, then %v; want %d, then ECONNRESET", read.Load(), err, n)
+			}
+		})
+	}
+}
+
+// readGates holds, per goroutine-path direction's source, a gate that its
+// reads wait at until the socket's error was taken (takeError).
+var readGates sync.Map // *net.TCPConn -> *readGate
+
+type readGate struct {
+	open chan struct{}
+	once sync.Once
+	held atomic.Bool // a read waited at the gate
+}
+
+func init() {
+	testHookRead = func(src *net.TCPConn) {
+		if v, ok := readGates.Load(src); ok {
+			g := v.(*readGate)
+			g.held.Store(true)
+			select {
+			case <-g.open:
+			case <-time.After(safety):
+			}
+		}
+	}
+	testHookTaken = func(c *net.TCPConn) {
+		if v, ok := readGates.Load(c); ok {
+			g := v.(*readGate)
+			g.once.Do(func() { close(g.open) })
+		}
+	}
 }

@@ -25,19 +25,34 @@ func sockError(fd int) error {
 	return nil
 }
 
-// closeWrite half-closes dst, the destination of a direction whose source
+// passEOF half-closes h's destination once h read EOF from its source,
+// unless that EOF stands for a failure of the source whose error another
+// call took first (cutShort): a read after a reset whose error the reset
+// watch or the other direction took answers 0, and passing that on as a FIN
+// would end a stream cut short as if it were whole. It then returns
+// errCutShort.
+func (h *half) passEOF() error {
+	if h.s.cutShort(h.s.side(h)) {
+		return errCutShort
+	}
+	return closeWrite(h)
+}
+
+// closeWrite half-closes h's destination, that of a direction whose source
 // reached EOF. shutdown(2) answers ENOTCONN once the connection is gone both
 // ways, as when a reset came in just before: the socket's pending error (a
 // reset, SO_ERROR) is returned then, as the failure it is, of dst
-// (dstFailed: the direction that reads dst reports it). With none
-// pending, another call took it (the other direction, which reads dst and
-// ends the session with it), and this direction has nothing to add. Only
-// the ENOTCONN case costs a system call (getsockopt). An event loop that
-// hands a session over names the directions that passed their EOF on
-// already (pipeGoroutines), so no destination is half-closed twice.
-func closeWrite(dst *net.TCPConn) error {
-	if h := testHookCloseWrite; h != nil {
-		h(dst)
+// (dstFailed: the direction that reads dst reports it), and recorded for
+// that direction (takeError). With none pending, another call took it (the
+// other direction, which reads dst and ends the session with it), and this
+// direction has nothing to add. Only the ENOTCONN case costs a system call
+// (getsockopt). An event loop that hands a session over names the
+// directions that passed their EOF on already (pipeGoroutines), so no
+// destination is half-closed twice.
+func closeWrite(h *half) error {
+	dst := h.dst
+	if hook := testHookCloseWrite; hook != nil {
+		hook(dst)
 	}
 	err := dst.CloseWrite()
 	if !errors.Is(err, syscall.ENOTCONN) {
@@ -47,11 +62,7 @@ func closeWrite(dst *net.TCPConn) error {
 	if rerr != nil {
 		return err
 	}
-	var serr error
-	if cerr := rc.Control(func(fd uintptr) { serr = sockError(int(fd)) }); cerr != nil {
-		return err
-	}
-	if serr != nil {
+	if serr := h.s.takeError(1-h.s.side(h), rc, false); serr != nil {
 		return dstFailed{os.NewSyscallError("shutdown", serr)}
 	}
 	return nil

@@ -70,7 +70,7 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 		case s.err != nil:
 			return true, os.NewSyscallError("splice", s.err)
 		case s.n == 0:
-			return true, closeWrite(h.dst)
+			return true, h.passEOF()
 		}
 		s.p.data = s.n
 		if !s.marked {
@@ -100,6 +100,9 @@ func (s *splicer) finish() {
 // empty on entry, so EAGAIN can only mean that the socket has nothing to
 // read; the pipe then goes back to the pool and the runtime poller waits.
 func (s *splicer) fillFrom(fd uintptr) bool {
+	if hook := testHookRead; hook != nil {
+		hook(s.h.src)
+	}
 	if s.p == nil {
 		p, err := s.pipes.get()
 		if err != nil {

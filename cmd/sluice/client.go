@@ -269,6 +269,18 @@ func (c *client) conn() (*net.TCPConn, error) {
 
 // Close closes the client socket, whichever form it has; later calls do
 // nothing.
+// resetOnClose has c's close reset the client (SO_LINGER 0): a session
+// that failed after its success reply must not end with a FIN, which the
+// client would read as a target that answered nothing and closed.
+func (c *client) resetOnClose() {
+	switch {
+	case c.tc != nil:
+		c.tc.SetLinger(0)
+	case c.fd >= 0:
+		sysLingerZero(c.fd)
+	}
+}
+
 func (c *client) Close() error {
 	switch {
 	case c.tc != nil:

@@ -361,7 +361,8 @@ func (s *server) startRelay(ctx context.Context, rs *relaySession, up *net.TCPCo
 	s.log.Warn("cannot hand a session to the relay", "client", rs.c.addr(), "err", err)
 	// The client has its success reply (a CONNECT's, a BIND's second), and
 	// the target any bytes it pipelined: the session ends with that reply,
-	// as one that fails in the relay does (relayed).
+	// as one that fails in the relay does (relayed), and a reset.
+	rs.c.resetOnClose()
 	s.metrics.end(rs.cmd, int(handshake.Succeeded))
 	s.accessLog(rs.lv, rs.c, rs.user, cmdLabels[rs.cmd], rs.target, int(handshake.Succeeded), int64(rs.ahead), 0, rs.start, err)
 }
@@ -518,6 +519,7 @@ func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 	switch {
 	case rs.replied:
 		rep = int(handshake.Succeeded)
+		c.resetOnClose() // the session failed past its success reply
 	case !errors.As(err, new(errReplied)):
 		s.releaseLimits(rs) // before the reply: a client may retry as soon as it reads it
 		s.reject(c, req, err)

@@ -48,6 +48,11 @@ func fdLocalAddrPort(fd int) netip.AddrPort { return rawsys.Getsockname(fd) }
 // sysClose closes a bare socket.
 func sysClose(fd int) error { return syscall.Close(fd) }
 
+// sysLingerZero sets SO_LINGER 0 on fd: its close resets the peer.
+func sysLingerZero(fd int) {
+	syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+}
+
 // dupCloexec duplicates fd, close-on-exec.
 func dupCloexec(fd int) (int, error) {
 	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)

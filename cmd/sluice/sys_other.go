@@ -26,6 +26,8 @@ func fdLocalAddrPort(int) netip.AddrPort { return netip.AddrPort{} }
 
 func sysClose(int) error { return errors.ErrUnsupported }
 
+func sysLingerZero(int) {}
+
 func dupCloexec(int) (int, error) { return -1, errors.ErrUnsupported }
 
 // hungUp cannot tell a FIN behind received bytes here (no POLLRDHUP):
