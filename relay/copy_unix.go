@@ -129,6 +129,7 @@ func (r *Relay) copyHalf(h *half) error {
 	c := &copier{r: r, h: h}
 	c.read, c.write = c.readFrom, c.writeTo
 	defer func() {
+		h.dropped = len(c.out) > 0
 		if c.bp != nil {
 			r.putBuf(c.bp)
 		}

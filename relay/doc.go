@@ -28,7 +28,9 @@
 // connections failed, each socket whose peer's stream is cut short (the
 // direction toward it had not passed its FIN on) is left with SO_LINGER 0,
 // so that its close, the relay's or the caller's, resets that peer instead
-// of passing the cut stream for a whole one with a FIN. A direction that
+// of passing the cut stream for a whole one with a FIN; so is one toward
+// which a session that the context or the idle timeout ended drops bytes
+// the relay acknowledged. A direction that
 // holds bytes its destination does not take when its source resets drops
 // them and ends the session at once, unless the source's FIN came before
 // the reset (the stream is whole): it then passes them on, and the FIN.

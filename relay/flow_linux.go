@@ -425,8 +425,12 @@ func (l *loop) dropBuf(dir *flowDir) {
 // stalled reports whether direction d holds bytes that its destination
 // does not take now (it answered EAGAIN).
 func (f *flow) stalled(d int) bool {
-	dir := &f.dirs[d]
-	return !f.writable[1-d] && (dir.p != nil && dir.p.data > 0 || dir.n > 0)
+	return !f.writable[1-d] && f.dirs[d].holds()
+}
+
+// holds reports whether dir's pipe or buffer holds bytes.
+func (dir *flowDir) holds() bool {
+	return dir.p != nil && dir.p.data > 0 || dir.n > 0
 }
 
 // inFlight reports whether a pipe or a buffer of f holds bytes.
@@ -469,8 +473,27 @@ func (l *loop) unlink(f *flow) {
 
 // finish ends f and reports it. It closes the sockets it took over
 // (Options.TakeSockets); others the caller closes, and until then their
-// events find no flow and are dropped.
-func (l *loop) finish(f *flow, err error) {
+// events find no flow and are dropped. A socket whose peer's stream f cuts
+// short, dropping bytes the relay acknowledged for it (held in a pipe or a
+// buffer, or still unread in the source socket), gets SO_LINGER 0 first:
+// an idle timeout, the context's end. That peer must not read a FIN behind
+// a stream the relay cut short; one for which nothing was dropped (an idle
+// keep-alive connection) still gets a FIN.
+func (l *loop) finish(f *flow, err error) { l.end(f, err, false) }
+
+// fail ends f, one of whose connections failed, with err. A socket whose
+// peer's stream is cut short, the direction toward it not done, gets
+// SO_LINGER 0 first, so that its close, the loop's or the caller's, resets
+// that peer (resetOnClose).
+func (l *loop) fail(f *flow, err error) { l.end(f, err, true) }
+
+func (l *loop) end(f *flow, err error, failed bool) {
+	for side, fd := range f.fds {
+		toward := &f.dirs[1-side]
+		if !toward.done && (failed || toward.holds() || unread(f.fds[1-side])) {
+			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		}
+	}
 	l.unlink(f)
 	for side, own := range f.owned {
 		if own {
@@ -478,19 +501,6 @@ func (l *loop) finish(f *flow, err error) {
 		}
 	}
 	f.done.Ended(f.stats(), err)
-}
-
-// fail ends f, one of whose connections failed, with err. A socket whose
-// peer's stream is cut short, the direction toward it not done, gets
-// SO_LINGER 0 first, so that its close, the loop's or the caller's, resets
-// that peer (resetOnClose).
-func (l *loop) fail(f *flow, err error) {
-	for side, fd := range f.fds {
-		if !f.dirs[1-side].done {
-			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-		}
-	}
-	l.finish(f, err)
 }
 
 // handOff moves f, whose pipes hold no byte, to the goroutine path, which

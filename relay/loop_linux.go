@@ -137,9 +137,11 @@ func (l *loop) add(ctx context.Context, sess *Session, client, upstream *net.TCP
 	// Both sockets start writable, a connected socket's usual state (a
 	// write that finds no room answers EAGAIN and clears it), so that
 	// writable false means its socket answered EAGAIN (flow.stalled), not
-	// that its first EPOLLOUT is not dispatched yet.
+	// that its first EPOLLOUT is not dispatched yet. fds start at -1: a
+	// failed rawFd leaves the other side's unset, and the flow, ended as a
+	// failed registration, must touch no descriptor it does not hold.
 	*f = flow{client: client, upstream: upstream, ctx: ctx, done: done, callerCloses: callerCloses,
-		unripe: l.mature != nil && fds[sideUpstream] >= 0, writable: [2]bool{true, true}}
+		unripe: l.mature != nil && fds[sideUpstream] >= 0, writable: [2]bool{true, true}, fds: [2]int{-1, -1}}
 	var err error
 	for side, fd := range fds {
 		if fd >= 0 {

@@ -331,6 +331,7 @@ type half struct {
 	reset       error        // src failed as the reset watch saw, under its lock
 	finReset    error        // src failed after its FIN, as the reset watch saw, under its lock: h ends with it at its EOF
 	finSeen     bool         // src's FIN came before any error, as the reset watch saw, under its lock
+	dropped     bool         // h ended holding bytes read from src and never written to dst
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
 	live        *lineCount   // the Relay's count of this direction (Relayed)
@@ -652,15 +653,16 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 		}
 	}
 	s.end() // before the deferred stops, which do not wait for a running callback
-	if c := s.cause.Load(); c == causeClientToUpstream || c == causeUpstreamToClient {
-		// A peer whose stream toward it is whole (its half passed the
-		// FIN on) keeps the FIN: the tail still in the socket's send
-		// buffer goes out behind it.
-		if !s.halves[1].passed {
-			resetOnClose(client)
-		}
-		if !s.halves[0].passed {
-			resetOnClose(upstream)
+	// A peer whose stream toward it is whole (its half passed the FIN on)
+	// keeps the FIN, so the tail still in the socket's send buffer goes
+	// out behind it; so does one that the session left for the idle
+	// timeout or the context's end without dropping bytes the relay
+	// acknowledged for it (held, or unread in the source socket).
+	c := s.cause.Load()
+	failed := c == causeClientToUpstream || c == causeUpstreamToClient
+	for _, h := range []*half{&s.halves[0], &s.halves[1]} {
+		if !h.passed && (failed || h.dropped || unreadConn(h.src)) {
+			resetOnClose(h.dst)
 		}
 	}
 	return s.stats(), s.result(ctx)
@@ -675,8 +677,21 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 // (bytes dropped in the relay, or never sent by the peer that failed) for a
 // whole one, as a FIN would have it do. A socket whose stream is whole keeps
 // its FIN, so that the end of the stream still in its send buffer goes out.
-// The end of the context and the idle timeout are the relay's caller's
-// decisions: those closes stay FINs.
+// When the context's end or the idle timeout ends the session, a socket
+// toward which it drops bytes the relay acknowledged (held, or unread in the
+// source socket) is closed so too; one toward which it drops nothing keeps
+// its FIN (an idle keep-alive connection).
+// unreadConn is unread for a conn: false when its descriptor is gone.
+func unreadConn(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var u bool
+	rc.Control(func(fd uintptr) { u = unread(int(fd)) })
+	return u
+}
+
 func resetOnClose(c *net.TCPConn) {
 	c.SetLinger(0) // an error: closed by the caller already
 }

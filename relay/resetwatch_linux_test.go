@@ -40,18 +40,7 @@ import (
 // timing (a reset leaves the bytes before it readable, then the error).
 func TestPipeResetBehindStalledWrite(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name   string
-		opts   Options
-		refuse bool
-		hold   int // the most a half holds: its pipe or its buffer
-	}{
-		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false, 4096},
-		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false, 4096},
-		{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true, 4096},
-		{"loop, one-page pipes", Options{Loops: 1, PipeBytes: 4096}, false, 4096},
-		{"loop, small reads", Options{Loops: 1, PipeBytes: 4096, CopyBelow: 16 << 10}, false, 16 << 10},
-	} {
+	for _, mode := range stallModes {
 		for _, resetter := range []string{"upstream", "client"} {
 			for _, order := range []string{"fin, stall", "stall, fin", "no fin"} {
 				t.Run(mode.name+"/"+resetter+" resets/"+order, func(t *testing.T) {
@@ -104,6 +93,22 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 			}
 		}
 	}
+}
+
+// stallModes are the paths the tests of a direction that waits for room at
+// a silent peer run on: small pipes and buffers, so that the relay holds
+// little; hold is the most a half holds (its pipe or its buffer).
+var stallModes = []struct {
+	name   string
+	opts   Options
+	refuse bool
+	hold   int
+}{
+	{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false, 4096},
+	{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false, 4096},
+	{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true, 4096},
+	{"loop, one-page pipes", Options{Loops: 1, PipeBytes: 4096}, false, 4096},
+	{"loop, small reads", Options{Loops: 1, PipeBytes: 4096, CopyBelow: 16 << 10}, false, 16 << 10},
 }
 
 // finished has the silent side half-close and waits until the loud side
