@@ -106,6 +106,9 @@ func (c *copier) writeTo(fd uintptr) bool {
 		case nil:
 			err = io.ErrNoProgress // cannot happen for a write of bytes
 		}
+		if hook := testHookTaken; hook != nil {
+			hook(c.h.dst) // the write took dst's error, if one was pending
+		}
 		c.err = os.NewSyscallError("write", err)
 		return true
 	}

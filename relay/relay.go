@@ -332,6 +332,8 @@ type half struct {
 	finReset    error        // src failed after its FIN, as the reset watch saw, under its lock: h ends with it at its EOF
 	finSeen     bool         // src's FIN came before any error, as the reset watch saw, under its lock
 	dropped     bool         // h ended holding bytes read from src and never written to dst
+	cut         bool         // h ended on a failure, its own or one whose error another call took (errCutShort)
+	shutting    atomic.Bool  // h is half-closing dst, or did (closeWrite): the relay's FIN to dst is out or on its way
 	watched     bool         // the idle watchdog reads progress
 	progress    atomic.Int64 // bytes, published for the watchdog
 	live        *lineCount   // the Relay's count of this direction (Relayed)
@@ -371,7 +373,7 @@ type session struct {
 // socket: the reset watch, or the other direction's closeWrite. It records
 // the error, under s.mu, for the direction that reads the socket: a read
 // after a reset whose error was taken answers 0, as an EOF would, and that
-// direction asks cutShort before it passes the EOF on. fin: the socket's
+// direction asks takenFrom before it passes the EOF on. fin: the socket's
 // FIN came before the error (the reset watch saw it); so did it when the
 // error is EPIPE (a reset in CLOSE_WAIT).
 func (s *session) takeError(side int, rc syscall.RawConn, fin bool) error {
@@ -392,20 +394,21 @@ func (s *session) takeError(side int, rc syscall.RawConn, fin bool) error {
 // Test hooks, when a test sets them (in init, before any session):
 // testHookRead is called with a goroutine-path direction's source each time
 // that direction's read callback runs; testHookTaken with a socket whose
-// error takeError took.
+// error takeError took, or whose write or splice into it failed.
 var (
 	testHookRead  func(src *net.TCPConn)
 	testHookTaken func(c *net.TCPConn)
 )
 
-// cutShort reports whether the EOF read from side's socket stands for a
-// failure of it whose error another call took (takeError) before the
-// socket's FIN came: the stream is cut short, and the call that took the
-// error ends the session with it.
-func (s *session) cutShort(side int) bool {
+// takenFrom reports whether another call took the error of side's socket
+// (takeError), and whether it came after the socket's FIN (whole). An EOF
+// read from a socket whose error was taken before its FIN stands for that
+// failure: the stream is cut short, and the call that took the error ends
+// the session with it.
+func (s *session) takenFrom(side int) (taken, whole bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.taken[side] != nil && !s.takenWhole[side]
+	return s.taken[side] != nil, s.takenWhole[side]
 }
 
 // side is the side (0 the client, 1 the upstream) of h's source.
@@ -417,7 +420,7 @@ func (s *session) side(h *half) int {
 }
 
 // errCutShort: the EOF a half read stands for a failure that another call
-// took and ends the session with (cutShort); the half adds nothing.
+// took and ends the session with (takenFrom, passEOF); the half adds nothing.
 var errCutShort = errors.New("relay: source failed, its error taken elsewhere")
 
 // aLongTimeAgo is a deadline in the past, set to unblock both directions.
@@ -634,6 +637,9 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 	s := &session{client: client, upstream: upstream, resets: &r.resets}
 	s.halves[0] = half{label: "client->upstream", cause: causeClientToUpstream, passed: finished[0], s: s, src: client, dst: upstream, live: &r.live[0]}
 	s.halves[1] = half{label: "upstream->client", cause: causeUpstreamToClient, passed: finished[1], s: s, src: upstream, dst: client, live: &r.live[1]}
+	for i, f := range finished {
+		s.halves[i].shutting.Store(f) // the loop sent that FIN
+	}
 
 	stop := context.AfterFunc(ctx, s.abortContext)
 	defer stop()
@@ -661,7 +667,7 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 	c := s.cause.Load()
 	failed := c == causeClientToUpstream || c == causeUpstreamToClient
 	for _, h := range []*half{&s.halves[0], &s.halves[1]} {
-		if !h.passed && (failed || h.dropped || unreadConn(h.src)) {
+		if !h.passed && (failed || h.cut || h.dropped || unreadConn(h.src)) {
 			resetOnClose(h.dst)
 		}
 	}
@@ -681,6 +687,10 @@ func (r *Relay) pipeGoroutines(ctx context.Context, client, upstream *net.TCPCon
 // toward which it drops bytes the relay acknowledged (held, or unread in the
 // source socket) is closed so too; one toward which it drops nothing keeps
 // its FIN (an idle keep-alive connection).
+func resetOnClose(c *net.TCPConn) {
+	c.SetLinger(0) // an error: closed by the caller already
+}
+
 // unreadConn is unread for a conn: false when its descriptor is gone.
 func unreadConn(c *net.TCPConn) bool {
 	rc, err := c.SyscallConn()
@@ -690,10 +700,6 @@ func unreadConn(c *net.TCPConn) bool {
 	var u bool
 	rc.Control(func(fd uintptr) { u = unread(int(fd)) })
 	return u
-}
-
-func resetOnClose(c *net.TCPConn) {
-	c.SetLinger(0) // an error: closed by the caller already
 }
 
 // reverseHalf runs the upstream->client direction: the one goroutine Pipe starts.
@@ -707,6 +713,7 @@ func (r *Relay) reverseHalf(s *session, wg *sync.WaitGroup) {
 func (r *Relay) runHalf(s *session, h *half) {
 	if !h.passed {
 		if err := r.moveHalf(h); err != nil {
+			h.cut = err == errCutShort || !isDeadline(err)
 			if err == errCutShort {
 				// No FIN passed on: the call that took the error ends
 				// the session, and the destination is reset (resetOnClose).

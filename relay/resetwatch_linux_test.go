@@ -263,6 +263,52 @@ func TestPipeResetTakenElsewhere(t *testing.T) {
 	}
 }
 
+// TestPipeResetTakenByWrite: on the goroutine path the client resets while
+// upstream->client waits for room at it, holding bytes, and
+// client->upstream waits to read it. When upstream->client's write meets
+// the reset first, the kernel clears the error as it answers; the other
+// direction's read then answers 0, as an EOF would, and it passed that on
+// to upstream as a FIN. The test holds that read (testHookRead) until the
+// write failed (testHookTaken); upstream must read a reset, not an EOF.
+func TestPipeResetTakenByWrite(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []struct {
+		name string
+		opts Options
+	}{
+		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}},
+		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			r := New(mode.opts)
+			defer r.Close()
+			g, silent, toSilent, loud, fromLoud, _ := stalledRig(t, "upstream") // silent: the client
+			g.start(context.Background(), r)
+			bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+			if _, err := loud.Write(make([]byte, bound+64<<10)); err != nil { // relayB takes what the relay cannot
+				t.Fatal(err)
+			}
+			waitQueued(t, fromLoud, 1) // upstream->client waits for room at the client
+			gate := &readGate{open: make(chan struct{})}
+			readGates.Store(toSilent, gate) // client->upstream reads relayA only once its error was taken
+			defer readGates.Delete(toSilent)
+			silent.SetLinger(0)
+			silent.Close() // the client resets
+			g.wait(t)
+			if !gate.held.Load() {
+				t.Log("client->upstream's read did not run after the reset: the race was not met")
+			}
+			g.relayA.Close()
+			g.relayB.Close()
+			loud.SetReadDeadline(time.Now().Add(safety))
+			if n, err := loud.Read(make([]byte, 1)); n != 0 || !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("upstream read %d bytes, %v once the client reset; want ECONNRESET, not the client's EOF", n, err)
+			}
+		})
+	}
+}
+
 // readGates holds, per goroutine-path direction's source, a gate that its
 // reads wait at until the socket's error was taken (takeError).
 var readGates sync.Map // *net.TCPConn -> *readGate

@@ -4,6 +4,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -27,15 +28,46 @@ func sockError(fd int) error {
 
 // passEOF half-closes h's destination once h read EOF from its source,
 // unless that EOF stands for a failure of the source whose error another
-// call took first (cutShort): a read after a reset whose error the reset
-// watch or the other direction took answers 0, and passing that on as a FIN
-// would end a stream cut short as if it were whole. It then returns
-// errCutShort.
+// call took first: after a reset whose error is taken (SO_ERROR clears it,
+// and so does a write into the socket that fails) a read answers 0, and
+// passing that on as a FIN would end a stream cut short as if it were
+// whole. It then returns errCutShort, and the call that took the error ends
+// the session. The calls that do not write the socket record what they
+// took (takenFrom); for the other direction's writes, which cannot record
+// before the kernel clears the error, passEOF looks at the socket itself
+// while the relay has sent it no FIN: gone (a zero-length send fails) with
+// no error pending, it failed; an error still pending came after the FIN
+// that h read, so the stream is whole, and h ends the session with that
+// error once its FIN is out (finReset).
 func (h *half) passEOF() error {
-	if h.s.cutShort(h.s.side(h)) {
+	if h.watching {
+		h.s.resets.remove(h) // from now on the watch does not touch h
+	}
+	taken, whole := h.s.takenFrom(h.s.side(h))
+	if taken && !whole {
 		return errCutShort
 	}
-	return closeWrite(h)
+	var pending error
+	if !taken && !h.s.other(h).shutting.Load() {
+		rc, err := h.src.SyscallConn()
+		if err != nil {
+			return err
+		}
+		gone := false
+		rc.Control(func(fd uintptr) {
+			if pending = sockError(int(fd)); pending == nil {
+				gone = sockGone(int(fd))
+			}
+		})
+		if gone {
+			return errCutShort
+		}
+	}
+	err := closeWrite(h)
+	if err == nil && pending != nil {
+		h.finReset = fmt.Errorf("relay: %s: %w", h.label, pending)
+	}
+	return err
 }
 
 // closeWrite half-closes h's destination, that of a direction whose source
@@ -51,6 +83,7 @@ func (h *half) passEOF() error {
 // destination is half-closed twice.
 func closeWrite(h *half) error {
 	dst := h.dst
+	h.shutting.Store(true)
 	if hook := testHookCloseWrite; hook != nil {
 		hook(dst)
 	}

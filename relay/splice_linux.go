@@ -169,6 +169,9 @@ func (s *splicer) drainTo(fd uintptr) bool {
 		case nil:
 			err = io.ErrNoProgress // cannot happen while the pipe holds data
 		}
+		if hook := testHookTaken; hook != nil {
+			hook(s.h.dst) // the splice took dst's error, if one was pending
+		}
 		s.err = err
 		return true
 	}

@@ -267,8 +267,6 @@ func (c *client) conn() (*net.TCPConn, error) {
 	return c.tc, nil
 }
 
-// Close closes the client socket, whichever form it has; later calls do
-// nothing.
 // resetOnClose has c's close reset the client (SO_LINGER 0): a session
 // that failed after its success reply must not end with a FIN, which the
 // client would read as a target that answered nothing and closed.
@@ -281,6 +279,8 @@ func (c *client) resetOnClose() {
 	}
 }
 
+// Close closes the client socket, whichever form it has; later calls do
+// nothing.
 func (c *client) Close() error {
 	switch {
 	case c.tc != nil:
