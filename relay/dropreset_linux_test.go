@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestPipeEndDroppingBytesResets: a session that the context's end or the
@@ -30,21 +28,17 @@ func TestPipeEndDroppingBytesResets(t *testing.T) {
 				}
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					opts := mode.opts
+					mode := mode // its copy: the idle timeout goes in its Options
 					if end == "idle timeout" {
-						opts.IdleTimeout = 200 * time.Millisecond
+						mode.opts.IdleTimeout = 200 * time.Millisecond
 					}
-					r := New(opts)
-					defer r.Close()
-					if mode.refuse {
-						r.refuseSplice = unix.EINVAL
-					}
+					r := mode.relay(t)
 					ctx, cancel := context.WithCancel(context.Background())
 					defer cancel()
 					g, silent, toSilent, loud, fromLoud, _ := stalledRig(t, "client")
 					g.start(ctx, r)
 					if held {
-						bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + mode.hold
+						bound := mode.bound(t, silent, toSilent)
 						go loud.Write(make([]byte, 64<<20)) // fails once the test closes
 						waitQueued(t, fromLoud, bound+1)    // the relay holds all it can
 					}

@@ -50,23 +50,13 @@ func TestLoopResetBeforeEOFRead(t *testing.T) {
 // the watch took the error (EPIPE) while the stream's end was still to pass.
 func TestPipeResetAfterFIN(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name   string
-		opts   Options
-		refuse bool
-	}{
-		{"goroutines", Options{Loops: -1, PipeBytes: 4096}, false},
-		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false},
-		{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true},
-	} {
+	for _, mode := range stallModes {
+		if !mode.goroutines() {
+			continue
+		}
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			r := New(mode.opts)
-			defer r.Close()
-			if mode.refuse {
-				r.refuseSplice = unix.EINVAL
-			}
-			resetAfterFIN(t, r, false)
+			resetAfterFIN(t, mode.relay(t), false)
 		})
 	}
 }

@@ -45,18 +45,10 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 			for _, order := range []string{"fin, stall", "stall, fin", "no fin"} {
 				t.Run(mode.name+"/"+resetter+" resets/"+order, func(t *testing.T) {
 					t.Parallel()
-					r := New(mode.opts)
-					defer r.Close()
-					if mode.refuse {
-						r.refuseSplice = unix.EINVAL
-					}
+					r := mode.relay(t)
 					g, silent, toSilent, loud, fromLoud, label := stalledRig(t, resetter)
 					g.start(context.Background(), r)
-					// What the silent side can ever take from the relay: its
-					// receive buffer, the relay's send buffer toward it and
-					// the one 64 KiB segment a send may put past that buffer,
-					// and the half's pipe or buffer.
-					bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + mode.hold
+					bound := mode.bound(t, silent, toSilent)
 					if order == "fin, stall" {
 						finished(t, silent, loud)
 					}
@@ -98,17 +90,39 @@ func TestPipeResetBehindStalledWrite(t *testing.T) {
 // stallModes are the paths the tests of a direction that waits for room at
 // a silent peer run on: small pipes and buffers, so that the relay holds
 // little; hold is the most a half holds (its pipe or its buffer).
-var stallModes = []struct {
-	name   string
-	opts   Options
-	refuse bool
-	hold   int
-}{
+var stallModes = []stallMode{
 	{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}, false, 4096},
 	{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}, false, 4096},
 	{"refused", Options{Loops: -1, PipeBytes: 4096, CopyBufferBytes: 4096}, true, 4096},
 	{"loop, one-page pipes", Options{Loops: 1, PipeBytes: 4096}, false, 4096},
 	{"loop, small reads", Options{Loops: 1, PipeBytes: 4096, CopyBelow: 16 << 10}, false, 16 << 10},
+}
+
+type stallMode struct {
+	name   string
+	opts   Options
+	refuse bool // every splice is refused (EINVAL): the copy fallback
+	hold   int
+}
+
+// goroutines reports whether m runs its sessions on the goroutine path.
+func (m stallMode) goroutines() bool { return m.opts.Loops < 0 || m.opts.ForceCopy }
+
+// relay makes m's Relay, closed at the test's end.
+func (m stallMode) relay(t *testing.T) *Relay {
+	r := New(m.opts)
+	t.Cleanup(func() { r.Close() })
+	if m.refuse {
+		r.refuseSplice = unix.EINVAL
+	}
+	return r
+}
+
+// bound is what the silent side can ever take from the relay: its receive
+// buffer, the relay's send buffer toward it and the one 64 KiB segment a
+// send may put past that buffer, and the half's pipe or buffer.
+func (m stallMode) bound(t *testing.T, silent, toSilent *net.TCPConn) int {
+	return bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + m.hold
 }
 
 // finished has the silent side half-close and waits until the loud side
@@ -202,20 +216,16 @@ func bufBytes(t *testing.T, c *net.TCPConn, opt int) int {
 // and then; upstream must then read every byte, then a reset.
 func TestPipeResetTakenElsewhere(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name string
-		opts Options
-	}{
-		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}},
-		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}},
-	} {
+	for _, mode := range stallModes {
+		if !mode.goroutines() {
+			continue
+		}
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			r := New(mode.opts)
-			defer r.Close()
+			r := mode.relay(t)
 			g, silent, toSilent, loud, fromLoud, _ := stalledRig(t, "client")
 			g.start(context.Background(), r)
-			bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+			bound := mode.bound(t, silent, toSilent)
 			const n = 128 << 10
 			sent := make(chan error, 1)
 			go func() {
@@ -272,20 +282,16 @@ func TestPipeResetTakenElsewhere(t *testing.T) {
 // write failed (testHookTaken); upstream must read a reset, not an EOF.
 func TestPipeResetTakenByWrite(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []struct {
-		name string
-		opts Options
-	}{
-		{"goroutines, one-page pipes", Options{Loops: -1, PipeBytes: 4096}},
-		{"copy", Options{ForceCopy: true, CopyBufferBytes: 4096}},
-	} {
+	for _, mode := range stallModes {
+		if !mode.goroutines() {
+			continue
+		}
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			r := New(mode.opts)
-			defer r.Close()
+			r := mode.relay(t)
 			g, silent, toSilent, loud, fromLoud, _ := stalledRig(t, "upstream") // silent: the client
 			g.start(context.Background(), r)
-			bound := bufBytes(t, silent, unix.SO_RCVBUF) + bufBytes(t, toSilent, unix.SO_SNDBUF) + 64<<10 + 4096
+			bound := mode.bound(t, silent, toSilent)
 			if _, err := loud.Write(make([]byte, bound+64<<10)); err != nil { // relayB takes what the relay cannot
 				t.Fatal(err)
 			}

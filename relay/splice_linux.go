@@ -89,10 +89,8 @@ func (r *Relay) spliceHalf(h *half) (done bool, err error) {
 // the pool closes it when bytes are stuck in it.
 func (s *splicer) finish() {
 	s.h.spliceCalls += s.calls
-	if s.p != nil && s.p.data > 0 {
-		s.h.dropped = true
-	}
 	if s.p != nil {
+		s.h.dropped = s.p.data > 0
 		s.pipes.put(s.p)
 		s.p = nil
 	}

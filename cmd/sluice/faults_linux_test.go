@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"sluice/handshake"
 )
 
 // fullListener returns the address of a loopback TCP listener with a
@@ -92,45 +90,15 @@ func synSent(t *testing.T, addr netip.AddrPort) {
 // dial is still pending (its target's SYNs dropped) ends the dial and its
 // session then, or from a second into the dial when it left before, not at
 // the dial timeout (a minute here), whether it closes or resets, to an
-// address or to a name; the access log says why. A client
+// address or to a name; the access log and sluice_sessions_total say why,
+// and its one place under --max-sessions 1 is given back (leavePendingDials,
+// which TestNetClientLeavesPendingDial runs with --net-sockets). A client
 // that half-closes after bytes for the target is not leaving: its dial goes
 // on, and the bytes and its FIN reach the target once it accepts. Not
 // parallel: it counts the whole process.
 func TestClientLeavesPendingDial(t *testing.T) {
 	var log syncBuffer
-	resolver := fixedResolver(t, netip.MustParseAddr("127.0.0.1"))
-	// At once: the client is watched from the dial's start; after: from a
-	// second into it (defaultWatchAfter), as by default.
-	at, _ := startSluiceConfig(t, func(cfg *config) { cfg.resolver, cfg.watchAfter = resolver, -1 }, &log, "--dial-timeout", "60s")
-	after, _ := startSluiceResolver(t, resolver, &log, "--dial-timeout", "60s")
-	for _, tc := range []struct {
-		name        string
-		addr        string
-		domain, rst bool
-	}{
-		{"close", at, false, false}, {"reset", at, false, true}, {"name-close", at, true, false}, {"name-reset", at, true, true},
-		{"close-after", after, false, false}, {"name-reset-after", after, true, true},
-	} {
-		// Before the baseline, and open to the test's end: a target
-		// closed would refuse an earlier subtest's dial, and a session
-		// left behind there would end within this one's count.
-		target := fullListener(t)
-		t.Run(tc.name, func(t *testing.T) {
-			noLeak(t, func(t *testing.T) {
-				c := dialSluice(t, tc.addr)
-				req := connectReq(target)
-				if tc.domain {
-					req = handshake.AppendRequest([]byte{5, 1, 0}, handshake.CmdConnect, domainAddr("pending.test", int(target.Port())))
-				}
-				mustWrite(t, c, req)
-				synSent(t, target)
-				if tc.rst {
-					c.SetLinger(0)
-				}
-				c.Close()
-			})
-		})
-	}
+	at := leavePendingDials(t, &log)
 	if got := strings.Count(log.String(), errClientGone.Error()); got != 6 {
 		t.Errorf("%d access log lines say %q; want 6\n%s", got, errClientGone, log.String())
 	}

@@ -14,10 +14,10 @@ import (
 	"sluice/handshake"
 )
 
-// TestNetClientLeavesPendingDial: with --net-sockets as with bare sockets, a
-// client that leaves while its CONNECT's dial is pending (its target's SYNs
-// dropped) ends the dial and its session then, or from a second into the
-// dial when it left before, not at the dial timeout (a minute here): closing
+// TestNetClientLeavesPendingDial: with --net-sockets as with bare sockets
+// (TestClientLeavesPendingDial), a client that leaves while its CONNECT's
+// dial is pending (its target's SYNs dropped) ends the dial and its session
+// then, or from a second into the dial when it left before, not at the dial timeout (a minute here): closing
 // or resetting, to an address or to a name. Its one place under
 // --max-sessions 1 is given back (the next client's CONNECT goes through),
 // and its access line and sluice_sessions_total say it left, as the bare
@@ -25,37 +25,39 @@ import (
 // to hold its place, and its goroutine and sockets, for the whole minute.
 // Not parallel: it counts the whole process.
 func TestNetClientLeavesPendingDial(t *testing.T) {
+	leavePendingDials(t, new(syncBuffer), "--net-sockets")
+}
+
+// leavePendingDials runs leavePendingDial's cases (closing or resetting, to
+// an address or to a name) on two servers started with args, which log to
+// log: one that watches a client from its dial's start, and one from a
+// second into it (defaultWatchAfter), as by default. It returns the first's
+// address.
+func leavePendingDials(t *testing.T, log *syncBuffer, args ...string) string {
 	resolver := fixedResolver(t, netip.MustParseAddr("127.0.0.1"))
 	echo := startEcho(t)
-	for _, mode := range []string{"bare", "net-sockets"} {
-		t.Run(mode, func(t *testing.T) {
-			args := []string{"--dial-timeout", "60s", "--max-sessions", "1", "--metrics", "127.0.0.1:0"}
-			if mode == "net-sockets" {
-				args = append(args, "--net-sockets")
-			}
-			var log syncBuffer
-			// At once: the client is watched from the dial's start; after:
-			// from a second into it (defaultWatchAfter), as by default.
-			_, at := startSluiceConfig(t, func(cfg *config) { cfg.resolver, cfg.watchAfter = resolver, -1 }, &log, args...)
-			_, after := startSluiceResolver(t, resolver, &log, args...)
-			for _, tc := range []struct {
-				name        string
-				inst        *instance
-				domain, rst bool
-			}{
-				{"close", at, false, false}, {"reset", at, false, true}, {"name-close", at, true, false}, {"name-reset", at, true, true},
-				{"close-after", after, false, false}, {"name-reset-after", after, true, true},
-			} {
-				// Open to the test's end, as in TestClientLeavesPendingDial.
-				target := fullListener(t)
-				t.Run(tc.name, func(t *testing.T) {
-					noLeak(t, func(t *testing.T) {
-						leavePendingDial(t, tc.inst, &log, target, echo, tc.domain, tc.rst)
-					})
-				})
-			}
+	args = append([]string{"--dial-timeout", "60s", "--max-sessions", "1", "--metrics", "127.0.0.1:0"}, args...)
+	atAddr, at := startSluiceConfig(t, func(cfg *config) { cfg.resolver, cfg.watchAfter = resolver, -1 }, log, args...)
+	_, after := startSluiceResolver(t, resolver, log, args...)
+	for _, tc := range []struct {
+		name        string
+		inst        *instance
+		domain, rst bool
+	}{
+		{"close", at, false, false}, {"reset", at, false, true}, {"name-close", at, true, false}, {"name-reset", at, true, true},
+		{"close-after", after, false, false}, {"name-reset-after", after, true, true},
+	} {
+		// Before the baseline, and open to the test's end: a target
+		// closed would refuse an earlier subtest's dial, and a session
+		// left behind there would end within this one's count.
+		target := fullListener(t)
+		t.Run(tc.name, func(t *testing.T) {
+			noLeak(t, func(t *testing.T) {
+				leavePendingDial(t, tc.inst, log, target, echo, tc.domain, tc.rst)
+			})
 		})
 	}
+	return atAddr
 }
 
 // leavePendingDial has a client of inst leave during its CONNECT's pending
