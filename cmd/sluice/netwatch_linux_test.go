@@ -123,9 +123,9 @@ func sessionsCounted(t *testing.T, srv *server, rep int) float64 {
 // on and the bytes and its FIN reach the target once it accepts.
 func TestNetClientHalfClosesPendingDial(t *testing.T) {
 	addr, _ := startSluiceConfig(t, func(cfg *config) { cfg.watchAfter = -1 }, new(syncBuffer), "--net-sockets", "--dial-timeout", "60s")
-	for _, pipelined := range []bool{true, false} {
-		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
-			halfCloseWithData(t, addr, pipelined)
+	for _, how := range halfCloses {
+		t.Run(how, func(t *testing.T) {
+			halfCloseWithData(t, addr, how)
 		})
 	}
 }

@@ -139,9 +139,13 @@ func (w *waiter) leftLocked(c *client, events uint32) {
 			w.halfClosedLocked(c)
 			return
 		}
-		// SIOCINQ counts the bytes queued without reading them: they are
-		// the target's still.
-		if n, err := unix.IoctlGetInt(c.pollFd(), unix.SIOCINQ); err != nil || n > 0 {
+		// A peek finds the bytes queued without taking them: they are
+		// the target's still. Not SIOCINQ, which stops at an urgent
+		// mark: 0 there though bytes came behind it (the peek skips the
+		// urgent byte, as the relay does; a signal pending at the mark
+		// answers EAGAIN, and the dial goes on).
+		var b [1]byte
+		if n, _, err := unix.Recvfrom(c.pollFd(), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); err != nil || n > 0 {
 			w.halfClosedLocked(c)
 			return
 		}
