@@ -66,7 +66,8 @@ func (l *loop) unwatch(f *flow) func() bool {
 	return w.stop
 }
 
-// abortion is a flow ended from outside, with its error (nil: its context's).
+// abortion is a flow ended from outside: its registration's failure, which
+// fails it (err), or its context's end (err nil).
 type abortion struct {
 	f   *flow
 	err error
@@ -87,9 +88,12 @@ func (l *loop) takeAborts() {
 		if a.f.ended {
 			continue
 		}
-		if a.err == nil {
-			a.err = a.f.ctx.Err()
+		if a.err != nil {
+			// The loop failed the session (its registration): both
+			// streams are cut short, and their peers are reset.
+			l.fail(a.f, a.err)
+			continue
 		}
-		l.finish(a.f, a.err)
+		l.finish(a.f, a.f.ctx.Err())
 	}
 }

@@ -13,9 +13,12 @@ import (
 // after all. Package net sets TCP_NODELAY and its keepalive defaults on
 // every socket it adopts (net.FileConn); the socket keeps the values it had
 // instead (its listener's or dialler's options).
-func FileConn(fd int) (*net.TCPConn, error) {
+func FileConn(fd int) (*net.TCPConn, error) { return fileConn(fd, nil) }
+
+// fileConn is FileConn; failed is wrapFd's.
+func fileConn(fd int, failed func(fd int)) (*net.TCPConn, error) {
 	kept := saveOpts(fd)
-	tc, err := wrapFd(fd)
+	tc, err := wrapFd(fd, failed)
 	if err != nil {
 		return nil, err
 	}
@@ -119,14 +122,22 @@ func dupFd(c *net.TCPConn) (int, error) {
 
 // adopt returns f's sockets as *net.TCPConns for the plain path: its own
 // descriptors go back into package net (which holds duplicates; the
-// descriptors are closed), the others are f's conns.
+// descriptors are closed), the others are f's conns. When one cannot go
+// back (EMFILE), the session fails mid-stream: each socket whose peer's
+// stream is cut short (the direction toward it not done) is closed with
+// SO_LINGER 0, here or by the caller, as the loop's fail does, the one
+// whose duplicate failed before its close inside FileConn.
 func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
 	conns := [2]*net.TCPConn{f.client, f.upstream}
 	for side, own := range f.owned {
 		if !own {
 			continue
 		}
-		c, ferr := FileConn(f.fds[side])
+		var failed func(int)
+		if !f.dirs[1-side].done {
+			failed = lingerZero
+		}
+		c, ferr := fileConn(f.fds[side], failed)
 		if ferr != nil && err == nil {
 			err = ferr
 		}
@@ -134,11 +145,22 @@ func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
 	}
 	if err != nil {
 		for side, c := range conns {
-			if c != nil && f.owned[side] {
+			if c == nil {
+				continue
+			}
+			if !f.dirs[1-side].done {
+				resetOnClose(c)
+			}
+			if f.owned[side] {
 				c.Close()
 			}
 		}
 		return nil, nil, err
 	}
 	return conns[0], conns[1], nil
+}
+
+// lingerZero sets SO_LINGER 0 on socket fd: its close resets the peer.
+func lingerZero(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
 }

@@ -6,4 +6,4 @@ import "net"
 
 // FileConn wraps a TCP socket's bare descriptor in a *net.TCPConn, which
 // holds a duplicate, and closes the descriptor (net.FileConn).
-func FileConn(fd int) (*net.TCPConn, error) { return wrapFd(fd) }
+func FileConn(fd int) (*net.TCPConn, error) { return wrapFd(fd, nil) }

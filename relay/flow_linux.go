@@ -490,8 +490,8 @@ func (l *loop) fail(f *flow, err error) { l.end(f, err, true) }
 func (l *loop) end(f *flow, err error, failed bool) {
 	for side, fd := range f.fds {
 		toward := &f.dirs[1-side]
-		if !toward.done && (failed || toward.holds() || unread(f.fds[1-side])) {
-			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		if fd >= 0 && !toward.done && (failed || toward.holds() || unread(f.fds[1-side])) {
+			lingerZero(fd)
 		}
 	}
 	l.unlink(f)

@@ -120,7 +120,7 @@ func resetAfterFIN(t *testing.T, r *Relay, takes bool) {
 	// FIN behind what is still on its way, not a reset that would drop it
 	// (resetOnClose), which upstream, draining as fast as it can, would
 	// see only when that close overtook it.
-	if lingerZero(t, g.relayB) {
+	if lingeredZero(t, g.relayB) {
 		t.Error("the relay set SO_LINGER 0 on the socket toward upstream, whose stream was whole")
 	}
 	// The caller closes at once, as sluice does; upstream stays silent.
@@ -138,9 +138,9 @@ func resetAfterFIN(t *testing.T, r *Relay, takes bool) {
 	}
 }
 
-// lingerZero reports whether c's close would reset its peer: SO_LINGER on,
+// lingeredZero reports whether c's close would reset its peer: SO_LINGER on,
 // with a time of 0.
-func lingerZero(t *testing.T, c *net.TCPConn) bool {
+func lingeredZero(t *testing.T, c *net.TCPConn) bool {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {

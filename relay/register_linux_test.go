@@ -5,6 +5,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -74,7 +75,7 @@ func TestLoopEndedBeforeRegistered(t *testing.T) {
 // loop as any other end: its descriptors closed before done runs, nothing
 // of it left in the epoll set, and the loop still returns on close. Either
 // side may be the one refused; when it is the upstream, the client was
-// registered already.
+// registered already. The other socket's peer reads a reset.
 func TestLoopRegisterFails(t *testing.T) {
 	t.Parallel()
 	for _, refused := range []int{sideClient, sideUpstream} {
@@ -115,6 +116,14 @@ func TestLoopRegisterFails(t *testing.T) {
 		}
 		if len(e.open) > 0 || e.regs != 0 {
 			t.Errorf("refused side %d: when done ran, %d sockets open, %d in the epoll set; want none", refused, len(e.open), e.regs)
+		}
+		// The relay failed mid-session: the peer of the socket it did
+		// take must read a reset, not a FIN that would pass for the end
+		// of its peer's stream (a target took the bytes a caller
+		// wrote before, a client its reply, as all there was).
+		far := [2]*net.TCPConn{g.client, g.upstream}[1-refused]
+		if _, err := io.Copy(io.Discard, far); !errors.Is(err, unix.ECONNRESET) {
+			t.Errorf("refused side %d: the other side's peer read to %v; want ECONNRESET", refused, err)
 		}
 		l.close()
 		<-l.finished

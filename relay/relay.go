@@ -112,10 +112,15 @@ func (o Options) matureAfter() time.Duration {
 }
 
 // wrapFd wraps a TCP socket's bare descriptor in a *net.TCPConn, which
-// holds a duplicate, and closes the descriptor.
-func wrapFd(fd int) (*net.TCPConn, error) {
+// holds a duplicate, and closes the descriptor. When the duplicate cannot
+// be made (EMFILE), failed, if not nil, gets the descriptor before its
+// close.
+func wrapFd(fd int, failed func(fd int)) (*net.TCPConn, error) {
 	f := os.NewFile(uintptr(fd), "socket")
 	c, err := net.FileConn(f)
+	if err != nil && failed != nil {
+		failed(fd)
+	}
 	f.Close()
 	if err != nil {
 		return nil, err

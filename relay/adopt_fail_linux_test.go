@@ -1,0 +1,90 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestLoopHandOffAdoptFails: a session of sockets the loop took over
+// (TakeSockets) that must go on on the goroutine path (no pipe to be had)
+// while no descriptor can be made for package net's duplicate (EMFILE)
+// fails mid-stream, both streams cut short: both far peers read a reset,
+// not a FIN that would pass for the end of a whole stream, whether its
+// socket's duplicate failed (closed inside FileConn) or the other's (it was
+// closed as any conn): a peer whose socket held no unread byte read an EOF
+// before. Not parallel: it lowers the process's descriptor limit, and no
+// other test may open a file meanwhile.
+func TestLoopHandOffAdoptFails(t *testing.T) {
+	// The client's descriptor goes back first: with no descriptor to
+	// spare both duplicates fail, with one the upstream's does, and the
+	// client's conn is closed. The byte that wakes the loop stays unread
+	// in its source's socket, which that alone resets on close: sent from
+	// the other side, it leaves the socket under test without one.
+	for _, tc := range []struct {
+		name  string
+		spare uint64
+		from  int
+	}{
+		{"both fail", 0, sideClient},
+		{"the upstream's fails", 1, sideClient},
+		{"the upstream's fails, the client's closed", 1, sideUpstream},
+	} {
+		t.Run(tc.name, func(t *testing.T) { handOffAdoptFails(t, tc.spare, tc.from) })
+	}
+}
+
+func handOffAdoptFails(t *testing.T, spare uint64, from int) {
+	r := newRelayLoops(t, 1, Options{TakeSockets: true})
+	g := newRig(t)
+	// A hole below the session's descriptors, made before the loop takes
+	// them (TakeSockets duplicates them at the lowest free numbers).
+	hole, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.startAsync(context.Background(), r)
+	roundTrip(t, g)
+	r.pipes.refuse.Store(true) // the next read hands the session off
+
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer restore()
+	// The hole is the lowest free number, and the limit is the hole (and
+	// spare more): every descriptor below it is open, and the session's,
+	// above it, free none below it when they close, so the duplicate made
+	// after spare others fails.
+	unix.Close(hole)
+	low := lim
+	low.Cur = uint64(hole) + spare
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := [2]*net.TCPConn{g.client, g.upstream}[from].Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	res := g.wait(t)
+	restore()
+	if !errors.Is(res.err, unix.EMFILE) {
+		t.Fatalf("session ended with %v; want EMFILE from the hand-off", res.err)
+	}
+	for _, far := range []struct {
+		name string
+		c    io.Reader
+	}{{"client", g.client}, {"upstream", g.upstream}} {
+		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
+			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
+		}
+	}
+}
