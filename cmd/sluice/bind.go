@@ -146,7 +146,7 @@ func (s *server) awaitPeer(ctx context.Context, p *policy, c *net.TCPConn, tl *n
 		refused++
 		s.metrics.refuse(refDestRule)
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("bind: peer refused", "client", c.RemoteAddr().String(), "peer", pa.String(), "err", err)
+			s.log.Debug("bind: peer refused", "client", c.RemoteAddr(), "peer", pa.String(), "err", err)
 		}
 		// A reset, not a FIN: no TIME_WAIT is left behind for each
 		// stranger, and it hears at once that nobody serves it.
