@@ -33,7 +33,9 @@
 // the relay acknowledged. A direction that
 // holds bytes its destination does not take when its source resets drops
 // them and ends the session at once, unless the source's FIN came before
-// the reset (the stream is whole): it then passes them on, and the FIN.
+// the reset (the stream is whole): it then passes them on, and the FIN; so
+// does the other direction, whose FIN meets that reset socket (there is
+// nothing more to tell its peer, which sent all it had).
 //
 // Datagrams relays a UDP association between a client-facing and an
 // upstream-facing socket; a Codec supplied by the caller reads and writes

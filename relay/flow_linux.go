@@ -220,28 +220,55 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			// no unread byte that would turn the close into a reset.
 			if !(f.callerCloses || f.owned[dst]) || !f.dirs[1-d].done {
 				if err := rawsys.Shutdown(f.fds[dst], unix.SHUT_WR); err != nil {
-					if err == unix.ENOTCONN {
-						// dst is gone, reset, and its EPOLLERR
-						// not dispatched yet (both came in one
-						// batch, this EOF first): the reset is the
-						// cause, not the refused half-close.
-						if serr := sockError(f.fds[dst]); serr != nil {
-							return false, dstFailed{serr}
-						}
+					if err != unix.ENOTCONN {
+						return false, os.NewSyscallError("shutdown", err)
 					}
-					return false, os.NewSyscallError("shutdown", err)
+					// dst is gone, reset: the reset is the cause, not the
+					// refused half-close. Its error is pending (its
+					// EPOLLERR not dispatched yet: both came in one
+					// batch, this EOF first), or run took it already.
+					serr := sockError(f.fds[dst])
+					if serr == nil && f.finReset[dst] != 0 {
+						serr = f.finReset[dst]
+					}
+					errno, _ := serr.(unix.Errno)
+					switch {
+					case serr == nil:
+						return false, os.NewSyscallError("shutdown", err)
+					case errno != 0 && (errno == unix.EPIPE || f.finSeen[dst]):
+						// Reset after its FIN: dst's stream, the other
+						// direction's, is whole, and its peer, which
+						// sent all of it, reads nothing more. This
+						// direction is over (its bytes all went to
+						// dst); the other passes the rest and the FIN
+						// on, and ends the session with the error at
+						// its EOF (finReset), as when run takes it,
+						// where failing now would drop that rest and
+						// reset its peer (a client that sent all of
+						// its request and half-closed, while the
+						// relay held the end of a response whose
+						// server reset once it had sent it all).
+						f.finReset[dst] = errno
+						if f.dirs[1-d].done {
+							return false, dstFailed{errno} // it passed its FIN already: the session ends now
+						}
+					default:
+						return false, dstFailed{serr}
+					}
 				}
 			}
-			switch {
-			case f.erred[src]:
+			if f.erred[src] {
 				// A reset that came after src's FIN, before the loop
 				// read up to it, is left pending behind the EOF, and its
 				// EPOLLERR was spent while this direction was not done
 				// (dispatch): take it now, or a silent far side keeps
 				// the session for ever.
-				return false, sockError(f.fds[src])
-			case f.finReset[src] != 0:
-				return false, f.finReset[src] // the same, taken before (run)
+				if err := sockError(f.fds[src]); err != nil {
+					return false, err
+				}
+			}
+			if f.finReset[src] != 0 {
+				return false, f.finReset[src] // the same, taken before (run, or the other direction's half-close)
 			}
 			return false, nil
 		case !f.readable[src]:

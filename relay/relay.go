@@ -405,15 +405,16 @@ var (
 	testHookTaken func(c *net.TCPConn)
 )
 
-// takenFrom reports whether another call took the error of side's socket
-// (takeError), and whether it came after the socket's FIN (whole). An EOF
+// takenFrom returns the error of side's socket that another call took
+// (takeError), nil if none, and whether it came after the socket's FIN
+// (whole). An EOF
 // read from a socket whose error was taken before its FIN stands for that
 // failure: the stream is cut short, and the call that took the error ends
 // the session with it.
-func (s *session) takenFrom(side int) (taken, whole bool) {
+func (s *session) takenFrom(side int) (taken error, whole bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.taken[side] != nil, s.takenWhole[side]
+	return s.taken[side], s.takenWhole[side]
 }
 
 // side is the side (0 the client, 1 the upstream) of h's source.

@@ -44,11 +44,11 @@ func (h *half) passEOF() error {
 		h.s.resets.remove(h) // from now on the watch does not touch h
 	}
 	taken, whole := h.s.takenFrom(h.s.side(h))
-	if taken && !whole {
+	if taken != nil && !whole {
 		return errCutShort
 	}
-	var pending error
-	if !taken && !h.s.other(h).shutting.Load() {
+	pending := taken // whole: h ends with it once its FIN is out
+	if taken == nil && !h.s.other(h).shutting.Load() {
 		rc, err := h.src.SyscallConn()
 		if err != nil {
 			return err
@@ -64,7 +64,7 @@ func (h *half) passEOF() error {
 		}
 	}
 	err := closeWrite(h)
-	if err == nil && pending != nil {
+	if err == nil && pending != nil && h.finReset == nil {
 		h.finReset = fmt.Errorf("relay: %s: %w", h.label, pending)
 	}
 	return err
@@ -75,9 +75,11 @@ func (h *half) passEOF() error {
 // ways, as when a reset came in just before: the socket's pending error (a
 // reset, SO_ERROR) is returned then, as the failure it is, of dst
 // (dstFailed: the direction that reads dst reports it), and recorded for
-// that direction (takeError). With none pending, another call took it (the
-// other direction, which reads dst and ends the session with it), and this
-// direction has nothing to add. Only the ENOTCONN case costs a system call
+// that direction (takeError), unless it is EPIPE, a reset after dst's FIN,
+// while that direction still runs: it then passes the rest of dst's whole
+// stream on and ends the session with the error (passEOF). With none
+// pending, another call took it (the other direction, which reads dst and
+// ends the session with it), and this direction has nothing to add. Only the ENOTCONN case costs a system call
 // (getsockopt). An event loop that hands a session over names the
 // directions that passed their EOF on already (pipeGoroutines), so no
 // destination is half-closed twice.
@@ -95,10 +97,18 @@ func closeWrite(h *half) error {
 	if rerr != nil {
 		return err
 	}
-	if serr := h.s.takeError(1-h.s.side(h), rc, false); serr != nil {
-		return dstFailed{os.NewSyscallError("shutdown", serr)}
+	serr := h.s.takeError(1-h.s.side(h), rc, false)
+	if serr == nil || errors.Is(serr, syscall.EPIPE) && !h.s.other(h).shutting.Load() {
+		// EPIPE: dst was reset after its FIN (CLOSE_WAIT). Its stream,
+		// the other direction's, is whole, and its peer, which sent
+		// all of it, reads nothing more: this direction is over, and
+		// the other, not at its EOF yet, passes the rest and the FIN
+		// on, then ends the session with the error, recorded as whole
+		// (passEOF), where failing now would drop that rest and reset
+		// its peer.
+		return nil
 	}
-	return nil
+	return dstFailed{os.NewSyscallError("shutdown", serr)}
 }
 
 // testHookCloseWrite, when a test sets it, is called with dst as closeWrite
