@@ -38,6 +38,10 @@ func (s *server) connect(ctx context.Context, lv *live, cl *client, a handshake.
 		if !p.allowed(cmdConnect, a.Name, netip.Addr{}, a.Port) {
 			return nil, -1, errDenied{}
 		}
+	case !p.mayAllowTo(cmdConnect, a.Name, a.Port):
+		// Denied whatever it resolves to (a rule on the name alone):
+		// no lookup, which would carry the name to its domain's servers.
+		return nil, -1, errDenied{}
 	default:
 		check = p
 	}

@@ -192,6 +192,11 @@ func (k *socksCodec) Decode(ctx context.Context, b []byte) (netip.AddrPort, []by
 		k.noteForm(ip, h.Addr.Type == handshake.AddrIPv6 && h.Addr.IP.Is4In6())
 		return netip.AddrPortFrom(ip, h.Addr.Port), b[n:], relay.Relayed
 	}
+	if !k.rules.mayAllowTo(cmdUDP, h.Addr.Name, h.Addr.Port) {
+		// Denied whatever it resolves to (a rule on the name alone): no
+		// lookup, which would carry the name to its domain's servers.
+		return k.unresolved(true)
+	}
 	e, ok := k.names[string(h.Addr.Name)]
 	if !ok || (!e.ip.IsValid() && !k.clock().Before(e.retry)) {
 		e.ip = k.resolve(ctx, string(h.Addr.Name))
