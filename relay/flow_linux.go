@@ -244,10 +244,10 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 						// on, and ends the session with the error at
 						// its EOF (finReset), as when run takes it,
 						// where failing now would drop that rest and
-						// reset its peer (a client that sent all of
-						// its request and half-closed, while the
-						// relay held the end of a response whose
-						// server reset once it had sent it all).
+						// reset its peer (a client that sent its whole
+						// request and its FIN, then reset, while the
+						// relay still held the end of the request for
+						// a slow target, which then half-closed).
 						f.finReset[dst] = errno
 						if f.dirs[1-d].done {
 							return false, dstFailed{errno} // it passed its FIN already: the session ends now

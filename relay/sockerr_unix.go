@@ -79,8 +79,8 @@ func (h *half) passEOF() error {
 // while that direction still runs: it then passes the rest of dst's whole
 // stream on and ends the session with the error (passEOF). With none
 // pending, another call took it (the other direction, which reads dst and
-// ends the session with it), and this direction has nothing to add. Only the ENOTCONN case costs a system call
-// (getsockopt). An event loop that hands a session over names the
+// ends the session with it), and this direction has nothing to add. Only
+// the ENOTCONN case costs a system call (getsockopt). An event loop that hands a session over names the
 // directions that passed their EOF on already (pipeGoroutines), so no
 // destination is half-closed twice.
 func closeWrite(h *half) error {
