@@ -55,6 +55,14 @@ func TestStartupErrors(t *testing.T) {
 		{"int-not-decimal", []string{"--max-sessions", "0x10"}, 2, []string{`invalid value "0x10" for flag --max-sessions: want a decimal integer`}},
 		{"stray-argument", []string{"1080"}, 2, []string{"1080"}},
 		{"workers-port-0", []string{"--workers", "2", "--listen", "127.0.0.1:0"}, 2, []string{"--listen 127.0.0.1:0 with --workers", "give a port"}},
+		// Port 0 however written: "00" passed as a port of its own, and
+		// each worker listened on a port the kernel chose.
+		// The four names alone: slog's offsets passed ("error+8" logs
+		// nothing, a failed reload's line included).
+		{"log-level-offset", []string{"--log-level", "info+2"}, 2, []string{`--log-level "info+2": want debug, info, warn or error`}},
+		{"log-level-above-error", []string{"--log-level", "ERROR+8"}, 2, []string{`--log-level "ERROR+8": want debug, info, warn or error`}},
+		{"workers-port-00", []string{"--workers", "2", "--listen", "127.0.0.1:00"}, 2, []string{"--listen 127.0.0.1:00 with --workers", "give a port"}},
+		{"workers-port-000-v6", []string{"--workers", "2", "--listen", "[::1]:000"}, 2, []string{"--listen [::1]:000 with --workers", "give a port"}},
 		{"open-relay-ipv4", []string{"--listen", "0.0.0.0:0"}, 1, []string{"0.0.0.0:0", "--allow-open-relay"}},
 		{"open-relay-ipv6", []string{"--listen", "[::]:0"}, 1, []string{"--allow-open-relay"}},
 		{"debug-addr-public", []string{"--debug-addr", "0.0.0.0:6060"}, 2, []string{"--debug-addr", "loopback", "--debug-allow-public"}},

@@ -191,7 +191,7 @@ func parseFlags(args []string, w io.Writer) (*config, error) {
 	if len(cfg.listen) == 0 {
 		cfg.listen = []string{defaultListen}
 	}
-	if err := cfg.logLevel.UnmarshalText([]byte(*level)); err != nil {
+	if err := parseLevel(&cfg.logLevel, *level); err != nil {
 		return nil, cfg.fileValueError(fs, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level))
 	}
 	// As given, before check resolves --listeners 0 to this machine's CPU
@@ -286,7 +286,7 @@ func (cfg *config) check() error {
 		if !ok {
 			return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:1080 or [::1]:1080", a)
 		}
-		if cfg.workers > 0 && (port == "" || port == "0") {
+		if cfg.workers > 0 && anyPort(port) {
 			return fmt.Errorf("--listen %s with --workers: each worker would listen on a port of its own; give a port", quoteOdd(a))
 		}
 	}
@@ -395,6 +395,24 @@ func listenPort(a string) (string, bool) {
 		_, err = net.LookupPort("tcp", port)
 	}
 	return port, err == nil
+}
+
+// parseLevel reads a --log-level value: one of the four names, in any
+// case. slog's own reading takes offsets too ("info+2", "error+8", above
+// which nothing is logged at all), which no flag or file means to give.
+func parseLevel(l *slog.Level, v string) error {
+	switch strings.ToLower(v) {
+	case "debug", "info", "warn", "error":
+		return l.UnmarshalText([]byte(v))
+	}
+	return fmt.Errorf("not a level: %q", v)
+}
+
+// anyPort reports whether a listen address's port asks the kernel for one
+// of its choosing: empty, or 0 however written ("00" is port 0 as well).
+func anyPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return port == "" || err == nil && n == 0
 }
 
 func isLoopback(hostport string) bool {

@@ -36,6 +36,10 @@ func TestConfigFileErrors(t *testing.T) {
 		{"rule-bad-action", "[[rule]]\naction = \"maybe\"\n", []string{":1:", "maybe"}},
 		{"rule-unknown-key", "[[rule]]\naction = \"deny\"\nport = [\"25\"]\n", []string{":3:", `unknown key "port"`}},
 		{"rule-cidr-not-array", "[[rule]]\naction = \"deny\"\ncidr = \"10.0.0.0/8\"\n", []string{":3:", "cidr"}},
+		// One field under two keys that differ in case (valid TOML, whose
+		// keys are case-sensitive): the decoder took either, by map order.
+		{"rule-key-twice", "[[rule]]\naction = \"allow\"\nACTION = \"deny\"\n", []string{":2:", `[[rule]] #1: key "action" given twice (also as "ACTION")`}},
+		{"inline-rule-key-twice", "rule = [{cidr = [\"10.0.0.0/8\"], action = \"deny\", Cidr = [\"0.0.0.0/0\"]}]\n", []string{":1:", `[[rule]] #1: key "cidr" given twice (also as "Cidr")`}},
 		{"client-rule-ports", "[[client-rule]]\naction = \"deny\"\nports = [\"25\"]\n", []string{":1:", "client rule"}},
 		{"bad-policy", "default-policy = \"maybe\"\n", []string{"default-policy", "maybe"}},
 	}
@@ -293,6 +297,7 @@ func TestConfigFileValueErrors(t *testing.T) {
 		want       []string
 	}{
 		{"log-level", "\nlog-level = \"loud\"\n", []string{":2: log-level: \"loud\": want debug"}},
+		{"log-level-offset", "log-level = \"debug-4\"\n", []string{":1: log-level: \"debug-4\": want debug"}},
 		{"workers", "workers = -2\n", []string{":1: workers: -2: must be 0 or more"}},
 		{"bind-timeout", "udp = true\nbind-timeout = \"0s\"\n", []string{":2: bind-timeout: 0s: must be more than 0"}},
 		{"udp-filter", "udp-filter = \"cone\"\n", []string{":1: udp-filter: \"cone\": want addr-port"}},

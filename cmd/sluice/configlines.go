@@ -174,7 +174,8 @@ var ruleKinds = map[string]bool{"action": false, "commands": true, "cidr": true,
 // decoding it into ruleSpec would, and returns the line of the first error
 // (lines are its tables', from tableLines; keyAt the line of the first key
 // that sets name): v must be an array of tables, each table's keys
-// ruleSpec's (any case, as the decoder matches them) with their types.
+// ruleSpec's (any case, as the decoder matches them, each once) with their
+// types.
 func checkRuleTables(text, name string, v any, lines []int, header bool, keyAt int) (int, error) {
 	elems, ok := v.([]any)
 	if tables, isTables := v.([]map[string]any); isTables {
@@ -196,13 +197,21 @@ func checkRuleTables(text, name string, v any, lines []int, header bool, keyAt i
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
+		given := make(map[string]string, len(keys)) // lower case: as written
 		for _, k := range keys {
 			line := nth(lines, i, keyAt)
 			if header {
 				line = cmp.Or(tableKeyLine(text, name, k, line), line)
 			}
-			isList, known := ruleKinds[strings.ToLower(k)]
+			lower := strings.ToLower(k)
+			isList, known := ruleKinds[lower]
+			first, twice := given[lower]
+			given[lower] = k
 			switch {
+			case twice:
+				// Two keys the decoder reads as one field: which of the
+				// two it took would change from one parse to the next.
+				return line, fmt.Errorf("[[%s]] #%d: key %q given twice (also as %q)", name, i+1, k, first)
 			case !known:
 				return line, fmt.Errorf("unknown key %q in [[%s]] #%d", k, name, i+1)
 			case !isList && !isString(t[k]):

@@ -192,6 +192,14 @@ func notifyStop() (context.Context, <-chan os.Signal, func()) {
 		case <-first: // the one signal read here: the drain reads the next
 		case <-ctx.Done():
 		}
+		if again != first {
+			// An endDrain that reached the worker while it served (an
+			// operator asking for a goroutine dump) ends no drain:
+			// only one sent after this first signal does.
+			for len(again) > 0 {
+				<-again
+			}
+		}
 		cancel()
 	}()
 	return ctx, again, func() {
@@ -455,7 +463,7 @@ func (inst *instance) bindName(ctx context.Context, topts *tune.Options, la list
 				skipped = err
 				continue
 			}
-			return bound, port != "" && given == "0" && errors.Is(err, syscall.EADDRINUSE), err
+			return bound, port != "" && anyPort(given) && errors.Is(err, syscall.EADDRINUSE), err
 		}
 		_, port, _ = net.SplitHostPort(ls[0].Addr().String())
 		b := boundAddr{ls: ls, bare: make([]*os.File, len(ls))}
