@@ -18,7 +18,11 @@ var (
 // side to its own value, under that side's flag (--client-congestion,
 // --upstream-congestion). A value the kernel lowers (socket buffers,
 // backlog, fast open queue, defer accept past 29,887 s) is reported with
-// ErrClamped and kept.
+// ErrClamped and kept. An option whose throwaway socket cannot be bound to
+// loopback or listen (every ephemeral port of loopback in use) is kept
+// untried, without an error: Listen reports a refusal. SourceAddr is bound
+// as the dial binds it, without reserving a port, so that an address whose
+// ephemeral ports are all in use is kept.
 // Probe neither dials out nor checks that SourceAddr and Interface reach
 // anywhere.
 func (o Options) Probe() (Options, []error) {

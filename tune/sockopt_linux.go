@@ -131,7 +131,14 @@ func bindAddr(fd int, a netip.Addr) error {
 }
 
 // probeOpt tries id alone on a fresh socket: unbound, or bound to loopback
-// and listening where the option needs it.
+// and listening where the option needs it. Where that scaffolding's own bind
+// or listen fails (every ephemeral port of loopback in use, say), the option
+// cannot be tried, and probeOpt keeps it: Listen, on its configured address,
+// still fails with an *OptionError should the kernel refuse it there. The
+// source address is bound as the dial binds it, with
+// IP_BIND_ADDRESS_NO_PORT, so that a bind from an address whose ephemeral
+// ports are all in use (TIME_WAITs, connections) is not taken for a refusal
+// of the address: connect picks a port by the whole 4-tuple.
 func probeOpt(id opt, o *Options, s *SockOpts) error {
 	family := unix.AF_INET
 	if id == optSourceAddr && !o.SourceAddr.Unmap().Is4() {
@@ -148,12 +155,11 @@ func probeOpt(id opt, o *Options, s *SockOpts) error {
 			return err
 		}
 	case optBacklog, optSmartAccept:
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			return err
+		if unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}) != nil || unix.Listen(fd, 1) != nil {
+			return nil // could not probe: kept
 		}
-		if err := unix.Listen(fd, 1); err != nil {
-			return err
-		}
+	case optSourceAddr:
+		bindNoPort(fd)
 	}
 	if err := setOpt(fd, id, o, s); err != nil {
 		return err
