@@ -45,11 +45,14 @@ type workerExit struct {
 func (e workerExit) listened() bool { return e.status == workerListening }
 
 // runWorkers is the parent of --workers N: it starts N copies of this
-// program, each with GOMAXPROCS=1, pinned to its own CPU and with its own
-// SO_REUSEPORT listener per address, forwards SIGINT/SIGTERM to them (as
-// SIGTERM; a second one as endDrain, which ends their drains at once), and
-// SIGHUP (each worker then reloads on its own; the parent takes the new
-// --log-level for its own lines; a worker that has not told it that it
+// program, each with GOMAXPROCS=1, pinned to its own CPU (of those the
+// process may use when the worker starts) and with its own SO_REUSEPORT
+// listener per address, forwards SIGINT/SIGTERM to them (as SIGTERM; a
+// second one as endDrain, which ends their drains at once), and SIGHUP
+// (each worker then reloads on its own; the parent takes the new
+// --log-level for its own lines when the workers' reload takes the new
+// configuration, keeping its own as they keep theirs when it does not; a
+// worker that has not told it that it
 // serves gets the signal once it has, as Go's default for SIGHUP would end
 // a process still starting), and restarts a worker that dies after it
 // served (one stopped by SIGTERM or SIGINT a second later, unless sluice
@@ -87,9 +90,22 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 	if _, _, err := buildLive(cfg); err != nil {
 		return fail(err)
 	}
-	cpus, err := tune.CPUs()
-	if err != nil || len(cpus) == 0 {
-		cpus = nil
+	// The addresses the workers' listeners are bound to, which a reload
+	// does not change: what a worker's reload checks for an open relay.
+	var bound []string
+	for _, la := range plan {
+		bound = append(bound, la.addrs...)
+	}
+	// reloadOK reports whether a worker's reload would take c, with the
+	// checks its reload makes (instance.reload): the open relay, then the
+	// users file and the rules. A worker refuses any other and keeps its
+	// running configuration, log level included; so does this process.
+	reloadOK := func(c *config) bool {
+		if refuseOpenRelay(c, bound) != nil {
+			return false
+		}
+		_, _, err := buildLive(c)
+		return err == nil
 	}
 	// A worker gets stdin, stdout, stderr and its status pipe: no
 	// descriptor that this process inherited from whatever started it.
@@ -137,11 +153,27 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 			cmd.ExtraFiles = []*os.File{w}
 			cmd.Env = append(cmd.Env, workerStatusEnv+"=3")
 		}
+		// The CPUs this process may use now, not at its start: a cpuset
+		// shrunk since (docker update --cpuset-cpus, a CPU manager,
+		// hotplug) refuses a CPU it no longer holds, with EINVAL.
 		cpu := -1
-		if len(cpus) > 0 {
+		if cpus, err := tune.CPUs(); err == nil && len(cpus) > 0 {
 			cpu = cpus[i%len(cpus)]
 		}
-		if err := startPinned(cmd, cpu); err != nil {
+		err := startPinned(cmd, cpu)
+		if pe := (*pinError)(nil); errors.As(err, &pe) && errors.Is(pe.err, syscall.EINVAL) {
+			// The cpuset lost the CPU between the read and the pinning:
+			// the worker serves unpinned rather than not at all.
+			log.Warn("cannot pin worker to its CPU, no longer allowed to this process; starting it unpinned", "worker", i, "cpu", cpu, "err", pe.err)
+			cpu = -1
+			err = startPinned(cmd, cpu)
+		}
+		if ue := (*unpinError)(nil); errors.As(err, &ue) {
+			// The worker runs: it is tracked as started.
+			log.Warn("worker started, but the thread that started it keeps its CPU pinning: cannot restore its affinity", "worker", i, "cpu", cpu, "err", ue.err)
+			err = nil
+		}
+		if err != nil {
 			if r != nil {
 				r.Close()
 			}
@@ -286,7 +318,10 @@ func runWorkers(ctx context.Context, cfg *config, args []string, log *slog.Logge
 				attrs = append(attrs, "held_until_serving", held)
 			}
 			log.Info("forwarding SIGHUP to workers", attrs...)
-			if c := noteDrain(); c != nil { // else the level stays, as a worker's configuration does
+			// A configuration that a worker's reload refuses (it does not
+			// parse, its users file or rules do not load, an open relay)
+			// leaves the level as it leaves the worker's.
+			if c := noteDrain(); c != nil && reloadOK(c) {
 				level.Set(c.logLevel)
 				// A worker's --workers=0 wins over its file: only
 				// this process sees the key change.
@@ -387,6 +422,24 @@ func workerStarted(err error) {
 	f.Close()
 }
 
+// pinError is startPinned's error when it could not pin the starting
+// thread to cpu: no process started.
+type pinError struct {
+	cpu int
+	err error
+}
+
+func (e *pinError) Error() string { return fmt.Sprintf("pin to CPU %d: %v", e.cpu, e.err) }
+func (e *pinError) Unwrap() error { return e.err }
+
+// unpinError is startPinned's error when the process started but the
+// thread that started it could not get its CPU affinity back: the worker
+// runs, and counts as started.
+type unpinError struct{ err error }
+
+func (e *unpinError) Error() string { return "restore CPU affinity after start: " + e.err.Error() }
+func (e *unpinError) Unwrap() error { return e.err }
+
 // killed reports whether a worker's Wait error says that a signal ended it.
 func killed(err error) bool {
 	var ee *exec.ExitError
@@ -445,7 +498,9 @@ func workerAttr() []any {
 
 // workerAddr is the --metrics or --debug-addr address of this process:
 // worker i of --workers serves on the given port plus i, so that each can
-// be scraped or profiled, where one port would let only the first bind.
+// be scraped or profiled, where one port would let only the first bind (or,
+// with SO_REUSEPORT, let every scrape reach one of them at random). A port
+// given as a service name counts as its number, as --listen's does.
 func workerAddr(addr string) string {
 	w := os.Getenv(workerEnv)
 	host, port, err := net.SplitHostPort(addr)
@@ -453,7 +508,7 @@ func workerAddr(addr string) string {
 		return addr
 	}
 	i, err1 := strconv.Atoi(w)
-	p, err2 := strconv.Atoi(port)
+	p, err2 := net.LookupPort("tcp", port) // a service name as its number
 	if err1 != nil || err2 != nil || p == 0 {
 		return addr
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -14,7 +15,10 @@ import (
 // startPinned starts cmd with its CPU affinity set to cpu (when cpu >= 0).
 // A child inherits the affinity of the thread that forks it, so this thread
 // is pinned for the fork and restored after: every thread of the child,
-// the Go runtime's included, then runs on cpu only.
+// the Go runtime's included, then runs on cpu only. It returns a *pinError
+// when it cannot pin the thread (nothing started; EINVAL: cpu is not one
+// this process may use), and a *unpinError when the process started but
+// the thread's affinity could not be restored.
 //
 // The worker gets SIGTERM (and drains) when the parent dies, even by
 // SIGKILL, rather than serve on as an orphan beside the workers of the next
@@ -29,15 +33,43 @@ func startPinned(cmd *exec.Cmd, cpu int) error {
 	defer runtime.UnlockOSThread()
 	var old, set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		return err
+		return &pinError{cpu, err}
 	}
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return err
+		return &pinError{cpu, err}
 	}
 	err := cmd.Start()
-	if rerr := unix.SchedSetaffinity(0, &old); err == nil {
-		err = rerr
+	rerr := restoreAffinity(&old)
+	switch {
+	case err != nil && rerr != nil:
+		return fmt.Errorf("%w (and restore CPU affinity: %v)", err, rerr)
+	case err != nil:
+		return err
+	case rerr != nil:
+		// The worker runs. This thread, still on cpu alone, stays locked
+		// to the calling goroutine rather than go back to the runtime,
+		// which would run any goroutine on it.
+		runtime.LockOSThread()
+		return &unpinError{rerr}
+	}
+	return nil
+}
+
+// restoreAffinity sets this thread's affinity back to old or, where the
+// cpuset no longer holds any CPU of old (it shrank during the start), to
+// every CPU it may use: the kernel keeps those of a mask that it allows.
+func restoreAffinity(old *unix.CPUSet) error {
+	err := unix.SchedSetaffinity(0, old)
+	if err == nil {
+		return nil
+	}
+	var all unix.CPUSet
+	for i := range all {
+		all[i] = ^all[i]
+	}
+	if unix.SchedSetaffinity(0, &all) == nil {
+		return nil
 	}
 	return err
 }
