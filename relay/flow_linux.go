@@ -83,7 +83,7 @@ type flowDir struct {
 // errHandOff is returned by step when the session must move to the
 // goroutine path: the kernel refused to splice from a direction's source
 // before that direction spliced a byte, or no pipe could be made, while
-// neither direction holds bytes.
+// neither direction holds bytes nor a taken error (canHandOff).
 var errHandOff = errors.New("relay: hand off to the plain path")
 
 // run moves what f's sockets allow in both directions and ends f when both
@@ -311,12 +311,13 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			if dir.p == nil {
 				p, err := l.pipes.get()
 				if err != nil {
-					if !f.inFlight() {
+					if f.canHandOff() {
 						return false, errHandOff
 					}
-					// The other direction holds bytes, which a
-					// hand-off would drop: this one reads through
-					// a buffer of its own from now on instead.
+					// The other direction holds bytes, or an error
+					// taken already, which a hand-off would drop:
+					// this one reads through a buffer of its own
+					// from now on instead.
 					dir.copyOnly = true
 					continue
 				}
@@ -365,12 +366,12 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 			// kernels), though the other direction's source may splice,
 			// and may have, as on the goroutine path, which decides
 			// per direction too.
-			case isRefused(err) && dir.calls == 0 && !f.inFlight():
+			case isRefused(err) && dir.calls == 0 && f.canHandOff():
 				return false, errHandOff
 			case isRefused(err) && dir.calls == 0:
-				// The other direction holds bytes, which a hand-off
-				// would drop: this direction reads through its own
-				// buffer from now on instead.
+				// The other direction holds bytes, or an error taken
+				// already, which a hand-off would drop: this direction
+				// reads through its own buffer from now on instead.
 				dir.copyOnly = true
 				l.dropPipe(dir)
 			default:
@@ -458,6 +459,14 @@ func (f *flow) stalled(d int) bool {
 // holds reports whether dir's pipe or buffer holds bytes.
 func (dir *flowDir) holds() bool {
 	return dir.p != nil && dir.p.data > 0 || dir.n > 0
+}
+
+// canHandOff reports whether f can move to the goroutine path: no pipe or
+// buffer holds bytes, and no socket's error was taken to end the session
+// with later (finReset), which that path, reading only an EOF there, would
+// never report.
+func (f *flow) canHandOff() bool {
+	return !f.inFlight() && f.finReset == [2]unix.Errno{}
 }
 
 // inFlight reports whether a pipe or a buffer of f holds bytes.

@@ -63,7 +63,20 @@ func (h *half) passEOF() error {
 			return errCutShort
 		}
 	}
+	if hook := testHookHalfClosing; hook != nil {
+		hook(h.src)
+	}
 	err := closeWrite(h)
+	if err == nil && pending == nil && taken == nil {
+		// The other direction's half-close may have taken src's error
+		// (a reset after its FIN) since the look above, and left it to
+		// h, not shutting then (closeWrite): h, shutting now, looks
+		// again. It records before it reads h.shutting, and h set that
+		// before this look, so one of the two reports the error.
+		if t, whole := h.s.takenFrom(h.s.side(h)); t != nil && whole {
+			pending = t
+		}
+	}
 	if err == nil && pending != nil && h.finReset == nil {
 		h.finReset = fmt.Errorf("relay: %s: %w", h.label, pending)
 	}
@@ -80,9 +93,9 @@ func (h *half) passEOF() error {
 // stream on and ends the session with the error (passEOF). With none
 // pending, another call took it (the other direction, which reads dst and
 // ends the session with it), and this direction has nothing to add. Only
-// the ENOTCONN case costs a system call (getsockopt). An event loop that hands a session over names the
-// directions that passed their EOF on already (pipeGoroutines), so no
-// destination is half-closed twice.
+// the ENOTCONN case costs a system call (getsockopt). An event loop that
+// hands a session over names the directions that passed their EOF on
+// already (pipeGoroutines), so no destination is half-closed twice.
 func closeWrite(h *half) error {
 	dst := h.dst
 	h.shutting.Store(true)
@@ -98,7 +111,10 @@ func closeWrite(h *half) error {
 		return err
 	}
 	serr := h.s.takeError(1-h.s.side(h), rc, false)
-	if serr == nil || errors.Is(serr, syscall.EPIPE) && !h.s.other(h).shutting.Load() {
+	if serr == nil {
+		return nil
+	}
+	if errors.Is(serr, syscall.EPIPE) && !h.s.other(h).shutting.Load() {
 		// EPIPE: dst was reset after its FIN (CLOSE_WAIT). Its stream,
 		// the other direction's, is whole, and its peer, which sent
 		// all of it, reads nothing more: this direction is over, and
@@ -106,11 +122,17 @@ func closeWrite(h *half) error {
 		// on, then ends the session with the error, recorded as whole
 		// (passEOF), where failing now would drop that rest and reset
 		// its peer.
+		if hook := testHookLeftToOther; hook != nil {
+			hook(dst)
+		}
 		return nil
 	}
 	return dstFailed{os.NewSyscallError("shutdown", serr)}
 }
 
-// testHookCloseWrite, when a test sets it, is called with dst as closeWrite
-// begins.
-var testHookCloseWrite func(dst *net.TCPConn)
+// Test hooks, when a test sets them (in init, before any session):
+// testHookCloseWrite is called with dst as closeWrite begins;
+// testHookHalfClosing with a direction's source as passEOF is about to
+// half-close its destination; testHookLeftToOther with dst when closeWrite
+// leaves dst's error (EPIPE) to the other direction.
+var testHookCloseWrite, testHookHalfClosing, testHookLeftToOther func(c *net.TCPConn)
