@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,6 +79,67 @@ func handOffAdoptFails(t *testing.T, spare uint64, from int) {
 	restore()
 	if !errors.Is(res.err, unix.EMFILE) {
 		t.Fatalf("session ended with %v; want EMFILE from the hand-off", res.err)
+	}
+	for _, far := range []struct {
+		name string
+		c    io.Reader
+	}{{"client", g.client}, {"upstream", g.upstream}} {
+		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
+			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
+		}
+	}
+}
+
+// TestStartFdsAdoptFails: StartFds without event loops wraps both bare
+// descriptors in package net's conns first; when it cannot (EMFILE), the
+// session fails before the relay moved a byte, though its caller may have
+// (a reply, pipelined bytes): both far peers must read a reset, not a FIN
+// that would pass for the other's end (both read an EOF before), whether
+// the client's duplicate failed (and the upstream's descriptor was closed
+// untried) or the upstream's (and the client's conn was closed). Not
+// parallel: it lowers the process's descriptor limit.
+func TestStartFdsAdoptFails(t *testing.T) {
+	for spare, name := range []string{"both fail", "the upstream's fails"} {
+		t.Run(name, func(t *testing.T) { startFdsAdoptFails(t, uint64(spare)) })
+	}
+}
+
+func startFdsAdoptFails(t *testing.T, spare uint64) {
+	r := New(Options{Loops: -1})
+	defer r.Close()
+	g := newRig(t)
+	hole, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := bareFds(t, g) // above the hole, or in a number the rig's conns freed
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer restore()
+	unix.Close(hole)
+	low := lim
+	low.Cur = uint64(hole) + spare
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	r.StartFds(context.Background(), fds[0], fds[1], func(_ Stats, err error) { ended <- err })
+	select {
+	case err = <-ended:
+	case <-time.After(safety):
+		restore()
+		t.Fatal("the session did not end")
+	}
+	restore()
+	if !errors.Is(err, unix.EMFILE) {
+		t.Fatalf("session ended with %v; want EMFILE", err)
 	}
 	for _, far := range []struct {
 		name string

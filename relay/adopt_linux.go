@@ -159,8 +159,3 @@ func adopt(f *flow) (client, upstream *net.TCPConn, err error) {
 	}
 	return conns[0], conns[1], nil
 }
-
-// lingerZero sets SO_LINGER 0 on socket fd: its close resets the peer.
-func lingerZero(fd int) {
-	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-}

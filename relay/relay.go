@@ -592,14 +592,24 @@ func (r *Relay) pipeAdopted(ctx context.Context, upstream *net.TCPConn, fds [2]i
 			continue
 		}
 		if err != nil { // an earlier side failed: close this one too
+			lingerZero(fd)
 			os.NewFile(uintptr(fd), "socket").Close()
 			continue
 		}
-		if conns[side], err = FileConn(fd); err == nil {
+		if conns[side], err = fileConn(fd, lingerZero); err == nil {
 			defer conns[side].Close()
 		}
 	}
 	if err != nil {
+		// No descriptor for package net (EMFILE): the session fails
+		// before the relay moved a byte, though the caller may have
+		// (pipelined bytes, its reply): both peers are reset, not
+		// handed a FIN that passes for the other's end.
+		for _, c := range conns {
+			if c != nil {
+				resetOnClose(c)
+			}
+		}
 		return Stats{}, err
 	}
 	return r.pipeGoroutines(ctx, conns[0], conns[1], [2]bool{})

@@ -7,3 +7,5 @@ package relay
 const watchErrors = false
 
 func sockError(int) error { return nil }
+
+func lingerZero(int) {}

@@ -14,6 +14,11 @@ import (
 // (session.watchSource).
 const watchErrors = true
 
+// lingerZero sets SO_LINGER 0 on socket fd: its close resets the peer.
+func lingerZero(fd int) {
+	syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+}
+
 // sockError takes the pending error of socket fd (SO_ERROR), nil if none.
 func sockError(fd int) error {
 	n, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
