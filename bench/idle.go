@@ -65,10 +65,13 @@ type IdleResult struct {
 	// of the hold, when a PID was given.
 	Before *ProcSample `json:"before,omitempty"`
 	Held   *ProcSample `json:"held,omitempty"`
-	// RSSPerSession and FDsPerSession are (Held - Before) / Open;
-	// FDsPerSession is nil where the relay's descriptors could not be
-	// counted (ProcSample.FDs).
-	RSSPerSession float64  `json:"rss_bytes_per_session,omitempty"`
+	// RSSPerSession and FDsPerSession are (Held - Before) / Open, nil
+	// where nothing was measured (no PID, no session open), and
+	// FDsPerSession where the relay's descriptors could not be counted
+	// (ProcSample.FDs). A measured 0 is written as 0: peers.sh takes a
+	// missing figure for no measurement and leaves its run out of the
+	// median (an RSS that did not move was left out so, biasing it up).
+	RSSPerSession *float64 `json:"rss_bytes_per_session,omitempty"`
 	FDsPerSession *float64 `json:"fds_per_session,omitempty"`
 	// CPU is the relay's processor time from opening to the end of the hold.
 	CPU *CPU `json:"cpu,omitempty"`
@@ -132,7 +135,8 @@ func (o *IdleOptions) run(parent context.Context, limit time.Duration) (*IdleRes
 		res.Before, res.Held = &before, &after
 		res.CPU = cpuBetween(o.PID, before, after, time.Since(start))
 		if res.Open > 0 {
-			res.RSSPerSession = float64(after.RSSBytes-before.RSSBytes) / float64(res.Open)
+			rss := float64(after.RSSBytes-before.RSSBytes) / float64(res.Open)
+			res.RSSPerSession = &rss
 			if before.FDs != nil && after.FDs != nil {
 				per := float64(*after.FDs-*before.FDs) / float64(res.Open)
 				res.FDsPerSession = &per

@@ -64,7 +64,11 @@ func (r *IdleResult) WriteText(w io.Writer) error {
 		via(r.Proxy), r.Open, r.Sessions, r.OpenSeconds, r.HoldSeconds, r.Alive)
 	if r.Before != nil && r.Held != nil {
 		fmt.Fprintln(tw, "relay\tbefore\theld\tper session\t")
-		fmt.Fprintf(tw, "RSS KiB\t%d\t%d\t%.1f\t\n", r.Before.RSSBytes>>10, r.Held.RSSBytes>>10, r.RSSPerSession/1024)
+		rss := 0.0 // no session open
+		if r.RSSPerSession != nil {
+			rss = *r.RSSPerSession
+		}
+		fmt.Fprintf(tw, "RSS KiB\t%d\t%d\t%.1f\t\n", r.Before.RSSBytes>>10, r.Held.RSSBytes>>10, rss/1024)
 		if r.Before.FDs != nil && r.Held.FDs != nil {
 			per := 0.0 // no session open
 			if r.FDsPerSession != nil {

@@ -3,7 +3,8 @@
 # it, HAProxy) grow with cores. For each K in CORES, each relay runs on CPUs
 # 0..K-1 (taskset) and the load generator and targets on the CPUs after
 # them, so a relay never shares a core with its load; prints conn/s and
-# Gbit/s per K, the fraction of linear scaling from K=1, and sluice's ratio
+# Gbit/s per K, the fraction of linear scaling from the first K in CORES
+# (K=1 when CORES starts with 1), and sluice's ratio
 # to HAProxy at the same K. Give the load at least as many cores as the
 # relay (a 16-core machine: CORES="1 2 4 8"), and read the direct rows as
 # the ceiling of the load side. On loopback that is at most about the
@@ -123,7 +124,8 @@ for k in $CORES; do
 	done
 done
 
-# Medians per K and peer; linear is the peer's K=1 figure times K.
+# Medians per K and peer; linear is the peer's per-core figure at the first
+# K of CORES times K.
 echo "| relay cores | peer | conn/s (rr -c 64) | x linear | Gbit/s (tput -P 8) | x linear | conn/s / HAProxy | Gbit/s / HAProxy | errors |"
 echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 awk -v peers="$PEERS" -v cores="$CORES" '
