@@ -44,34 +44,12 @@ func handOffAdoptFails(t *testing.T, spare uint64, from int) {
 	g := newRig(t)
 	// A hole below the session's descriptors, made before the loop takes
 	// them (TakeSockets duplicates them at the lowest free numbers).
-	hole, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hole := openHole(t)
 	g.startAsync(context.Background(), r)
 	roundTrip(t, g)
 	r.pipes.refuse.Store(true) // the next read hands the session off
-
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	restore := func() {
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-			t.Fatal(err)
-		}
-	}
+	restore := noFileAbove(t, hole, spare)
 	defer restore()
-	// The hole is the lowest free number, and the limit is the hole (and
-	// spare more): every descriptor below it is open, and the session's,
-	// above it, free none below it when they close, so the duplicate made
-	// after spare others fails.
-	unix.Close(hole)
-	low := lim
-	low.Cur = uint64(hole) + spare
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := [2]*net.TCPConn{g.client, g.upstream}[from].Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,29 +86,13 @@ func startFdsAdoptFails(t *testing.T, spare uint64) {
 	r := New(Options{Loops: -1})
 	defer r.Close()
 	g := newRig(t)
-	hole, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hole := openHole(t)
 	fds := bareFds(t, g) // above the hole, or in a number the rig's conns freed
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	restore := func() {
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-			t.Fatal(err)
-		}
-	}
+	restore := noFileAbove(t, hole, spare)
 	defer restore()
-	unix.Close(hole)
-	low := lim
-	low.Cur = uint64(hole) + spare
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
 	ended := make(chan error, 1)
 	r.StartFds(context.Background(), fds[0], fds[1], func(_ Stats, err error) { ended <- err })
+	var err error
 	select {
 	case err = <-ended:
 	case <-time.After(safety):
@@ -147,6 +109,42 @@ func startFdsAdoptFails(t *testing.T, spare uint64) {
 	}{{"client", g.client}, {"upstream", g.upstream}} {
 		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
 			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
+		}
+	}
+}
+
+// openHole opens a descriptor at the lowest free number, for noFileAbove:
+// descriptors opened after it get higher numbers (or ones closed since).
+func openHole(t *testing.T) int {
+	t.Helper()
+	hole, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hole
+}
+
+// noFileAbove closes hole and sets the process's descriptor limit to hole
+// plus spare: every number below the hole is open, and descriptors above
+// it free none below the limit when they close, so the descriptor made
+// after spare others fails with EMFILE. It returns the func that sets the
+// limit back (call it as soon as the failure happened: the whole process,
+// the test framework included, runs under the lowered limit until then).
+func noFileAbove(t *testing.T, hole int, spare uint64) (restore func()) {
+	t.Helper()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(hole)
+	low := lim
+	low.Cur = uint64(hole) + spare
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

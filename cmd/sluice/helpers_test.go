@@ -132,7 +132,16 @@ func dnsServer(t *testing.T, serve func(net.PacketConn)) string {
 
 // serveNXDOMAIN answers each DNS query on pc with its header flipped to a
 // response with RCODE 3 (name error), question echoed, no answers.
-func serveNXDOMAIN(pc net.PacketConn) {
+func serveNXDOMAIN(pc net.PacketConn) { nxdomainNoting(nil)(pc) }
+
+// nxdomainNoting is serveNXDOMAIN that first hands asked, when not nil,
+// each query's name (queryName).
+func nxdomainNoting(asked func(name string)) func(net.PacketConn) {
+	return func(pc net.PacketConn) { serveNXDOMAINNoting(pc, asked) }
+}
+
+// serveNXDOMAINNoting is nxdomainNoting's server.
+func serveNXDOMAINNoting(pc net.PacketConn, asked func(name string)) {
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -141,6 +150,9 @@ func serveNXDOMAIN(pc net.PacketConn) {
 		}
 		if n < 12 {
 			continue
+		}
+		if asked != nil {
+			asked(queryName(buf[:n]))
 		}
 		msg := buf[:n]
 		msg[2] = 0x80 | msg[2]&0x79 | 0x04 // QR, keep opcode and RD, set AA
