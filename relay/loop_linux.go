@@ -336,7 +336,12 @@ func (l *loop) turn(fd uintptr) bool {
 }
 
 // dispatch records the readiness that n events report and runs their flows.
-// It reports whether the wake eventfd fired.
+// It reports whether the wake eventfd fired. Every event of the batch is
+// recorded before any flow runs: a flow's two sockets' events may come in
+// either order, and the room a destination reports (EPOLLOUT) must count
+// before run's stalled check, which ends a session whose source failed
+// while its destination took nothing, sees the source's EPOLLERR. A flow
+// then runs once per event, as before.
 func (l *loop) dispatch(n int) (woken bool) {
 	events := l.events[:n]
 	l.mu.Lock()
@@ -355,7 +360,6 @@ func (l *loop) dispatch(n int) (woken bool) {
 		if f == nil {
 			continue
 		}
-		l.batch[i] = nil
 		side, ev := getData(&events[i])&1, events[i].Events
 		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
 			f.readable[side] = true
@@ -376,16 +380,24 @@ func (l *loop) dispatch(n int) (woken bool) {
 			// Kept for the direction's EOF (step), behind which a
 			// reset that came after the FIN stays pending.
 			f.erred[side] = true
-			if f.dirs[side].done && !f.ended {
-				// A socket whose reading is over (its FIN was passed
-				// on) failed: a reset after the half-close. Nothing
-				// reads it, and the other direction writes to it only
-				// if its own source has bytes, which a silent far side
-				// never sends: take the error here.
-				if err := sockError(f.fds[side]); err != nil {
-					l.fail(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
-					continue
-				}
+		}
+	}
+	for i := range events {
+		f := l.batch[i]
+		if f == nil {
+			continue
+		}
+		l.batch[i] = nil
+		side, ev := getData(&events[i])&1, events[i].Events
+		if ev&unix.EPOLLERR != 0 && f.dirs[side].done && !f.ended {
+			// A socket whose reading is over (its FIN was passed
+			// on) failed: a reset after the half-close. Nothing
+			// reads it, and the other direction writes to it only
+			// if its own source has bytes, which a silent far side
+			// never sends: take the error here.
+			if err := sockError(f.fds[side]); err != nil {
+				l.fail(f, fmt.Errorf("relay: %s: %w", dirLabel[side], err))
+				continue
 			}
 		}
 		l.run(f)
@@ -393,7 +405,6 @@ func (l *loop) dispatch(n int) (woken bool) {
 	return woken
 }
 
-// epollWait polls without blocking (rawsys.EpollPoll, which retries EINTR).
 func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	n, err := rawsys.EpollPoll(epfd, events)
 	if err != nil {
