@@ -54,6 +54,7 @@ type flow struct {
 	probe    [2]bool       // EOF, an error or urgent data reported: read to EAGAIN
 	erred    [2]bool       // an error reported (EPOLLERR): one may be pending once reading ends
 	finSeen  [2]bool       // the socket's FIN came before any error (an EPOLLRDHUP without EPOLLERR): its stream is whole
+	finTold  [2]bool       // an EPOLLRDHUP was dispatched: had urgent data been pending then, its EPOLLPRI came in the same mask
 	finReset [2]unix.Errno // the socket failed after its FIN, the error taken (run): the direction ends with it at its EOF
 	urgent   [2]bool       // urgent data reported (EPOLLPRI): a splice may stop at its mark (passMark)
 	writable [2]bool
@@ -328,8 +329,18 @@ func (l *loop) step(f *flow, d int) (more bool, err error) {
 				n, err = rawsys.Splice(f.fds[src], dir.p.wfd, dir.p.size, spliceFlags)
 			}
 			spliced := true // n came from splice, not from passMark's read
-			if f.urgent[src] && (err == unix.EAGAIN || err == nil && n == 0) {
-				// Urgent data came: EAGAIN or 0 may be the mark.
+			if f.urgent[src] && (err == unix.EAGAIN || err == nil && n == 0) ||
+				err == nil && n == 0 && !f.finTold[src] {
+				// At the mark a splice answers EAGAIN, or 0 once the FIN
+				// came: urgent data reported, or a 0 before any event
+				// told of the FIN, which may be the mark though its
+				// EPOLLPRI is not dispatched yet (it came after the event
+				// this turn runs on), where taking the 0 for EOF dropped
+				// the bytes behind the mark and passed a FIN. An event
+				// that tells of the FIN tells of urgent data too
+				// (tcp_poll's mask holds both, and the urgent byte comes
+				// before the FIN): a 0 after it needs no look. One ioctl
+				// per EOF read before its EPOLLRDHUP was dispatched.
 				m, at, merr := passMark(f.fds[src], dir.p)
 				if at {
 					n, err, spliced = int64(m), merr, false // 0 and nil: EOF right after the urgent byte

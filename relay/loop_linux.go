@@ -376,6 +376,9 @@ func (l *loop) dispatch(n int) (woken bool) {
 		if ev&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP {
 			f.finSeen[side] = true
 		}
+		if ev&unix.EPOLLRDHUP != 0 {
+			f.finTold[side] = true
+		}
 		if ev&unix.EPOLLERR != 0 {
 			// Kept for the direction's EOF (step), behind which a
 			// reset that came after the FIN stays pending.

@@ -147,6 +147,12 @@ func (pp *pipePool) get() (*pipe, error) {
 			want = int(pp.full.Load()) // the kernel default, seen unshrunk
 		}
 		p.grow(want)
+		if full := int(pp.full.Load()); p.size < full {
+			// want refused (above fs.pipe-max-size for this user, where
+			// every pipe keeps the kernel's default, which is then
+			// full): the size the pool's pipes do have.
+			p.grow(full)
+		}
 		pp.saw(p)
 		return p, nil
 	}
