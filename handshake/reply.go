@@ -128,8 +128,9 @@ func closeOnly(err error) bool {
 }
 
 // ReplyFor maps an error to the reply code that reports it; nil and errors it
-// does not know map to GeneralFailure. DNS errors of any kind, timeouts
-// included, map to HostUnreachable; other timeouts (os.ErrDeadlineExceeded,
+// does not know map to GeneralFailure, and so does an error that wraps
+// context.Canceled (a lookup or dial its caller cut short, a DNS error's
+// included). Other DNS errors, timeouts included, map to HostUnreachable; other timeouts (os.ErrDeadlineExceeded,
 // context.DeadlineExceeded, errors whose Timeout method reports true, and
 // ErrTTLExpired) map to TTLExpired. EACCES and EPERM, with which connect(2)
 // reports a local firewall rule (a netfilter drop, a cgroup BPF program, a
@@ -145,6 +146,8 @@ func ReplyFor(err error) Reply {
 		return CommandNotSupported
 	case errors.Is(err, ErrAddrTypeNotSupported):
 		return AddrTypeNotSupported
+	case errors.Is(err, context.Canceled):
+		return GeneralFailure // cut short by its caller (a drain): no verdict on the host
 	case errors.As(err, &dnsErr):
 		return HostUnreachable
 	case errors.Is(err, syscall.ENETUNREACH):

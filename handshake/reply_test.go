@@ -72,6 +72,9 @@ func TestReplyFor(t *testing.T) {
 		{"other", errors.New("other"), GeneralFailure},
 		{"eof", io.EOF, GeneralFailure},
 		{"canceled", context.Canceled, GeneralFailure},
+		// A lookup the caller cut short (a drain) is no unreachable
+		// host: it was answered 0x04.
+		{"dns-canceled", canceledLookupError(t), GeneralFailure},
 		{"not-allowed", fmt.Errorf("policy: %w", ErrNotAllowed), NotAllowed},
 		{"enetunreach", opError(syscall.ENETUNREACH), NetworkUnreachable},
 		{"ehostunreach", opError(syscall.EHOSTUNREACH), HostUnreachable},
@@ -165,4 +168,20 @@ func TestWriteError(t *testing.T) {
 			t.Errorf("%s: WriteError wrote % x, %v; want % x", tt.name, w.writes, err, tt.want)
 		}
 	}
+}
+
+// canceledLookupError is the error of a real name lookup whose context was
+// cancelled: a *net.DNSError ("operation was canceled") that wraps
+// context.Canceled.
+func canceledLookupError(t *testing.T) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := &net.Resolver{PreferGo: true}
+	_, err := r.LookupNetIP(ctx, "ip4", "pending.test")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("lookup with a cancelled context: %v; want a *net.DNSError wrapping context.Canceled", err)
+	}
+	return err
 }

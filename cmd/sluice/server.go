@@ -181,7 +181,9 @@ func (s *server) serveConn(ctx context.Context, c *client, lv *live, ip netip.Ad
 		user := string(req.User)
 		b.Release()
 		s.releaseLimits(rs) // before the reply: a client may retry as soon as it reads it
-		s.reject(c, &req, err)
+		if s.reject(c, &req, err) != nil {
+			rep = replyNone // not sent: the client is gone
+		}
 		s.metrics.endEarly(cmd, rep)
 		s.accessLog(lv, c, user, cmdLabels[cmd], target, rep, 0, 0, start, err)
 		return
@@ -512,7 +514,7 @@ func sumDrops(st relay.DatagramStats) int64 {
 // (errReplied): it replies to req where still possible, counts and logs.
 // The reply counted and logged is the one sent: succeeded for a CONNECT
 // that failed after its success reply (rs.replied), none where a reply
-// could not be sent.
+// could not be sent (not due, or its write failed).
 func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 	lv, c, user, cmd, target, start := rs.lv, rs.c, rs.user, rs.cmd, rs.target, rs.start
 	rep := replyNone
@@ -522,14 +524,17 @@ func (s *server) fail(rs *relaySession, req *handshake.Request, err error) {
 		c.resetOnClose() // the session failed past its success reply
 	case !errors.As(err, new(errReplied)):
 		s.releaseLimits(rs) // before the reply: a client may retry as soon as it reads it
-		s.reject(c, req, err)
+		werr := s.reject(c, req, err)
 		rep = int(handshake.ReplyFor(err))
 		if rep == int(handshake.NotAllowed) {
-			s.metrics.refuse(refDestRule)
+			s.metrics.refuse(refDestRule) // refused, whether or not the client heard it
 			if !lv.accessLog {
 				s.logOffLoop(c)
 				s.log.Info("denied", "client", c.addr(), "user", user, "cmd", cmdLabels[cmd], "target", target.String(), "err", err)
 			}
+		}
+		if werr != nil {
+			rep = replyNone // not sent: the client is gone
 		}
 	}
 	s.metrics.end(cmd, rep)
@@ -551,13 +556,15 @@ func cmdLabelOf(c handshake.Command) int {
 
 // reject answers a failed handshake or dial with the reply the RFC asks for
 // (or none, where it says close), after any answers Negotiate held back, and
-// logs it at debug level.
-func (s *server) reject(c *client, req *handshake.Request, err error) {
+// logs it at debug level. It returns the write's error: a reply it could not
+// send is counted and logged as none.
+func (s *server) reject(c *client, req *handshake.Request, err error) error {
 	werr := req.WriteError(c, err)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.logOffLoop(c)
 		s.log.Debug("rejected", "client", c.addr(), "reply", handshake.ReplyFor(err).String(), "err", err, "reply_err", werr)
 	}
+	return werr
 }
 
 // logOffLoop moves c's session off its accept loop (client.handOn) before a

@@ -76,6 +76,9 @@ func (s *server) associate(ctx context.Context, lv *live, c *net.TCPConn, client
 	})
 	c.SetReadDeadline(time.Unix(1, 0)) // ends drainControl if the client is still there
 	<-done
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err() // the drain's end stopped it, as it stops a relayed CONNECT
+	}
 	if err != nil {
 		err = errReplied{err}
 	}
