@@ -43,24 +43,8 @@ func TestLoopHandOffKeepsFinReset(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Hold the loop goroutine in a second session's done.
-	g2 := newRig(t)
-	entered, release := make(chan struct{}), make(chan struct{})
-	r.Start(context.Background(), g2.relayA, g2.relayB, func(Stats, error) {
-		close(entered)
-		<-release
-	})
-	roundTrip(t, g2)
-	g2.client.CloseWrite()
-	g2.upstream.CloseWrite()
-	<-entered
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	release := holdLoop(t, r)
+	defer release()
 
 	if err := g.client.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -74,7 +58,7 @@ func TestLoopHandOffKeepsFinReset(t *testing.T) {
 	g.upstream.Close() // a reset after upstream's FIN: EPIPE at the relay
 	waitState(t, g.relayB, tcpClose)
 	r.pipes.refuse.Store(true) // upstream->client's next read hands off
-	close(release)
+	release()
 
 	res := g.wait(t)
 	if !errors.Is(res.err, syscall.EPIPE) {

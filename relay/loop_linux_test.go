@@ -572,7 +572,10 @@ func waitState(t *testing.T, c *net.TCPConn, state uint8) {
 }
 
 // queued returns the bytes in c's receive queue.
-func queued(t *testing.T, c *net.TCPConn) int {
+func queued(t *testing.T, c *net.TCPConn) int { return ioctlInt(t, c, unix.SIOCINQ) }
+
+// ioctlInt is an integer ioctl of c's socket (SIOCINQ, SIOCOUTQ).
+func ioctlInt(t *testing.T, c *net.TCPConn, req uint) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -580,7 +583,7 @@ func queued(t *testing.T, c *net.TCPConn) int {
 	}
 	var q int
 	var qerr error
-	if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || qerr != nil {
+	if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), req) }); err != nil || qerr != nil {
 		t.Fatal(err, qerr)
 	}
 	return q

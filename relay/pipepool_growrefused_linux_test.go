@@ -5,11 +5,7 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"os"
-	"runtime"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestPipePoolShortGrowsWhenWantRefused: the pool asks for more than
@@ -20,30 +16,13 @@ import (
 // (TestPipePoolUserQuota). grow asks for want only, which the kernel refuses
 // for ever, so the short pipe relays at two pages for the process's life.
 func TestPipePoolShortGrowsWhenWantRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		const why = "needs root to act as another user on one thread"
-		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
-			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
-		}
-		t.Skip(why)
-	}
+	needRoot(t)
 	soft := readSysctl(t, "fs/pipe-user-pages-soft")
 	if soft == 0 {
 		t.Skip("fs.pipe-user-pages-soft is 0: no quota to reach")
 	}
 	maxSize := readSysctl(t, "fs/pipe-max-size")
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 54329, 54329, 0); e != 0 {
-			done <- fmt.Errorf("setresuid: %w", e)
-			return
-		}
-		done <- growRefusedRun(maxSize, soft)
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	asUser(t, 54329, func() error { return growRefusedRun(maxSize, soft) })
 }
 
 func growRefusedRun(maxSize, soft int) error {

@@ -19,13 +19,7 @@ import (
 // the quota frees, the pool hands it out at full size again instead of
 // relaying through it short for the rest of the process's life.
 func TestPipePoolUserQuota(t *testing.T) {
-	if os.Geteuid() != 0 {
-		const why = "needs root to act as another user on one thread"
-		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
-			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
-		}
-		t.Skip(why)
-	}
+	needRoot(t)
 	soft := readSysctl(t, "fs/pipe-user-pages-soft")
 	if soft == 0 {
 		t.Skip("fs.pipe-user-pages-soft is 0: no quota to reach")
@@ -34,17 +28,36 @@ func TestPipePoolUserQuota(t *testing.T) {
 	if maxSize := readSysctl(t, "fs/pipe-max-size"); maxSize < want {
 		t.Skipf("fs.pipe-max-size is %d: an unprivileged pipe cannot reach %d", maxSize, want)
 	}
+	asUser(t, 54321, func() error { return quotaRun(want, soft) })
+}
+
+// needRoot skips a test that acts as another user unless it runs as root
+// (or, with SLUICE_REQUIRE_NETNS=1, as CI sets, fails it).
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		const why = "needs root to act as another user on one thread"
+		if os.Getenv("SLUICE_REQUIRE_NETNS") == "1" {
+			t.Fatal(why + " (SLUICE_REQUIRE_NETNS=1)")
+		}
+		t.Skip(why)
+	}
+}
+
+// asUser runs run on a thread of its own turned into uid (credentials are
+// per thread in Linux: the saved uid stays 0, so it could return; it never
+// does: a locked thread ends with its goroutine), and fails t with its
+// error.
+func asUser(t *testing.T, uid int, run func() error) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		// Credentials are per thread in Linux: this thread alone turns
-		// into an unused uid (the saved uid stays 0, so it could return;
-		// it never does: a locked thread ends with its goroutine).
 		runtime.LockOSThread()
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 54321, 54321, 0); e != 0 {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), 0); e != 0 {
 			done <- fmt.Errorf("setresuid: %w", e)
 			return
 		}
-		done <- quotaRun(want, soft)
+		done <- run()
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,23 +45,8 @@ func TestLoopRoomInSameBatchAsReset(t *testing.T) {
 			}()
 			waitQueued(t, fromLoud, bound+1) // the relay holds all it can
 
-			// Hold the loop goroutine in a second session's done.
-			g2 := newRig(t)
-			entered, release := make(chan struct{}), make(chan struct{})
-			r.Start(context.Background(), g2.relayA, g2.relayB, func(Stats, error) {
-				close(entered)
-				<-release
-			})
-			roundTrip(t, g2)
-			g2.client.CloseWrite()
-			g2.upstream.CloseWrite()
-			<-entered
-			released := false
-			defer func() {
-				if !released {
-					close(release)
-				}
-			}()
+			release := holdLoop(t, r)
+			defer release()
 
 			loud.SetLinger(0)
 			loud.Close() // the reset: its EPOLLERR waits for the loop
@@ -87,8 +73,7 @@ func TestLoopRoomInSameBatchAsReset(t *testing.T) {
 				}
 				runtime.Gosched()
 			}
-			released = true
-			close(release)
+			release()
 			res := g.wait(t)
 			if !errors.Is(res.err, syscall.ECONNRESET) || !strings.HasPrefix(res.err.Error(), label) {
 				t.Fatalf("session: %v; want ECONNRESET labelled %q", res.err, label)
@@ -102,16 +87,24 @@ func TestLoopRoomInSameBatchAsReset(t *testing.T) {
 
 // unsent is c's send queue: bytes not yet acknowledged by its peer
 // (SIOCOUTQ).
-func unsent(t *testing.T, c *net.TCPConn) int {
+func unsent(t *testing.T, c *net.TCPConn) int { return ioctlInt(t, c, unix.SIOCOUTQ) }
+
+// holdLoop holds r's one event loop goroutine inside the done of a second
+// session until release (which may be called more than once): events that
+// come meanwhile wait in its epoll set, to be harvested in the order they
+// came, in one batch.
+func holdLoop(t *testing.T, r *Relay) (release func()) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var q int
-	var qerr error
-	if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || qerr != nil {
-		t.Fatal(err, qerr)
-	}
-	return q
+	g := newRig(t)
+	entered, held := make(chan struct{}), make(chan struct{})
+	r.Start(context.Background(), g.relayA, g.relayB, func(Stats, error) {
+		close(entered)
+		<-held
+	})
+	roundTrip(t, g)
+	g.client.CloseWrite()
+	g.upstream.CloseWrite()
+	<-entered
+	var once sync.Once
+	return func() { once.Do(func() { close(held) }) }
 }

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestSpliceCallsLeaveOutMark: Stats.SpliceCalls counts splice(2) calls.
@@ -72,16 +70,8 @@ func send(t *testing.T, c *net.TCPConn, b string, flags int) {
 // (SIOCOUTQ 0): they are in the peer's receive queue.
 func waitAcked(t *testing.T, c *net.TCPConn) {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for end := time.Now().Add(safety); ; {
-		var q int
-		var qerr error
-		if err := rc.Control(func(fd uintptr) { q, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || qerr != nil {
-			t.Fatal(err, qerr)
-		}
+		q := unsent(t, c)
 		if q == 0 {
 			return
 		}

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -25,39 +24,7 @@ import (
 // answered and counted 0x01, not host unreachable (it was, 0x04).
 func TestDrainEndErr(t *testing.T) {
 	asked := make(chan string, 16)
-	dns := dnsServer(t, func(pc net.PacketConn) { // never answers
-		b := make([]byte, 1500)
-		for {
-			n, _, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			select {
-			case asked <- queryName(b[:n]):
-			default:
-			}
-		}
-	})
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "udp", dns)
-		if err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, c)
-		return noDeadlines{c.(*net.UDPConn)}, nil
-	}}
+	r := silentResolver(t, asked)
 
 	args := []string{"--listeners", "1", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--dial-timeout", "60s", "--bind-timeout", "60s"}
 	cfg, err := parseFlags(args, io.Discard)

@@ -25,39 +25,7 @@ import (
 func TestUDPIdleDuringLookup(t *testing.T) {
 	t.Parallel()
 	asked := make(chan string, 16) // the names queried
-	dns := dnsServer(t, func(pc net.PacketConn) {
-		b := make([]byte, 1500)
-		for {
-			n, _, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			select {
-			case asked <- queryName(b[:n]):
-			default:
-			}
-		}
-	})
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() { // the lookups' exchanges, blocked for good: they end now
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "udp", dns)
-		if err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, c)
-		return noDeadlines{c.(*net.UDPConn)}, nil
-	}}
+	r := silentResolver(t, asked)
 	var log syncBuffer
 	addr, _ := startSluiceResolver(t, r, &log, "--udp-idle-timeout", "200ms", "--dial-timeout", "1h")
 	// An association may idle out before its client loop reads the
@@ -126,3 +94,45 @@ type noDeadlines struct{ *net.UDPConn }
 func (noDeadlines) SetDeadline(time.Time) error      { return nil }
 func (noDeadlines) SetReadDeadline(time.Time) error  { return nil }
 func (noDeadlines) SetWriteDeadline(time.Time) error { return nil }
+
+// silentResolver returns a pure-Go resolver whose DNS server reads each
+// query, sends its name to asked (unless asked is full) and never answers;
+// the resolver's own timeout per query is disarmed (its connections ignore
+// deadlines), so a lookup ends only when its context does. The exchanges
+// still blocked end when the test does.
+func silentResolver(t *testing.T, asked chan<- string) *net.Resolver {
+	t.Helper()
+	dns := dnsServer(t, func(pc net.PacketConn) {
+		b := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			select {
+			case asked <- queryName(b[:n]):
+			default:
+			}
+		}
+	})
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "udp", dns)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+		return noDeadlines{c.(*net.UDPConn)}, nil
+	}}
+}
