@@ -5,7 +5,9 @@ package relay
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -82,5 +84,70 @@ func TestPipeHalfCloseRaceKeepsReset(t *testing.T) {
 	res := g.wait(t)
 	if !errors.Is(res.err, syscall.EPIPE) {
 		t.Fatalf("session ended with %v; want upstream's reset (EPIPE)", res.err)
+	}
+}
+
+// lookingAtSource holds, per socket, what testHookLookingAtSource runs for
+// it (func()).
+var lookingAtSource sync.Map
+
+func init() {
+	testHookLookingAtSource = func(c *net.TCPConn) {
+		if f, ok := lookingAtSource.Load(c); ok {
+			f.(func())()
+		}
+	}
+}
+
+// TestPipeHalfClosesMeetKeepsSession: on the goroutine path, both peers
+// half-close at once. The upstream->client direction, at upstream's EOF,
+// looks at upstream's socket (the relay sent it no FIN yet, as far as it
+// knew) while the other direction half-closes that socket: a zero-length
+// send then fails as on a socket gone, and the direction took the stream
+// for cut short, passed no FIN and ended nothing, so the session hung, its
+// other half watching its source (TestPipeGoroutines hung so 2 to 5 runs
+// in 150). The hook holds the look until the half-close is done.
+func TestPipeHalfClosesMeetKeepsSession(t *testing.T) {
+	t.Parallel()
+	r := New(Options{ForceCopy: true})
+	defer r.Close()
+	g := newRig(t)
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	lookingAtSource.Store(g.relayB, func() { once.Do(func() { close(reached); <-release }) })
+	defer lookingAtSource.Delete(g.relayB)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	g.start(context.Background(), r)
+	roundTrip(t, g)
+	if err := g.upstream.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(safety):
+		t.Fatal("upstream->client never looked at upstream's socket")
+	}
+	if err := g.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// client->upstream passes the client's FIN: relayB leaves CLOSE_WAIT.
+	for end := time.Now().Add(safety); tcpState(t, g.relayB) == tcpCloseWait; {
+		if time.Now().After(end) {
+			t.Fatal("client->upstream never half-closed upstream's socket")
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	if n, err := g.client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v; want upstream's EOF", n, err)
+	}
+	if res := g.wait(t); res.err != nil {
+		t.Fatalf("Pipe: %v; want a clean end", res.err)
 	}
 }

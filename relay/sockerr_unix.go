@@ -58,13 +58,22 @@ func (h *half) passEOF() error {
 		if err != nil {
 			return err
 		}
+		if hook := testHookLookingAtSource; hook != nil {
+			hook(h.src)
+		}
 		gone := false
 		rc.Control(func(fd uintptr) {
 			if pending = sockError(int(fd)); pending == nil {
 				gone = sockGone(int(fd))
 			}
 		})
-		if gone {
+		// A send fails too once the other direction's half-close has
+		// shut the socket's writing, which it may have done since the
+		// look above (it sets shutting first): the socket is not gone
+		// then. Taking it for gone returned errCutShort, which ends
+		// nothing, and the session hung for ever, its other half
+		// watching its source.
+		if gone && !h.s.other(h).shutting.Load() {
 			return errCutShort
 		}
 	}
@@ -139,5 +148,7 @@ func closeWrite(h *half) error {
 // testHookCloseWrite is called with dst as closeWrite begins;
 // testHookHalfClosing with a direction's source as passEOF is about to
 // half-close its destination; testHookLeftToOther with dst when closeWrite
-// leaves dst's error (EPIPE) to the other direction.
-var testHookCloseWrite, testHookHalfClosing, testHookLeftToOther func(c *net.TCPConn)
+// leaves dst's error (EPIPE) to the other direction;
+// testHookLookingAtSource with a direction's source as passEOF is about to
+// look at it (sockGone).
+var testHookCloseWrite, testHookHalfClosing, testHookLeftToOther, testHookLookingAtSource func(c *net.TCPConn)
