@@ -58,14 +58,7 @@ func handOffAdoptFails(t *testing.T, spare uint64, from int) {
 	if !errors.Is(res.err, unix.EMFILE) {
 		t.Fatalf("session ended with %v; want EMFILE from the hand-off", res.err)
 	}
-	for _, far := range []struct {
-		name string
-		c    io.Reader
-	}{{"client", g.client}, {"upstream", g.upstream}} {
-		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
-			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
-		}
-	}
+	farPeersReset(t, g)
 }
 
 // TestStartFdsAdoptFails: StartFds without event loops wraps both bare
@@ -103,14 +96,7 @@ func startFdsAdoptFails(t *testing.T, spare uint64) {
 	if !errors.Is(err, unix.EMFILE) {
 		t.Fatalf("session ended with %v; want EMFILE", err)
 	}
-	for _, far := range []struct {
-		name string
-		c    io.Reader
-	}{{"client", g.client}, {"upstream", g.upstream}} {
-		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
-			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
-		}
-	}
+	farPeersReset(t, g)
 }
 
 // openHole opens a descriptor at the lowest free number, for noFileAbove:
@@ -145,6 +131,19 @@ func noFileAbove(t *testing.T, hole int, spare uint64) (restore func()) {
 	return func() {
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// farPeersReset checks that both far peers of g read a reset.
+func farPeersReset(t *testing.T, g *rig) {
+	t.Helper()
+	for _, far := range []struct {
+		name string
+		c    io.Reader
+	}{{"client", g.client}, {"upstream", g.upstream}} {
+		if _, err := io.Copy(io.Discard, far.c); !errors.Is(err, unix.ECONNRESET) {
+			t.Errorf("%s read to %v; want ECONNRESET", far.name, err)
 		}
 	}
 }

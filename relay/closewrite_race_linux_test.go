@@ -14,22 +14,53 @@ import (
 	"time"
 )
 
-// halfClosing and leftToOther hold, per socket, what testHookHalfClosing
-// and testHookLeftToOther run for it (func()). The hooks are set once,
-// before any test runs, so that tests that use them run in parallel.
-var halfClosing, leftToOther sync.Map
+// socketHooks holds, per socket, what a test hook runs for it. The hooks
+// are set once, before any test runs, so that tests that use them run in
+// parallel, each with sockets of its own.
+type socketHooks struct{ m sync.Map }
+
+func (h *socketHooks) run(c *net.TCPConn) {
+	if f, ok := h.m.Load(c); ok {
+		f.(func())()
+	}
+}
+
+// gate makes the hook's first call for c report on reached and wait until
+// release (called once the test ends at the latest; more calls are no-ops).
+func (h *socketHooks) gate(t *testing.T, c *net.TCPConn) (reached <-chan struct{}, release func()) {
+	r, held := make(chan struct{}), make(chan struct{})
+	var first, done sync.Once
+	h.m.Store(c, func() { first.Do(func() { close(r); <-held }) })
+	release = func() { done.Do(func() { close(held) }) }
+	t.Cleanup(func() { release(); h.m.Delete(c) })
+	return r, release
+}
+
+// signal makes the hook's first call for c report on the channel returned.
+func (h *socketHooks) signal(t *testing.T, c *net.TCPConn) <-chan struct{} {
+	ch := make(chan struct{})
+	var once sync.Once
+	h.m.Store(c, func() { once.Do(func() { close(ch) }) })
+	t.Cleanup(func() { h.m.Delete(c) })
+	return ch
+}
+
+// awaitHook waits for ch, or fails t after safety saying what never came.
+func awaitHook(t *testing.T, ch <-chan struct{}, never string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(safety):
+		t.Fatal(never)
+	}
+}
+
+var halfClosing, leftToOther, lookingAtSource socketHooks
 
 func init() {
-	testHookHalfClosing = func(c *net.TCPConn) {
-		if f, ok := halfClosing.Load(c); ok {
-			f.(func())()
-		}
-	}
-	testHookLeftToOther = func(c *net.TCPConn) {
-		if f, ok := leftToOther.Load(c); ok {
-			f.(func())()
-		}
-	}
+	testHookHalfClosing = halfClosing.run
+	testHookLeftToOther = leftToOther.run
+	testHookLookingAtSource = lookingAtSource.run
 }
 
 // TestPipeHalfCloseRaceKeepsReset: on the goroutine path, upstream sends
@@ -45,57 +76,26 @@ func TestPipeHalfCloseRaceKeepsReset(t *testing.T) {
 	r := New(Options{Loops: -1})
 	defer r.Close()
 	g := newRig(t)
-	reached, release, left := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	halfClosing.Store(g.relayB, func() { close(reached); <-release }) // upstream->client: its source is relayB
-	leftToOther.Store(g.relayB, func() { once.Do(func() { close(left) }) })
-	defer halfClosing.Delete(g.relayB)
-	defer leftToOther.Delete(g.relayB)
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	reached, release := halfClosing.gate(t, g.relayB) // upstream->client: its source is relayB
+	left := leftToOther.signal(t, g.relayB)
 	g.start(context.Background(), r)
 	roundTrip(t, g)
 
 	if err := g.upstream.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-reached:
-	case <-time.After(safety):
-		t.Fatal("upstream->client never came to pass upstream's FIN on")
-	}
+	awaitHook(t, reached, "upstream->client never came to pass upstream's FIN on")
 	g.upstream.SetLinger(0)
 	g.upstream.Close() // a reset after upstream's FIN: EPIPE at the relay
 	waitState(t, g.relayB, tcpClose)
 	if err := g.client.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-left:
-	case <-time.After(safety):
-		t.Fatal("client->upstream's half-close never left upstream's reset to the other direction")
-	}
-	close(release)
+	awaitHook(t, left, "client->upstream's half-close never left upstream's reset to the other direction")
+	release()
 	res := g.wait(t)
 	if !errors.Is(res.err, syscall.EPIPE) {
 		t.Fatalf("session ended with %v; want upstream's reset (EPIPE)", res.err)
-	}
-}
-
-// lookingAtSource holds, per socket, what testHookLookingAtSource runs for
-// it (func()).
-var lookingAtSource sync.Map
-
-func init() {
-	testHookLookingAtSource = func(c *net.TCPConn) {
-		if f, ok := lookingAtSource.Load(c); ok {
-			f.(func())()
-		}
 	}
 }
 
@@ -112,27 +112,13 @@ func TestPipeHalfClosesMeetKeepsSession(t *testing.T) {
 	r := New(Options{ForceCopy: true})
 	defer r.Close()
 	g := newRig(t)
-	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	lookingAtSource.Store(g.relayB, func() { once.Do(func() { close(reached); <-release }) })
-	defer lookingAtSource.Delete(g.relayB)
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	reached, release := lookingAtSource.gate(t, g.relayB)
 	g.start(context.Background(), r)
 	roundTrip(t, g)
 	if err := g.upstream.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-reached:
-	case <-time.After(safety):
-		t.Fatal("upstream->client never looked at upstream's socket")
-	}
+	awaitHook(t, reached, "upstream->client never looked at upstream's socket")
 	if err := g.client.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +129,7 @@ func TestPipeHalfClosesMeetKeepsSession(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	close(release)
+	release()
 	if n, err := g.client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("client read %d, %v; want upstream's EOF", n, err)
 	}

@@ -6,13 +6,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestLoopUrgentMarkBeforePRIDispatched: an event loop splices a client's
@@ -43,21 +40,6 @@ func TestLoopUrgentMarkBeforePRIDispatched(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	fdOf := func(c *net.TCPConn) int {
-		fd, err := rawFd(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fd
-	}
-	state := func(c *net.TCPConn) uint8 {
-		info, err := unix.GetsockoptTCPInfo(fdOf(c), unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State
-	}
-
 	// Session A, the one under test.
 	a := newRig(t)
 	aDone := make(chan error, 1)
@@ -107,39 +89,25 @@ func TestLoopUrgentMarkBeforePRIDispatched(t *testing.T) {
 	bs[1].g.client.CloseWrite()
 	// Its relay side sent its own FIN already (FIN_WAIT2): the client's
 	// FIN closes it (TIME_WAIT takes over; the socket reads TCP_CLOSE).
-	waitFor("blocker FIN", func() bool { s := state(bs[1].g.relayA); return s == tcpClose || s == tcpCloseWait })
+	waitFor("blocker FIN", func() bool { s := tcpState(t, bs[1].g.relayA); return s == tcpClose || s == tcpCloseWait })
 	d1 := bytes.Repeat([]byte("0123456789"), 100) // 1000 bytes: not fewer than a 1 MiB pipe's 256 slots
 	if _, err := a.client.Write(d1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("A's first bytes", func() bool {
-		n, err := unix.IoctlGetInt(fdOf(a.relayA), unix.SIOCINQ)
-		return err == nil && n == len(d1)
-	})
+	waitFor("A's first bytes", func() bool { return queued(t, a.relayA) == len(d1) })
 
 	// The loop harvests both and blocks again in the second blocker's
 	// done, before A's event (EPOLLIN only) is dispatched.
 	close(bs[0].release)
 	<-bs[1].entered
 
-	rc, err := a.client.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	rc.Write(func(fd uintptr) bool {
-		serr = syscall.Sendto(int(fd), []byte("X"), syscall.MSG_OOB, nil)
-		return true
-	})
-	if serr != nil {
-		t.Fatal(serr)
-	}
+	send(t, a.client, "X", syscall.MSG_OOB)
 	d2 := []byte("the rest, behind the urgent mark")
 	if _, err := a.client.Write(d2); err != nil {
 		t.Fatal(err)
 	}
 	a.client.CloseWrite()
-	waitFor("A's FIN", func() bool { return state(a.relayA) == tcpCloseWait })
+	waitFor("A's FIN", func() bool { return tcpState(t, a.relayA) == tcpCloseWait })
 	close(bs[1].release)
 
 	got, err := io.ReadAll(a.upstream)
